@@ -1,0 +1,215 @@
+"""The one exception tree of aog-plugins.
+
+Everything this library raises on purpose derives from :class:`AogPluginsError`::
+
+    AogPluginsError
+    ├── ConfigurationError            a bad argument from the caller (nothing was started)
+    ├── PluginStartError              the plugin could not be started; nothing is left running
+    │   ├── PluginNotFoundError         the executable does not exist
+    │   ├── PluginNotExecutableError    it exists but cannot be executed (mode, format, arch)
+    │   ├── CookieRejectedError         it refused to run: the magic cookie did not match
+    │   ├── PluginExitedError           it exited before it printed the handshake
+    │   ├── StartTimeoutError           no handshake line within ``start_timeout``
+    │   ├── ChecksumMismatchError       SecureConfig: the executable is not the expected one
+    │   └── HandshakeError              the handshake line was printed but is unusable
+    │       ├── MalformedHandshakeError     not ``CORE|APP|NETWORK|ADDRESS[|PROTOCOL[|CERT[|MUX]]]``
+    │       ├── IncompatibleCoreVersionError
+    │       ├── IncompatibleAppVersionError
+    │       ├── UnknownNetworkError         network is neither ``unix`` nor ``tcp``
+    │       ├── UnsupportedProtocolError    not ``grpc`` (netrpc has no Python host)
+    │       └── ServerCertificateError      field 6 is not a usable certificate
+    ├── CertificateError              a PEM/DER certificate could not be read
+    ├── PluginConnectError            started, but the gRPC connection or health check failed
+    │   └── PluginUnhealthyError        the health service answered NOT_SERVING
+    ├── ReattachError                 a reattach config is invalid or its plugin is gone
+    ├── PluginCallError               an RPC failed in transport (carries whether the process died)
+    └── PluginError                   the plugin answered with an AOG failure ``code``/``message``
+
+Start failures carry what the plugin left behind: ``exit_code`` (``None`` while it was
+still running, negative for a signal), ``stderr_tail`` and a one-line ``diagnosis``.
+"""
+
+from __future__ import annotations
+
+__all__ = [
+    "AogPluginsError",
+    "CertificateError",
+    "ChecksumMismatchError",
+    "ConfigurationError",
+    "CookieRejectedError",
+    "HandshakeError",
+    "IncompatibleAppVersionError",
+    "IncompatibleCoreVersionError",
+    "MalformedHandshakeError",
+    "PluginCallError",
+    "PluginConnectError",
+    "PluginError",
+    "PluginExitedError",
+    "PluginNotExecutableError",
+    "PluginNotFoundError",
+    "PluginStartError",
+    "PluginUnhealthyError",
+    "ReattachError",
+    "ServerCertificateError",
+    "StartTimeoutError",
+    "UnknownNetworkError",
+    "UnsupportedProtocolError",
+]
+
+
+class AogPluginsError(Exception):
+    """Base of every error aog-plugins raises on purpose."""
+
+
+class ConfigurationError(AogPluginsError, ValueError):
+    """An argument the caller passed is unusable; nothing was started."""
+
+
+class CertificateError(AogPluginsError):
+    """A certificate (PEM or DER) could not be parsed or has the wrong kind of key."""
+
+
+class PluginStartError(AogPluginsError):
+    """The plugin could not be started. The process, if any, has been killed and reaped.
+
+    ``exit_code`` is the plugin's exit status (negative: killed by that signal; ``None``:
+    it had not exited when we gave up and killed it). ``stderr_tail`` holds its last
+    stderr lines, ``diagnosis`` a hint at the cause and ``command`` what was run.
+    """
+
+    def __init__(
+        self,
+        message: str,
+        *,
+        exit_code: int | None = None,
+        stderr_tail: str = "",
+        diagnosis: str = "",
+        command: tuple[str, ...] = (),
+    ) -> None:
+        super().__init__(message)
+        self.message = message
+        self.exit_code = exit_code
+        self.stderr_tail = stderr_tail
+        self.diagnosis = diagnosis
+        self.command = command
+
+    def add_context(
+        self,
+        *,
+        exit_code: int | None,
+        stderr_tail: str,
+        command: tuple[str, ...],
+        diagnosis: str | None = None,
+    ) -> None:
+        """Attach what the failed process left behind (used by the process layer)."""
+        self.exit_code = exit_code
+        self.stderr_tail = stderr_tail
+        self.command = command
+        if diagnosis:
+            self.diagnosis = diagnosis
+
+    def __str__(self) -> str:
+        parts = [self.message]
+        if self.command:
+            parts.append(f"command: {' '.join(self.command)}")
+        if self.exit_code is not None:
+            if self.exit_code < 0:
+                parts.append(f"killed by signal {-self.exit_code}")
+            else:
+                parts.append(f"exit code {self.exit_code}")
+        if self.diagnosis:
+            parts.append(f"diagnosis: {self.diagnosis}")
+        text = "; ".join(parts)
+        if self.stderr_tail:
+            text += "\n--- plugin stderr (last lines) ---\n" + self.stderr_tail.rstrip("\n")
+        return text
+
+
+class PluginNotFoundError(PluginStartError):
+    """The plugin executable does not exist."""
+
+
+class PluginNotExecutableError(PluginStartError):
+    """The file exists but the OS refused to execute it (permissions, format, architecture)."""
+
+
+class CookieRejectedError(PluginStartError):
+    """The plugin exited saying it is a plugin not meant to be run directly: cookie mismatch."""
+
+
+class PluginExitedError(PluginStartError):
+    """The plugin exited before printing its handshake line."""
+
+
+class StartTimeoutError(PluginStartError):
+    """The plugin printed no handshake line within the start timeout."""
+
+
+class ChecksumMismatchError(PluginStartError):
+    """The executable's checksum differs from the one the caller expected."""
+
+
+class HandshakeError(PluginStartError):
+    """The plugin's handshake line is unusable. ``line`` holds the text received."""
+
+    def __init__(self, message: str, *, line: str = "", **kwargs: object) -> None:
+        super().__init__(message, **kwargs)  # type: ignore[arg-type]
+        self.line = line
+
+
+class MalformedHandshakeError(HandshakeError):
+    """The first stdout line is not a go-plugin handshake (wrong field count, not numbers)."""
+
+
+class IncompatibleCoreVersionError(HandshakeError):
+    """The plugin speaks another go-plugin core protocol version (only 1 exists)."""
+
+
+class IncompatibleAppVersionError(HandshakeError):
+    """The plugin's app protocol version is not one the host offered."""
+
+
+class UnknownNetworkError(HandshakeError):
+    """The handshake's network field is neither ``unix`` nor ``tcp``."""
+
+
+class UnsupportedProtocolError(HandshakeError):
+    """The plugin serves a protocol this host cannot speak (netrpc, or unknown)."""
+
+
+class ServerCertificateError(HandshakeError):
+    """The certificate in handshake field 6 is not valid base64 DER."""
+
+
+class PluginConnectError(AogPluginsError):
+    """The plugin started, but connecting or health-checking it failed; it has been killed."""
+
+
+class PluginUnhealthyError(PluginConnectError):
+    """The plugin's health service reports NOT_SERVING for service ``plugin``."""
+
+
+class ReattachError(AogPluginsError):
+    """A reattach config is malformed, or the plugin it names is not running."""
+
+
+class PluginCallError(AogPluginsError):
+    """An RPC to the plugin failed in transport.
+
+    ``code`` is the gRPC status code name, ``process_exited`` says whether the plugin
+    process was found dead, so a caller can tell a crash from a slow plugin.
+    """
+
+    def __init__(self, message: str, *, code: str = "", process_exited: bool = False) -> None:
+        super().__init__(message)
+        self.code = code
+        self.process_exited = process_exited
+
+
+class PluginError(AogPluginsError):
+    """The plugin answered with an AOG failure: a ``code`` other than 0 or 200."""
+
+    def __init__(self, code: int, message: str) -> None:
+        super().__init__(f"plugin error {code}: {message}")
+        self.code = code
+        self.message = message
