@@ -1,0 +1,23 @@
+"""aog-plugins: host plugins that speak HashiCorp's go-plugin protocol, AOG providers first.
+
+The public namespace is curated here; submodules starting with ``_`` are private.
+Errors live in :mod:`aog_plugins.errors` (one tree under :class:`AogPluginsError`).
+"""
+
+from aog_plugins.errors import AogPluginsError, PluginError
+from aog_plugins.handshake import AOG_HANDSHAKE, HandshakeConfig
+from aog_plugins.process import Plugin, PluginState, ReattachConfig, attach, launch
+
+__all__ = [
+    "AOG_HANDSHAKE",
+    "AogPluginsError",
+    "HandshakeConfig",
+    "Plugin",
+    "PluginError",
+    "PluginState",
+    "ReattachConfig",
+    "attach",
+    "launch",
+]
+
+__version__ = "0.1.0"

@@ -1,0 +1,23 @@
+"""Process layer: spawn plugins, read their handshake and logs, connect, and kill them.
+
+This layer owns every OS resource (processes, pipes, socket dirs, channels) and releases
+them deterministically; see :func:`launch` and :class:`Plugin`.
+"""
+
+from aog_plugins.process._attach import attach
+from aog_plugins.process._logs import TRACE, parse_line
+from aog_plugins.process._plugin import Plugin, PluginState, launch, verify_checksum
+from aog_plugins.process._reattach import ReattachConfig
+from aog_plugins.process._registry import kill_all
+
+__all__ = [
+    "TRACE",
+    "Plugin",
+    "PluginState",
+    "ReattachConfig",
+    "attach",
+    "kill_all",
+    "launch",
+    "parse_line",
+    "verify_checksum",
+]

@@ -1,0 +1,139 @@
+"""Turn a plugin's stderr into ``logging`` records, the way go-plugin's host reads hclog.
+
+Lines are JSON objects from hclog (``@level``, ``@message``, ``@timestamp``, ``@module``
+and free key/values), text lines that may carry a ``[LEVEL]`` tag, or raw text. After a
+``panic: `` or ``fatal error: `` line, every later line is an error (the Go stack trace).
+Unlike Go's host we accept any JSON types: a non-string ``@message`` is logged as JSON.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import re
+from collections import deque
+from dataclasses import dataclass, field
+from typing import Any
+
+__all__ = ["TRACE", "LineSplitter", "ParsedLine", "StderrLogParser", "parse_line"]
+
+TRACE = 5
+"""hclog's TRACE, below ``logging.DEBUG``."""
+
+logging.addLevelName(TRACE, "TRACE")
+
+_LEVELS = {
+    "trace": TRACE,
+    "debug": logging.DEBUG,
+    "info": logging.INFO,
+    "warn": logging.WARNING,
+    "warning": logging.WARNING,
+    "error": logging.ERROR,
+}
+# "[DEBUG] msg" or "2024-05-01T10:00:00.000Z [DEBUG] msg" (hclog's text format).
+_TEXT_LEVEL = re.compile(
+    r"^(?:\d{4}-\d\d-\d\dT\S*\s+)?\[(TRACE|DEBUG|INFO|WARN|WARNING|ERROR)\]\s?(.*)$", re.S
+)
+_PANIC_PREFIXES = ("panic: ", "fatal error: ")
+
+
+@dataclass(frozen=True)
+class ParsedLine:
+    """One stderr line as a log event."""
+
+    level: int
+    message: str
+    module: str = ""
+    timestamp: str = ""
+    fields: dict[str, Any] = field(default_factory=dict)
+
+
+def _as_text(value: object) -> str:
+    if isinstance(value, str):
+        return value
+    return json.dumps(value, default=str)
+
+
+def parse_line(line: str, *, default_level: int = logging.DEBUG) -> ParsedLine:
+    """Parse one line (without its newline) into a :class:`ParsedLine`."""
+    stripped = line.strip()
+    if stripped.startswith("{"):
+        try:
+            obj = json.loads(stripped)
+        except ValueError:
+            obj = None
+        if isinstance(obj, dict):
+            raw_level = obj.pop("@level", None)
+            level = _LEVELS.get(str(raw_level).lower(), default_level)
+            message = _as_text(obj.pop("@message", ""))
+            module = _as_text(obj.pop("@module", ""))
+            timestamp = _as_text(obj.pop("@timestamp", ""))
+            return ParsedLine(level, message, module, timestamp, obj)
+    match = _TEXT_LEVEL.match(line)
+    if match:
+        return ParsedLine(_LEVELS[match.group(1).lower()], match.group(2))
+    return ParsedLine(default_level, line)
+
+
+class LineSplitter:
+    """Accumulates chunks and yields complete lines; caps runaway lines at ``max_line``."""
+
+    def __init__(self, max_line: int = 64 * 1024) -> None:
+        self._buf = bytearray()
+        self._max = max_line
+
+    def feed(self, chunk: bytes) -> list[bytes]:
+        """Add ``chunk``; return the complete lines it finished (without newlines)."""
+        self._buf += chunk
+        lines: list[bytes] = []
+        while True:
+            nl = self._buf.find(b"\n")
+            if nl < 0:
+                break
+            lines.append(bytes(self._buf[:nl]).rstrip(b"\r"))
+            del self._buf[: nl + 1]
+        while len(self._buf) >= self._max:
+            lines.append(bytes(self._buf[: self._max]))
+            del self._buf[: self._max]
+        return lines
+
+    def flush(self) -> list[bytes]:
+        """Return what is left as a last line (at EOF)."""
+        rest, self._buf = bytes(self._buf), bytearray()
+        return [rest] if rest else []
+
+
+class StderrLogParser:
+    """Feeds stderr lines to a logger and keeps the tail for error messages."""
+
+    def __init__(self, logger: logging.Logger, *, pid: int, tail_lines: int = 40) -> None:
+        self.logger = logger
+        self.pid = pid
+        self._panicking = False
+        self._tail: deque[str] = deque(maxlen=tail_lines)
+        self.panic_text: str = ""
+
+    def line(self, raw: bytes) -> None:
+        """Log one stderr line."""
+        text = raw.decode("utf-8", "replace")
+        self._tail.append(text)
+        if not self._panicking and text.startswith(_PANIC_PREFIXES):
+            self._panicking = True
+            self.panic_text = text
+        parsed = parse_line(text)
+        level = logging.ERROR if self._panicking else parsed.level
+        if self.logger.isEnabledFor(level):
+            extra = {
+                "plugin_pid": self.pid,
+                "plugin_module": parsed.module,
+                "plugin_timestamp": parsed.timestamp,
+                "plugin_fields": parsed.fields,
+            }
+            suffix = ""
+            if parsed.fields:
+                suffix = " " + " ".join(f"{k}={_as_text(v)}" for k, v in parsed.fields.items())
+            self.logger.log(level, "%s%s", parsed.message, suffix, extra=extra)
+
+    def tail(self) -> str:
+        """The last stderr lines, joined."""
+        return "\n".join(self._tail)

@@ -1,0 +1,275 @@
+"""Spawn a plugin executable and own its OS resources: pipes, exit watch, process group.
+
+The plugin runs in a new session (``start_new_session``), so its pid is also its process
+group id and one ``killpg`` reaches its children too. No ``preexec_fn`` is used (it can
+deadlock with gRPC threads, grpc/grpc#37259). Exit is seen through a pidfd on the shared
+I/O loop; when the plugin exits, whatever is left of its group is killed before the
+zombie is reaped, so the group id cannot have been reused by then.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import errno
+import logging
+import os
+import platform
+import signal
+import subprocess
+import threading
+import time
+from collections.abc import Callable, Mapping, Sequence
+from concurrent.futures import Future
+
+import psutil
+
+from aog_plugins.errors import (
+    PluginExitedError,
+    PluginNotExecutableError,
+    PluginNotFoundError,
+    PluginStartError,
+)
+from aog_plugins.process._ioloop import io_loop
+from aog_plugins.process._logs import LineSplitter, StderrLogParser
+
+__all__ = ["PluginProcess", "diagnose_exit", "spawn"]
+
+_log = logging.getLogger("aog_plugins.process")
+
+_ELF_MACHINES = {3: "x86 (32-bit)", 40: "arm (32-bit)", 62: "amd64", 183: "arm64", 243: "riscv64"}
+_HOST_MACHINE = {"x86_64": 62, "amd64": 62, "aarch64": 183, "arm64": 183}.get(
+    platform.machine().lower()
+)
+COOKIE_REJECTED_MARKER = "This binary is a plugin"
+
+
+class PluginProcess:
+    """A running plugin process: its pipes are read by the I/O loop, its exit is watched.
+
+    ``handshake`` resolves with the first stdout line (bytes), or fails when the plugin
+    exits first. Later stdout/stderr output goes to the callbacks and the logger.
+    """
+
+    def __init__(
+        self,
+        popen: subprocess.Popen[bytes],
+        command: tuple[str, ...],
+        logger: logging.Logger,
+        on_stdout: Callable[[bytes], None] | None = None,
+    ) -> None:
+        self.popen = popen
+        self.pid = popen.pid
+        self.command = command
+        self.logger = logger
+        self.create_time = _create_time(self.pid)
+        self.handshake: Future[bytes] = Future()
+        self.stderr = StderrLogParser(logger, pid=self.pid)
+        self._on_stdout = on_stdout
+        self._exit_lock = threading.Lock()
+        self._exited = threading.Event()
+        self._stderr_eof = threading.Event()
+        self._exit_callbacks: list[Callable[[PluginProcess], None]] = []
+        self.exit_code: int | None = None
+        self.exited_at: float | None = None
+        self._stdout_lines = LineSplitter()
+        self._stderr_lines = LineSplitter()
+        loop = io_loop()
+        assert popen.stdout is not None
+        assert popen.stderr is not None
+        loop.add_reader(os.dup(popen.stdout.fileno()), self._stdout_chunk)
+        loop.add_reader(os.dup(popen.stderr.fileno()), self._stderr_chunk)
+        popen.stdout.close()
+        popen.stderr.close()
+        try:
+            pidfd = os.pidfd_open(self.pid)
+        except (AttributeError, OSError):  # pragma: no cover - kernels before 5.3
+            threading.Thread(target=self._wait_thread, daemon=True).start()
+        else:
+            loop.add_exit_watch(pidfd, self._on_exit)
+
+    # ---- output -------------------------------------------------------------------
+    def _stdout_chunk(self, chunk: bytes) -> None:
+        lines = self._stdout_lines.feed(chunk) if chunk else self._stdout_lines.flush()
+        for line in lines:
+            if not self.handshake.done():
+                self.handshake.set_result(line)
+            elif self._on_stdout is not None:
+                self._on_stdout(line + b"\n")
+            else:
+                self.logger.info(
+                    "%s", line.decode("utf-8", "replace"), extra={"plugin_pid": self.pid}
+                )
+
+    def _stderr_chunk(self, chunk: bytes) -> None:
+        lines = self._stderr_lines.feed(chunk) if chunk else self._stderr_lines.flush()
+        for line in lines:
+            self.stderr.line(line)
+        if not chunk:
+            self._stderr_eof.set()
+
+    # ---- exit ---------------------------------------------------------------------
+    def _wait_thread(self) -> None:  # pragma: no cover - fallback without pidfd
+        with contextlib.suppress(ChildProcessError):
+            os.waitid(os.P_PID, self.pid, os.WEXITED | os.WNOWAIT)
+        self._on_exit()
+
+    def _on_exit(self) -> None:
+        # The leader is a zombie now: its pid (= our group id) cannot be reused yet, so
+        # killing the rest of the group is safe. Then reap.
+        with contextlib.suppress(ProcessLookupError, PermissionError):
+            os.killpg(self.pid, signal.SIGKILL)
+        with self._exit_lock:
+            self.exit_code = self.popen.wait()
+            self.exited_at = time.monotonic()
+            self._exited.set()
+            callbacks = list(self._exit_callbacks)
+        if not self.handshake.done():
+            self.handshake.set_exception(PluginExitedError("plugin exited before its handshake"))
+        for cb in callbacks:
+            try:
+                cb(self)
+            except Exception:
+                _log.exception("exit callback failed")
+
+    def add_exit_callback(self, callback: Callable[[PluginProcess], None]) -> None:
+        """Call ``callback(self)`` on exit (at once if it already exited)."""
+        with self._exit_lock:
+            if not self._exited.is_set():
+                self._exit_callbacks.append(callback)
+                return
+        callback(self)
+
+    @property
+    def exited(self) -> bool:
+        """True once the process has exited and been reaped."""
+        return self._exited.is_set()
+
+    def wait(self, timeout: float | None = None) -> bool:
+        """Wait up to ``timeout`` for exit; True if it exited."""
+        return self._exited.wait(timeout)
+
+    def stderr_tail(self, drain: float = 0.3) -> str:
+        """The last stderr lines; after exit, waits ``drain`` s for the pipe to finish."""
+        if self.exited:
+            self._stderr_eof.wait(drain)
+        return self.stderr.tail()
+
+    def signal_group(self, sig: int) -> None:
+        """Send ``sig`` to the plugin's process group, unless it already exited."""
+        with self._exit_lock:
+            if self._exited.is_set():
+                return
+            with contextlib.suppress(ProcessLookupError, PermissionError):
+                os.killpg(self.pid, sig)
+
+    def start_error(self, error: PluginStartError) -> PluginStartError:
+        """Attach exit code, stderr tail and a diagnosis to ``error``."""
+        tail = self.stderr_tail()
+        diagnosis = diagnose_exit(self.exit_code, tail) if self.exited else None
+        error.add_context(
+            exit_code=self.exit_code, stderr_tail=tail, command=self.command, diagnosis=diagnosis
+        )
+        return error
+
+
+def _create_time(pid: int) -> float:
+    try:
+        return psutil.Process(pid).create_time()
+    except psutil.Error:
+        return 0.0
+
+
+def diagnose_exit(exit_code: int | None, stderr_tail: str) -> str:
+    """A one-line guess at why a plugin exited before its handshake."""
+    if COOKIE_REJECTED_MARKER in stderr_tail:
+        return (
+            "the plugin refused to run because the magic cookie did not match: "
+            "check the HandshakeConfig's cookie key and value against the plugin's"
+        )
+    if "error while loading shared libraries" in stderr_tail or exit_code == 127:
+        return "a shared library or the interpreter the plugin needs is missing"
+    if exit_code is not None and exit_code < 0:
+        return f"the plugin was killed by signal {-exit_code} ({_signal_name(-exit_code)})"
+    return "the plugin exited before printing its handshake line: read its stderr above"
+
+
+def _signal_name(sig: int) -> str:
+    try:
+        return signal.Signals(sig).name
+    except ValueError:
+        return "unknown"
+
+
+def _diagnose_exec_failure(path: str, exc: OSError, command: tuple[str, ...]) -> PluginStartError:
+    if exc.errno == errno.ENOENT:
+        if os.path.exists(path):
+            return PluginNotFoundError(
+                f"cannot start {path}: the file exists but its interpreter (#! line) "
+                "or dynamic loader was not found",
+                diagnosis="missing interpreter or loader; check the first line of the script",
+                command=command,
+            )
+        return PluginNotFoundError(
+            f"plugin executable not found: {path}",
+            diagnosis="check the path (relative paths are resolved against the current "
+            "directory) or the plugin's platforms entry",
+            command=command,
+        )
+    if exc.errno in (errno.EACCES, errno.EPERM):
+        why = "it is a directory" if os.path.isdir(path) else "it lacks execute permission"
+        return PluginNotExecutableError(
+            f"cannot execute {path}: {why}",
+            diagnosis="chmod +x the plugin, or point to the executable file",
+            command=command,
+        )
+    if exc.errno == errno.ENOEXEC:
+        return PluginNotExecutableError(
+            f"cannot execute {path}: {_format_diagnosis(path)}",
+            diagnosis=_format_diagnosis(path),
+            command=command,
+        )
+    return PluginNotExecutableError(f"cannot execute {path}: {exc}", command=command)
+
+
+def _format_diagnosis(path: str) -> str:
+    try:
+        with open(path, "rb") as f:
+            head = f.read(20)
+    except OSError:
+        return "exec format error"
+    if head[:4] == b"\x7fELF" and len(head) >= 20:
+        little = head[5] == 1
+        machine = int.from_bytes(head[18:20], "little" if little else "big")
+        name = _ELF_MACHINES.get(machine, f"machine {machine}")
+        if _HOST_MACHINE is not None and machine != _HOST_MACHINE:
+            return f"wrong architecture: built for {name}, this machine is {platform.machine()}"
+        return "a corrupt or unsupported ELF binary"
+    if head[:2] != b"#!":
+        return "not a binary and has no #! line: not an executable format this OS runs"
+    return "exec format error"
+
+
+def spawn(
+    command: Sequence[str],
+    env: Mapping[str, str],
+    logger: logging.Logger,
+    *,
+    on_stdout: Callable[[bytes], None] | None = None,
+    cwd: str | None = None,
+) -> PluginProcess:
+    """Start ``command`` with exactly ``env``; raise a typed start error if it cannot run."""
+    argv = tuple(command)
+    try:
+        popen = subprocess.Popen(
+            argv,
+            env=dict(env),
+            cwd=cwd,
+            stdin=subprocess.DEVNULL,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            start_new_session=True,
+            close_fds=True,
+        )
+    except OSError as exc:
+        raise _diagnose_exec_failure(argv[0], exc, argv) from exc
+    return PluginProcess(popen, argv, logger, on_stdout=on_stdout)

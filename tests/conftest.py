@@ -1,0 +1,55 @@
+"""Suite-wide checks: after the whole run no process started by this run may remain.
+
+Every process a test starts inherits ``AOG_PLUGINS_TEST_RUN`` (plugins are spawned with
+the host's environment), so leftovers are found by that marker, including grandchildren
+and plugins whose xdist worker has already exited. Leftovers are killed and fail the run.
+"""
+
+from __future__ import annotations
+
+import os
+import uuid
+
+import psutil
+import pytest
+
+MARKER = "AOG_PLUGINS_TEST_RUN"
+os.environ.setdefault(MARKER, uuid.uuid4().hex)
+
+
+def _leftovers() -> list[psutil.Process]:
+    me = os.getpid()
+    found = []
+    for proc in psutil.process_iter(["pid"]):
+        if proc.pid == me:
+            continue
+        try:
+            if proc.environ().get(MARKER) == os.environ[MARKER]:
+                # xdist workers and their helpers are ours too; only count non-python-test ones.
+                cmd = " ".join(proc.cmdline())
+                if "execnet" in cmd or "xdist" in cmd or "pytest" in cmd:
+                    continue
+                found.append(proc)
+        except (psutil.Error, OSError):
+            continue
+    return found
+
+
+def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
+    if hasattr(session.config, "workerinput"):
+        return  # an xdist worker: the controller checks once, after every worker is gone
+    leftovers = [p for p in _leftovers() if p.status() != psutil.STATUS_ZOMBIE]
+    if not leftovers:
+        return
+    lines = []
+    for proc in leftovers:
+        try:
+            lines.append(f"  pid {proc.pid}: {' '.join(proc.cmdline())}")
+            proc.kill()
+        except psutil.Error:
+            continue
+    reporter = session.config.pluginmanager.get_plugin("terminalreporter")
+    text = "processes started by the test run were left running (now killed):\n" + "\n".join(lines)
+    if reporter is not None:
+        reporter.write_line(text, red=True)
+    session.exitstatus = pytest.ExitCode.TESTS_FAILED

@@ -1,0 +1,152 @@
+"""Plugins die with their host (atexit, SIGTERM, SIGINT); reattach to a running plugin."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import textwrap
+import time
+
+import psutil
+import pytest
+
+from aog_plugins import ReattachConfig, attach, launch
+from aog_plugins.errors import ReattachError
+from tests.process.conftest import FIXTURES, LeakCheck, plugin_cmd
+
+HOST = textwrap.dedent(
+    """
+    import os, signal, sys, time
+    from aog_plugins import launch
+    plugins = [launch([sys.executable, {plugin!r}]) for _ in range(2)]
+    print(" ".join(str(p.pid) for p in plugins), flush=True)
+    mode = sys.argv[1]
+    if mode == "exit":
+        sys.exit(0)
+    if mode == "chained":
+        seen = []
+        signal.signal(signal.SIGTERM, lambda s, f: seen.append(s))
+        from aog_plugins.process import _registry
+        _registry._installed = False
+        _registry._install()
+        print("ready", flush=True)
+        while not seen:
+            time.sleep(0.01)
+        print("previous handler ran", flush=True)
+        sys.exit(0)
+    print("ready", flush=True)
+    time.sleep(60)
+    """
+)
+
+
+def _run_host(mode: str, leak_check: LeakCheck) -> tuple[subprocess.Popen[str], list[int]]:
+    code = HOST.format(plugin=str(FIXTURES / "echo_plugin.py"))
+    host = subprocess.Popen(
+        [sys.executable, "-c", code, mode],
+        stdout=subprocess.PIPE,
+        text=True,
+        env={**os.environ, **leak_check.env},
+    )
+    assert host.stdout is not None
+    pids = [int(p) for p in host.stdout.readline().split()]
+    assert len(pids) == 2
+    return host, pids
+
+
+def _gone(pids: list[int], timeout: float = 5.0) -> bool:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        alive = [
+            p
+            for p in pids
+            if psutil.pid_exists(p) and psutil.Process(p).status() != psutil.STATUS_ZOMBIE
+        ]
+        if not alive:
+            return True
+        time.sleep(0.05)
+    return False
+
+
+def test_plugins_are_killed_at_interpreter_exit(leak_check: LeakCheck) -> None:
+    host, pids = _run_host("exit", leak_check)
+    assert host.wait(timeout=30) == 0
+    assert _gone(pids)
+
+
+@pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGINT])
+def test_plugins_are_killed_when_host_gets_signal(
+    sig: signal.Signals, leak_check: LeakCheck
+) -> None:
+    host, pids = _run_host("wait", leak_check)
+    assert host.stdout is not None
+    assert host.stdout.readline().strip() == "ready"
+    host.send_signal(sig)
+    code = host.wait(timeout=30)
+    assert code != 0  # default SIGTERM action / KeyboardInterrupt still happen after cleanup
+    assert _gone(pids)
+
+
+def test_existing_signal_handler_is_chained(leak_check: LeakCheck) -> None:
+    host, pids = _run_host("chained", leak_check)
+    assert host.stdout is not None
+    assert host.stdout.readline().strip() == "ready"
+    host.send_signal(signal.SIGTERM)
+    assert host.stdout.readline().strip() == "previous handler ran"
+    assert host.wait(timeout=30) == 0
+    assert _gone(pids)
+
+
+def test_attach_to_running_plugin(leak_check: LeakCheck) -> None:
+    with launch(plugin_cmd("echo_plugin.py"), extra_env=leak_check.env) as owner:
+        config = ReattachConfig.from_json(owner.reattach_config().to_json("echo"))
+        assert config.pid == owner.pid
+        attached = attach(config)
+        attached.ping()
+        assert attached.handshake.address == owner.handshake.address
+        attached.kill(grace=2.0)
+        assert owner.exited or _gone([owner.pid])
+
+
+def test_attach_to_dead_pid_fails(leak_check: LeakCheck) -> None:
+    with launch(plugin_cmd("echo_plugin.py"), extra_env=leak_check.env) as plugin:
+        config = plugin.reattach_config()
+    with pytest.raises(ReattachError, match="gone"):
+        attach(config)
+
+
+def test_attach_to_wrong_address_fails(leak_check: LeakCheck, tmp_path: object) -> None:
+    with launch(plugin_cmd("echo_plugin.py"), extra_env=leak_check.env) as plugin:
+        config = ReattachConfig("grpc", 1, "unix", "/nonexistent/sock", plugin.pid)
+        with pytest.raises(ReattachError, match="cannot reattach"):
+            attach(config, timeout=0.5)
+
+
+def test_protocol_env_of_a_host_that_is_itself_a_plugin_is_not_inherited(
+    leak_check: LeakCheck, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # A bogus client cert inherited from our own environment would break the plugin's TLS.
+    monkeypatch.setenv("PLUGIN_CLIENT_CERT", "garbage")
+    with launch(plugin_cmd("echo_plugin.py"), extra_env=leak_check.env) as plugin:
+        assert plugin.handshake.server_cert is None
+        plugin.ping()
+
+
+def test_long_tmpdir_still_gets_a_short_socket_path(
+    leak_check: LeakCheck, monkeypatch: pytest.MonkeyPatch, tmp_path: object
+) -> None:
+    import tempfile
+    from pathlib import Path
+
+    long_dir = Path(str(tmp_path)) / ("x" * 90)
+    long_dir.mkdir()
+    monkeypatch.setenv("TMPDIR", str(long_dir))
+    monkeypatch.setattr(tempfile, "tempdir", None)
+    try:
+        with launch(plugin_cmd("echo_plugin.py"), extra_env=leak_check.env) as plugin:
+            assert len(plugin.handshake.address) < 100
+            plugin.ping()
+    finally:
+        tempfile.tempdir = None

@@ -1,0 +1,61 @@
+"""The suite's end-of-run leak check really fails a run that leaves a process behind."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import textwrap
+import time
+from pathlib import Path
+
+import psutil
+
+ROOT = Path(__file__).resolve().parents[1]
+
+LEAKY = textwrap.dedent(
+    """
+    import subprocess, sys
+
+    def test_leaks() -> None:
+        proc = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)"])
+        open("leaked.pid", "w").write(str(proc.pid))
+    """
+)
+
+
+def test_a_leaked_process_fails_the_run_and_is_killed(tmp_path: Path) -> None:
+    (tmp_path / "test_leaky.py").write_text(LEAKY)
+    env = {k: v for k, v in os.environ.items() if k != "AOG_PLUGINS_TEST_RUN"}
+    env["PYTHONPATH"] = str(ROOT)
+    run = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "pytest",
+            "-q",
+            "-p",
+            "tests.conftest",
+            "-p",
+            "no:cacheprovider",
+            "--rootdir",
+            str(tmp_path),
+            "test_leaky.py",
+        ],
+        cwd=tmp_path,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    assert run.returncode == 1, run.stdout + run.stderr
+    assert "left running" in run.stdout
+    pid = int((tmp_path / "leaked.pid").read_text())
+    deadline = time.monotonic() + 5
+    while time.monotonic() < deadline:
+        if not psutil.pid_exists(pid) or psutil.Process(pid).status() == psutil.STATUS_ZOMBIE:
+            break
+        time.sleep(0.05)
+    else:
+        raise AssertionError(f"leaked process {pid} was not killed")
