@@ -1,0 +1,75 @@
+"""Logging for Python plugins in hclog's JSON line format, which go-plugin hosts (and ours)
+parse from the plugin's stderr into leveled log records."""
+
+from __future__ import annotations
+
+import datetime
+import json
+import logging
+import os
+import sys
+from typing import IO
+
+__all__ = ["HclogFormatter", "configure_logging"]
+
+TRACE = 5
+_LEVELS = ((logging.ERROR, "error"), (logging.WARNING, "warn"), (logging.INFO, "info"))
+_RESERVED = frozenset(vars(logging.LogRecord("", 0, "", 0, "", None, None))) | {
+    "message",
+    "asctime",
+    "taskName",
+}
+
+
+def _level_name(levelno: int) -> str:
+    for threshold, name in _LEVELS:
+        if levelno >= threshold:
+            return name
+    return "debug" if levelno > TRACE else "trace"
+
+
+def _jsonable(value: object) -> object:
+    if value is None or isinstance(value, (str, int, float, bool)):
+        return value
+    if isinstance(value, (list, tuple)):
+        return [_jsonable(v) for v in value]
+    if isinstance(value, dict):
+        return {str(k): _jsonable(v) for k, v in value.items()}
+    return str(value)
+
+
+class HclogFormatter(logging.Formatter):
+    """One JSON object per record: ``@level``, ``@message``, ``@module``, ``@timestamp``,
+    then the record's ``extra`` fields as key/values (the way hclog writes them)."""
+
+    def format(self, record: logging.LogRecord) -> str:
+        stamp = datetime.datetime.fromtimestamp(record.created, datetime.timezone.utc)
+        doc: dict[str, object] = {
+            "@level": _level_name(record.levelno),
+            "@message": record.getMessage(),
+            "@module": record.name,
+            "@timestamp": stamp.strftime("%Y-%m-%dT%H:%M:%S.%f") + "Z",
+        }
+        for key, value in vars(record).items():
+            if key not in _RESERVED and not key.startswith("_"):
+                doc[key] = _jsonable(value)
+        if record.exc_info:
+            doc["error"] = self.formatException(record.exc_info)
+        return json.dumps(doc, ensure_ascii=False)
+
+
+def configure_logging(level: int = logging.DEBUG, stream: IO[str] | None = None) -> logging.Handler:
+    """Send the root logger's records as hclog JSON to the plugin's real stderr.
+
+    Called by :func:`aog_plugins.server.serve` before stderr is redirected to GRPCStdio, so
+    logs keep going where the host parses them. Returns the installed handler.
+    """
+    if stream is None:
+        # A private dup of fd 2: later changes to sys.stderr do not affect logging.
+        stream = os.fdopen(os.dup(sys.__stderr__.fileno() if sys.__stderr__ else 2), "w", 1)
+    handler = logging.StreamHandler(stream)
+    handler.setFormatter(HclogFormatter())
+    root = logging.getLogger()
+    root.addHandler(handler)
+    root.setLevel(level)
+    return handler

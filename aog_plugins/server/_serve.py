@@ -1,0 +1,314 @@
+"""The plugin side of go-plugin in Python: check the cookie, negotiate, listen, announce.
+
+A plugin author hands :func:`serve` a function that registers gRPC servicers; everything a
+go-plugin host expects (health, controller, stdio, broker, AutoMTLS) is added around it.
+"""
+
+from __future__ import annotations
+
+import concurrent.futures
+import contextlib
+import logging
+import os
+import secrets
+import shutil
+import signal
+import socket
+import sys
+import tempfile
+import threading
+from collections.abc import Callable, Iterator, Mapping
+from typing import IO, Literal
+
+import grpc
+from grpc_health.v1 import health, health_pb2, health_pb2_grpc
+
+from aog_plugins._proto import (
+    grpc_broker_pb2,
+    grpc_broker_pb2_grpc,
+    grpc_controller_pb2,
+    grpc_controller_pb2_grpc,
+    grpc_stdio_pb2_grpc,
+)
+from aog_plugins.errors import ConfigurationError
+from aog_plugins.handshake import (
+    AOG_HANDSHAKE,
+    COOKIE_REJECTED_MESSAGE,
+    CORE_PROTOCOL_VERSION,
+    HandshakeConfig,
+    HandshakeLine,
+    PluginEnv,
+    choose_plugin_version,
+    generate_certificate,
+    read_plugin_env,
+)
+from aog_plugins.server._hclog import configure_logging
+from aog_plugins.server._stdio import STDERR, STDOUT, StdioBuffer, StdioServicer, text_stream
+
+__all__ = ["HEALTH_SERVICE", "CookieMissing", "PluginServer", "Register", "serve"]
+
+Register = Callable[[grpc.Server], None]
+"""Adds the plugin's own servicers to the gRPC server (e.g. ``add_XServicer_to_server``)."""
+
+HEALTH_SERVICE = "plugin"
+_log = logging.getLogger("aog_plugins.server")
+_SERVER_OPTIONS = [
+    ("grpc.max_send_message_length", -1),
+    ("grpc.max_receive_message_length", -1),
+    # grpcio sets SO_REUSEPORT by default: two plugins could then share one TCP port.
+    ("grpc.so_reuseport", 0),
+]
+
+
+class CookieMissing(SystemExit):
+    """Raised (as SystemExit 1) when the plugin was not started by a host."""
+
+
+class _Controller(grpc_controller_pb2_grpc.GRPCControllerServicer):
+    def __init__(self, on_shutdown: Callable[[], None]) -> None:
+        self._on_shutdown = on_shutdown
+
+    def Shutdown(
+        self, request: grpc_controller_pb2.Empty, context: grpc.ServicerContext
+    ) -> grpc_controller_pb2.Empty:
+        self._on_shutdown()
+        return grpc_controller_pb2.Empty()
+
+
+class _Broker(grpc_broker_pb2_grpc.GRPCBrokerServicer):
+    """Accepts the host's broker stream and keeps it open until either side stops;
+    extra connections are not offered (no plugin of ours asks for one)."""
+
+    def __init__(self, stopped: threading.Event) -> None:
+        self._stopped = stopped
+
+    def StartStream(
+        self, request_iterator: Iterator[grpc_broker_pb2.ConnInfo], context: grpc.ServicerContext
+    ) -> Iterator[grpc_broker_pb2.ConnInfo]:
+        def drain() -> None:
+            try:
+                for info in request_iterator:
+                    _log.debug("broker: ignoring connection info for service %d", info.service_id)
+            except grpc.RpcError:
+                pass
+
+        threading.Thread(target=drain, name="aog-plugin-broker", daemon=True).start()
+        while context.is_active() and not self._stopped.wait(0.5):
+            pass
+        yield from ()
+
+
+class PluginServer:
+    """One plugin's gRPC server, from environment checks to the printed handshake line.
+
+    ``start()`` checks the cookie, negotiates the app version, listens and starts serving;
+    ``announce()`` prints the handshake and redirects sys.stdout/sys.stderr to GRPCStdio;
+    ``wait()`` blocks until the host calls Shutdown (or :meth:`stop`).
+    """
+
+    def __init__(
+        self,
+        register: Register | Mapping[int, Register],
+        *,
+        handshake: HandshakeConfig = AOG_HANDSHAKE,
+        network: Literal["unix", "tcp"] = "unix",
+        environ: Mapping[str, str] | None = None,
+        max_workers: int = 64,
+        certificate_curve: str = "P-256",
+        health_service: bool = True,
+        stdio_service: bool = True,
+        on_shutdown: Callable[[], None] | None = None,
+    ) -> None:
+        if network not in ("unix", "tcp"):
+            raise ConfigurationError(f"network must be 'unix' or 'tcp', got {network!r}")
+        self._sets: Mapping[int, Register] = (
+            {handshake.protocol_version: register} if callable(register) else dict(register)
+        )
+        if not self._sets:
+            raise ConfigurationError("a plugin needs at least one versioned servicer set")
+        self._handshake = handshake
+        self._network = network
+        self._environ = dict(os.environ if environ is None else environ)
+        self._max_workers = max_workers
+        self._curve = certificate_curve
+        self._health_service = health_service
+        self._stdio_service = stdio_service
+        self._on_shutdown = on_shutdown or self.stop
+        self._stopped = threading.Event()
+        self._stdio = StdioBuffer()
+        self._server: grpc.Server | None = None
+        self._socket_path: str | None = None
+        self._line: HandshakeLine | None = None
+        self.health = health.HealthServicer()
+        self.env: PluginEnv | None = None
+
+    @property
+    def handshake_line(self) -> HandshakeLine:
+        if self._line is None:
+            raise RuntimeError("the server has not been started")
+        return self._line
+
+    def start(self) -> HandshakeLine:
+        """Check the environment, listen and serve; raise :class:`CookieMissing` when the
+        magic cookie is absent (after printing go-plugin's message on stderr)."""
+        env = read_plugin_env(self._environ, self._handshake)
+        if not env.cookie_ok:
+            sys.stderr.write(COOKIE_REJECTED_MESSAGE)
+            sys.stderr.flush()
+            raise CookieMissing(1)
+        self.env = env
+        for entry in env.invalid_versions:
+            _log.warning("ignoring invalid entry %r in PLUGIN_PROTOCOL_VERSIONS", entry)
+        version = choose_plugin_version(env.offered_versions, self._sets, min(self._sets))
+        server = grpc.server(
+            concurrent.futures.ThreadPoolExecutor(self._max_workers, "aog-plugin"),
+            options=_SERVER_OPTIONS,
+        )
+        self._sets[version](server)
+        if self._health_service:
+            self.health.set(HEALTH_SERVICE, health_pb2.HealthCheckResponse.SERVING)
+            health_pb2_grpc.add_HealthServicer_to_server(self.health, server)
+        grpc_controller_pb2_grpc.add_GRPCControllerServicer_to_server(
+            _Controller(self._on_shutdown), server
+        )
+        if self._stdio_service:
+            grpc_stdio_pb2_grpc.add_GRPCStdioServicer_to_server(StdioServicer(self._stdio), server)
+        grpc_broker_pb2_grpc.add_GRPCBrokerServicer_to_server(_Broker(self._stopped), server)
+        cert_der: bytes | None = None
+        credentials: grpc.ServerCredentials | None = None
+        if env.client_cert_pem is not None:
+            bundle = generate_certificate(self._curve)
+            cert_der = bundle.cert_der
+            credentials = grpc.ssl_server_credentials(
+                [(bundle.key_pem, bundle.cert_pem)],
+                root_certificates=env.client_cert_pem,
+                require_client_auth=True,
+            )
+        address = self._bind(server, env, credentials)
+        server.start()
+        self._server = server
+        self._line = HandshakeLine(
+            core_version=CORE_PROTOCOL_VERSION,
+            app_version=version,
+            network=self._network,
+            address=address,
+            protocol="grpc",
+            server_cert=cert_der,
+        )
+        return self._line
+
+    def _bind(
+        self, server: grpc.Server, env: PluginEnv, credentials: grpc.ServerCredentials | None
+    ) -> str:
+        def add(target: str) -> int:
+            try:
+                if credentials is None:
+                    return server.add_insecure_port(target)
+                return server.add_secure_port(target, credentials)
+            except RuntimeError:
+                return 0
+
+        if self._network == "tcp":
+            for port in range(env.min_port, env.max_port + 1):
+                if _port_free(port) and add(f"127.0.0.1:{port}"):
+                    return f"127.0.0.1:{port}"
+            raise ConfigurationError(
+                f"no free TCP port between {env.min_port} and {env.max_port} "
+                "(PLUGIN_MIN_PORT/PLUGIN_MAX_PORT)"
+            )
+        directory = env.socket_dir or tempfile.gettempdir()
+        path = os.path.join(directory, f"plugin{secrets.randbelow(10**9)}")
+        if len(path.encode()) > 107:
+            raise ConfigurationError(
+                f"unix socket path {path!r} is longer than 107 bytes; "
+                "set PLUGIN_UNIX_SOCKET_DIR or TMPDIR to a shorter directory"
+            )
+        if not add(f"unix:{path}"):
+            raise ConfigurationError(f"cannot listen on unix socket {path!r}")
+        self._socket_path = path
+        if env.socket_group:
+            group = env.socket_group
+            shutil.chown(path, group=int(group) if group.isdigit() else group)
+            os.chmod(path, 0o660)
+        return path
+
+    def announce(self, stdout: IO[str] | None = None) -> None:
+        """Print the handshake line, then send later sys.stdout/sys.stderr writes to GRPCStdio."""
+        line = self.handshake_line.format() + "\n"
+        if stdout is not None:
+            stdout.write(line)
+            stdout.flush()
+        else:
+            if sys.stdout is not None:
+                sys.stdout.flush()
+            os.write(1, line.encode())
+        if self._stdio_service:
+            sys.stdout = text_stream(self._stdio, STDOUT)
+            sys.stderr = text_stream(self._stdio, STDERR)
+
+    def wait(self) -> None:
+        """Block until the host asks for shutdown or :meth:`stop` is called."""
+        self._stopped.wait()
+        if self._server is not None:
+            self._server.wait_for_termination()
+
+    def stop(self, grace: float = 1.0) -> None:
+        """Stop serving (in-flight calls get ``grace`` seconds) and remove the socket."""
+        if self._stopped.is_set():
+            return
+        self._stopped.set()
+        for stream in (sys.stdout, sys.stderr):
+            try:
+                if stream is not None:
+                    stream.flush()
+            except (OSError, ValueError):
+                pass
+        self._stdio.wait_empty(0.5)
+        self._stdio.close()
+        if self._server is not None:
+            # Returning from the Shutdown RPC first, then stopping, like go-plugin.
+            self._server.stop(grace)
+        if self._socket_path is not None:
+            with contextlib.suppress(FileNotFoundError):
+                os.unlink(self._socket_path)
+
+
+def _port_free(port: int) -> bool:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as probe:
+        try:
+            probe.bind(("127.0.0.1", port))
+        except OSError:
+            return False
+    return True
+
+
+def serve(
+    register: Register | Mapping[int, Register],
+    *,
+    handshake: HandshakeConfig = AOG_HANDSHAKE,
+    network: Literal["unix", "tcp"] = "unix",
+    log_level: int = logging.DEBUG,
+    on_ready: Callable[[], None] | None = None,
+    **options: object,
+) -> None:
+    """Serve a plugin until the host shuts it down; exit 1 when not started by a host.
+
+    ``register`` adds the plugin's servicers (or maps app versions to such functions);
+    ``on_ready`` runs once the handshake is printed (output from then on goes to GRPCStdio).
+    Logs go to stderr as hclog JSON; SIGINT is ignored and SIGTERM stops cleanly.
+    """
+    configure_logging(log_level)
+    server = PluginServer(register, handshake=handshake, network=network, **options)  # type: ignore[arg-type]
+    try:
+        server.start()
+    except CookieMissing:
+        sys.exit(1)
+    # Like Go plugins: a Ctrl-C meant for the host's terminal is not ours to act on.
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    signal.signal(
+        signal.SIGTERM, lambda signum, frame: threading.Thread(target=server.stop).start()
+    )
+    server.announce()
+    if on_ready is not None:
+        on_ready()
+    server.wait()

@@ -1,0 +1,140 @@
+"""Plugin side of GRPCStdio: what the plugin writes to sys.stdout/sys.stderr after the
+handshake is buffered and streamed to the host, as go-plugin plugins do.
+
+Unlike Go (whose writes block once ~64 KiB are unread) a plugin never blocks on its own
+output here: past ``limit`` buffered bytes the oldest output is dropped and counted.
+"""
+
+from __future__ import annotations
+
+import collections
+import io
+import threading
+from collections.abc import Iterator
+
+import grpc
+from google.protobuf import empty_pb2
+
+from aog_plugins._proto import grpc_stdio_pb2, grpc_stdio_pb2_grpc
+
+__all__ = ["StdioBuffer", "StdioServicer", "StreamWriter"]
+
+STDOUT = grpc_stdio_pb2.StdioData.STDOUT
+STDERR = grpc_stdio_pb2.StdioData.STDERR
+_CHUNK = 64 * 1024
+
+
+class StdioBuffer:
+    """A bounded queue of (channel, bytes) waiting for the host's StreamStdio reader."""
+
+    def __init__(self, limit: int = 8 * 1024 * 1024) -> None:
+        self._limit = limit
+        self._items: collections.deque[tuple[int, bytes]] = collections.deque()
+        self._size = 0
+        self._dropped = 0
+        self._closed = False
+        self._cond = threading.Condition()
+
+    @property
+    def dropped(self) -> int:
+        """Bytes thrown away because nobody read them in time."""
+        return self._dropped
+
+    def put(self, channel: int, data: bytes) -> None:
+        if not data:
+            return
+        with self._cond:
+            if self._closed:
+                return
+            self._items.append((channel, data))
+            self._size += len(data)
+            while self._size > self._limit and len(self._items) > 1:
+                _, old = self._items.popleft()
+                self._size -= len(old)
+                self._dropped += len(old)
+            self._cond.notify_all()
+
+    def get(self, timeout: float) -> tuple[int, bytes] | None:
+        """The next chunk (adjacent writes to one channel merged), None on timeout/close."""
+        with self._cond:
+            if not self._items and not self._closed:
+                self._cond.wait(timeout)
+            if not self._items:
+                return None
+            channel, data = self._items.popleft()
+            parts = [data]
+            size = len(data)
+            while self._items and self._items[0][0] == channel and size < _CHUNK:
+                _, more = self._items.popleft()
+                parts.append(more)
+                size += len(more)
+            self._size -= size
+            self._cond.notify_all()
+            return channel, b"".join(parts)
+
+    def close(self) -> None:
+        with self._cond:
+            self._closed = True
+            self._cond.notify_all()
+
+    @property
+    def closed(self) -> bool:
+        return self._closed
+
+    def wait_empty(self, timeout: float) -> bool:
+        """Wait until a reader took everything (used before shutdown); True if it did."""
+        with self._cond:
+            return self._cond.wait_for(lambda: not self._items, timeout)
+
+
+class StreamWriter(io.RawIOBase):
+    """A binary sink that queues everything written to it on one stdio channel."""
+
+    def __init__(self, buffer: StdioBuffer, channel: int) -> None:
+        super().__init__()
+        self._buffer = buffer
+        self._channel = channel
+
+    def writable(self) -> bool:
+        return True
+
+    def write(self, data: object) -> int:
+        chunk = bytes(data)  # type: ignore[call-overload]
+        self._buffer.put(self._channel, chunk)
+        return len(chunk)
+
+
+def text_stream(buffer: StdioBuffer, channel: int, encoding: str = "utf-8") -> io.TextIOWrapper:
+    """A line-buffered text stream suitable as ``sys.stdout``/``sys.stderr``."""
+    raw = StreamWriter(buffer, channel)
+    return io.TextIOWrapper(
+        io.BufferedWriter(raw, buffer_size=_CHUNK),
+        encoding=encoding,
+        errors="backslashreplace",
+        line_buffering=True,
+        write_through=False,
+    )
+
+
+class StdioServicer(grpc_stdio_pb2_grpc.GRPCStdioServicer):
+    """Streams the buffer to the host; only one reader at a time, as in go-plugin."""
+
+    def __init__(self, buffer: StdioBuffer) -> None:
+        self._buffer = buffer
+        self._reader = threading.Lock()
+
+    def StreamStdio(
+        self, request: empty_pb2.Empty, context: grpc.ServicerContext
+    ) -> Iterator[grpc_stdio_pb2.StdioData]:
+        if not self._reader.acquire(blocking=False):
+            context.abort(grpc.StatusCode.ALREADY_EXISTS, "stdio is already being streamed")
+        try:
+            while context.is_active():
+                item = self._buffer.get(timeout=0.2)
+                if item is None:
+                    if self._buffer.closed:
+                        return
+                    continue
+                yield grpc_stdio_pb2.StdioData(channel=item[0], data=item[1])  # type: ignore[arg-type]
+        finally:
+            self._reader.release()

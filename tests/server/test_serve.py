@@ -1,0 +1,209 @@
+"""The Python plugin side, driven the way a host drives it: env in, handshake line out."""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import logging
+import os
+import signal
+import socket
+import stat
+import subprocess
+import sys
+from collections.abc import Callable, Iterator
+from pathlib import Path
+
+import grpc
+import pytest
+from google.protobuf import empty_pb2
+
+from aog_plugins._proto import grpc_controller_pb2, grpc_controller_pb2_grpc, grpc_stdio_pb2_grpc
+from aog_plugins.handshake import (
+    AOG_HANDSHAKE,
+    COOKIE_REJECTED_MESSAGE,
+    host_plugin_env,
+    parse_handshake_line,
+)
+from aog_plugins.process._logs import parse_line
+from aog_plugins.server import HclogFormatter
+from aog_plugins.server._stdio import StdioBuffer
+
+FIXTURES = Path(__file__).resolve().parents[2] / "fixtures" / "plugins"
+
+VERSIONED = """
+import _fixture_path, grpc
+from aog_plugins.server import serve
+serve({1: lambda s: None, 2: lambda s: None, 5: lambda s: None})
+"""
+
+
+Start = Callable[[str, dict[str, str]], "subprocess.Popen[bytes]"]
+
+
+@pytest.fixture
+def run_plugin(tmp_path: Path) -> Iterator[Start]:
+    procs: list[subprocess.Popen[bytes]] = []
+
+    def start(code_or_script: str, env: dict[str, str]) -> subprocess.Popen[bytes]:
+        argv = (
+            [sys.executable, str(FIXTURES / code_or_script)]
+            if code_or_script.endswith(".py")
+            else [sys.executable, "-c", code_or_script]
+        )
+        proc = subprocess.Popen(
+            argv,
+            env={**os.environ, **env, "PYTHONPATH": str(FIXTURES)},
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            cwd=tmp_path,
+        )
+        procs.append(proc)
+        return proc
+
+    yield start
+    for proc in procs:
+        if proc.poll() is None:
+            proc.kill()
+        proc.communicate()
+
+
+def _env(
+    tmp_path: Path,
+    versions: list[int] | None = None,
+    *,
+    socket_group: str | None = None,
+    min_port: int = 10000,
+    max_port: int = 25000,
+) -> dict[str, str]:
+    return host_plugin_env(
+        AOG_HANDSHAKE,
+        versions or [1],
+        socket_dir=str(tmp_path),
+        socket_group=socket_group,
+        min_port=min_port,
+        max_port=max_port,
+    )
+
+
+def _handshake(proc: subprocess.Popen[bytes]) -> str:
+    assert proc.stdout is not None
+    return proc.stdout.readline().decode().strip()
+
+
+def test_missing_cookie_prints_go_message_and_exits_1(run_plugin: Start) -> None:
+    env = {k: v for k, v in os.environ.items() if k != AOG_HANDSHAKE.magic_cookie_key}
+    proc = subprocess.run(
+        [sys.executable, str(FIXTURES / "echo_plugin.py")],
+        env=env,
+        capture_output=True,
+        timeout=30,
+        check=False,
+    )
+    assert proc.returncode == 1
+    assert proc.stdout == b""
+    assert proc.stderr.decode().startswith(COOKIE_REJECTED_MESSAGE.split(".")[0])
+
+
+def test_highest_common_version_is_chosen(tmp_path: Path, run_plugin: Start) -> None:
+    proc = run_plugin(VERSIONED, _env(tmp_path, [4, 2, 1]))
+    line = parse_handshake_line(_handshake(proc))
+    assert line.app_version == 2
+
+
+def test_no_common_version_falls_back_to_lowest(tmp_path: Path, run_plugin: Start) -> None:
+    proc = run_plugin(VERSIONED, _env(tmp_path, [9]))
+    assert parse_handshake_line(_handshake(proc)).app_version == 1
+
+
+def test_unix_socket_lives_in_socket_dir_with_group(tmp_path: Path, run_plugin: Start) -> None:
+    env = _env(tmp_path, socket_group=str(os.getgid()))
+    proc = run_plugin("echo_plugin.py", env)
+    line = parse_handshake_line(_handshake(proc))
+    path = Path(line.address)
+    assert path.parent == tmp_path
+    mode = path.stat().st_mode
+    assert stat.S_ISSOCK(mode)
+    assert stat.S_IMODE(mode) == 0o660
+    _shutdown(line.grpc_target)
+    assert proc.wait(timeout=10) == 0
+    assert not path.exists(), "the plugin removes its socket on shutdown"
+
+
+def test_tcp_port_is_within_the_range(tmp_path: Path, run_plugin: Start) -> None:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        busy = probe.getsockname()[1]
+        # The first port of the range is taken: the plugin must skip it.
+        env = _env(tmp_path, min_port=busy, max_port=min(busy + 50, 65535))
+        env["AOG_PLUGINS_NETWORK"] = "tcp"
+        proc = run_plugin("echo_plugin.py", env)
+        line = parse_handshake_line(_handshake(proc))
+    assert line.network == "tcp"
+    host_port = line.tcp_host_port
+    assert host_port is not None
+    assert busy < host_port[1] <= busy + 50
+
+
+def test_sigterm_stops_cleanly(tmp_path: Path, run_plugin: Start) -> None:
+    proc = run_plugin("echo_plugin.py", _env(tmp_path))
+    line = parse_handshake_line(_handshake(proc))
+    proc.send_signal(signal.SIGINT)  # ignored, like a Go plugin
+    proc.send_signal(signal.SIGTERM)
+    assert proc.wait(timeout=10) == 0
+    assert not Path(line.address).exists()
+
+
+def test_stdio_after_handshake_is_streamed(tmp_path: Path, run_plugin: Start) -> None:
+    proc = run_plugin("echo_plugin.py", _env(tmp_path))
+    line = parse_handshake_line(_handshake(proc))
+    with grpc.insecure_channel(line.grpc_target) as channel:
+        stream = grpc_stdio_pb2_grpc.GRPCStdioStub(channel).StreamStdio(
+            empty_pb2.Empty(), timeout=10
+        )
+        seen: dict[int, bytes] = {}
+        for item in stream:
+            seen[item.channel] = seen.get(item.channel, b"") + item.data
+            if len(seen) == 2:
+                break
+        stream.cancel()  # type: ignore[no-untyped-call]
+    assert b"echo plugin ready" in seen[1]
+    assert b"echo plugin stderr note" in seen[2]
+    # Logs are not stdio: they stay on the real stderr as hclog JSON for the host to parse.
+    _shutdown(line.grpc_target)
+    _, err = proc.communicate(timeout=10)
+    records = [json.loads(x) for x in err.decode().splitlines() if x.startswith("{")]
+    assert any(r["@message"] == "echo plugin serving" and r["network"] == "unix" for r in records)
+
+
+def _shutdown(target: str) -> None:
+    with grpc.insecure_channel(target) as channel:
+        stub = grpc_controller_pb2_grpc.GRPCControllerStub(channel)
+        # The server may go away mid-call, as go-plugin's does.
+        with contextlib.suppress(grpc.RpcError):
+            stub.Shutdown(grpc_controller_pb2.Empty(), timeout=10)
+
+
+def test_stdio_buffer_drops_oldest_past_limit() -> None:
+    buffer = StdioBuffer(limit=10)
+    for chunk in (b"aaaa", b"bbbb", b"cccc"):
+        buffer.put(1, chunk)
+    assert buffer.dropped == 4
+    assert buffer.get(0) == (1, b"bbbbcccc")
+    assert buffer.get(0) is None
+    buffer.close()
+    assert buffer.get(1) is None
+
+
+def test_hclog_formatter_output_is_parsed_by_the_host() -> None:
+    record = logging.LogRecord("plug.mod", logging.WARNING, __file__, 1, "x=%d", (3,), None)
+    record.count = 7
+    record.thing = object()
+    parsed = parse_line(HclogFormatter().format(record))
+    assert parsed.level == logging.WARNING
+    assert parsed.message == "x=3"
+    assert parsed.module == "plug.mod"
+    assert parsed.fields["count"] == 7
+    assert parsed.fields["thing"].startswith("<object")
+    assert parsed.timestamp.endswith("Z")
+    assert len(parsed.timestamp.split(".")[1]) == 7
