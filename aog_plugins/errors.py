@@ -4,6 +4,7 @@ Everything this library raises on purpose derives from :class:`AogPluginsError`:
 
     AogPluginsError
     ├── ConfigurationError            a bad argument from the caller (nothing was started)
+    │   └── ManifestKeyError            no such service/platform in a manifest (also a KeyError)
     ├── PluginStartError              the plugin could not be started; nothing is left running
     │   ├── PluginNotFoundError         the executable does not exist
     │   ├── PluginNotExecutableError    it exists but cannot be executed (mode, format, arch)
@@ -22,6 +23,7 @@ Everything this library raises on purpose derives from :class:`AogPluginsError`:
     ├── PluginConnectError            started, but the gRPC connection or health check failed
     │   └── PluginUnhealthyError        the health service answered NOT_SERVING
     ├── ReattachError                 a reattach config is invalid or its plugin is gone
+    ├── PayloadError                  a JSON payload from or for a plugin could not be decoded/encoded
     ├── PluginCallError               an RPC failed in transport (carries whether the process died)
     └── PluginError                   the plugin answered with an AOG failure ``code``/``message``
 
@@ -41,6 +43,8 @@ __all__ = [
     "IncompatibleAppVersionError",
     "IncompatibleCoreVersionError",
     "MalformedHandshakeError",
+    "ManifestKeyError",
+    "PayloadError",
     "PluginCallError",
     "PluginConnectError",
     "PluginError",
@@ -63,6 +67,24 @@ class AogPluginsError(Exception):
 
 class ConfigurationError(AogPluginsError, ValueError):
     """An argument the caller passed is unusable; nothing was started."""
+
+
+class ManifestKeyError(ConfigurationError, KeyError):
+    """A manifest has no service or platform by that name; ``available`` lists the ones it has."""
+
+    def __init__(self, kind: str, key: str, available: tuple[str, ...]) -> None:
+        super().__init__(kind, key, available)
+        self.kind = kind
+        self.key = key
+        self.available = available
+
+    def __str__(self) -> str:  # KeyError would print the repr of the args
+        names = ", ".join(self.available) or "none"
+        return f"no {self.kind} {self.key!r} in the manifest (available: {names})"
+
+
+class PayloadError(AogPluginsError, ValueError):
+    """A JSON payload from or for a plugin could not be decoded or encoded."""
 
 
 class CertificateError(AogPluginsError):
