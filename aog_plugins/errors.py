@@ -23,7 +23,7 @@ Everything this library raises on purpose derives from :class:`AogPluginsError`:
     ├── PluginConnectError            started, but the gRPC connection or health check failed
     │   └── PluginUnhealthyError        the health service answered NOT_SERVING
     ├── ReattachError                 a reattach config is invalid or its plugin is gone
-    ├── PayloadError                  a JSON payload from or for a plugin could not be decoded/encoded
+    ├── PayloadError                  a JSON payload for or from a plugin is not valid
     ├── PluginCallError               an RPC failed in transport (carries whether the process died)
     └── PluginError                   the plugin answered with an AOG failure ``code``/``message``
 
