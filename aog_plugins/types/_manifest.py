@@ -1,0 +1,361 @@
+"""The AOG plugin manifest (``plugin.yaml`` / ``plugin.json``) and what hosts derive from it.
+
+Mirrors plugin-sdk/types/metadata.go: field order and ``omitempty`` as upstream, unknown
+keys (``auth_fields``, ``extra_header``, ``resources.ovms`` ...) kept in ``extra``.
+"""
+
+from __future__ import annotations
+
+import os
+import platform
+import sys
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, ClassVar, Literal
+
+import yaml
+
+from aog_plugins.errors import ConfigurationError, ManifestKeyError, PayloadError
+from aog_plugins.types._base import (
+    BOOL,
+    INT,
+    STR,
+    Field,
+    GoStruct,
+    YamlScalar,
+    list_of,
+    map_of,
+    struct_of,
+)
+from aog_plugins.types._models import RecommendModelData
+
+__all__ = [
+    "MANIFEST_FILENAMES",
+    "OllamaConfig",
+    "PlatformConfig",
+    "PluginManifest",
+    "ProviderInfo",
+    "ResourcesConfig",
+    "ServiceCapabilities",
+    "ServiceDef",
+    "go_arch",
+    "go_os",
+]
+
+MANIFEST_FILENAMES = ("plugin.yaml", "plugin.yml", "plugin.json")
+"""Looked for in this order in a plugin directory (upstream reads .yaml, then .json)."""
+
+DEFAULT_UNARY_TIMEOUT = 60.0
+DEFAULT_STREAM_TIMEOUT = 300.0
+_WEBSOCKET = ("WEBSOCKET", "WSS")
+
+_ARCH = {
+    "x86_64": "amd64",
+    "amd64": "amd64",
+    "x64": "amd64",
+    "aarch64": "arm64",
+    "arm64": "arm64",
+    "armv8l": "arm64",
+    "i386": "386",
+    "i486": "386",
+    "i586": "386",
+    "i686": "386",
+    "x86": "386",
+    "armv6l": "arm",
+    "armv7l": "arm",
+    "arm": "arm",
+}
+
+
+def go_os(name: str | None = None) -> str:
+    """Go's GOOS for this machine (or for a ``sys.platform``-style ``name``)."""
+    name = (name or sys.platform).lower()
+    if name.startswith(("win", "cygwin", "msys")):
+        return "windows"
+    if name.startswith("linux"):
+        return "linux"
+    if name.startswith("darwin"):
+        return "darwin"
+    for bsd in ("freebsd", "openbsd", "netbsd"):
+        if name.startswith(bsd):
+            return bsd
+    return name
+
+
+def go_arch(machine: str | None = None) -> str:
+    """Go's GOARCH for ``platform.machine()`` (x86_64 -> amd64, aarch64 -> arm64, i686 -> 386)."""
+    machine = (machine if machine is not None else platform.machine()).lower()
+    return _ARCH.get(machine, machine)
+
+
+@dataclass(kw_only=True)
+class ProviderInfo(GoStruct):
+    """Who provides the plugin; ``type`` is "local" (runs an engine) or "remote" (cloud API)."""
+
+    name: str = ""
+    display_name: str = ""
+    version: str = ""
+    type: str = ""
+    author: str = ""
+    description: str = ""
+    homepage: str = ""
+    engine_host: str = ""
+    extra: dict[str, Any] = field(default_factory=dict)
+
+    _FIELDS: ClassVar[tuple[Field, ...]] = (
+        Field("name", "name", STR),
+        Field("display_name", "display_name", STR),
+        Field("version", "version", STR),
+        Field("type", "type", STR),
+        Field("author", "author", STR, omitempty=True),
+        Field("description", "description", STR, omitempty=True),
+        Field("homepage", "homepage", STR, omitempty=True),
+        Field("engine_host", "engine_host", STR, omitempty=True),
+    )
+
+
+@dataclass(kw_only=True)
+class ServiceCapabilities(GoStruct):
+    """What a service can do beyond unary calls."""
+
+    support_streaming: bool = False
+    support_bidirectional: bool = False
+    extra: dict[str, Any] = field(default_factory=dict)
+
+    _FIELDS: ClassVar[tuple[Field, ...]] = (
+        Field("support_streaming", "support_streaming", BOOL, omitempty=True),
+        Field("support_bidirectional", "support_bidirectional", BOOL, omitempty=True),
+    )
+
+
+@dataclass(kw_only=True)
+class ServiceDef(GoStruct):
+    """One service of a plugin; ``timeout`` is in seconds (0: default, negative: none)."""
+
+    service_name: str = ""
+    task_type: str = ""
+    protocol: str = ""
+    expose_protocol: str = ""
+    endpoint: str = ""
+    auth_type: str = ""
+    default_model: str = ""
+    support_models: list[str] = field(default_factory=list)
+    config_ref: str = ""
+    timeout: int = 0
+    middlewares: list[str] = field(default_factory=list)
+    capabilities: ServiceCapabilities = field(default_factory=ServiceCapabilities)
+    extra: dict[str, Any] = field(default_factory=dict)
+
+    _FIELDS: ClassVar[tuple[Field, ...]] = (
+        Field("service_name", "service_name", STR),
+        Field("task_type", "task_type", STR),
+        Field("protocol", "protocol", STR),
+        Field("expose_protocol", "expose_protocol", STR),
+        Field("endpoint", "endpoint", STR, omitempty=True),
+        Field("auth_type", "auth_type", STR, omitempty=True),
+        Field("default_model", "default_model", STR, omitempty=True),
+        Field("support_models", "support_models", list_of(STR), omitempty=True),
+        Field("config_ref", "config_ref", STR, omitempty=True),
+        Field("timeout", "timeout", INT, omitempty=True),
+        Field("middlewares", "middlewares", list_of(STR), omitempty=True),
+        # omitempty never drops a struct in encoding/json: capabilities is always written.
+        Field("capabilities", "capabilities", struct_of(ServiceCapabilities), omitempty=True),
+    )
+
+    @property
+    def is_streaming(self) -> bool:
+        """Server streaming: a WEBSOCKET/WSS ``protocol`` or ``support_streaming``."""
+        return self.protocol.upper() in _WEBSOCKET or self.capabilities.support_streaming
+
+    @property
+    def is_bidirectional(self) -> bool:
+        """Bidirectional: a WEBSOCKET/WSS ``expose_protocol`` or ``support_bidirectional``."""
+        return self.expose_protocol.upper() in _WEBSOCKET or self.capabilities.support_bidirectional
+
+    @property
+    def invoke_mode(self) -> Literal["bidi", "stream", "unary"]:
+        """How to call it: "bidi" wins over "stream", which wins over "unary"."""
+        if self.is_bidirectional:
+            return "bidi"
+        return "stream" if self.is_streaming else "unary"
+
+    def effective_timeout(self, streaming: bool) -> float | None:
+        """The call timeout in seconds: 0 means 60 s unary / 300 s streaming, < 0 means none."""
+        if self.timeout < 0:
+            return None
+        if self.timeout == 0:
+            return DEFAULT_STREAM_TIMEOUT if streaming else DEFAULT_UNARY_TIMEOUT
+        return float(self.timeout)
+
+
+@dataclass(kw_only=True)
+class PlatformConfig(GoStruct):
+    """The executable (relative to the plugin directory) for one ``<goos>_<goarch>``."""
+
+    executable: str = ""
+    dependencies: list[str] = field(default_factory=list)
+    extra: dict[str, Any] = field(default_factory=dict)
+
+    _FIELDS: ClassVar[tuple[Field, ...]] = (
+        Field("executable", "executable", STR),
+        Field("dependencies", "dependencies", list_of(STR), omitempty=True),
+    )
+
+
+@dataclass(kw_only=True)
+class OllamaConfig(GoStruct):
+    """Ollama resource paths (Go's OllamaResources)."""
+
+    executable: str = ""
+    models_dir: str = ""
+    download_dir: str = ""
+    extra: dict[str, Any] = field(default_factory=dict)
+
+    _FIELDS: ClassVar[tuple[Field, ...]] = (
+        Field("executable", "executable", STR, omitempty=True),
+        Field("models_dir", "models_dir", STR, omitempty=True),
+        Field("download_dir", "download_dir", STR, omitempty=True),
+    )
+
+
+@dataclass(kw_only=True)
+class ResourcesConfig(GoStruct):
+    """Plugin-managed resources; engine sections other than ``ollama`` stay in ``extra``."""
+
+    data_dir: str = ""
+    ollama: OllamaConfig | None = None
+    extra: dict[str, Any] = field(default_factory=dict)
+
+    _FIELDS: ClassVar[tuple[Field, ...]] = (
+        Field("data_dir", "data_dir", STR, omitempty=True),
+        Field("ollama", "ollama", struct_of(OllamaConfig, pointer=True), omitempty=True),
+    )
+
+
+@dataclass(kw_only=True)
+class PluginManifest(GoStruct):
+    """A plugin's manifest. ``plugin_dir`` is set by :meth:`load` and never serialized."""
+
+    version: str = ""
+    provider: ProviderInfo = field(default_factory=ProviderInfo)
+    services: list[ServiceDef] = field(default_factory=list)
+    platforms: dict[str, PlatformConfig] = field(default_factory=dict)
+    resources: ResourcesConfig | None = None
+    extra: dict[str, Any] = field(default_factory=dict)
+    plugin_dir: Path | None = field(default=None, compare=False)
+
+    _FIELDS: ClassVar[tuple[Field, ...]] = (
+        Field("version", "version", STR),
+        Field("provider", "provider", struct_of(ProviderInfo)),
+        Field("services", "services", list_of(struct_of(ServiceDef))),
+        Field("platforms", "platforms", map_of(struct_of(PlatformConfig)), omitempty=True),
+        Field("resources", "resources", struct_of(ResourcesConfig, pointer=True), omitempty=True),
+    )
+
+    @classmethod
+    def load(cls, path: str | os.PathLike[str]) -> PluginManifest:
+        """Read plugin.yaml / plugin.yml / plugin.json: that file, or the one in a directory."""
+        target = Path(path)
+        if target.is_dir():
+            found = next((target / n for n in MANIFEST_FILENAMES if (target / n).is_file()), None)
+            if found is None:
+                names = ", ".join(MANIFEST_FILENAMES)
+                raise ConfigurationError(f"no plugin manifest ({names}) in {target}")
+            target = found
+        try:
+            text = target.read_text(encoding="utf-8", errors="replace")
+        except OSError as exc:
+            raise ConfigurationError(f"cannot read plugin manifest {target}: {exc}") from exc
+        try:
+            if target.suffix.lower() == ".json":
+                manifest = cls.from_json(text)
+            else:
+                manifest = cls.from_yaml(text)
+        except PayloadError as exc:
+            raise PayloadError(f"{target}: {exc}") from exc
+        manifest.plugin_dir = Path(os.path.abspath(target.parent))
+        return manifest
+
+    @classmethod
+    def from_yaml(cls, text: str | bytes) -> PluginManifest:
+        """Parse YAML the way Go's yaml.v3 fills the struct (scalars keep their text)."""
+        try:
+            data = yaml.load(text, Loader=_TextKeepingLoader)  # a SafeLoader subclass
+        except yaml.YAMLError as exc:
+            raise PayloadError(f"invalid YAML: {exc}") from exc
+        if data is None:
+            return cls()
+        if not isinstance(data, dict):
+            raise PayloadError("PluginManifest: the YAML document is not a mapping")
+        return cls.from_dict(data)
+
+    def service(self, name: str) -> ServiceDef:
+        """The service called ``name``; :class:`ManifestKeyError` lists the ones that exist."""
+        for svc in self.services:
+            if svc.service_name == name:
+                return svc
+        raise ManifestKeyError("service", name, tuple(s.service_name for s in self.services))
+
+    def platform_for(self, os_name: str | None = None, arch: str | None = None) -> PlatformConfig:
+        """The ``<goos>_<goarch>`` entry (default: this machine, in Go's names)."""
+        key = f"{go_os(os_name)}_{go_arch(arch)}"
+        try:
+            return self.platforms[key]
+        except KeyError:
+            raise ManifestKeyError("platform", key, tuple(sorted(self.platforms))) from None
+
+    def executable_path(
+        self,
+        plugin_dir: str | os.PathLike[str] | None = None,
+        *,
+        os_name: str | None = None,
+        arch: str | None = None,
+    ) -> Path:
+        """This platform's executable, resolved against ``plugin_dir`` (default: where loaded)."""
+        base = Path(plugin_dir) if plugin_dir is not None else self.plugin_dir
+        if base is None:
+            raise ConfigurationError("executable_path needs plugin_dir: manifest was not loaded")
+        executable = self.platform_for(os_name, arch).executable
+        if not executable:
+            raise ConfigurationError(f"{self.provider.name}: platform entry has no executable")
+        return base / executable
+
+    def support_model_list(self) -> list[RecommendModelData]:
+        """GetSupportModelList as the Go client builds it: one entry per (service, model)."""
+        provider = self.provider
+        return [
+            RecommendModelData(
+                id=f"{provider.name}:{svc.service_name}:{model}",
+                service_name=svc.service_name,
+                method="POST",
+                desc=provider.description,
+                url=svc.endpoint,
+                auth_type=svc.auth_type,
+                auth_apply_url=provider.homepage,
+                name=model,
+                service_provider_name=provider.name,
+                is_recommended=model == svc.default_model,
+                can_select=True,
+                source=provider.type,
+                is_default="true" if model == svc.default_model else "false",
+            )
+            for svc in self.services
+            for model in svc.support_models
+        ]
+
+
+class _TextKeepingLoader(yaml.SafeLoader):
+    """A safe loader whose non-string scalars remember their source text (see YamlScalar)."""
+
+
+def _keep_text(tag: str) -> None:
+    base = yaml.SafeLoader.yaml_constructors[tag]
+
+    def construct(loader: yaml.SafeLoader, node: yaml.Node) -> YamlScalar:
+        return YamlScalar(base(loader, node), str(node.value))
+
+    _TextKeepingLoader.add_constructor(tag, construct)
+
+
+for _tag in ("bool", "int", "float", "timestamp"):
+    _keep_text(f"tag:yaml.org,2002:{_tag}")
