@@ -4,6 +4,7 @@ The public namespace is curated here; submodules starting with ``_`` are private
 Errors live in :mod:`aog_plugins.errors` (one tree under :class:`AogPluginsError`).
 """
 
+from aog_plugins.client import GRPCProviderClient
 from aog_plugins.errors import AogPluginsError, PluginError
 from aog_plugins.handshake import AOG_HANDSHAKE, HandshakeConfig
 from aog_plugins.process import Plugin, PluginState, ReattachConfig, attach, launch
@@ -11,6 +12,7 @@ from aog_plugins.process import Plugin, PluginState, ReattachConfig, attach, lau
 __all__ = [
     "AOG_HANDSHAKE",
     "AogPluginsError",
+    "GRPCProviderClient",
     "HandshakeConfig",
     "Plugin",
     "PluginError",

@@ -6,6 +6,7 @@ import enum
 import hashlib
 import logging
 import os
+import signal
 import threading
 import time
 from collections.abc import Callable, Collection, Mapping, Sequence
@@ -53,7 +54,11 @@ from aog_plugins.process._spawn import COOKIE_REJECTED_MARKER, PluginProcess, sp
 
 if TYPE_CHECKING:
     from aog_plugins.process._attach import AttachedProcess
+from aog_plugins.process._relay import Relay, start_client_relay
 from aog_plugins.process._tempdir import make_socket_dir, remove_socket_dir
+
+if TYPE_CHECKING:
+    from aog_plugins.client import GRPCProviderClient
 
 __all__ = ["Plugin", "PluginState", "launch"]
 
@@ -101,10 +106,44 @@ class Plugin:
         self._killed = False
         self._stdio: StdioPump | None = None
         self._broker: BrokerStream | None = None
+        self._client: GRPCProviderClient | None = None
+        self._client_lock = threading.Lock()
+        self._relay: Relay | None = None
         if process is not None:
             process.add_exit_callback(self._on_process_exit)
 
     # ---- facts ----------------------------------------------------------------------
+    @property
+    def client(self) -> GRPCProviderClient:
+        """A :class:`~aog_plugins.client.GRPCProviderClient` for this plugin (made once)."""
+        with self._client_lock:
+            if self._client is None:
+                from aog_plugins.client import GRPCProviderClient
+
+                self._client = GRPCProviderClient(self)
+            return self._client
+
+    def current_channel(self) -> grpc.Channel:
+        """The channel to this plugin (ConnectionSource protocol of the client)."""
+        return self.channel
+
+    def exit_reason(self) -> str | None:
+        """None while the plugin runs; else how it ended, with its last stderr lines."""
+        if not self.exited:
+            return None
+        code = self.exit_code
+        if code is None:
+            how = "it exited"
+        elif code < 0:
+            try:
+                how = f"killed by {signal.Signals(-code).name}"
+            except ValueError:
+                how = f"killed by signal {-code}"
+        else:
+            how = f"exit code {code}"
+        tail = self.stderr_tail().strip()
+        return how + (f"; last stderr lines:\n{tail}" if tail else "")
+
     @property
     def pid(self) -> int:
         """The plugin's process id."""
@@ -190,7 +229,11 @@ class Plugin:
             self._stdio.close()
         if self._broker is not None:
             self._broker.close()
+        if self._client is not None:
+            self._client.close()
         self.channel.close()
+        if self._relay is not None:
+            self._relay.close()
         remove_socket_dir(self._socket_dir)
 
     def _on_process_exit(self, proc: PluginProcess | AttachedProcess) -> None:
@@ -320,12 +363,22 @@ def launch(
     except BaseException:
         remove_socket_dir(socket_dir)
         raise
+    relay: Relay | None = None
     try:
         line = _read_handshake(proc, deadline, start_timeout)
         check_host_acceptance(line, offered)
         tls = _client_tls(line, tls_bundle)
-        channel = open_channel(line.grpc_target, tls)
+        if tls is not None and not grpcio_can_verify(tls.plugin_cert_der):
+            # A Go plugin's P-521 certificate: grpcio cannot do this TLS, our relay can.
+            relay = start_client_relay(
+                socket_dir, (line.network, line.address), tls.host, tls.plugin_cert_der
+            )
+            channel = open_channel(f"unix:{relay.address}")
+        else:
+            channel = open_channel(line.grpc_target, tls)
     except PluginStartError as exc:
+        if relay is not None:
+            relay.close()
         _abort(proc, socket_dir)
         raise proc.start_error(exc) from None
     plugin = Plugin(
@@ -337,6 +390,7 @@ def launch(
         kill_grace=kill_grace,
         pid=proc.pid,
     )
+    plugin._relay = relay
     _registry.register(plugin)
     try:
         wait_ready(channel, line, deadline - time.monotonic())
@@ -401,13 +455,6 @@ def _client_tls(line: HandshakeLine, bundle: CertificateBundle | None) -> Client
         raise ServerCertificateError(
             "AutoMTLS was requested but the plugin's handshake carries no certificate: "
             "the plugin does not support AutoMTLS (launch with auto_mtls=False)",
-            line=line.format(),
-        )
-    if not grpcio_can_verify(line.server_cert):
-        raise ServerCertificateError(
-            "the plugin's AutoMTLS certificate uses P-521, which grpcio cannot verify under "
-            "TLS 1.3; the ssl relay for Go plugins is not available yet: launch with "
-            "auto_mtls=False for now",
             line=line.format(),
         )
     return ClientTLS(host=bundle, plugin_cert_der=line.server_cert)

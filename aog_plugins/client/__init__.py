@@ -1,0 +1,34 @@
+"""The host's typed view of an AOG provider plugin: :class:`GRPCProviderClient` and the
+provider interfaces it satisfies."""
+
+from aog_plugins.client._client import (
+    DEFAULT_STREAM_TIMEOUT,
+    DEFAULT_UNARY_TIMEOUT,
+    GRPCProviderClient,
+)
+from aog_plugins.client._protocols import (
+    BidirectionalPlugin,
+    LocalPluginProvider,
+    PluginProvider,
+    ProgressCallback,
+    RemotePluginProvider,
+    StreamablePlugin,
+)
+from aog_plugins.client._source import ConnectionSource, StaticSource
+from aog_plugins.client._streams import BidiSender, ResponseStream
+
+__all__ = [
+    "DEFAULT_STREAM_TIMEOUT",
+    "DEFAULT_UNARY_TIMEOUT",
+    "BidiSender",
+    "BidirectionalPlugin",
+    "ConnectionSource",
+    "GRPCProviderClient",
+    "LocalPluginProvider",
+    "PluginProvider",
+    "ProgressCallback",
+    "RemotePluginProvider",
+    "ResponseStream",
+    "StaticSource",
+    "StreamablePlugin",
+]

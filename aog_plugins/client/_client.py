@@ -1,0 +1,437 @@
+"""GRPCProviderClient: every method of AOG's Go client, typed, thread-safe and stricter.
+
+Differences from Go, on purpose: a failure ``code`` always raises :class:`PluginError`
+(Go swallows GetManifest and GetOperateStatus failures); transport failures raise
+:class:`PluginCallError` saying whether the plugin died; bad JSON raises
+:class:`PayloadError`; pull_model's progress callback is really called.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import queue
+import threading
+from collections.abc import Iterable, Iterator, Mapping
+from typing import Any, TypeVar
+
+import grpc
+
+from aog_plugins._proto import provider_pb2, provider_pb2_grpc
+from aog_plugins.client._protocols import ProgressCallback
+from aog_plugins.client._source import (
+    ConnectionSource,
+    StaticSource,
+    check_code,
+    transport_error,
+)
+from aog_plugins.client._streams import BidiSender, ResponseStream, StreamRegistry, pump
+from aog_plugins.errors import AogPluginsError, PayloadError, PluginError
+from aog_plugins.types import (
+    BidiMessage,
+    DeleteRequest,
+    EngineRecommendConfig,
+    EngineVersionResponse,
+    ListResponse,
+    LoadRequest,
+    PluginManifest,
+    ProgressResponse,
+    PullModelRequest,
+    RecommendModelData,
+    StreamChunk,
+    UnloadModelRequest,
+)
+
+__all__ = ["DEFAULT_STREAM_TIMEOUT", "DEFAULT_UNARY_TIMEOUT", "GRPCProviderClient"]
+
+DEFAULT_UNARY_TIMEOUT = 60.0
+DEFAULT_STREAM_TIMEOUT = 300.0
+_S = TypeVar("_S")
+
+
+def _deadline(timeout: float | None) -> float | None:
+    if timeout is None or math.isinf(timeout):
+        return None
+    if timeout <= 0:
+        raise ValueError(f"timeout must be positive, got {timeout!r}")
+    return timeout
+
+
+class GRPCProviderClient:
+    """A typed client for a plugin's ``protocol.ProviderService``.
+
+    Built from a :class:`ConnectionSource` (a launched plugin gives itself) or a
+    ``grpc.Channel``. Safe to share between threads. Every method takes ``timeout``
+    (seconds; ``None`` means none, except for ``invoke_service*`` where ``None`` applies the
+    manifest's per-service rule: 0 -> 60 s unary / 300 s stream, negative -> no deadline;
+    pass ``math.inf`` for no deadline there).
+    """
+
+    def __init__(self, source: ConnectionSource | grpc.Channel, *, owns_channel: bool = False):
+        if isinstance(source, grpc.Channel):
+            self._owned: grpc.Channel | None = source if owns_channel else None
+            source = StaticSource(source)
+        else:
+            self._owned = None
+        self._source: ConnectionSource = source
+        self._lock = threading.Lock()
+        self._stub_for: tuple[grpc.Channel, provider_pb2_grpc.ProviderServiceStub] | None = None
+        self._manifest: PluginManifest | None = None
+        self._streams = StreamRegistry()
+        self._pumps: set[threading.Thread] = set()
+        self._closed = threading.Event()
+
+    # ---- plumbing -------------------------------------------------------------------
+
+    def _stub(self) -> provider_pb2_grpc.ProviderServiceStub:
+        if self._closed.is_set():
+            raise AogPluginsError("this GRPCProviderClient is closed")
+        channel = self._source.current_channel()
+        with self._lock:
+            if self._stub_for is None or self._stub_for[0] is not channel:
+                # A new channel (e.g. after a restart) invalidates what we cached.
+                self._stub_for = (channel, provider_pb2_grpc.ProviderServiceStub(channel))
+                self._manifest = None
+            return self._stub_for[1]
+
+    def _unary(self, rpc: str, request: Any, timeout: float | None) -> Any:
+        method = getattr(self._stub(), rpc)
+        try:
+            return method(request, timeout=_deadline(timeout))
+        except grpc.RpcError as exc:
+            raise transport_error(rpc, exc, self._source) from None
+
+    def _checked(self, rpc: str, request: Any, timeout: float | None) -> Any:
+        response = self._unary(rpc, request, timeout)
+        check_code(response.code, response.message)
+        return response
+
+    @staticmethod
+    def _decode(kind: type[_S], data: bytes, what: str) -> _S:
+        try:
+            return kind.from_json(data)  # type: ignore[attr-defined,no-any-return]
+        except PayloadError as exc:
+            raise PayloadError(f"the plugin's {what} is not valid: {exc}") from None
+
+    def _service_timeout(self, service_name: str, streaming: bool) -> float | None:
+        default = DEFAULT_STREAM_TIMEOUT if streaming else DEFAULT_UNARY_TIMEOUT
+        try:
+            manifest = self._cached_manifest()
+            service = manifest.service(service_name)
+        except (AogPluginsError, KeyError, LookupError):
+            return default
+        return service.effective_timeout(streaming)
+
+    def _cached_manifest(self) -> PluginManifest:
+        self._stub()  # refreshes the cache when the channel changed
+        with self._lock:
+            manifest = self._manifest
+        if manifest is None:
+            manifest = self.get_manifest(timeout=DEFAULT_UNARY_TIMEOUT)
+        return manifest
+
+    # ---- PluginProvider ---------------------------------------------------------------
+
+    def get_manifest(self, *, timeout: float | None = None) -> PluginManifest:
+        """The plugin's manifest (raises on failure, unlike Go's nil)."""
+        response = self._checked("GetManifest", provider_pb2.GetManifestRequest(), timeout)
+        manifest = self._decode(PluginManifest, response.manifest_json, "manifest JSON")
+        with self._lock:
+            self._manifest = manifest
+        return manifest
+
+    def get_operate_status(self, *, timeout: float | None = None) -> int:
+        """The plugin's operate status (raises on transport failure, unlike Go's 0)."""
+        return int(
+            self._unary("GetOperateStatus", provider_pb2.GetOperateStatusRequest(), timeout).status
+        )
+
+    def set_operate_status(self, status: int, *, timeout: float | None = None) -> None:
+        self._unary(
+            "SetOperateStatus", provider_pb2.SetOperateStatusRequest(status=status), timeout
+        )
+
+    def health_check(self, *, timeout: float | None = None) -> None:
+        """ProviderService.HealthCheck; raises :class:`PluginError` when unhealthy."""
+        self._checked("HealthCheck", provider_pb2.HealthCheckRequest(), timeout)
+
+    def invoke_service(
+        self,
+        service_name: str,
+        request: bytes,
+        auth_info: str = "",
+        *,
+        timeout: float | None = None,
+    ) -> bytes:
+        """One unary service call: request bytes (usually JSON) in, response bytes out."""
+        if timeout is None:
+            timeout = self._service_timeout(service_name, streaming=False)
+        message = provider_pb2.InvokeServiceRequest(
+            service_name=service_name, request_data=bytes(request), auth_info=auth_info
+        )
+        return bytes(self._checked("InvokeService", message, timeout).response_data)
+
+    def get_support_model_list(self, *, timeout: float | None = None) -> list[RecommendModelData]:
+        """One entry per (service, supported model) of the manifest, as AOG's host builds it."""
+        return self.get_manifest(timeout=timeout).support_model_list()
+
+    # ---- StreamablePlugin / BidirectionalPlugin ---------------------------------------
+
+    def invoke_service_stream(
+        self,
+        service_name: str,
+        request: bytes,
+        auth_info: str = "",
+        *,
+        timeout: float | None = None,
+    ) -> ResponseStream[StreamChunk]:
+        """Stream a service's response: yields chunks, ends after ``is_final``, raises
+        :class:`PluginError` on a failure chunk. Stop iterating (or ``close()``) to cancel."""
+        if timeout is None:
+            timeout = self._service_timeout(service_name, streaming=True)
+        message = provider_pb2.InvokeServiceRequest(
+            service_name=service_name, request_data=bytes(request), auth_info=auth_info
+        )
+
+        def convert(item: provider_pb2.InvokeServiceStreamResponse) -> tuple[StreamChunk, bool]:
+            check_code(item.code, item.message)
+            chunk = StreamChunk(
+                data=bytes(item.chunk_data), is_final=item.is_final, metadata=dict(item.metadata)
+            )
+            return chunk, item.is_final
+
+        call = self._stub().InvokeServiceStream(message, timeout=_deadline(timeout))
+        stream = ResponseStream("InvokeServiceStream", call, convert, self._source)
+        self._streams.add(stream)
+        return stream
+
+    def invoke_service_bidi(
+        self,
+        service_name: str,
+        auth_info: str = "",
+        *,
+        ws_conn_id: str = "",
+        timeout: float | None = None,
+    ) -> tuple[BidiSender, ResponseStream[BidiMessage]]:
+        """Open a bidi call: returns a sender (``send``/``close``/``cancel``) and an iterator
+        of the plugin's messages, which raises :class:`PluginError` on a failure code."""
+        if timeout is None:
+            timeout = self._service_timeout(service_name, streaming=True)
+        sender = BidiSender(service_name, auth_info, ws_conn_id)
+
+        def convert(item: provider_pb2.InvokeServiceBidiResponse) -> tuple[BidiMessage, bool]:
+            check_code(item.code, item.message)
+            message = BidiMessage(
+                data=bytes(item.data), message_type=item.message_type, metadata=dict(item.metadata)
+            )
+            return message, False
+
+        call = self._stub().InvokeServiceBidi(sender.requests(), timeout=_deadline(timeout))
+        sender.call = call
+        stream = ResponseStream("InvokeServiceBidi", call, convert, self._source)
+        self._streams.add(stream)
+        return sender, stream
+
+    def invoke_service_bidirectional(
+        self,
+        service_name: str,
+        ws_conn_id: str,
+        auth_info: str,
+        inbound: Iterable[BidiMessage] | queue.Queue[BidiMessage | None],
+        *,
+        outbound: queue.Queue[BidiMessage | None] | None = None,
+        timeout: float | None = None,
+    ) -> Iterator[BidiMessage]:
+        """Bridge a caller's messages to a bidi call, like Go's channel bridge.
+
+        ``inbound`` is an iterable or a queue (``None`` ends it). The plugin's messages are
+        returned as an iterator, or, when ``outbound`` is a queue, put there followed by
+        ``None`` (the call then blocks until the stream ends and returns an empty iterator).
+        """
+        sender, replies = self.invoke_service_bidi(
+            service_name, auth_info, ws_conn_id=ws_conn_id, timeout=timeout
+        )
+        stopped = threading.Event()
+        thread = threading.Thread(
+            target=self._run_pump,
+            args=(inbound, sender, stopped),
+            name="aog-bidi-pump",
+            daemon=True,
+        )
+        with self._lock:
+            self._pumps.add(thread)
+        thread.start()
+
+        def receive() -> Iterator[BidiMessage]:
+            try:
+                yield from replies
+            finally:
+                stopped.set()
+                replies.cancel()
+
+        if outbound is None:
+            return receive()
+        try:
+            for message in receive():
+                outbound.put(message)
+        finally:
+            outbound.put(None)
+        return iter(())
+
+    def _run_pump(
+        self,
+        inbound: Iterable[BidiMessage] | queue.Queue[BidiMessage | None],
+        sender: BidiSender,
+        stopped: threading.Event,
+    ) -> None:
+        try:
+            pump(inbound, sender, stopped)
+        finally:
+            with self._lock:
+                self._pumps.discard(threading.current_thread())
+
+    # ---- RemotePluginProvider ---------------------------------------------------------
+
+    def set_auth(
+        self, auth_type: str, credentials: Mapping[str, str], *, timeout: float | None = None
+    ) -> None:
+        request = provider_pb2.SetAuthRequest(auth_type=auth_type, credentials=dict(credentials))
+        self._checked("SetAuth", request, timeout)
+
+    def validate_auth(self, *, timeout: float | None = None) -> None:
+        self._checked("ValidateAuth", provider_pb2.ValidateAuthRequest(), timeout)
+
+    def refresh_auth(self, *, timeout: float | None = None) -> None:
+        self._checked("RefreshAuth", provider_pb2.RefreshAuthRequest(), timeout)
+
+    # ---- LocalPluginProvider ----------------------------------------------------------
+
+    def start_engine(self, mode: str, *, timeout: float | None = None) -> None:
+        """Start the engine; AOG passes ``"daemon"`` or ``"standard"``."""
+        self._checked("StartEngine", provider_pb2.StartEngineRequest(mode=mode), timeout)
+
+    def stop_engine(self, *, timeout: float | None = None) -> None:
+        self._checked("StopEngine", provider_pb2.StopEngineRequest(), timeout)
+
+    def get_config(self, *, timeout: float | None = None) -> EngineRecommendConfig:
+        response = self._checked("GetConfig", provider_pb2.GetConfigRequest(), timeout)
+        return self._decode(EngineRecommendConfig, response.config_json, "engine config JSON")
+
+    def check_engine(self, *, timeout: float | None = None) -> bool:
+        """True when the engine is installed."""
+        return bool(
+            self._checked("CheckEngine", provider_pb2.CheckEngineRequest(), timeout).installed
+        )
+
+    def install_engine(self, cover: bool = False, *, timeout: float | None = None) -> None:
+        """Install the engine (``cover``: reinstall over an existing one; Go never sends it)."""
+        self._checked("InstallEngine", provider_pb2.InstallEngineRequest(cover=cover), timeout)
+
+    def init_env(self, *, timeout: float | None = None) -> None:
+        self._checked("InitEnv", provider_pb2.InitEnvRequest(), timeout)
+
+    def upgrade_engine(self, *, timeout: float | None = None) -> None:
+        self._checked("UpgradeEngine", provider_pb2.UpgradeEngineRequest(), timeout)
+
+    def pull_model(
+        self,
+        request: PullModelRequest,
+        progress: ProgressCallback | None = None,
+        *,
+        timeout: float | None = None,
+    ) -> ProgressResponse:
+        """Pull a model. With ``progress`` the streaming RPC is used and the callback sees
+        every progress item (Go's client never calls it); returns the last item."""
+        if progress is None:
+            message = provider_pb2.PullModelRequest(request_json=request.to_json())
+            response = self._checked("PullModel", message, timeout)
+            return self._decode(ProgressResponse, response.response_json, "pull response JSON")
+        last: ProgressResponse | None = None
+        for item in self.pull_model_stream(request, timeout=timeout):
+            progress(item)
+            last = item
+        if last is None:
+            raise PayloadError("the plugin's PullModelStream ended without any progress item")
+        return last
+
+    def pull_model_stream(
+        self, request: PullModelRequest, *, timeout: float | None = None
+    ) -> ResponseStream[ProgressResponse]:
+        """Progress items of a pull; an ``{"error": ...}`` item raises :class:`PluginError`."""
+        message = provider_pb2.PullModelStreamRequest(request_json=request.to_json())
+
+        def convert(item: provider_pb2.PullModelStreamResponse) -> tuple[ProgressResponse, bool]:
+            check_code(item.code, item.message)
+            data = bytes(item.data)
+            error = _error_field(data)
+            if error is not None:
+                raise PluginError(11, f"model pull failed: {error}")
+            return self._decode(ProgressResponse, data, "pull progress JSON"), False
+
+        call = self._stub().PullModelStream(message, timeout=_deadline(timeout))
+        stream = ResponseStream("PullModelStream", call, convert, self._source)
+        self._streams.add(stream)
+        return stream
+
+    def delete_model(self, request: DeleteRequest, *, timeout: float | None = None) -> None:
+        message = provider_pb2.DeleteModelRequest(request_json=request.to_json())
+        self._checked("DeleteModel", message, timeout)
+
+    def list_models(self, *, timeout: float | None = None) -> ListResponse:
+        response = self._checked("ListModels", provider_pb2.ListModelsRequest(), timeout)
+        return self._decode(ListResponse, response.response_json, "model list JSON")
+
+    def load_model(self, request: LoadRequest, *, timeout: float | None = None) -> None:
+        message = provider_pb2.LoadModelRequest(request_json=request.to_json())
+        self._checked("LoadModel", message, timeout)
+
+    def unload_model(self, request: UnloadModelRequest, *, timeout: float | None = None) -> None:
+        message = provider_pb2.UnloadModelRequest(request_json=request.to_json())
+        self._checked("UnloadModel", message, timeout)
+
+    def get_running_models(self, *, timeout: float | None = None) -> ListResponse:
+        response = self._checked(
+            "GetRunningModels", provider_pb2.GetRunningModelsRequest(), timeout
+        )
+        return self._decode(ListResponse, response.response_json, "running model list JSON")
+
+    def get_version(
+        self, request: EngineVersionResponse | None = None, *, timeout: float | None = None
+    ) -> EngineVersionResponse:
+        """The engine version (Go sends an EngineVersionResponse as the request, too)."""
+        body = (request or EngineVersionResponse()).to_json()
+        response = self._checked(
+            "GetVersion", provider_pb2.GetVersionRequest(request_json=body), timeout
+        )
+        return self._decode(EngineVersionResponse, response.response_json, "version JSON")
+
+    # ---- lifetime ---------------------------------------------------------------------
+
+    def close(self) -> None:
+        """Cancel open streams, stop bridge threads; close the channel if we own it."""
+        if self._closed.is_set():
+            return
+        self._closed.set()
+        self._streams.cancel_all()
+        with self._lock:
+            pumps = list(self._pumps)
+        for thread in pumps:
+            thread.join(timeout=1.0)
+        if self._owned is not None:
+            self._owned.close()
+
+    def __enter__(self) -> GRPCProviderClient:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+
+def _error_field(data: bytes) -> str | None:
+    try:
+        doc = json.loads(data)
+    except ValueError:
+        return None
+    if isinstance(doc, dict) and doc.get("error"):
+        return str(doc["error"])
+    return None

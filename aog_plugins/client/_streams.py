@@ -1,0 +1,192 @@
+"""Streaming calls as Python iterators that cancel their RPC when the caller stops."""
+
+from __future__ import annotations
+
+import contextlib
+import queue
+import threading
+import weakref
+from collections.abc import Callable, Iterable, Iterator
+from typing import Any, Generic, TypeVar
+
+import grpc
+
+from aog_plugins._proto import provider_pb2
+from aog_plugins.client._source import ConnectionSource, transport_error
+from aog_plugins.errors import ConfigurationError
+from aog_plugins.types import BidiMessage
+
+__all__ = ["BidiSender", "ResponseStream", "StreamRegistry"]
+
+T = TypeVar("T")
+# Returns (item or None to skip, done after this item).
+Convert = Callable[[Any], "tuple[T | None, bool]"]
+
+
+class StreamRegistry:
+    """The open streams of one client, so ``close()`` can cancel them all."""
+
+    def __init__(self) -> None:
+        self._streams: weakref.WeakSet[ResponseStream[Any]] = weakref.WeakSet()
+        self._lock = threading.Lock()
+
+    def add(self, stream: ResponseStream[Any]) -> None:
+        with self._lock:
+            self._streams.add(stream)
+
+    def cancel_all(self) -> None:
+        with self._lock:
+            streams = list(self._streams)
+        for stream in streams:
+            stream.cancel()
+
+
+class ResponseStream(Generic[T]):
+    """An iterator over a server stream's items; ``cancel()``/``close()`` end the RPC.
+
+    Leaving a ``for`` loop early, ``with`` exit and garbage collection all cancel it, so a
+    caller who stops reading never leaves the plugin streaming into the void.
+    """
+
+    def __init__(self, rpc: str, call: Any, convert: Convert[T], source: ConnectionSource) -> None:
+        self._rpc = rpc
+        self._call = call
+        self._convert = convert
+        self._source = source
+        self._done = False
+
+    def __iter__(self) -> ResponseStream[T]:
+        return self
+
+    def __next__(self) -> T:
+        while not self._done:
+            try:
+                response = next(self._call)
+            except StopIteration:
+                self._done = True
+                break
+            except grpc.RpcError as exc:
+                self._done = True
+                if isinstance(exc, grpc.Call) and exc.code() is grpc.StatusCode.CANCELLED:
+                    break  # cancelled by us (close/cancel): just stop
+                raise transport_error(self._rpc, exc, self._source) from None
+            try:
+                item, last = self._convert(response)
+            except BaseException:
+                self.cancel()
+                raise
+            if last:
+                self._done = True
+                self._call.cancel()
+            if item is not None:
+                return item
+        raise StopIteration
+
+    def cancel(self) -> None:
+        """Stop the stream now (the plugin sees the cancellation)."""
+        self._done = True
+        self._call.cancel()
+
+    close = cancel
+
+    def __enter__(self) -> ResponseStream[T]:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.cancel()
+
+    def __del__(self) -> None:
+        if not self._done:
+            with contextlib.suppress(Exception):  # e.g. at interpreter shutdown
+                self._call.cancel()
+
+
+_END = object()
+
+
+class BidiSender:
+    """The sending half of a bidi call: ``send()`` messages, then ``close()`` (half-close).
+
+    The first message sent carries ``is_first``, the service name, auth info and the
+    ``ws_conn_id`` metadata, as AOG's host sends them.
+    """
+
+    def __init__(self, service_name: str, auth_info: str, ws_conn_id: str) -> None:
+        self._service_name = service_name
+        self._auth_info = auth_info
+        self._ws_conn_id = ws_conn_id
+        self._queue: queue.SimpleQueue[object] = queue.SimpleQueue()
+        self._first = True
+        self._closed = False
+        self._lock = threading.Lock()
+        self.call: Any = None
+
+    def send(self, message: BidiMessage | bytes | str, message_type: str = "text") -> None:
+        """Queue one message; bytes/str are wrapped with ``message_type``."""
+        if not isinstance(message, BidiMessage):
+            data = message.encode() if isinstance(message, str) else bytes(message)
+            message = BidiMessage(data=data, message_type=message_type)
+        with self._lock:
+            if self._closed:
+                raise ConfigurationError("this bidi stream is closed for sending")
+            request = provider_pb2.InvokeServiceBidiRequest(
+                data=message.data,
+                message_type=message.message_type,
+                metadata=dict(message.metadata or {}),
+            )
+            if self._first:
+                self._first = False
+                request.is_first = True
+                request.service_name = self._service_name
+                request.auth_info = self._auth_info
+                if self._ws_conn_id:
+                    request.metadata["ws_conn_id"] = self._ws_conn_id
+            self._queue.put(request)
+
+    def close(self) -> None:
+        """No more messages (the plugin sees end of stream); receiving goes on."""
+        with self._lock:
+            if not self._closed:
+                self._closed = True
+                self._queue.put(_END)
+
+    def cancel(self) -> None:
+        """Abort the whole call, both directions."""
+        self.close()
+        if self.call is not None:
+            self.call.cancel()
+
+    def requests(self) -> Iterator[provider_pb2.InvokeServiceBidiRequest]:
+        while True:
+            item = self._queue.get()
+            if item is _END:
+                return
+            assert isinstance(item, provider_pb2.InvokeServiceBidiRequest)
+            yield item
+
+
+def pump(
+    inbound: Iterable[BidiMessage] | queue.Queue[BidiMessage | None],
+    sender: BidiSender,
+    stopped: threading.Event,
+) -> None:
+    """Forward ``inbound`` (an iterable, or a queue ended by None) into ``sender``."""
+    try:
+        if isinstance(inbound, queue.Queue):
+            while not stopped.is_set():
+                try:
+                    item = inbound.get(timeout=0.1)
+                except queue.Empty:
+                    continue
+                if item is None:
+                    break
+                sender.send(item)
+        else:
+            for message in inbound:
+                if stopped.is_set():
+                    break
+                sender.send(message)
+    except ConfigurationError:
+        pass  # the call was cancelled or closed under us
+    finally:
+        sender.close()

@@ -1,0 +1,319 @@
+"""A TLS relay for certificates grpcio cannot handle (Go's P-521 AutoMTLS keys).
+
+grpcio's BoringSSL does not offer ecdsa_secp521r1_sha512 under TLS 1.3, so it can neither
+verify a Go plugin's certificate nor accept a Go host's client certificate. Python's ``ssl``
+(OpenSSL) can. The relay terminates mutual TLS itself, pinning exactly the peer's
+certificate and presenting ours, and forwards plaintext over a private unix socket in a
+0700 directory, where grpcio speaks h2c.
+
+* host side (:func:`start_client_relay`): grpcio -> ``unix:relay`` -> TLS -> plugin.
+* plugin side (:func:`start_server_relay`): host -> TLS -> relay -> ``unix:private`` -> grpcio.
+
+All relays of a process share one asyncio event loop thread; bytes move through
+transports with flow control (no thread per connection, 256 KiB reads).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import os
+import ssl
+import tempfile
+import threading
+from collections.abc import Awaitable, Callable
+from concurrent.futures import Future
+
+from aog_plugins.errors import PluginConnectError
+from aog_plugins.handshake import CertificateBundle, der_to_pem
+
+__all__ = ["Relay", "start_client_relay", "start_server_relay"]
+
+_READ_SIZE = 256 * 1024
+_HIGH_WATER = 4 * 1024 * 1024
+
+
+class _Loop:
+    """The process-wide relay event loop, started on first use."""
+
+    _lock = threading.Lock()
+    _loop: asyncio.AbstractEventLoop | None = None
+    _pid = 0
+
+    @classmethod
+    def get(cls) -> asyncio.AbstractEventLoop:
+        with cls._lock:
+            if cls._loop is None or cls._pid != os.getpid():
+                loop = asyncio.new_event_loop()
+                thread = threading.Thread(
+                    target=loop.run_forever, name="aog-plugins-relay", daemon=True
+                )
+                thread.start()
+                cls._loop, cls._pid = loop, os.getpid()
+            return cls._loop
+
+
+def _run(coro: Awaitable[object], timeout: float | None = None) -> object:
+    future: Future[object] = asyncio.run_coroutine_threadsafe(coro, _Loop.get())  # type: ignore[arg-type]
+    return future.result(timeout)
+
+
+class _Pipe(asyncio.Protocol):
+    """One direction-pair endpoint: forwards what it reads to its peer, with backpressure."""
+
+    def __init__(self, on_made: Callable[[_Pipe], object] | None = None) -> None:
+        self._on_made = on_made
+        self.transport: asyncio.Transport | None = None
+        self.peer: _Pipe | None = None
+        self._pending: list[bytes] = []
+        self._eof = False
+        self._paused = False
+        self.closed = asyncio.get_running_loop().create_future()
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        assert isinstance(transport, asyncio.Transport)
+        self.transport = transport
+        transport.set_write_buffer_limits(high=_HIGH_WATER)
+        with contextlib.suppress(AttributeError, NotImplementedError):
+            transport.max_size = _READ_SIZE  # type: ignore[attr-defined]
+        if self._on_made is not None:
+            # For TLS listeners this runs after the handshake: the peer cert is known.
+            self._on_made(self)
+
+    def attach(self, peer: _Pipe) -> None:
+        self.peer = peer
+        for chunk in self._pending:
+            peer.send(chunk)
+        self._pending.clear()
+        if self._eof:
+            peer.send_eof()
+
+    def data_received(self, data: bytes) -> None:
+        if self.peer is None:
+            self._pending.append(data)
+        else:
+            self.peer.send(data)
+
+    def eof_received(self) -> bool | None:
+        self._eof = True
+        if self.peer is not None:
+            self.peer.send_eof()
+        return True  # keep our write side open until the peer finishes
+
+    def send(self, data: bytes) -> None:
+        if self.transport is not None and not self.transport.is_closing():
+            self.transport.write(data)
+
+    def send_eof(self) -> None:
+        if self.transport is None or self.transport.is_closing():
+            return
+        if self.transport.can_write_eof():
+            self.transport.write_eof()
+        else:  # TLS has no half-close
+            self.transport.close()
+
+    def pause_writing(self) -> None:
+        if self.peer is not None and self.peer.transport is not None:
+            self.peer.transport.pause_reading()
+
+    def resume_writing(self) -> None:
+        if self.peer is not None and self.peer.transport is not None:
+            self.peer.transport.resume_reading()
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        if not self.closed.done():
+            self.closed.set_result(None)
+        if self.peer is not None and self.peer.transport is not None:
+            self.peer.transport.close()
+
+    def abort(self) -> None:
+        if self.transport is not None:
+            self.transport.abort()
+
+
+def _pin(expected_der: bytes) -> Callable[[ssl.SSLObject], None]:
+    def check(obj: ssl.SSLObject) -> None:
+        if obj.getpeercert(binary_form=True) != expected_der:
+            raise ssl.SSLError("peer certificate is not the pinned one")
+
+    return check
+
+
+def _context(side: int, ours: CertificateBundle, peer_der: bytes, tmp: str) -> ssl.SSLContext:
+    ctx = ssl.SSLContext(side)
+    ctx.minimum_version = ssl.TLSVersion.TLSv1_2
+    ctx.set_alpn_protocols(["h2"])
+    ctx.verify_mode = ssl.CERT_REQUIRED
+    # The peer's self-signed certificate is the whole trust store: nothing else verifies.
+    ctx.load_verify_locations(cadata=der_to_pem(peer_der).decode("ascii"))
+    cert_file = os.path.join(tmp, "cert.pem")
+    key_file = os.path.join(tmp, "key.pem")
+    fd = os.open(key_file, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    with os.fdopen(fd, "wb") as out:
+        out.write(ours.key_pem)
+    with open(cert_file, "wb") as out:
+        out.write(ours.cert_pem)
+    try:
+        ctx.load_cert_chain(cert_file, key_file)
+    finally:
+        os.unlink(key_file)
+        os.unlink(cert_file)
+    if side == ssl.PROTOCOL_TLS_CLIENT:
+        ctx.check_hostname = True  # against "localhost", as go-plugin's certs say
+    return ctx
+
+
+class Relay:
+    """A running relay: ``address`` is where its listener is; ``close()`` stops it all."""
+
+    def __init__(self, address: str, server: asyncio.AbstractServer, tmp: str) -> None:
+        self.address = address
+        self._server = server
+        self._tmp = tmp
+        self._pipes: set[_Pipe] = set()
+        self._closed = False
+
+    def close(self) -> None:
+        """Stop listening, drop every connection and remove the socket (idempotent)."""
+        if self._closed:
+            return
+        self._closed = True
+
+        async def stop() -> None:
+            self._server.close()
+            for pipe in list(self._pipes):
+                pipe.abort()
+            with contextlib.suppress(Exception):
+                await asyncio.wait_for(self._server.wait_closed(), 1.0)
+
+        with contextlib.suppress(Exception):
+            _run(stop(), timeout=2.0)
+        if self.address.startswith("/"):
+            with contextlib.suppress(FileNotFoundError):
+                os.unlink(self.address)
+        with contextlib.suppress(OSError):
+            os.rmdir(self._tmp)
+
+
+async def _bridge(
+    relay: Relay,
+    inbound: _Pipe,
+    connect: Callable[[], Awaitable[tuple[asyncio.BaseTransport, _Pipe]]],
+) -> None:
+    relay._pipes.add(inbound)
+    try:
+        _, outbound = await connect()
+    except (OSError, ssl.SSLError, asyncio.TimeoutError):
+        inbound.abort()
+        relay._pipes.discard(inbound)
+        return
+    relay._pipes.add(outbound)
+    outbound.attach(inbound)
+    inbound.attach(outbound)
+    await inbound.closed
+    await outbound.closed
+    relay._pipes.discard(inbound)
+    relay._pipes.discard(outbound)
+
+
+def start_client_relay(
+    socket_dir: str,
+    plugin_target: tuple[str, str],
+    host: CertificateBundle,
+    plugin_cert_der: bytes,
+    timeout: float = 10.0,
+) -> Relay:
+    """Host side: a plaintext unix listener in ``socket_dir`` whose connections are relayed
+    over mutual TLS to the plugin at ``plugin_target`` (``("unix", path)`` or
+    ``("tcp", "host:port")``)."""
+    tmp = tempfile.mkdtemp(prefix="relay-", dir=socket_dir)
+    ctx = _context(ssl.PROTOCOL_TLS_CLIENT, host, plugin_cert_der, tmp)
+    path = os.path.join(tmp, "s")
+    network, address = plugin_target
+    loop = _Loop.get()
+    pin = _pin(plugin_cert_der)
+
+    async def start() -> Relay:
+        holder: list[Relay] = []
+
+        def made(pipe: _Pipe) -> None:
+            async def connect() -> tuple[asyncio.BaseTransport, _Pipe]:
+                if network == "unix":
+                    made = loop.create_unix_connection(
+                        _Pipe, address, ssl=ctx, server_hostname="localhost"
+                    )
+                else:
+                    host_name, _, port = address.rpartition(":")
+                    made = loop.create_connection(
+                        _Pipe,
+                        host_name.strip("[]"),
+                        int(port),
+                        ssl=ctx,
+                        server_hostname="localhost",
+                    )
+                transport, out = await asyncio.wait_for(made, timeout)
+                obj = transport.get_extra_info("ssl_object")
+                try:
+                    pin(obj)
+                except ssl.SSLError:
+                    transport.abort()
+                    raise
+                return transport, out
+
+            loop.create_task(_bridge(holder[0], pipe, connect))
+
+        server = await loop.create_unix_server(lambda: _Pipe(made), path)
+        relay = Relay(path, server, tmp)
+        holder.append(relay)
+        return relay
+
+    try:
+        relay = _run(start(), timeout=timeout)
+    except OSError as exc:
+        raise PluginConnectError(f"cannot start the TLS relay in {tmp}: {exc}") from exc
+    assert isinstance(relay, Relay)
+    os.chmod(path, 0o600)
+    return relay
+
+
+def start_server_relay(
+    listen: tuple[str, str],
+    private_path: str,
+    ours: CertificateBundle,
+    host_cert_der: bytes,
+    timeout: float = 10.0,
+) -> Relay:
+    """Plugin side: a TLS listener at ``listen`` (``("unix", path)`` or ``("tcp", "h:p")``)
+    requiring exactly the host's certificate, relaying plaintext to ``private_path``."""
+    tmp = tempfile.mkdtemp(prefix="relay-", dir=os.path.dirname(private_path))
+    ctx = _context(ssl.PROTOCOL_TLS_SERVER, ours, host_cert_der, tmp)
+    loop = _Loop.get()
+    pin = _pin(host_cert_der)
+    network, address = listen
+
+    async def start() -> Relay:
+        holder: list[Relay] = []
+
+        def made(pipe: _Pipe) -> None:
+            async def connect() -> tuple[asyncio.BaseTransport, _Pipe]:
+                assert pipe.transport is not None
+                pin(pipe.transport.get_extra_info("ssl_object"))
+                opening = loop.create_unix_connection(_Pipe, private_path)
+                return await asyncio.wait_for(opening, timeout)
+
+            loop.create_task(_bridge(holder[0], pipe, connect))
+
+        if network == "unix":
+            server = await loop.create_unix_server(lambda: _Pipe(made), address, ssl=ctx)
+        else:
+            host_name, _, port = address.rpartition(":")
+            server = await loop.create_server(
+                lambda: _Pipe(made), host_name.strip("[]"), int(port), ssl=ctx
+            )
+        relay = Relay(address, server, tmp)
+        holder.append(relay)
+        return relay
+
+    relay = _run(start(), timeout=timeout)
+    assert isinstance(relay, Relay)
+    return relay

@@ -1,0 +1,160 @@
+"""GRPCProviderClient over a real plugin process: calls, streams, errors, concurrency."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import threading
+import time
+from collections.abc import Iterator
+
+import pytest
+
+from aog_plugins import GRPCProviderClient, Plugin, launch
+from aog_plugins.client import (
+    BidirectionalPlugin,
+    LocalPluginProvider,
+    PluginProvider,
+    RemotePluginProvider,
+    StreamablePlugin,
+)
+from aog_plugins.errors import AogPluginsError, PluginCallError
+from tests.process.conftest import LeakCheck, plugin_cmd
+
+
+@pytest.fixture
+def echo(leak_check: LeakCheck) -> Iterator[Plugin]:
+    with launch(plugin_cmd("echo_plugin.py"), extra_env=leak_check.env) as plugin:
+        yield plugin
+
+
+def test_client_satisfies_every_provider_protocol(echo: Plugin) -> None:
+    client = echo.client
+    for protocol in (
+        PluginProvider,
+        LocalPluginProvider,
+        RemotePluginProvider,
+        StreamablePlugin,
+        BidirectionalPlugin,
+    ):
+        assert isinstance(client, protocol), protocol.__name__
+    # Static check too: mypy verifies these assignments.
+    provider: PluginProvider = client
+    local: LocalPluginProvider = client
+    remote: RemotePluginProvider = client
+    streamable: StreamablePlugin = client
+    bidi: BidirectionalPlugin = client
+    assert len({id(x) for x in (provider, local, remote, streamable, bidi)}) == 1
+
+
+def test_unary_and_manifest(echo: Plugin) -> None:
+    client = echo.client
+    assert client is echo.client  # one client per plugin
+    manifest = client.get_manifest()
+    assert manifest.provider.name == "echo"
+    assert client.invoke_service("chat", b'{"a": 1}') == b'{"a": 1}'
+    client.health_check()
+
+
+def test_16_mib_response_arrives_intact(echo: Plugin) -> None:
+    size = 16 * 1024 * 1024
+    reply = echo.client.invoke_service("chat", json.dumps({"size": size}).encode(), timeout=60)
+    assert len(reply) == size + len('{"data": ""}')
+    assert json.loads(reply)["data"] == "x" * size
+
+
+def test_stream_ends_after_final_chunk(echo: Plugin) -> None:
+    chunks = list(echo.client.invoke_service_stream("chat", b'{"chunks": 4}'))
+    assert [json.loads(c.data)["index"] for c in chunks[:-1]] == [0, 1, 2, 3]
+    assert chunks[-1].is_final
+    assert not any(c.is_final for c in chunks[:-1])
+
+
+def test_leaving_a_stream_early_cancels_it(echo: Plugin) -> None:
+    stream = echo.client.invoke_service_stream("chat", b'{"chunks": 100000}')
+    for index, chunk in enumerate(stream):
+        assert json.loads(chunk.data)["index"] == index
+        if index == 5:
+            break
+    stream.close()
+    assert list(stream) == []
+    # The plugin is still fine.
+    assert echo.client.invoke_service("chat", b"{}") == b"{}"
+
+
+def test_unimplemented_rpc_is_a_typed_error(echo: Plugin) -> None:
+    with pytest.raises(PluginCallError) as info:
+        echo.client.get_operate_status()
+    assert info.value.code == "UNIMPLEMENTED"
+    assert not info.value.process_exited
+    assert "does not implement" in str(info.value)
+
+
+def test_dead_plugin_error_says_the_process_is_gone(leak_check: LeakCheck) -> None:
+    with launch(plugin_cmd("echo_plugin.py"), extra_env=leak_check.env) as plugin:
+        client = plugin.client
+        os.kill(plugin.pid, signal.SIGKILL)
+        deadline = time.monotonic() + 5
+        while not plugin.exited and time.monotonic() < deadline:
+            time.sleep(0.01)
+        with pytest.raises(PluginCallError) as info:
+            client.invoke_service("chat", b"{}", timeout=5)
+    assert info.value.process_exited
+    assert "SIGKILL" in str(info.value)
+
+
+def test_timeout_is_deadline_exceeded(echo: Plugin) -> None:
+    with pytest.raises(PluginCallError) as info:
+        # 64 MiB of JSON takes the Python plugin far longer than 1 ms to build.
+        echo.client.invoke_service("chat", json.dumps({"size": 64 << 20}).encode(), timeout=0.001)
+    assert info.value.code == "DEADLINE_EXCEEDED"
+    assert "still running" in str(info.value)
+
+
+def test_closed_client_refuses_calls(echo: Plugin) -> None:
+    client = GRPCProviderClient(echo.channel)
+    client.close()
+    client.close()
+    with pytest.raises(AogPluginsError, match="closed"):
+        client.health_check()
+    echo.client.health_check()  # closing another client left the channel alone
+
+
+def test_16_threads_x_500_mixed_calls(echo: Plugin) -> None:
+    client = GRPCProviderClient(echo.channel)
+    before = set(threading.enumerate())
+    errors: list[BaseException] = []
+    counts = [0] * 16
+
+    def worker(n: int) -> None:
+        try:
+            for i in range(500):
+                kind = (n + i) % 5
+                if kind == 0:
+                    body = json.dumps({"n": n, "i": i}).encode()
+                    assert client.invoke_service("chat", body) == body
+                elif kind == 1:
+                    assert client.get_manifest().provider.name == "echo"
+                elif kind == 2:
+                    client.health_check()
+                elif kind == 3:
+                    chunks = list(client.invoke_service_stream("chat", b'{"chunks": 2}'))
+                    assert len(chunks) == 3
+                else:
+                    assert client.get_support_model_list() == []
+                counts[n] += 1
+        except BaseException as exc:
+            errors.append(exc)
+
+    threads = [threading.Thread(target=worker, args=(n,)) for n in range(16)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(timeout=240)
+    assert not any(t.is_alive() for t in threads), "deadlock: workers still running"
+    assert not errors, errors[:3]
+    assert counts == [500] * 16
+    client.close()
+    leaked = [t for t in set(threading.enumerate()) - before if t.name.startswith("aog-")]
+    assert not leaked, leaked
