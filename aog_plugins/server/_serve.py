@@ -18,7 +18,7 @@ import sys
 import tempfile
 import threading
 from collections.abc import Callable, Iterator, Mapping
-from typing import IO, Literal
+from typing import IO, TYPE_CHECKING, Literal
 
 import grpc
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
@@ -35,14 +35,20 @@ from aog_plugins.handshake import (
     AOG_HANDSHAKE,
     COOKIE_REJECTED_MESSAGE,
     CORE_PROTOCOL_VERSION,
+    CertificateBundle,
     HandshakeConfig,
     HandshakeLine,
     PluginEnv,
     choose_plugin_version,
     generate_certificate,
+    grpcio_can_verify,
+    pem_to_der,
     read_plugin_env,
 )
 from aog_plugins.server._hclog import configure_logging
+
+if TYPE_CHECKING:
+    from aog_plugins.process._relay import Relay
 from aog_plugins.server._stdio import STDERR, STDOUT, StdioBuffer, StdioServicer, text_stream
 
 __all__ = ["HEALTH_SERVICE", "CookieMissing", "PluginServer", "Register", "serve"]
@@ -138,6 +144,8 @@ class PluginServer:
         self._stdio = StdioBuffer()
         self._server: grpc.Server | None = None
         self._socket_path: str | None = None
+        self._private_dir: str | None = None
+        self._relay: Relay | None = None
         self._line: HandshakeLine | None = None
         self.health = health.HealthServicer()
         self.env: PluginEnv | None = None
@@ -176,15 +184,22 @@ class PluginServer:
         grpc_broker_pb2_grpc.add_GRPCBrokerServicer_to_server(_Broker(self._stopped), server)
         cert_der: bytes | None = None
         credentials: grpc.ServerCredentials | None = None
-        if env.client_cert_pem is not None:
+        if env.client_cert_pem is None:
+            address = self._bind(server, env, None)
+        else:
             bundle = generate_certificate(self._curve)
             cert_der = bundle.cert_der
-            credentials = grpc.ssl_server_credentials(
-                [(bundle.key_pem, bundle.cert_pem)],
-                root_certificates=env.client_cert_pem,
-                require_client_auth=True,
-            )
-        address = self._bind(server, env, credentials)
+            host_der = pem_to_der(env.client_cert_pem)
+            if grpcio_can_verify(host_der) and grpcio_can_verify(cert_der):
+                credentials = grpc.ssl_server_credentials(
+                    [(bundle.key_pem, bundle.cert_pem)],
+                    root_certificates=env.client_cert_pem,
+                    require_client_auth=True,
+                )
+                address = self._bind(server, env, credentials)
+            else:
+                # A Go host's P-521 client cert: grpcio cannot accept it, our ssl relay can.
+                address = self._bind_relay(server, env, bundle, host_der)
         server.start()
         self._server = server
         self._line = HandshakeLine(
@@ -216,6 +231,43 @@ class PluginServer:
                 f"no free TCP port between {env.min_port} and {env.max_port} "
                 "(PLUGIN_MIN_PORT/PLUGIN_MAX_PORT)"
             )
+        path = self._socket_file(env)
+        if not add(f"unix:{path}"):
+            raise ConfigurationError(f"cannot listen on unix socket {path!r}")
+        self._socket_path = path
+        self._apply_group(env, path)
+        return path
+
+    def _bind_relay(
+        self, server: grpc.Server, env: PluginEnv, ours: CertificateBundle, host_der: bytes
+    ) -> str:
+        from aog_plugins.process._relay import start_server_relay
+
+        self._private_dir = tempfile.mkdtemp(prefix="aogp-relay-", dir=env.socket_dir)
+        private = os.path.join(self._private_dir, "s")
+        if not server.add_insecure_port(f"unix:{private}"):
+            raise ConfigurationError(f"cannot listen on unix socket {private!r}")
+        if self._network == "tcp":
+            for port in range(env.min_port, env.max_port + 1):
+                if not _port_free(port):
+                    continue
+                try:
+                    listen = ("tcp", f"127.0.0.1:{port}")
+                    self._relay = start_server_relay(listen, private, ours, host_der)
+                except OSError:
+                    continue
+                return listen[1]
+            raise ConfigurationError(
+                f"no free TCP port between {env.min_port} and {env.max_port} "
+                "(PLUGIN_MIN_PORT/PLUGIN_MAX_PORT)"
+            )
+        path = self._socket_file(env)
+        self._relay = start_server_relay(("unix", path), private, ours, host_der)
+        self._socket_path = path
+        self._apply_group(env, path)
+        return path
+
+    def _socket_file(self, env: PluginEnv) -> str:
         directory = env.socket_dir or tempfile.gettempdir()
         path = os.path.join(directory, f"plugin{secrets.randbelow(10**9)}")
         if len(path.encode()) > 107:
@@ -223,14 +275,14 @@ class PluginServer:
                 f"unix socket path {path!r} is longer than 107 bytes; "
                 "set PLUGIN_UNIX_SOCKET_DIR or TMPDIR to a shorter directory"
             )
-        if not add(f"unix:{path}"):
-            raise ConfigurationError(f"cannot listen on unix socket {path!r}")
-        self._socket_path = path
+        return path
+
+    @staticmethod
+    def _apply_group(env: PluginEnv, path: str) -> None:
         if env.socket_group:
             group = env.socket_group
             shutil.chown(path, group=int(group) if group.isdigit() else group)
             os.chmod(path, 0o660)
-        return path
 
     def announce(self, stdout: IO[str] | None = None) -> None:
         """Print the handshake line, then send later sys.stdout/sys.stderr writes to GRPCStdio."""
@@ -268,9 +320,13 @@ class PluginServer:
         if self._server is not None:
             # Returning from the Shutdown RPC first, then stopping, like go-plugin.
             self._server.stop(grace)
+        if self._relay is not None:
+            self._relay.close()
         if self._socket_path is not None:
             with contextlib.suppress(FileNotFoundError):
                 os.unlink(self._socket_path)
+        if self._private_dir is not None:
+            shutil.rmtree(self._private_dir, ignore_errors=True)
 
 
 def _port_free(port: int) -> bool:

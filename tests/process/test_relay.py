@@ -1,0 +1,132 @@
+"""The TLS relay: AutoMTLS with P-521 certificates, which grpcio cannot do by itself."""
+
+from __future__ import annotations
+
+import json
+import os
+import socket
+import ssl
+import subprocess
+import sys
+from pathlib import Path
+
+import grpc
+import pytest
+
+from aog_plugins import launch
+from aog_plugins._proto import provider_pb2, provider_pb2_grpc
+from aog_plugins.handshake import (
+    AOG_HANDSHAKE,
+    certificate_curve,
+    der_to_pem,
+    generate_certificate,
+    host_plugin_env,
+    parse_handshake_line,
+)
+from aog_plugins.process._connect import open_channel
+from aog_plugins.process._relay import start_client_relay
+from tests.process.conftest import FIXTURES, LeakCheck, plugin_cmd
+
+
+def _echo(channel: grpc.Channel, payload: bytes) -> bytes:
+    stub = provider_pb2_grpc.ProviderServiceStub(channel)
+    reply = stub.InvokeService(
+        provider_pb2.InvokeServiceRequest(service_name="chat", request_data=payload), timeout=30
+    )
+    assert reply.code == 0
+    return bytes(reply.response_data)
+
+
+@pytest.mark.parametrize("network", ["unix", "tcp"])
+def test_p521_plugin_certificate_goes_through_the_relay(
+    network: str, leak_check: LeakCheck
+) -> None:
+    env = {**leak_check.env, "AOG_PLUGINS_CERT_CURVE": "P-521", "AOG_PLUGINS_NETWORK": network}
+    with launch(plugin_cmd("echo_plugin.py"), auto_mtls=True, extra_env=env) as plugin:
+        assert plugin.handshake.server_cert is not None
+        assert certificate_curve(plugin.handshake.server_cert) == "P-521"
+        plugin.ping()
+        assert _echo(plugin.channel, b'{"a": 1}') == b'{"a": 1}'
+        big = _echo(plugin.channel, json.dumps({"size": 16 << 20}).encode())
+        assert len(big) > 16 << 20
+        chunks = list(plugin.client.invoke_service_stream("chat", b'{"chunks": 50}'))
+        assert len(chunks) == 51
+
+
+def _tls_connect(address: str, network: str, cert_pem: bytes, key_pem: bytes, peer: bytes) -> None:
+    ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
+    ctx.load_verify_locations(cadata=der_to_pem(peer).decode())
+    ctx.set_alpn_protocols(["h2"])
+    tmp = Path(os.environ.get("TMPDIR", "/tmp"))
+    cert_file, key_file = tmp / f"c{os.getpid()}.pem", tmp / f"k{os.getpid()}.pem"
+    cert_file.write_bytes(cert_pem)
+    key_file.write_bytes(key_pem)
+    try:
+        ctx.load_cert_chain(cert_file, key_file)
+    finally:
+        cert_file.unlink()
+        key_file.unlink()
+    if network == "unix":
+        raw = socket.socket(socket.AF_UNIX)
+        raw.connect(address)
+    else:
+        host, _, port = address.rpartition(":")
+        raw = socket.create_connection((host, int(port)))
+    with ctx.wrap_socket(raw, server_hostname="localhost") as tls:
+        tls.sendall(b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n")
+        if not tls.recv(1):  # TLS 1.3: a refused client cert shows up on first read
+            raise ConnectionResetError("closed")
+
+
+def test_p521_plugin_refuses_another_client_certificate(leak_check: LeakCheck) -> None:
+    env = {**leak_check.env, "AOG_PLUGINS_CERT_CURVE": "P-521"}
+    with launch(plugin_cmd("echo_plugin.py"), auto_mtls=True, extra_env=env) as plugin:
+        assert plugin.handshake.server_cert is not None
+        stranger = generate_certificate("P-521")
+        with pytest.raises((ssl.SSLError, ConnectionResetError, BrokenPipeError)):
+            _tls_connect(
+                plugin.handshake.address,
+                "unix",
+                stranger.cert_pem,
+                stranger.key_pem,
+                plugin.handshake.server_cert,
+            )
+        plugin.ping()
+
+
+@pytest.mark.parametrize("network", ["unix", "tcp"])
+def test_python_plugin_accepts_a_go_style_p521_host(network: str, tmp_path: Path) -> None:
+    """A Go host presents a P-521 client cert: our plugin serves it through its relay."""
+    host = generate_certificate("P-521")
+    env = {
+        **os.environ,
+        **host_plugin_env(
+            AOG_HANDSHAKE, [1], client_cert_pem=host.cert_pem, socket_dir=str(tmp_path)
+        ),
+        "AOG_PLUGINS_NETWORK": network,
+    }
+    proc = subprocess.Popen(
+        [sys.executable, str(FIXTURES / "echo_plugin.py")], env=env, stdout=subprocess.PIPE
+    )
+    try:
+        assert proc.stdout is not None
+        line = parse_handshake_line(proc.stdout.readline().decode())
+        assert line.server_cert is not None
+        relay = start_client_relay(
+            str(tmp_path), (line.network, line.address), host, line.server_cert
+        )
+        try:
+            with open_channel(f"unix:{relay.address}") as channel:
+                assert _echo(channel, b'{"go": "host"}') == b'{"go": "host"}'
+        finally:
+            relay.close()
+        stranger = generate_certificate("P-521")
+        with pytest.raises((ssl.SSLError, ConnectionResetError, BrokenPipeError)):
+            _tls_connect(
+                line.address, line.network, stranger.cert_pem, stranger.key_pem, line.server_cert
+            )
+    finally:
+        proc.terminate()
+        proc.wait(timeout=10)
+    assert proc.returncode == 0
+    assert not list(tmp_path.iterdir()), "the plugin left files in its socket dir"
