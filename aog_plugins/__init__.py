@@ -7,7 +7,15 @@ Errors live in :mod:`aog_plugins.errors` (one tree under :class:`AogPluginsError
 from aog_plugins.client import GRPCProviderClient
 from aog_plugins.errors import AogPluginsError, PluginError
 from aog_plugins.handshake import AOG_HANDSHAKE, HandshakeConfig
-from aog_plugins.process import Plugin, PluginState, ReattachConfig, attach, launch
+from aog_plugins.process import (
+    Plugin,
+    PluginEvent,
+    PluginState,
+    ReattachConfig,
+    RestartPolicy,
+    attach,
+    launch,
+)
 
 __all__ = [
     "AOG_HANDSHAKE",
@@ -16,8 +24,10 @@ __all__ = [
     "HandshakeConfig",
     "Plugin",
     "PluginError",
+    "PluginEvent",
     "PluginState",
     "ReattachConfig",
+    "RestartPolicy",
     "attach",
     "launch",
 ]

@@ -25,6 +25,8 @@ Everything this library raises on purpose derives from :class:`AogPluginsError`:
     ├── ReattachError                 a reattach config is invalid or its plugin is gone
     ├── PayloadError                  a JSON payload for or from a plugin is not valid
     ├── PluginCallError               an RPC failed in transport (carries whether the process died)
+    │   ├── PluginCrashedError          the plugin died during the call (exit code, stderr tail)
+    │   └── PluginFatalError            the plugin is FATAL or stopped: calls fail fast
     └── PluginError                   the plugin answered with an AOG failure ``code``/``message``
 
 Start failures carry what the plugin left behind: ``exit_code`` (``None`` while it was
@@ -47,8 +49,10 @@ __all__ = [
     "PayloadError",
     "PluginCallError",
     "PluginConnectError",
+    "PluginCrashedError",
     "PluginError",
     "PluginExitedError",
+    "PluginFatalError",
     "PluginNotExecutableError",
     "PluginNotFoundError",
     "PluginStartError",
@@ -226,6 +230,28 @@ class PluginCallError(AogPluginsError):
         super().__init__(message)
         self.code = code
         self.process_exited = process_exited
+
+
+class PluginCrashedError(PluginCallError):
+    """The plugin process died while the call was in flight (or before it could be sent).
+
+    ``exit_code`` is its exit status (negative: the signal), ``stderr_tail`` its last
+    stderr lines. With a restart policy the next call goes to the restarted plugin.
+    """
+
+    def __init__(
+        self, message: str, *, code: str = "", exit_code: int | None = None, stderr_tail: str = ""
+    ) -> None:
+        super().__init__(message, code=code, process_exited=True)
+        self.exit_code = exit_code
+        self.stderr_tail = stderr_tail
+
+
+class PluginFatalError(PluginCallError):
+    """The plugin is FATAL (its restart budget is spent) or stopped: calls fail fast."""
+
+    def __init__(self, message: str, *, code: str = "") -> None:
+        super().__init__(message, code=code, process_exited=True)
 
 
 class PluginError(AogPluginsError):

@@ -35,6 +35,14 @@ def _leftovers() -> list[psutil.Process]:
     return found
 
 
+def pytest_sessionstart(session: pytest.Session) -> None:
+    # Build the Go fixtures once, before any test's timeout starts (a cold build takes ~45 s).
+    if not hasattr(session.config, "workerinput"):
+        from tests.support.gobuild import prebuild
+
+        prebuild()
+
+
 def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
     if hasattr(session.config, "workerinput"):
         return  # an xdist worker: the controller checks once, after every worker is gone

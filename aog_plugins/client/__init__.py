@@ -14,7 +14,7 @@ from aog_plugins.client._protocols import (
     RemotePluginProvider,
     StreamablePlugin,
 )
-from aog_plugins.client._source import ConnectionSource, StaticSource
+from aog_plugins.client._source import ConnectionSource, ExitInfo, StaticSource
 from aog_plugins.client._streams import BidiSender, ResponseStream
 
 __all__ = [
@@ -23,6 +23,7 @@ __all__ = [
     "BidiSender",
     "BidirectionalPlugin",
     "ConnectionSource",
+    "ExitInfo",
     "GRPCProviderClient",
     "LocalPluginProvider",
     "PluginProvider",

@@ -12,6 +12,7 @@ import json
 import math
 import queue
 import threading
+import time
 from collections.abc import Iterable, Iterator, Mapping
 from typing import Any, TypeVar
 
@@ -26,7 +27,7 @@ from aog_plugins.client._source import (
     transport_error,
 )
 from aog_plugins.client._streams import BidiSender, ResponseStream, StreamRegistry, pump
-from aog_plugins.errors import AogPluginsError, PayloadError, PluginError
+from aog_plugins.errors import AogPluginsError, PayloadError, PluginCrashedError, PluginError
 from aog_plugins.types import (
     BidiMessage,
     DeleteRequest,
@@ -83,28 +84,55 @@ class GRPCProviderClient:
 
     # ---- plumbing -------------------------------------------------------------------
 
-    def _stub(self) -> provider_pb2_grpc.ProviderServiceStub:
+    def _stub(
+        self, timeout: float | None = None
+    ) -> tuple[grpc.Channel, provider_pb2_grpc.ProviderServiceStub]:
         if self._closed.is_set():
             raise AogPluginsError("this GRPCProviderClient is closed")
-        channel = self._source.current_channel()
+        # Waits (bounded) while a crashed plugin is being restarted; raises when FATAL.
+        channel = self._source.current_channel(timeout)
         with self._lock:
             if self._stub_for is None or self._stub_for[0] is not channel:
                 # A new channel (e.g. after a restart) invalidates what we cached.
                 self._stub_for = (channel, provider_pb2_grpc.ProviderServiceStub(channel))
                 self._manifest = None
-            return self._stub_for[1]
+            return self._stub_for
 
-    def _unary(self, rpc: str, request: Any, timeout: float | None) -> Any:
-        method = getattr(self._stub(), rpc)
-        try:
-            return method(request, timeout=_deadline(timeout))
-        except grpc.RpcError as exc:
-            raise transport_error(rpc, exc, self._source) from None
+    def _unary(
+        self, rpc: str, request: Any, timeout: float | None, *, idempotent: bool = False
+    ) -> Any:
+        """One unary RPC; an idempotent read is retried once on a restarted plugin."""
+        limit = _deadline(timeout)
+        deadline = None if limit is None else time.monotonic() + limit
+        for attempt in (0, 1):
+            remaining = None if deadline is None else max(deadline - time.monotonic(), 0.001)
+            channel, stub = self._stub(remaining)
+            remaining = None if deadline is None else max(deadline - time.monotonic(), 0.001)
+            try:
+                return getattr(stub, rpc)(request, timeout=remaining)
+            except grpc.RpcError as exc:
+                error = transport_error(rpc, exc, self._source, channel)
+                if idempotent and attempt == 0 and isinstance(error, PluginCrashedError):
+                    continue
+                raise error from None
+        raise AssertionError("unreachable")  # pragma: no cover
 
-    def _checked(self, rpc: str, request: Any, timeout: float | None) -> Any:
-        response = self._unary(rpc, request, timeout)
+    def _checked(
+        self, rpc: str, request: Any, timeout: float | None, *, idempotent: bool = False
+    ) -> Any:
+        response = self._unary(rpc, request, timeout, idempotent=idempotent)
         check_code(response.code, response.message)
         return response
+
+    def _open_stream(
+        self, rpc: str, request: Any, timeout: float | None, convert: Any
+    ) -> ResponseStream[Any]:
+        limit = _deadline(timeout)
+        channel, stub = self._stub(limit)
+        call = getattr(stub, rpc)(request, timeout=limit)
+        stream: ResponseStream[Any] = ResponseStream(rpc, call, convert, self._source, channel)
+        self._streams.add(stream)
+        return stream
 
     @staticmethod
     def _decode(kind: type[_S], data: bytes, what: str) -> _S:
@@ -123,7 +151,7 @@ class GRPCProviderClient:
         return service.effective_timeout(streaming)
 
     def _cached_manifest(self) -> PluginManifest:
-        self._stub()  # refreshes the cache when the channel changed
+        self._stub(DEFAULT_UNARY_TIMEOUT)  # refreshes the cache when the channel changed
         with self._lock:
             manifest = self._manifest
         if manifest is None:
@@ -134,7 +162,9 @@ class GRPCProviderClient:
 
     def get_manifest(self, *, timeout: float | None = None) -> PluginManifest:
         """The plugin's manifest (raises on failure, unlike Go's nil)."""
-        response = self._checked("GetManifest", provider_pb2.GetManifestRequest(), timeout)
+        response = self._checked(
+            "GetManifest", provider_pb2.GetManifestRequest(), timeout, idempotent=True
+        )
         manifest = self._decode(PluginManifest, response.manifest_json, "manifest JSON")
         with self._lock:
             self._manifest = manifest
@@ -143,7 +173,12 @@ class GRPCProviderClient:
     def get_operate_status(self, *, timeout: float | None = None) -> int:
         """The plugin's operate status (raises on transport failure, unlike Go's 0)."""
         return int(
-            self._unary("GetOperateStatus", provider_pb2.GetOperateStatusRequest(), timeout).status
+            self._unary(
+                "GetOperateStatus",
+                provider_pb2.GetOperateStatusRequest(),
+                timeout,
+                idempotent=True,
+            ).status
         )
 
     def set_operate_status(self, status: int, *, timeout: float | None = None) -> None:
@@ -153,7 +188,7 @@ class GRPCProviderClient:
 
     def health_check(self, *, timeout: float | None = None) -> None:
         """ProviderService.HealthCheck; raises :class:`PluginError` when unhealthy."""
-        self._checked("HealthCheck", provider_pb2.HealthCheckRequest(), timeout)
+        self._checked("HealthCheck", provider_pb2.HealthCheckRequest(), timeout, idempotent=True)
 
     def invoke_service(
         self,
@@ -200,10 +235,7 @@ class GRPCProviderClient:
             )
             return chunk, item.is_final
 
-        call = self._stub().InvokeServiceStream(message, timeout=_deadline(timeout))
-        stream = ResponseStream("InvokeServiceStream", call, convert, self._source)
-        self._streams.add(stream)
-        return stream
+        return self._open_stream("InvokeServiceStream", message, timeout, convert)
 
     def invoke_service_bidi(
         self,
@@ -226,10 +258,8 @@ class GRPCProviderClient:
             )
             return message, False
 
-        call = self._stub().InvokeServiceBidi(sender.requests(), timeout=_deadline(timeout))
-        sender.call = call
-        stream = ResponseStream("InvokeServiceBidi", call, convert, self._source)
-        self._streams.add(stream)
+        stream = self._open_stream("InvokeServiceBidi", sender.requests(), timeout, convert)
+        sender.call = stream.call
         return sender, stream
 
     def invoke_service_bidirectional(
@@ -314,13 +344,17 @@ class GRPCProviderClient:
         self._checked("StopEngine", provider_pb2.StopEngineRequest(), timeout)
 
     def get_config(self, *, timeout: float | None = None) -> EngineRecommendConfig:
-        response = self._checked("GetConfig", provider_pb2.GetConfigRequest(), timeout)
+        response = self._checked(
+            "GetConfig", provider_pb2.GetConfigRequest(), timeout, idempotent=True
+        )
         return self._decode(EngineRecommendConfig, response.config_json, "engine config JSON")
 
     def check_engine(self, *, timeout: float | None = None) -> bool:
         """True when the engine is installed."""
         return bool(
-            self._checked("CheckEngine", provider_pb2.CheckEngineRequest(), timeout).installed
+            self._checked(
+                "CheckEngine", provider_pb2.CheckEngineRequest(), timeout, idempotent=True
+            ).installed
         )
 
     def install_engine(self, cover: bool = False, *, timeout: float | None = None) -> None:
@@ -368,17 +402,16 @@ class GRPCProviderClient:
                 raise PluginError(11, f"model pull failed: {error}")
             return self._decode(ProgressResponse, data, "pull progress JSON"), False
 
-        call = self._stub().PullModelStream(message, timeout=_deadline(timeout))
-        stream = ResponseStream("PullModelStream", call, convert, self._source)
-        self._streams.add(stream)
-        return stream
+        return self._open_stream("PullModelStream", message, timeout, convert)
 
     def delete_model(self, request: DeleteRequest, *, timeout: float | None = None) -> None:
         message = provider_pb2.DeleteModelRequest(request_json=request.to_json())
         self._checked("DeleteModel", message, timeout)
 
     def list_models(self, *, timeout: float | None = None) -> ListResponse:
-        response = self._checked("ListModels", provider_pb2.ListModelsRequest(), timeout)
+        response = self._checked(
+            "ListModels", provider_pb2.ListModelsRequest(), timeout, idempotent=True
+        )
         return self._decode(ListResponse, response.response_json, "model list JSON")
 
     def load_model(self, request: LoadRequest, *, timeout: float | None = None) -> None:

@@ -7,25 +7,44 @@ whether the plugin process is gone, so an error can tell a crash from a slow plu
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import Protocol, runtime_checkable
 
 import grpc
 
-from aog_plugins.errors import PluginCallError, PluginError
+from aog_plugins.errors import PluginCallError, PluginCrashedError, PluginError
 
-__all__ = ["ConnectionSource", "StaticSource", "check_code", "is_success", "transport_error"]
+__all__ = [
+    "ConnectionSource",
+    "ExitInfo",
+    "StaticSource",
+    "check_code",
+    "is_success",
+    "transport_error",
+]
+
+
+@dataclass(frozen=True)
+class ExitInfo:
+    """How a plugin process ended."""
+
+    reason: str
+    exit_code: int | None = None
+    stderr_tail: str = ""
 
 
 @runtime_checkable
 class ConnectionSource(Protocol):
     """Hands a client the channel to use now, and explains a dead plugin."""
 
-    def current_channel(self) -> grpc.Channel:
-        """The channel to the running plugin (may raise if there is none)."""
+    def current_channel(self, timeout: float | None = None) -> grpc.Channel:
+        """The channel to the running plugin, waiting up to ``timeout`` s for a restart;
+        raises :class:`~aog_plugins.errors.PluginCallError` if there is none."""
         ...
 
-    def exit_reason(self) -> str | None:
-        """None while the plugin runs; else how it ended (exit code, signal, stderr tail)."""
+    def exit_info(self, channel: grpc.Channel, wait: float = 0.0) -> ExitInfo | None:
+        """None while the process behind ``channel`` runs (after waiting up to ``wait`` s
+        for it to be seen dead); else how it ended."""
         ...
 
 
@@ -35,10 +54,10 @@ class StaticSource:
     def __init__(self, channel: grpc.Channel) -> None:
         self._channel = channel
 
-    def current_channel(self) -> grpc.Channel:
+    def current_channel(self, timeout: float | None = None) -> grpc.Channel:
         return self._channel
 
-    def exit_reason(self) -> str | None:
+    def exit_info(self, channel: grpc.Channel, wait: float = 0.0) -> ExitInfo | None:
         return None
 
 
@@ -53,18 +72,31 @@ def check_code(code: int, message: str) -> None:
         raise PluginError(code, message)
 
 
-def transport_error(rpc: str, exc: grpc.RpcError, source: ConnectionSource) -> PluginCallError:
+_MAYBE_DEATH = frozenset(
+    {grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.CANCELLED, grpc.StatusCode.UNKNOWN}
+)
+
+
+def transport_error(
+    rpc: str, exc: grpc.RpcError, source: ConnectionSource, channel: grpc.Channel
+) -> PluginCallError:
     """A typed error for a failed RPC, saying whether the plugin process is gone."""
     code = exc.code() if isinstance(exc, grpc.Call) else None
     details = exc.details() if isinstance(exc, grpc.Call) else str(exc)
     name = code.name if code is not None else "UNKNOWN"
-    reason = source.exit_reason()
-    if reason is not None:
-        text = f"{rpc} failed: the plugin process is gone ({reason}); gRPC said {name}: {details}"
-    elif code is grpc.StatusCode.DEADLINE_EXCEEDED:
+    # A dead plugin's socket may close a moment before its exit is observed.
+    info = source.exit_info(channel, wait=0.5 if code in _MAYBE_DEATH else 0.0)
+    if info is not None:
+        return PluginCrashedError(
+            f"{rpc} failed: the plugin process is gone ({info.reason}); gRPC said {name}",
+            code=name,
+            exit_code=info.exit_code,
+            stderr_tail=info.stderr_tail,
+        )
+    if code is grpc.StatusCode.DEADLINE_EXCEEDED:
         text = f"{rpc} failed: no answer within the deadline ({name}); the plugin is still running"
     elif code is grpc.StatusCode.UNIMPLEMENTED:
         text = f"{rpc} failed: the plugin does not implement this RPC ({name}: {details})"
     else:
         text = f"{rpc} failed: {name}: {details}"
-    return PluginCallError(text, code=name, process_exited=reason is not None)
+    return PluginCallError(text, code=name, process_exited=False)

@@ -48,9 +48,18 @@ class ResponseStream(Generic[T]):
     caller who stops reading never leaves the plugin streaming into the void.
     """
 
-    def __init__(self, rpc: str, call: Any, convert: Convert[T], source: ConnectionSource) -> None:
+    def __init__(
+        self,
+        rpc: str,
+        call: Any,
+        convert: Convert[T],
+        source: ConnectionSource,
+        channel: grpc.Channel,
+    ) -> None:
         self._rpc = rpc
         self._call = call
+        self._channel = channel
+        self._cancelled = False
         self._convert = convert
         self._source = source
         self._done = False
@@ -67,9 +76,9 @@ class ResponseStream(Generic[T]):
                 break
             except grpc.RpcError as exc:
                 self._done = True
-                if isinstance(exc, grpc.Call) and exc.code() is grpc.StatusCode.CANCELLED:
+                if self._cancelled:
                     break  # cancelled by us (close/cancel): just stop
-                raise transport_error(self._rpc, exc, self._source) from None
+                raise transport_error(self._rpc, exc, self._source, self._channel) from None
             try:
                 item, last = self._convert(response)
             except BaseException:
@@ -77,13 +86,20 @@ class ResponseStream(Generic[T]):
                 raise
             if last:
                 self._done = True
+                self._cancelled = True
                 self._call.cancel()
             if item is not None:
                 return item
         raise StopIteration
 
+    @property
+    def call(self) -> Any:
+        """The underlying grpc call object."""
+        return self._call
+
     def cancel(self) -> None:
         """Stop the stream now (the plugin sees the cancellation)."""
+        self._cancelled = True
         self._done = True
         self._call.cancel()
 

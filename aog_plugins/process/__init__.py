@@ -6,15 +6,19 @@ them deterministically; see :func:`launch` and :class:`Plugin`.
 
 from aog_plugins.process._attach import attach
 from aog_plugins.process._logs import TRACE, parse_line
-from aog_plugins.process._plugin import Plugin, PluginState, launch, verify_checksum
+from aog_plugins.process._plugin import Plugin, PluginEvent, PluginState, launch
+from aog_plugins.process._policy import RestartPolicy
 from aog_plugins.process._reattach import ReattachConfig
 from aog_plugins.process._registry import kill_all
+from aog_plugins.process._start import verify_checksum
 
 __all__ = [
     "TRACE",
     "Plugin",
+    "PluginEvent",
     "PluginState",
     "ReattachConfig",
+    "RestartPolicy",
     "attach",
     "kill_all",
     "launch",

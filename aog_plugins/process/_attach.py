@@ -18,6 +18,7 @@ from aog_plugins.process._connect import health_check, open_channel, wait_ready
 from aog_plugins.process._ioloop import io_loop
 from aog_plugins.process._plugin import Plugin
 from aog_plugins.process._reattach import ReattachConfig
+from aog_plugins.process._start import Incarnation
 
 __all__ = ["AttachedProcess", "attach"]
 
@@ -121,13 +122,9 @@ def attach(
         channel.close()
         raise ReattachError(f"cannot reattach to plugin pid {config.pid}: {exc}") from exc
     plugin = Plugin(
-        handshake=line,
-        channel=channel,
+        Incarnation(process, line, channel, socket_dir=None),
         logger=logger,
-        process=process,
-        socket_dir=None,
         kill_grace=kill_grace,
-        pid=config.pid,
     )
     _registry.register(plugin)
     return plugin

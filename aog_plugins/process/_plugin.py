@@ -1,69 +1,51 @@
-"""``launch()``: start a plugin, read its handshake, connect, and own it until ``kill()``."""
+"""``launch()`` and :class:`Plugin`: a supervised plugin, restarted by its RestartPolicy.
+
+States (supervisor's): STARTING -> RUNNING; on an unexpected exit RUNNING -> BACKOFF ->
+STARTING -> RUNNING again, or -> EXITED (no restart wanted) or -> FATAL (budget spent);
+``kill()`` goes through STOPPING to EXITED. Every transition emits a :class:`PluginEvent`
+(to ``on_event`` and as a log record) that carries the reason.
+"""
 
 from __future__ import annotations
 
 import enum
-import hashlib
 import logging
 import os
 import signal
 import threading
 import time
 from collections.abc import Callable, Collection, Mapping, Sequence
-from concurrent.futures import TimeoutError as FutureTimeout
+from dataclasses import dataclass
 from types import TracebackType
 from typing import TYPE_CHECKING
 
 import grpc
 
 from aog_plugins.errors import (
-    ChecksumMismatchError,
+    AogPluginsError,
     ConfigurationError,
-    CookieRejectedError,
-    HandshakeError,
-    PluginConnectError,
-    PluginExitedError,
+    PluginFatalError,
     PluginStartError,
-    ServerCertificateError,
-    StartTimeoutError,
 )
-from aog_plugins.handshake import (
-    AOG_HANDSHAKE,
-    CertificateBundle,
-    HandshakeConfig,
-    HandshakeLine,
-    check_host_acceptance,
-    generate_certificate,
-    grpcio_can_verify,
-    host_plugin_env,
-    parse_handshake_line,
-)
+from aog_plugins.handshake import AOG_HANDSHAKE, HandshakeConfig, HandshakeLine
 from aog_plugins.process import _registry
-from aog_plugins.process._connect import (
-    BrokerStream,
-    ClientTLS,
-    StdioPump,
-    health_check,
-    open_channel,
-    request_shutdown,
-    wait_ready,
-)
-from aog_plugins.process._logs import LineSplitter
+from aog_plugins.process._connect import health_check
+from aog_plugins.process._policy import RestartHistory, RestartPolicy
 from aog_plugins.process._reattach import ReattachConfig
-from aog_plugins.process._spawn import COOKIE_REJECTED_MARKER, PluginProcess, spawn
+from aog_plugins.process._start import (
+    Incarnation,
+    Output,
+    StartSpec,
+    command_argv,
+    offered_for,
+    start_incarnation,
+    verify_checksum,
+)
 
 if TYPE_CHECKING:
-    from aog_plugins.process._attach import AttachedProcess
-from aog_plugins.process._relay import Relay, start_client_relay
-from aog_plugins.process._tempdir import make_socket_dir, remove_socket_dir
+    from aog_plugins.client import ExitInfo, GRPCProviderClient
 
-if TYPE_CHECKING:
-    from aog_plugins.client import GRPCProviderClient
-
-__all__ = ["Plugin", "PluginState", "launch"]
-
-Output = Callable[[bytes], None]
-_PROTOCOL_ENV_PREFIX = "PLUGIN_"
+__all__ = ["Plugin", "PluginEvent", "PluginState", "launch"]
 
 
 class PluginState(enum.Enum):
@@ -77,77 +59,84 @@ class PluginState(enum.Enum):
     FATAL = "FATAL"
 
 
-class Plugin:
-    """A connected plugin. Use as a context manager, or call :meth:`kill` when done.
+@dataclass(frozen=True)
+class PluginEvent:
+    """One state transition of a plugin, with why it happened."""
 
-    ``handshake`` is the parsed handshake line, ``channel`` a ready gRPC channel to it.
+    plugin: Plugin
+    old: PluginState
+    new: PluginState
+    reason: str
+    pid: int | None
+    exit_code: int | None = None
+
+
+def describe_exit(code: int | None) -> str:
+    """``exit code 3`` / ``killed by SIGKILL`` / ``it exited``."""
+    if code is None:
+        return "it exited"
+    if code < 0:
+        try:
+            return f"killed by {signal.Signals(-code).name}"
+        except ValueError:
+            return f"killed by signal {-code}"
+    return f"exit code {code}"
+
+
+class Plugin:
+    """A connected, supervised plugin. Use as a context manager, or call :meth:`kill`.
+
+    ``handshake``, ``channel`` and ``pid`` are those of the current process; after a
+    restart they change. ``client`` follows restarts by itself.
     """
 
     def __init__(
         self,
+        incarnation: Incarnation,
         *,
-        handshake: HandshakeLine,
-        channel: grpc.Channel,
         logger: logging.Logger,
-        process: PluginProcess | AttachedProcess | None,
-        socket_dir: str | None,
         kill_grace: float,
-        pid: int,
+        spec: StartSpec | None = None,
+        restart: RestartPolicy | None = None,
+        on_event: Callable[[PluginEvent], None] | None = None,
     ) -> None:
-        self.handshake = handshake
-        self.channel = channel
         self.logger = logger
-        self._process = process
-        self._socket_dir = socket_dir
+        # Transitions get their own child logger so they never mix with the plugin's lines.
+        self._lifecycle = logger.getChild("lifecycle")
+        self._spec = spec
+        self._policy = (
+            restart if spec is not None and restart is not None else RestartPolicy.never()
+        )
+        self._history = RestartHistory(self._policy)
+        self._on_event = on_event
         self._kill_grace = kill_grace
-        self._pid = pid
-        self._state = PluginState.RUNNING
-        self._kill_lock = threading.Lock()
+        self._cond = threading.Condition()
+        self._state = PluginState.STARTING
+        self._reason = ""
+        self._current = incarnation
+        self._by_channel: dict[int, Incarnation] = {}
         self._killed = False
-        self._stdio: StdioPump | None = None
-        self._broker: BrokerStream | None = None
+        self._kill_lock = threading.Lock()
+        self._wakeup = threading.Event()
         self._client: GRPCProviderClient | None = None
         self._client_lock = threading.Lock()
-        self._relay: Relay | None = None
-        if process is not None:
-            process.add_exit_callback(self._on_process_exit)
+        self._adopt(incarnation, "started")
 
-    # ---- facts ----------------------------------------------------------------------
+    # ---- facts ------------------------------------------------------------------------
     @property
-    def client(self) -> GRPCProviderClient:
-        """A :class:`~aog_plugins.client.GRPCProviderClient` for this plugin (made once)."""
-        with self._client_lock:
-            if self._client is None:
-                from aog_plugins.client import GRPCProviderClient
+    def handshake(self) -> HandshakeLine:
+        """The parsed handshake line of the current process."""
+        return self._current.line
 
-                self._client = GRPCProviderClient(self)
-            return self._client
-
-    def current_channel(self) -> grpc.Channel:
-        """The channel to this plugin (ConnectionSource protocol of the client)."""
-        return self.channel
-
-    def exit_reason(self) -> str | None:
-        """None while the plugin runs; else how it ended, with its last stderr lines."""
-        if not self.exited:
-            return None
-        code = self.exit_code
-        if code is None:
-            how = "it exited"
-        elif code < 0:
-            try:
-                how = f"killed by {signal.Signals(-code).name}"
-            except ValueError:
-                how = f"killed by signal {-code}"
-        else:
-            how = f"exit code {code}"
-        tail = self.stderr_tail().strip()
-        return how + (f"; last stderr lines:\n{tail}" if tail else "")
+    @property
+    def channel(self) -> grpc.Channel:
+        """The gRPC channel to the current process."""
+        return self._current.channel
 
     @property
     def pid(self) -> int:
-        """The plugin's process id."""
-        return self._pid
+        """The current process id."""
+        return self._current.process.pid
 
     @property
     def app_version(self) -> int:
@@ -160,20 +149,32 @@ class Plugin:
         return self._state
 
     @property
+    def restart_policy(self) -> RestartPolicy:
+        return self._policy
+
+    @property
     def exited(self) -> bool:
-        """True once the plugin process has exited."""
-        if self._process is None:
-            return self._state is PluginState.EXITED
-        return self._process.exited
+        """True once the current process has exited."""
+        return self._current.process.exited
 
     @property
     def exit_code(self) -> int | None:
-        """Exit status (negative: the signal that killed it); None while running or unknown."""
-        return self._process.exit_code if self._process is not None else None
+        """Exit status of the current process (negative: its signal); None while running."""
+        return self._current.process.exit_code
 
     def stderr_tail(self) -> str:
-        """The plugin's last stderr lines."""
-        return self._process.stderr_tail() if self._process is not None else ""
+        """The current process's last stderr lines."""
+        return self._current.process.stderr_tail()
+
+    @property
+    def client(self) -> GRPCProviderClient:
+        """A :class:`~aog_plugins.client.GRPCProviderClient` that follows restarts."""
+        with self._client_lock:
+            if self._client is None:
+                from aog_plugins.client import GRPCProviderClient
+
+                self._client = GRPCProviderClient(self)
+            return self._client
 
     def reattach_config(self) -> ReattachConfig:
         """What another host needs to :func:`attach` to this plugin (not with AutoMTLS)."""
@@ -182,65 +183,183 @@ class Plugin:
             protocol_version=self.handshake.app_version,
             network=self.handshake.network,
             address=self.handshake.address,
-            pid=self._pid,
+            pid=self.pid,
         )
 
     def ping(self, timeout: float = 5.0) -> None:
         """Health-check the plugin now; raises :class:`PluginConnectError` if it fails."""
         health_check(self.channel, timeout)
 
+    # ---- ConnectionSource (for the client) --------------------------------------------
+    def current_channel(self, timeout: float | None = None) -> grpc.Channel:
+        """The channel to the running plugin, waiting up to ``timeout`` s for a restart.
+
+        Raises :class:`PluginFatalError` at once when FATAL or stopped for good.
+        """
+        deadline = None if timeout is None else time.monotonic() + timeout
+        with self._cond:
+            while True:
+                state = self._state
+                if state is PluginState.RUNNING and not self._current.process.exited:
+                    return self._current.channel
+                if state in (PluginState.FATAL, PluginState.EXITED, PluginState.STOPPING):
+                    raise PluginFatalError(
+                        f"the plugin is {state.value}: {self._reason}", code=state.value
+                    )
+                remaining = None if deadline is None else deadline - time.monotonic()
+                if remaining is not None and remaining <= 0:
+                    raise PluginFatalError(
+                        f"the plugin is {state.value} ({self._reason}) and did not come back "
+                        f"within the call's timeout",
+                        code="DEADLINE_EXCEEDED",
+                    )
+                self._cond.wait(remaining if remaining is not None else 1.0)
+
+    def exit_info(self, channel: grpc.Channel, wait: float = 0.0) -> ExitInfo | None:
+        """None while the process behind ``channel`` runs (waiting up to ``wait`` s for its
+        exit to be seen); else how it ended, with its last stderr lines."""
+        from aog_plugins.client import ExitInfo
+
+        incarnation = self._by_channel.get(id(channel), self._current)
+        proc = incarnation.process
+        if not proc.exited and not (wait > 0 and proc.wait(wait)):
+            return None
+        tail = proc.stderr_tail().strip()
+        reason = f"pid {proc.pid} {describe_exit(proc.exit_code)}"
+        if tail:
+            reason += f"; last stderr lines:\n{tail}"
+        return ExitInfo(reason, proc.exit_code, tail)
+
+    # ---- supervision ------------------------------------------------------------------
+    def _set_state(self, new: PluginState, reason: str, exit_code: int | None = None) -> None:
+        with self._cond:
+            old = self._state
+            self._state = new
+            self._reason = reason
+            self._cond.notify_all()
+        level = logging.WARNING if new in (PluginState.FATAL, PluginState.BACKOFF) else logging.INFO
+        self._lifecycle.log(
+            level,
+            "plugin %s -> %s: %s",
+            old.value,
+            new.value,
+            reason,
+            extra={"plugin_state": new.value, "plugin_pid": self.pid},
+        )
+        if self._on_event is not None and old is not new:
+            try:
+                self._on_event(PluginEvent(self, old, new, reason, self.pid, exit_code))
+            except Exception:
+                self.logger.exception("plugin event callback failed")
+
+    def _adopt(self, incarnation: Incarnation, reason: str) -> None:
+        with self._cond:
+            self._current = incarnation
+            self._by_channel = {
+                k: v
+                for k, v in self._by_channel.items()
+                if not v.process.exited or v is incarnation
+            }
+            self._by_channel[id(incarnation.channel)] = incarnation
+        self._set_state(PluginState.RUNNING, f"{reason} (pid {incarnation.process.pid})")
+        incarnation.process.add_exit_callback(lambda proc: self._on_exit(incarnation))
+
+    def _on_exit(self, incarnation: Incarnation) -> None:
+        # On the I/O loop thread: decide quickly, do slow work on a supervisor thread.
+        with self._cond:
+            if incarnation is not self._current or self._state is not PluginState.RUNNING:
+                return
+        code = incarnation.process.exit_code
+        uptime = time.monotonic() - incarnation.started_at
+        # Calls in flight fail now instead of hanging on a dead socket.
+        incarnation.channel.close()
+        reason = f"pid {incarnation.process.pid} {describe_exit(code)} after {uptime:.1f}s"
+        self._history.run_ended(uptime)
+        if not self._policy.wants_restart(code):
+            self._set_state(PluginState.EXITED, reason, code)
+            threading.Thread(target=incarnation.release, daemon=True).start()
+            return
+        if not self._history.budget_left(time.monotonic()):
+            self._fatal(incarnation, f"{reason}; restart budget spent", code)
+            return
+        delay = self._history.next_delay(time.monotonic())
+        self._set_state(PluginState.BACKOFF, f"{reason}; restarting in {delay:.2f}s", code)
+        threading.Thread(
+            target=self._restart, args=(incarnation, delay), name="aog-plugins-restart", daemon=True
+        ).start()
+
+    def _fatal(self, incarnation: Incarnation, reason: str, code: int | None) -> None:
+        policy = self._policy
+        self._set_state(
+            PluginState.FATAL,
+            f"{reason} ({policy.max_restarts} restarts within {policy.window:g}s)",
+            code,
+        )
+        threading.Thread(target=incarnation.release, daemon=True).start()
+
+    def _restart(self, dead: Incarnation, delay: float) -> None:
+        dead.release()
+        assert self._spec is not None
+        while True:
+            if self._wakeup.wait(delay) or self._killed:
+                return
+            with self._cond:
+                if self._killed:
+                    return
+                self._state_starting()
+            try:
+                incarnation = start_incarnation(self._spec)
+            except PluginStartError as exc:
+                if not self._history.budget_left(time.monotonic()):
+                    self._set_state(PluginState.FATAL, f"restart failed, budget spent: {exc}")
+                    return
+                delay = self._history.next_delay(time.monotonic())
+                self._set_state(
+                    PluginState.BACKOFF, f"restart failed: {exc}; next try in {delay:.2f}s"
+                )
+                continue
+            with self._cond:
+                stopped = self._killed
+            if stopped:
+                incarnation.stop(0.0, self.logger)
+                incarnation.release()
+                return
+            self._adopt(incarnation, "restarted")
+            return
+
+    def _state_starting(self) -> None:
+        old, self._state = self._state, PluginState.STARTING
+        self._cond.notify_all()
+        self._lifecycle.info("plugin %s -> STARTING: restarting", old.value)
+        if self._on_event is not None:
+            try:
+                self._on_event(PluginEvent(self, old, PluginState.STARTING, "restarting", None))
+            except Exception:
+                self.logger.exception("plugin event callback failed")
+
     # ---- shutdown ---------------------------------------------------------------------
     def kill(self, grace: float | None = None) -> None:
-        """Stop the plugin: Shutdown RPC, wait ``grace`` s, SIGTERM, then SIGKILL its group.
-
-        Idempotent and safe from any thread; returns once the process is reaped and its
-        socket directory removed.
+        """Stop the plugin for good: Shutdown RPC, wait ``grace`` s, SIGTERM, then SIGKILL
+        to its process group. Cancels a pending restart. Idempotent, any thread; returns
+        once the process is reaped and its socket directory removed.
         """
         grace = self._kill_grace if grace is None else grace
         with self._kill_lock:
             if self._killed:
                 return
-            self._killed = True
-            self._state = PluginState.STOPPING
-            deadline = time.monotonic() + grace
-            if not self.exited:
-                request_shutdown(self.channel, timeout=grace)
-            self._stop_process(deadline)
-            self._release()
-            self._state = PluginState.EXITED
+            with self._cond:
+                self._killed = True
+                self._wakeup.set()
+            self._set_state(PluginState.STOPPING, "kill() called")
+            incarnation = self._current
+            incarnation.stop(grace, self.logger)
+            if self._client is not None:
+                self._client.close()
+            incarnation.release()
+            self._set_state(
+                PluginState.EXITED, f"stopped ({describe_exit(incarnation.process.exit_code)})"
+            )
         _registry.unregister(self)
-
-    def _stop_process(self, deadline: float) -> None:
-        proc = self._process
-        if proc is None:
-            return
-        if proc.wait(max(deadline - time.monotonic(), 0.0)):
-            return
-        self.logger.debug("plugin %d ignored Shutdown; sending SIGTERM", self._pid)
-        proc.signal_group(15)
-        if proc.wait(0.5):
-            return
-        self.logger.warning("plugin %d ignored SIGTERM; sending SIGKILL", self._pid)
-        proc.signal_group(9)
-        proc.wait(10.0)
-
-    def _release(self) -> None:
-        if self._stdio is not None:
-            self._stdio.close()
-        if self._broker is not None:
-            self._broker.close()
-        if self._client is not None:
-            self._client.close()
-        self.channel.close()
-        if self._relay is not None:
-            self._relay.close()
-        remove_socket_dir(self._socket_dir)
-
-    def _on_process_exit(self, proc: PluginProcess | AttachedProcess) -> None:
-        if self._state is PluginState.RUNNING:
-            self.logger.warning("plugin %d exited with %s", proc.pid, proc.exit_code)
-            self._state = PluginState.EXITED
-            remove_socket_dir(self._socket_dir)
 
     def __enter__(self) -> Plugin:
         return self
@@ -255,58 +374,9 @@ class Plugin:
 
     def __repr__(self) -> str:
         return (
-            f"<Plugin pid={self._pid} {self.handshake.network}:{self.handshake.address} "
+            f"<Plugin pid={self.pid} {self.handshake.network}:{self.handshake.address} "
             f"state={self._state.value}>"
         )
-
-
-def _command(cmd: str | os.PathLike[str] | Sequence[str]) -> tuple[str, ...]:
-    if isinstance(cmd, (str, os.PathLike)):
-        return (os.fspath(cmd),)
-    argv = tuple(os.fspath(a) for a in cmd)
-    if not argv:
-        raise ConfigurationError("cmd is empty: give the plugin's path or an argv list")
-    return argv
-
-
-def _offered(handshake: HandshakeConfig, versions: Collection[int] | None) -> tuple[int, ...]:
-    if versions is None:
-        return (handshake.protocol_version,)
-    offered = tuple(sorted({int(v) for v in versions}, reverse=True))
-    if not offered or offered[-1] < 1:
-        raise ConfigurationError(f"versions must be positive integers, got {sorted(versions)}")
-    return offered
-
-
-def verify_checksum(path: str, checksum: str) -> None:
-    """SecureConfig: compare ``algorithm:hexdigest`` (or a bare SHA-256 hex) with the file."""
-    algo, _, expected = checksum.rpartition(":")
-    algo = algo or "sha256"
-    try:
-        digest = hashlib.new(algo)
-    except ValueError as exc:
-        raise ConfigurationError(f"unknown checksum algorithm {algo!r}") from exc
-    try:
-        with open(path, "rb") as f:
-            for block in iter(lambda: f.read(1 << 20), b""):
-                digest.update(block)
-    except OSError as exc:
-        raise ChecksumMismatchError(f"cannot read {path} to verify its checksum: {exc}") from exc
-    if digest.hexdigest() != expected.lower():
-        raise ChecksumMismatchError(
-            f"{path} has {algo} {digest.hexdigest()}, expected {expected}: "
-            "the executable is not the one configured; refusing to start it"
-        )
-
-
-def _plugin_env(base: Mapping[str, str] | None, protocol_env: Mapping[str, str]) -> dict[str, str]:
-    env = {k: v for k, v in (os.environ if base is None else base).items()}
-    # A host that is itself a plugin must not pass its own protocol vars down.
-    for key in list(env):
-        if key.startswith(_PROTOCOL_ENV_PREFIX) and key not in protocol_env:
-            del env[key]
-    env.update(protocol_env)
-    return env
 
 
 def launch(
@@ -318,6 +388,8 @@ def launch(
     start_timeout: float = 60.0,
     env: Mapping[str, str] | None = None,
     extra_env: Mapping[str, str] | None = None,
+    restart: RestartPolicy | None = None,
+    on_event: Callable[[PluginEvent], None] | None = None,
     kill_grace: float = 2.0,
     stdout: Output | None = None,
     stderr: Output | None = None,
@@ -326,161 +398,56 @@ def launch(
     unix_socket_group: str | None = None,
     cwd: str | None = None,
 ) -> Plugin:
-    """Start a plugin and return it connected and health-checked.
+    """Start a plugin and return it connected, health-checked and supervised.
 
     ``cmd`` is the executable's path or an argv list. ``versions`` are the app protocol
     versions offered (default: the handshake's). ``env`` replaces the inherited
-    environment, ``extra_env`` adds to it. ``stdout``/``stderr`` receive what the plugin
-    writes after its handshake (GRPCStdio); without them it goes to ``logger``
-    (default ``aog_plugins.plugin.<name>``). ``checksum`` (``sha256:<hex>``) is verified
-    before anything runs. ``start_timeout`` bounds handshake, connect and health check.
-    On any failure the process is killed, reaped and its socket dir removed before the
-    typed error (see :mod:`aog_plugins.errors`) is raised.
+    environment, ``extra_env`` adds to it. ``restart`` (default ``RestartPolicy()``:
+    on failure, a few quick retries, then FATAL) governs restarts after the plugin dies;
+    ``on_event`` sees every state transition. ``stdout``/``stderr`` receive what the plugin
+    writes after its handshake (GRPCStdio); without them it goes to ``logger`` (default
+    ``aog_plugins.plugin.<name>``). ``checksum`` (``sha256:<hex>``) is verified before
+    anything runs. ``start_timeout`` bounds handshake, connect and health check. A failed
+    first start is not retried: the typed error (see :mod:`aog_plugins.errors`) is raised
+    after the process is killed, reaped and its socket dir removed.
     """
-    argv = _command(cmd)
+    argv = command_argv(cmd)
     if start_timeout <= 0:
         raise ConfigurationError(f"start_timeout must be positive, got {start_timeout}")
-    offered = _offered(handshake, versions)
+    if restart is not None and not isinstance(restart, RestartPolicy):
+        raise ConfigurationError(f"restart must be a RestartPolicy, got {restart!r}")
+    offered = offered_for(handshake, versions)
     if checksum is not None:
         verify_checksum(argv[0], checksum)
     name = os.path.basename(argv[0])
     logger = logger or logging.getLogger(f"aog_plugins.plugin.{name}")
-    deadline = time.monotonic() + start_timeout
-    tls_bundle = generate_certificate() if auto_mtls else None
-    socket_dir = make_socket_dir()
-    protocol_env = host_plugin_env(
-        handshake,
-        offered,
-        client_cert_pem=tls_bundle.cert_pem if tls_bundle else None,
-        socket_dir=socket_dir,
-        socket_group=unix_socket_group,
-    )
-    full_env = _plugin_env(env, protocol_env)
-    if extra_env:
-        full_env.update(extra_env)
-    try:
-        proc = spawn(argv, full_env, logger, cwd=cwd)
-    except BaseException:
-        remove_socket_dir(socket_dir)
-        raise
-    relay: Relay | None = None
-    try:
-        line = _read_handshake(proc, deadline, start_timeout)
-        check_host_acceptance(line, offered)
-        tls = _client_tls(line, tls_bundle)
-        if tls is not None and not grpcio_can_verify(tls.plugin_cert_der):
-            # A Go plugin's P-521 certificate: grpcio cannot do this TLS, our relay can.
-            relay = start_client_relay(
-                socket_dir, (line.network, line.address), tls.host, tls.plugin_cert_der
-            )
-            channel = open_channel(f"unix:{relay.address}")
-        else:
-            channel = open_channel(line.grpc_target, tls)
-    except PluginStartError as exc:
-        if relay is not None:
-            relay.close()
-        _abort(proc, socket_dir)
-        raise proc.start_error(exc) from None
-    plugin = Plugin(
-        handshake=line,
-        channel=channel,
+    spec = StartSpec(
+        argv=argv,
+        handshake=handshake,
+        offered=offered,
+        auto_mtls=auto_mtls,
+        start_timeout=start_timeout,
+        env=dict(env) if env is not None else None,
+        extra_env=dict(extra_env) if extra_env else None,
         logger=logger,
-        process=proc,
-        socket_dir=socket_dir,
-        kill_grace=kill_grace,
-        pid=proc.pid,
+        stdout=stdout,
+        stderr=stderr,
+        unix_socket_group=unix_socket_group,
+        cwd=cwd,
     )
-    plugin._relay = relay
+    incarnation = start_incarnation(spec)
+    try:
+        plugin = Plugin(
+            incarnation,
+            logger=logger,
+            kill_grace=kill_grace,
+            spec=spec,
+            restart=restart if restart is not None else RestartPolicy(),
+            on_event=on_event,
+        )
+    except AogPluginsError:
+        incarnation.stop(0.0, logger)
+        incarnation.release()
+        raise
     _registry.register(plugin)
-    try:
-        wait_ready(channel, line, deadline - time.monotonic())
-        health_check(channel, max(deadline - time.monotonic(), 0.1))
-        plugin._stdio = StdioPump(
-            channel,
-            stdout or _line_logger(logger, logging.INFO, proc.pid),
-            stderr or _stderr_to_parser(proc),
-            logger,
-        )
-        plugin._broker = BrokerStream(channel)
-    except (PluginConnectError, grpc.RpcError) as exc:
-        died_on_its_own = proc.exited
-        plugin.kill(grace=0.0)
-        if not isinstance(exc, PluginConnectError):
-            raise PluginConnectError(f"connecting to the plugin failed: {exc}") from exc
-        tail = proc.stderr_tail()
-        detail = f"; the plugin exited with {proc.exit_code}" if died_on_its_own else ""
-        if tail:
-            detail += f"\n--- plugin stderr (last lines) ---\n{tail}"
-        raise type(exc)(f"{exc}{detail}") from None
-    except BaseException:
-        plugin.kill(grace=0.0)
-        raise
     return plugin
-
-
-def _read_handshake(proc: PluginProcess, deadline: float, start_timeout: float) -> HandshakeLine:
-    try:
-        raw = proc.handshake.result(timeout=max(deadline - time.monotonic(), 0.0))
-    except FutureTimeout:
-        raise StartTimeoutError(
-            f"timeout while waiting for the plugin to start: no handshake line within "
-            f"{start_timeout:g}s",
-            diagnosis="the plugin did not print its handshake; it may be stuck, waiting for "
-            "input, or not a go-plugin plugin (raise start_timeout if it is just slow)",
-        ) from None
-    except PluginExitedError:
-        tail = proc.stderr_tail()
-        if COOKIE_REJECTED_MARKER in tail:
-            raise CookieRejectedError(
-                "the plugin refused to start: it did not receive the magic cookie it expects"
-            ) from None
-        raise PluginExitedError(
-            "plugin exited before we could connect: it printed no handshake line"
-        ) from None
-    try:
-        return parse_handshake_line(raw)
-    except HandshakeError as exc:
-        if not exc.diagnosis:
-            exc.diagnosis = (
-                "the first line on the plugin's stdout must be its handshake; the plugin "
-                "printed something else first, or is not a go-plugin plugin"
-            )
-        raise
-
-
-def _client_tls(line: HandshakeLine, bundle: CertificateBundle | None) -> ClientTLS | None:
-    if bundle is None:
-        return None
-    if line.server_cert is None:
-        raise ServerCertificateError(
-            "AutoMTLS was requested but the plugin's handshake carries no certificate: "
-            "the plugin does not support AutoMTLS (launch with auto_mtls=False)",
-            line=line.format(),
-        )
-    return ClientTLS(host=bundle, plugin_cert_der=line.server_cert)
-
-
-def _abort(proc: PluginProcess, socket_dir: str) -> None:
-    proc.signal_group(9)
-    proc.wait(10.0)
-    remove_socket_dir(socket_dir)
-
-
-def _line_logger(logger: logging.Logger, level: int, pid: int) -> Output:
-    splitter = LineSplitter()
-
-    def emit(data: bytes) -> None:
-        for line in splitter.feed(data):
-            logger.log(level, "%s", line.decode("utf-8", "replace"), extra={"plugin_pid": pid})
-
-    return emit
-
-
-def _stderr_to_parser(proc: PluginProcess) -> Output:
-    splitter = LineSplitter()
-
-    def emit(data: bytes) -> None:
-        for line in splitter.feed(data):
-            proc.stderr.line(line)
-
-    return emit

@@ -11,7 +11,7 @@ from collections.abc import Iterator
 
 import pytest
 
-from aog_plugins import GRPCProviderClient, Plugin, launch
+from aog_plugins import GRPCProviderClient, Plugin, RestartPolicy, launch
 from aog_plugins.client import (
     BidirectionalPlugin,
     LocalPluginProvider,
@@ -92,7 +92,8 @@ def test_unimplemented_rpc_is_a_typed_error(echo: Plugin) -> None:
 
 
 def test_dead_plugin_error_says_the_process_is_gone(leak_check: LeakCheck) -> None:
-    with launch(plugin_cmd("echo_plugin.py"), extra_env=leak_check.env) as plugin:
+    never = RestartPolicy.never()
+    with launch(plugin_cmd("echo_plugin.py"), restart=never, extra_env=leak_check.env) as plugin:
         client = plugin.client
         os.kill(plugin.pid, signal.SIGKILL)
         deadline = time.monotonic() + 5

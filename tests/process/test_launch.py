@@ -13,7 +13,7 @@ import grpc
 import psutil
 import pytest
 
-from aog_plugins import launch
+from aog_plugins import RestartPolicy, launch
 from aog_plugins._proto import provider_pb2, provider_pb2_grpc
 from aog_plugins.errors import IncompatibleAppVersionError
 from aog_plugins.handshake import generate_certificate
@@ -177,7 +177,8 @@ def test_kill_is_idempotent_and_thread_safe(leak_check: LeakCheck) -> None:
 
 
 def test_plugin_death_is_detected(leak_check: LeakCheck) -> None:
-    with launch(plugin_cmd("echo_plugin.py"), extra_env=leak_check.env) as plugin:
+    no_restart = RestartPolicy.never()
+    with launch(plugin_cmd("echo_plugin.py"), restart=no_restart, extra_env=leak_check.env) as plugin:
         os.kill(plugin.pid, signal.SIGKILL)
         deadline = time.monotonic() + 5
         while not plugin.exited and time.monotonic() < deadline:

@@ -1,0 +1,251 @@
+"""Kill-on-exit that holds even when the host is SIGKILLed: one reaper process per host.
+
+The reaper is a tiny Python process in its own session whose stdin is a pipe from the host.
+The host sends ``track <pgid> <create_time> <socket_dir|->`` and ``untrack <pgid>`` lines;
+when the pipe reaches EOF (the host died, however it died) the reaper SIGKILLs every group
+still tracked that is provably the same group (psutil's (pid, create_time) identity),
+removes the tracked socket dirs and exits. PR_SET_PDEATHSIG cannot do this: it fires when
+the spawning *thread* exits, and plugins may be started from short-lived pool threads.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import os
+import select
+import signal
+import subprocess
+import sys
+import threading
+import time
+
+import psutil
+
+__all__ = ["Reaper", "reaper"]
+
+_log = logging.getLogger("aog_plugins.process")
+
+_WRITE_TIMEOUT = 2.0
+"""A reaper that has not drained its pipe in this long is wedged: replace it."""
+
+_ENV_KEEP = ("PATH", "LD_LIBRARY_PATH", "PYTHONHOME", "PYTHONPATH", "SYSTEMROOT")
+"""All the reaper inherits: enough to start the interpreter, no markers or secrets."""
+
+# The reaper's whole program. It imports psutil only once the host is gone, so while it
+# waits it is a bare interpreter (small RSS). argv: [-c, name, host pid, psutil's sys.path dir].
+_REAPER_CODE = r"""
+import os, signal, sys
+signal.signal(signal.SIGINT, signal.SIG_IGN)
+signal.signal(signal.SIGHUP, signal.SIG_IGN)
+tracked = {}
+buf = b""
+while True:
+    try:
+        chunk = os.read(0, 65536)
+    except OSError:
+        chunk = b""
+    if not chunk:
+        break
+    buf += chunk
+    *lines, buf = buf.split(b"\n")
+    for line in lines:
+        parts = line.split(b" ", 3)
+        try:
+            if parts[0] == b"track" and len(parts) == 4:
+                tracked[int(parts[1])] = (float(parts[2]), None if parts[3] == b"-" else parts[3])
+            elif parts[0] == b"untrack" and len(parts) == 2:
+                tracked.pop(int(parts[1]), None)
+        except ValueError:
+            pass
+if tracked:
+    sys.path.append(sys.argv[3])
+    import psutil
+    def ours(pgid, ctime):
+        try:
+            return ctime > 0 and abs(psutil.Process(pgid).create_time() - ctime) < 0.01
+        except psutil.NoSuchProcess:
+            pass
+        except psutil.Error:
+            return False
+        try:  # leader gone: a pid cannot be reused while a live group carries it as its id
+            os.killpg(pgid, 0)
+            return True
+        except OSError:
+            return False
+    for pgid, (ctime, _) in tracked.items():
+        if ours(pgid, ctime):
+            try:
+                os.killpg(pgid, signal.SIGKILL)
+            except OSError:
+                pass
+    import shutil, stat
+    for _, path in tracked.values():
+        try:
+            st = os.lstat(path)
+            if stat.S_ISDIR(st.st_mode) and st.st_uid == os.getuid():
+                shutil.rmtree(path, ignore_errors=True)
+        except (OSError, TypeError):
+            pass
+"""
+
+
+class _Wedged(Exception):
+    """The reaper stopped reading its pipe."""
+
+
+class Reaper:
+    """The host side of the reaper: tracked process groups and the pipe to the process.
+
+    Thread-safe. ``track``/``untrack`` never raise: a dead or wedged reaper is replaced
+    and the tracked set replayed; failures are logged at WARNING.
+    """
+
+    def __init__(self) -> None:
+        self.owner_pid = os.getpid()
+        self._lock = threading.Lock()
+        self._tracked: dict[int, bytes] = {}
+        self._proc: subprocess.Popen[bytes] | None = None
+        self._fd = -1
+        self._retry_at = 0.0
+
+    @property
+    def pid(self) -> int | None:
+        """The reaper process's pid, None until the first ``track``."""
+        proc = self._proc
+        return proc.pid if proc is not None else None
+
+    def tracked_pids(self) -> list[int]:
+        """The process group ids the reaper would kill if this process died now."""
+        with self._lock:
+            return list(self._tracked)
+
+    def track(self, pid: int, create_time: float, socket_dir: str | None = None) -> None:
+        """Kill group ``pid`` (if still the process born at ``create_time``) when we die."""
+        path = os.fsencode(socket_dir) if socket_dir else b"-"
+        if b"\n" in path:  # one command per line; such a dir is left to stale cleanup
+            path = b"-"
+        line = b"track %d %r %s\n" % (pid, float(create_time), path)
+        with self._lock:
+            self._tracked[pid] = line
+            self._send_locked(line)
+
+    def untrack(self, pid: int) -> None:
+        """Forget group ``pid``: the host has killed or reaped it itself."""
+        with self._lock:
+            if self._tracked.pop(pid, None) is None:
+                return
+            self._send_locked(b"untrack %d\n" % pid)
+
+    # ---- internals (called with the lock held) ----------------------------------------
+    def _send_locked(self, data: bytes) -> None:
+        try:
+            proc = self._proc
+            if proc is not None and proc.poll() is None:
+                try:
+                    self._write_locked(data)
+                    return
+                except (BrokenPipeError, _Wedged) as exc:
+                    why = "stopped reading" if isinstance(exc, _Wedged) else "died"
+                    _log.warning("the plugin reaper (pid %d) %s; restarting it", proc.pid, why)
+            elif proc is not None:
+                _log.warning(
+                    "the plugin reaper (pid %d) exited with %s; restarting it",
+                    proc.pid,
+                    proc.returncode,
+                )
+            self._restart_locked()
+        except Exception:
+            _log.warning("the plugin reaper is unavailable", exc_info=True)
+
+    def _restart_locked(self) -> None:
+        self._stop_locked()
+        if not self._tracked or time.monotonic() < self._retry_at:
+            return
+        try:
+            self._start_locked()
+            self._write_locked(b"".join(self._tracked.values()))
+        except Exception:
+            self._retry_at = time.monotonic() + 5.0
+            self._stop_locked()
+            raise
+
+    def _start_locked(self) -> None:
+        if not sys.executable or getattr(sys, "frozen", False):
+            raise RuntimeError("no Python interpreter to run the reaper with")
+        env = {k: os.environ[k] for k in _ENV_KEEP if k in os.environ}
+        psutil_dir = os.path.dirname(os.path.dirname(os.path.abspath(psutil.__file__)))
+        argv = [sys.executable, "-S", "-c", _REAPER_CODE, "aog-plugins-reaper"]
+        self._proc = subprocess.Popen(
+            [*argv, str(os.getpid()), psutil_dir],
+            stdin=subprocess.PIPE,
+            stdout=subprocess.DEVNULL,
+            env=env,
+            cwd="/",
+            start_new_session=True,
+            close_fds=True,
+        )
+        assert self._proc.stdin is not None
+        self._fd = self._proc.stdin.fileno()
+        os.set_blocking(self._fd, False)
+
+    def _stop_locked(self) -> None:
+        proc, self._proc, self._fd = self._proc, None, -1
+        if proc is None:
+            return
+        if proc.stdin is not None:
+            with contextlib.suppress(OSError):
+                proc.stdin.close()
+        if proc.poll() is None:
+            # Wedged (or we gave up on it): it is our child, so its pid is still its own.
+            with contextlib.suppress(OSError):
+                proc.send_signal(signal.SIGKILL)
+            with contextlib.suppress(subprocess.TimeoutExpired):
+                proc.wait(1.0)
+
+    def _write_locked(self, data: bytes) -> None:
+        view = memoryview(data)
+        deadline = time.monotonic() + _WRITE_TIMEOUT
+        while view:
+            try:
+                view = view[os.write(self._fd, view) :]
+            except BlockingIOError:
+                remaining = deadline - time.monotonic()
+                if remaining <= 0:
+                    raise _Wedged from None
+                select.select([], [self._fd], [], remaining)
+
+    def _abandon(self) -> None:
+        """In a forked child: drop the parent's pipe so the parent's reaper still sees EOF."""
+        proc, self._proc = self._proc, None
+        if proc is not None and proc.stdin is not None:
+            with contextlib.suppress(OSError):
+                proc.stdin.close()
+            proc.returncode = 0  # not our child: never wait for it or warn about it
+
+
+_instance: Reaper | None = None
+_instance_lock = threading.Lock()
+
+
+def reaper() -> Reaper:
+    """This process's :class:`Reaper` (made on first use; a forked child gets its own)."""
+    global _instance
+    inst = _instance
+    if inst is not None and inst.owner_pid == os.getpid():
+        return inst
+    with _instance_lock:
+        if _instance is None or _instance.owner_pid != os.getpid():
+            _instance = Reaper()
+        return _instance
+
+
+def _after_fork_in_child() -> None:
+    global _instance, _instance_lock
+    _instance_lock = threading.Lock()
+    inst, _instance = _instance, None
+    if inst is not None:
+        inst._abandon()
+
+
+os.register_at_fork(after_in_child=_after_fork_in_child)
