@@ -1,0 +1,1 @@
+"""Smoke tests proving the Go fixtures (plugins and host) work with each other."""

@@ -1,0 +1,1 @@
+"""Shared test support: Go fixture builds and other helpers used across test packages."""
