@@ -1,0 +1,211 @@
+"""Faults while calls are in flight: what a caller sees, and how the plugin comes back."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import threading
+import time
+from collections.abc import Callable, Iterator
+
+import pytest
+
+from aog_plugins import Plugin, PluginEvent, PluginState, RestartPolicy, launch
+from aog_plugins.errors import (
+    PluginCallError,
+    PluginCrashedError,
+    PluginExitedError,
+    PluginFatalError,
+)
+from tests.process.conftest import LeakCheck, leak_check, plugin_cmd
+
+__all__ = ["leak_check"]
+
+QUICK = RestartPolicy(backoff_base=0.05, max_restarts=3, min_uptime=30)
+
+
+def _wait_for(predicate: Callable[[], bool], timeout: float = 10.0) -> None:
+    deadline = time.monotonic() + timeout
+    while not predicate():
+        assert time.monotonic() < deadline, "condition not met in time"
+        time.sleep(0.01)
+
+
+@pytest.fixture
+def echo(leak_check: LeakCheck) -> Iterator[tuple[Plugin, list[PluginEvent]]]:
+    events: list[PluginEvent] = []
+    with launch(
+        plugin_cmd("echo_plugin.py"),
+        restart=QUICK,
+        on_event=events.append,
+        extra_env=leak_check.env,
+    ) as plugin:
+        yield plugin, events
+
+
+def _kill_soon(pid: int, delay: float = 0.3) -> threading.Timer:
+    timer = threading.Timer(delay, os.kill, (pid, signal.SIGKILL))
+    timer.start()
+    return timer
+
+
+def test_sigkill_during_unary_call(echo: tuple[Plugin, list[PluginEvent]]) -> None:
+    plugin, events = echo
+    old_pid = plugin.pid
+    _kill_soon(old_pid)
+    start = time.monotonic()
+    with pytest.raises(PluginCrashedError) as info:
+        plugin.client.invoke_service("chat", b'{"sleep": 30}', timeout=60)
+    assert time.monotonic() - start < 5, "the in-flight call must fail at once"
+    assert info.value.exit_code == -signal.SIGKILL
+    assert info.value.process_exited
+    assert "SIGKILL" in str(info.value)
+    # A new call waits for the restart and reaches the new process.
+    assert plugin.client.invoke_service("chat", b'{"x": 1}', timeout=30) == b'{"x": 1}'
+    assert plugin.pid != old_pid
+    states = [e.new for e in events]
+    assert states == [
+        PluginState.RUNNING,  # the first start
+        PluginState.BACKOFF,
+        PluginState.STARTING,
+        PluginState.RUNNING,
+    ]
+    backoff = next(e for e in events if e.new is PluginState.BACKOFF)
+    assert backoff.exit_code == -signal.SIGKILL
+    assert "SIGKILL" in backoff.reason
+
+
+def test_sigkill_during_server_stream(echo: tuple[Plugin, list[PluginEvent]]) -> None:
+    plugin, _ = echo
+    stream = plugin.client.invoke_service_stream(
+        "chat", json.dumps({"chunks": 1000, "interval": 0.05}).encode(), timeout=60
+    )
+    got = []
+
+    def consume() -> None:
+        for chunk in stream:
+            got.append(chunk)
+            if len(got) == 3:
+                os.kill(plugin.pid, signal.SIGKILL)
+
+    with pytest.raises(PluginCrashedError) as info:
+        consume()
+    assert 3 <= len(got) < 1000
+    assert info.value.exit_code == -signal.SIGKILL
+
+
+def test_sigkill_during_bidi_stream(echo: tuple[Plugin, list[PluginEvent]]) -> None:
+    plugin, _ = echo
+    sender, replies = plugin.client.invoke_service_bidi("chat", timeout=60)
+    sender.send("hello")
+    assert next(replies).data == b"hello"
+    os.kill(plugin.pid, signal.SIGKILL)
+    sender.send("anyone?")  # queued; the call is already failing
+    with pytest.raises(PluginCrashedError):
+        next(replies)
+    sender.cancel()
+
+
+def test_idempotent_read_is_retried_across_a_restart(
+    echo: tuple[Plugin, list[PluginEvent]],
+) -> None:
+    plugin, _ = echo
+    client = plugin.client
+    old = plugin.pid
+    os.kill(old, signal.SIGKILL)
+    # Whether the crash is seen before or during the call, the read succeeds.
+    assert client.get_manifest(timeout=30).provider.name == "echo"
+    client.health_check(timeout=30)
+    assert plugin.pid != old
+
+
+def test_sigkill_during_handshake_is_a_typed_start_error(leak_check: LeakCheck) -> None:
+    seen: list[int] = []
+
+    def kill_it() -> None:
+        for proc in leak_check.tagged():
+            seen.append(proc.pid)
+            proc.kill()
+
+    timer = threading.Timer(0.5, kill_it)
+    timer.start()
+    with pytest.raises(PluginExitedError) as info:
+        launch(plugin_cmd("misbehave.py", "never-handshake"), extra_env=leak_check.env)
+    timer.join()
+    assert seen
+    assert info.value.exit_code == -signal.SIGKILL
+
+
+def test_sigkill_during_shutdown(leak_check: LeakCheck) -> None:
+    plugin = launch(plugin_cmd("misbehave.py", "ignore-shutdown"), extra_env=leak_check.env)
+    _kill_soon(plugin.pid, 0.2)
+    start = time.monotonic()
+    plugin.kill(grace=5.0)
+    assert time.monotonic() - start < 4, "the kill ladder noticed the death"
+    assert plugin.state is PluginState.EXITED
+    assert plugin.exit_code == -signal.SIGKILL
+
+
+def test_sigstop_calls_hit_their_deadline_and_kill_still_works(
+    echo: tuple[Plugin, list[PluginEvent]],
+) -> None:
+    plugin, _ = echo
+    os.kill(plugin.pid, signal.SIGSTOP)
+    try:
+        with pytest.raises(PluginCallError) as info:
+            plugin.client.invoke_service("chat", b"{}", timeout=0.5)
+        assert info.value.code == "DEADLINE_EXCEEDED"
+        assert not info.value.process_exited
+    finally:
+        start = time.monotonic()
+        plugin.kill(grace=0.5)
+    assert time.monotonic() - start < 3
+    assert plugin.exit_code == -signal.SIGKILL
+
+
+def test_crash_loop_ends_fatal_and_calls_fail_fast(leak_check: LeakCheck) -> None:
+    events: list[PluginEvent] = []
+    policy = RestartPolicy(backoff_base=0.05, max_restarts=2, window=60, min_uptime=30)
+    with launch(
+        plugin_cmd("misbehave.py", "crash-soon"),
+        restart=policy,
+        on_event=events.append,
+        extra_env={**leak_check.env, "AOG_FIXTURE_DELAY": "0.2"},
+    ) as plugin:
+        _wait_for(lambda: plugin.state is PluginState.FATAL, timeout=30)
+        start = time.monotonic()
+        with pytest.raises(PluginFatalError, match="FATAL") as info:
+            plugin.client.health_check(timeout=30)
+        assert time.monotonic() - start < 1, "FATAL must fail fast, not wait"
+        assert "restart budget spent" in str(info.value)
+    restarts = [e for e in events if e.new is PluginState.STARTING]
+    assert len(restarts) == 2
+    fatal = [e for e in events if e.new is PluginState.FATAL]
+    assert len(fatal) == 1
+    assert fatal[0].exit_code == 5
+    assert events[-1].new is PluginState.EXITED  # kill() after FATAL still cleans up
+
+
+def test_clean_exit_is_not_restarted_on_failure_policy(leak_check: LeakCheck) -> None:
+    events: list[PluginEvent] = []
+    with launch(
+        plugin_cmd("misbehave.py", "exit-zero-soon"),
+        on_event=events.append,
+        extra_env={**leak_check.env, "AOG_FIXTURE_DELAY": "0.2"},
+    ) as plugin:
+        _wait_for(lambda: plugin.state is PluginState.EXITED)
+        with pytest.raises(PluginFatalError, match="EXITED"):
+            plugin.client.health_check(timeout=5)
+        assert plugin.exit_code == 0
+    assert not any(e.new is PluginState.BACKOFF for e in events)
+
+
+def test_always_policy_restarts_a_clean_exit(leak_check: LeakCheck) -> None:
+    with launch(
+        plugin_cmd("misbehave.py", "exit-zero-soon"),
+        restart=RestartPolicy.always(backoff_base=0.05, max_restarts=50),
+        extra_env={**leak_check.env, "AOG_FIXTURE_DELAY": "0.5"},
+    ) as plugin:
+        first = plugin.pid
+        _wait_for(lambda: plugin.pid != first and plugin.state is PluginState.RUNNING)
