@@ -118,6 +118,7 @@ class Plugin:
         self._killed = False
         self._kill_lock = threading.Lock()
         self._wakeup = threading.Event()
+        self._worker: threading.Thread | None = None
         self._client: GRPCProviderClient | None = None
         self._client_lock = threading.Lock()
         self._adopt(incarnation, "started")
@@ -231,9 +232,23 @@ class Plugin:
         return ExitInfo(reason, proc.exit_code, tail)
 
     # ---- supervision ------------------------------------------------------------------
-    def _set_state(self, new: PluginState, reason: str, exit_code: int | None = None) -> None:
+    def _transition(
+        self,
+        new: PluginState,
+        reason: str,
+        exit_code: int | None = None,
+        *,
+        only_from: Collection[PluginState] | None = None,
+        incarnation: Incarnation | None = None,
+    ) -> bool:
+        """Change state atomically, then emit the event; False if the change no longer
+        applies (killed meanwhile, or not in ``only_from``, or ``incarnation`` replaced)."""
         with self._cond:
             old = self._state
+            if only_from is not None and (self._killed or old not in only_from):
+                return False
+            if incarnation is not None and incarnation is not self._current:
+                return False
             self._state = new
             self._reason = reason
             self._cond.notify_all()
@@ -250,92 +265,98 @@ class Plugin:
             try:
                 self._on_event(PluginEvent(self, old, new, reason, self.pid, exit_code))
             except Exception:
-                self.logger.exception("plugin event callback failed")
+                self._lifecycle.exception("plugin event callback failed")
+        return True
 
-    def _adopt(self, incarnation: Incarnation, reason: str) -> None:
+    def _adopt(self, incarnation: Incarnation, reason: str) -> bool:
         with self._cond:
+            if self._killed:
+                return False
             self._current = incarnation
             self._by_channel = {
-                k: v
-                for k, v in self._by_channel.items()
-                if not v.process.exited or v is incarnation
+                key: inc
+                for key, inc in self._by_channel.items()
+                if not inc.process.exited or inc is incarnation
             }
             self._by_channel[id(incarnation.channel)] = incarnation
-        self._set_state(PluginState.RUNNING, f"{reason} (pid {incarnation.process.pid})")
+        reason = f"{reason} (pid {incarnation.process.pid})"
+        if not self._transition(PluginState.RUNNING, reason, only_from=(PluginState.STARTING,)):
+            return False
         incarnation.process.add_exit_callback(lambda proc: self._on_exit(incarnation))
+        return True
 
     def _on_exit(self, incarnation: Incarnation) -> None:
-        # On the I/O loop thread: decide quickly, do slow work on a supervisor thread.
+        # On the I/O loop thread: decide quickly, do slow work on another thread.
+        code = incarnation.process.exit_code
+        uptime = time.monotonic() - incarnation.started_at
+        reason = f"pid {incarnation.process.pid} {describe_exit(code)} after {uptime:.1f}s"
         with self._cond:
             if incarnation is not self._current or self._state is not PluginState.RUNNING:
                 return
-        code = incarnation.process.exit_code
-        uptime = time.monotonic() - incarnation.started_at
-        # Calls in flight fail now instead of hanging on a dead socket.
-        incarnation.channel.close()
-        reason = f"pid {incarnation.process.pid} {describe_exit(code)} after {uptime:.1f}s"
-        self._history.run_ended(uptime)
-        if not self._policy.wants_restart(code):
-            self._set_state(PluginState.EXITED, reason, code)
-            threading.Thread(target=incarnation.release, daemon=True).start()
-            return
-        if not self._history.budget_left(time.monotonic()):
-            self._fatal(incarnation, f"{reason}; restart budget spent", code)
-            return
-        delay = self._history.next_delay(time.monotonic())
-        self._set_state(PluginState.BACKOFF, f"{reason}; restarting in {delay:.2f}s", code)
-        threading.Thread(
-            target=self._restart, args=(incarnation, delay), name="aog-plugins-restart", daemon=True
-        ).start()
-
-    def _fatal(self, incarnation: Incarnation, reason: str, code: int | None) -> None:
-        policy = self._policy
-        self._set_state(
-            PluginState.FATAL,
-            f"{reason} ({policy.max_restarts} restarts within {policy.window:g}s)",
-            code,
+            # Calls in flight fail now instead of hanging on a dead socket.
+            incarnation.channel.close()
+            self._history.run_ended(uptime)
+            delay = None
+            if not self._policy.wants_restart(code):
+                new, why = PluginState.EXITED, reason
+            elif not self._history.budget_left(time.monotonic()):
+                new, why = PluginState.FATAL, self._fatal_reason(f"{reason}; restart budget spent")
+            else:
+                delay = self._history.next_delay(time.monotonic())
+                new, why = PluginState.BACKOFF, f"{reason}; restarting in {delay:.2f}s"
+        if not self._transition(
+            new, why, code, only_from=(PluginState.RUNNING,), incarnation=incarnation
+        ):
+            return  # kill() got there first: it cleans up
+        worker = threading.Thread(
+            target=incarnation.release if delay is None else self._restart,
+            args=() if delay is None else (incarnation, delay),
+            name="aog-plugins-restart",
+            daemon=True,
         )
-        threading.Thread(target=incarnation.release, daemon=True).start()
+        with self._cond:
+            self._worker = worker
+            worker.start()
+
+    def _fatal_reason(self, reason: str) -> str:
+        policy = self._policy
+        return f"{reason} ({policy.max_restarts} restarts within {policy.window:g}s)"
 
     def _restart(self, dead: Incarnation, delay: float) -> None:
         dead.release()
         assert self._spec is not None
         while True:
-            if self._wakeup.wait(delay) or self._killed:
+            if self._wakeup.wait(delay):
+                return  # killed while waiting
+            if not self._transition(
+                PluginState.STARTING, "restarting", only_from=(PluginState.BACKOFF,)
+            ):
                 return
-            with self._cond:
-                if self._killed:
-                    return
-                self._state_starting()
             try:
                 incarnation = start_incarnation(self._spec)
             except PluginStartError as exc:
-                if not self._history.budget_left(time.monotonic()):
-                    self._set_state(PluginState.FATAL, f"restart failed, budget spent: {exc}")
+                with self._cond:
+                    budget = self._history.budget_left(time.monotonic())
+                    delay = self._history.next_delay(time.monotonic()) if budget else 0.0
+                if not budget:
+                    self._transition(
+                        PluginState.FATAL,
+                        self._fatal_reason(f"restart failed, budget spent: {exc}"),
+                        exc.exit_code,
+                        only_from=(PluginState.STARTING,),
+                    )
                     return
-                delay = self._history.next_delay(time.monotonic())
-                self._set_state(
-                    PluginState.BACKOFF, f"restart failed: {exc}; next try in {delay:.2f}s"
+                self._transition(
+                    PluginState.BACKOFF,
+                    f"restart failed: {exc}; next try in {delay:.2f}s",
+                    exc.exit_code,
+                    only_from=(PluginState.STARTING,),
                 )
                 continue
-            with self._cond:
-                stopped = self._killed
-            if stopped:
-                incarnation.stop(0.0, self.logger)
+            if not self._adopt(incarnation, "restarted"):
+                incarnation.stop(0.0, self.logger)  # killed while starting
                 incarnation.release()
-                return
-            self._adopt(incarnation, "restarted")
             return
-
-    def _state_starting(self) -> None:
-        old, self._state = self._state, PluginState.STARTING
-        self._cond.notify_all()
-        self._lifecycle.info("plugin %s -> STARTING: restarting", old.value)
-        if self._on_event is not None:
-            try:
-                self._on_event(PluginEvent(self, old, PluginState.STARTING, "restarting", None))
-            except Exception:
-                self.logger.exception("plugin event callback failed")
 
     # ---- shutdown ---------------------------------------------------------------------
     def kill(self, grace: float | None = None) -> None:
@@ -345,18 +366,23 @@ class Plugin:
         """
         grace = self._kill_grace if grace is None else grace
         with self._kill_lock:
-            if self._killed:
-                return
             with self._cond:
+                if self._killed:
+                    return
                 self._killed = True
                 self._wakeup.set()
-            self._set_state(PluginState.STOPPING, "kill() called")
+            self._transition(PluginState.STOPPING, "kill() called")
+            worker = self._worker
+            if worker is not None and worker is not threading.current_thread():
+                # A restart in progress ends within its start timeout; then nothing of it
+                # is left (it sees the kill and cleans up what it started).
+                worker.join()
             incarnation = self._current
             incarnation.stop(grace, self.logger)
             if self._client is not None:
                 self._client.close()
             incarnation.release()
-            self._set_state(
+            self._transition(
                 PluginState.EXITED, f"stopped ({describe_exit(incarnation.process.exit_code)})"
             )
         _registry.unregister(self)

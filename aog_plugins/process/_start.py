@@ -10,6 +10,7 @@ from __future__ import annotations
 import hashlib
 import logging
 import os
+import threading
 import time
 from collections.abc import Callable, Collection, Mapping, Sequence
 from concurrent.futures import TimeoutError as FutureTimeout
@@ -117,6 +118,7 @@ class Incarnation:
     broker: BrokerStream | None = None
     started_at: float = field(default_factory=time.monotonic)
     _released: bool = False
+    _release_lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
 
     def stop(self, grace: float, logger: logging.Logger) -> None:
         """Shutdown RPC, wait ``grace`` s, SIGTERM the group, 0.5 s, SIGKILL the group."""
@@ -135,18 +137,20 @@ class Incarnation:
         proc.wait(10.0)
 
     def release(self) -> None:
-        """Close streams, channel and relay; remove the socket dir (idempotent)."""
-        if self._released:
-            return
-        self._released = True
-        if self.stdio is not None:
-            self.stdio.close()
-        if self.broker is not None:
-            self.broker.close()
-        self.channel.close()
-        if self.relay is not None:
-            self.relay.close()
-        remove_socket_dir(self.socket_dir)
+        """Close streams, channel and relay; remove the socket dir. Idempotent; a second
+        caller waits until the first one is done, so "released" means released."""
+        with self._release_lock:
+            if self._released:
+                return
+            self._released = True
+            if self.stdio is not None:
+                self.stdio.close()
+            if self.broker is not None:
+                self.broker.close()
+            self.channel.close()
+            if self.relay is not None:
+                self.relay.close()
+            remove_socket_dir(self.socket_dir)
 
 
 def start_incarnation(spec: StartSpec) -> Incarnation:
