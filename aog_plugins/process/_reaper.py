@@ -6,6 +6,10 @@ when the pipe reaches EOF (the host died, however it died) the reaper SIGKILLs e
 still tracked that is provably the same group (psutil's (pid, create_time) identity),
 removes the tracked socket dirs and exits. PR_SET_PDEATHSIG cannot do this: it fires when
 the spawning *thread* exits, and plugins may be started from short-lived pool threads.
+
+The reaper ignores SIGINT/SIGHUP (it is in its own session anyway); if something kills it
+while the host lives, the host starts a new one at its next call and replays the set.
+Processes that leave their plugin's process group (setsid, setpgid) are out of reach.
 """
 
 from __future__ import annotations
@@ -121,7 +125,8 @@ class Reaper:
             return list(self._tracked)
 
     def track(self, pid: int, create_time: float, socket_dir: str | None = None) -> None:
-        """Kill group ``pid`` (if still the process born at ``create_time``) when we die."""
+        """When this process dies, kill group ``pid`` (if it is still the one born at
+        ``create_time``) and remove ``socket_dir``."""
         path = os.fsencode(socket_dir) if socket_dir else b"-"
         if b"\n" in path:  # one command per line; such a dir is left to stale cleanup
             path = b"-"

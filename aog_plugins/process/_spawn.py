@@ -31,6 +31,7 @@ from aog_plugins.errors import (
 )
 from aog_plugins.process._ioloop import io_loop
 from aog_plugins.process._logs import LineSplitter, StderrLogParser
+from aog_plugins.process._reaper import reaper
 
 __all__ = ["PluginProcess", "diagnose_exit", "spawn"]
 
@@ -118,6 +119,7 @@ class PluginProcess:
         # killing the rest of the group is safe. Then reap.
         with contextlib.suppress(ProcessLookupError, PermissionError):
             os.killpg(self.pid, signal.SIGKILL)
+        reaper().untrack(self.pid)  # before the wait: the group id is still ours
         with self._exit_lock:
             self.exit_code = self.popen.wait()
             self.exited_at = time.monotonic()
@@ -272,4 +274,6 @@ def spawn(
         )
     except OSError as exc:
         raise _diagnose_exec_failure(argv[0], exc, argv) from exc
+    # Kill-on-exit that holds even if this host is SIGKILLed (see _reaper).
+    reaper().track(popen.pid, _create_time(popen.pid), env.get("PLUGIN_UNIX_SOCKET_DIR"))
     return PluginProcess(popen, argv, logger, on_stdout=on_stdout)

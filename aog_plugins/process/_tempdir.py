@@ -1,16 +1,33 @@
-"""Private per-plugin directories for unix sockets (mode 0700, owned by this host)."""
+"""Private per-plugin directories for unix sockets (mode 0700, owned by this host).
+
+A directory is named ``aogp-<host pid>-<random>``. Hosts that died without cleaning up
+(SIGKILL with no reaper, power loss) leave theirs behind; the first :func:`make_socket_dir`
+of every process removes those of dead hosts (:func:`remove_stale_dirs`).
+"""
 
 from __future__ import annotations
 
+import logging
 import os
+import re
 import shutil
+import stat
 import tempfile
+import threading
 
-__all__ = ["MAX_SOCKET_DIR_LEN", "make_socket_dir", "remove_socket_dir"]
+import psutil
+
+__all__ = ["MAX_SOCKET_DIR_LEN", "make_socket_dir", "remove_socket_dir", "remove_stale_dirs"]
+
+_log = logging.getLogger("aog_plugins.process")
 
 PREFIX = "aogp-"
 MAX_SOCKET_DIR_LEN = 60
 """Unix socket paths are limited to ~107 bytes; plugins add a file name of their own."""
+
+_NAME = re.compile(rf"{PREFIX}(\d+)-.+\Z", re.DOTALL)
+_cleaned_in: int | None = None
+_clean_lock = threading.Lock()
 
 
 def _base_dir() -> str:
@@ -22,7 +39,13 @@ def _base_dir() -> str:
 
 
 def make_socket_dir() -> str:
-    """Create a fresh 0700 directory whose name carries this host's pid."""
+    """Create a fresh 0700 directory named after this host's pid (first call: clean stale)."""
+    global _cleaned_in
+    if _cleaned_in != os.getpid():
+        with _clean_lock:
+            if _cleaned_in != os.getpid():
+                _cleaned_in = os.getpid()
+                remove_stale_dirs()
     return tempfile.mkdtemp(prefix=f"{PREFIX}{os.getpid()}-", dir=_base_dir())
 
 
@@ -30,3 +53,49 @@ def remove_socket_dir(path: str | None) -> None:
     """Remove a socket directory and whatever the plugin left in it."""
     if path:
         shutil.rmtree(path, ignore_errors=True)
+
+
+def remove_stale_dirs() -> list[str]:
+    """Remove our uid's socket dirs whose host is dead (or whose pid now names another process).
+
+    Looks in the socket base dir and /tmp; never touches other users' dirs or those of
+    live hosts, and never raises. Returns the paths removed.
+    """
+    removed: list[str] = []
+    for base in dict.fromkeys((_base_dir(), "/tmp")):
+        try:
+            entries = list(os.scandir(base))
+        except OSError:
+            continue
+        for entry in entries:
+            match = _NAME.match(entry.name)
+            if match is None:
+                continue
+            try:
+                st = entry.stat(follow_symlinks=False)
+            except OSError:
+                continue
+            if not stat.S_ISDIR(st.st_mode) or st.st_uid != os.getuid():
+                continue
+            if _host_alive(int(match.group(1)), min(st.st_mtime, st.st_ctime)):
+                continue
+            shutil.rmtree(entry.path, ignore_errors=True)
+            removed.append(entry.path)
+    if removed:
+        _log.debug("removed %d stale socket dirs: %s", len(removed), removed)
+    return removed
+
+
+def _host_alive(pid: int, dir_time: float) -> bool:
+    """Whether ``pid`` may be the live process that made a dir last changed at ``dir_time``."""
+    try:
+        proc = psutil.Process(pid)
+        if proc.status() == psutil.STATUS_ZOMBIE:
+            return False
+        # A process born after the dir was last changed cannot have made it: the pid was
+        # reused. 1 s of slack for coarse clocks: when unsure, keep the dir.
+        return proc.create_time() <= dir_time + 1.0
+    except psutil.NoSuchProcess:
+        return False
+    except psutil.Error:
+        return True  # cannot tell: keep the dir

@@ -178,7 +178,9 @@ def test_kill_is_idempotent_and_thread_safe(leak_check: LeakCheck) -> None:
 
 def test_plugin_death_is_detected(leak_check: LeakCheck) -> None:
     no_restart = RestartPolicy.never()
-    with launch(plugin_cmd("echo_plugin.py"), restart=no_restart, extra_env=leak_check.env) as plugin:
+    with launch(
+        plugin_cmd("echo_plugin.py"), restart=no_restart, extra_env=leak_check.env
+    ) as plugin:
         os.kill(plugin.pid, signal.SIGKILL)
         deadline = time.monotonic() + 5
         while not plugin.exited and time.monotonic() < deadline:

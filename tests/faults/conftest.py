@@ -1,0 +1,98 @@
+"""Helpers for fault tests: host subprocesses, and waiting for processes to be gone."""
+
+from __future__ import annotations
+
+import json
+import os
+import select
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Callable, Iterator, Mapping
+from pathlib import Path
+from typing import Any
+
+import psutil
+import pytest
+
+from tests.process.conftest import LeakCheck, leak_check, plugin_cmd
+
+__all__ = ["Host", "HostFactory", "gone", "leak_check", "plugin_cmd", "short_tmpdir", "wait_gone"]
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+def gone(pid: int) -> bool:
+    """True if ``pid`` no longer runs (a zombie that nobody reaps counts as gone)."""
+    try:
+        return psutil.Process(pid).status() == psutil.STATUS_ZOMBIE
+    except psutil.NoSuchProcess:
+        return True
+
+
+def wait_gone(pids: list[int], timeout: float) -> list[int]:
+    """Poll until every pid is gone or ``timeout`` passes; return those still running."""
+    deadline = time.monotonic() + timeout
+    while True:
+        left = [p for p in pids if not gone(p)]
+        if not left or time.monotonic() >= deadline:
+            return left
+        time.sleep(0.02)
+
+
+class Host:
+    """A host process (``python -c code``) that prints one JSON line when it is ready."""
+
+    def __init__(
+        self, code: str, args: list[str], leak: LeakCheck, env: Mapping[str, str] | None
+    ) -> None:
+        full_env = {**os.environ, **leak.env, "PYTHONPATH": str(ROOT), **(env or {})}
+        self.proc = subprocess.Popen(
+            [sys.executable, "-c", code, *args],
+            stdout=subprocess.PIPE,
+            env=full_env,
+            cwd=ROOT,
+        )
+
+    def read(self, timeout: float = 60.0) -> Any:
+        """The host's JSON line; fails if it exits or stays silent for ``timeout`` s."""
+        assert self.proc.stdout is not None
+        ready, _, _ = select.select([self.proc.stdout], [], [], timeout)
+        assert ready, "the host printed nothing"
+        line = self.proc.stdout.readline()
+        assert line, f"the host exited with {self.proc.wait()}"
+        return json.loads(line)
+
+    def kill(self) -> None:
+        """SIGKILL the host and reap it."""
+        self.proc.kill()
+        self.proc.wait()
+        if self.proc.stdout is not None:
+            self.proc.stdout.close()
+
+
+HostFactory = Callable[..., Host]
+
+
+@pytest.fixture
+def make_host(leak_check: LeakCheck) -> Iterator[HostFactory]:
+    """``make_host(code, *args, env=None)``: start a host; SIGKILLed and reaped afterwards."""
+    hosts: list[Host] = []
+
+    def make(code: str, *args: str, env: Mapping[str, str] | None = None) -> Host:
+        hosts.append(Host(code, list(args), leak_check, env))
+        return hosts[-1]
+
+    yield make
+    for host in hosts:
+        host.kill()
+
+
+@pytest.fixture
+def short_tmpdir() -> Iterator[Path]:
+    """A private directory with a path short enough to be a socket base dir."""
+    path = tempfile.mkdtemp(prefix="aogt-", dir="/tmp")
+    yield Path(path)
+    shutil.rmtree(path, ignore_errors=True)

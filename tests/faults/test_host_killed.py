@@ -1,0 +1,221 @@
+"""A SIGKILLed host leaves nothing behind: its reaper kills every plugin group it started.
+
+Each test runs a real host process, SIGKILLs it, and watches the plugins (and their
+children) disappear within 2 s, the acceptance criterion. The reaper must also spare a
+group it cannot prove is ours, survive its own death or wedging, and ignore forks.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import sys
+import textwrap
+import time
+from pathlib import Path
+from typing import Any
+
+import psutil
+
+from tests.faults.conftest import HostFactory, gone, plugin_cmd, wait_gone
+from tests.process.conftest import LeakCheck
+
+KILL_DEADLINE = 2.0
+
+LAUNCH_HOST = textwrap.dedent(
+    """
+    import json, os, sys, time
+    import aog_plugins
+    from aog_plugins.process._reaper import reaper
+
+    plugins = [aog_plugins.launch(cmd) for cmd in json.loads(sys.argv[1])]
+    print(json.dumps({
+        "plugins": [p.pid for p in plugins],
+        "dirs": [os.path.dirname(p.handshake.address) for p in plugins],
+        "tracked": reaper().tracked_pids(),
+        "reaper": reaper().pid,
+    }), flush=True)
+    time.sleep(600)
+    """
+)
+
+# Tracks plain process groups by hand. argv[1]: JSON list of [command, create_time
+# offset, reap the leader at once?]; $STEPS: what else to do before reporting.
+TRACK_HOST = textwrap.dedent(
+    """
+    import json, os, signal, subprocess, sys, tempfile, time
+    import psutil
+    from aog_plugins.process._reaper import reaper
+
+    steps = os.environ.get("STEPS", "").split(",")
+    out = {"groups": [], "dirs": []}
+    for cmd, offset, reap_leader in json.loads(sys.argv[1]):
+        p = subprocess.Popen(cmd, start_new_session=True)
+        d = tempfile.mkdtemp(prefix="aogp-%d-" % os.getpid())
+        reaper().track(p.pid, psutil.Process(p.pid).create_time() + offset, d)
+        if reap_leader:
+            p.wait()
+        out["groups"].append(p.pid)
+        out["dirs"].append(d)
+        out.setdefault("first_reaper", reaper().pid)
+        if "kill-reaper" in steps:
+            os.kill(reaper().pid, signal.SIGKILL)
+            while psutil.Process(reaper().pid).status() != psutil.STATUS_ZOMBIE:
+                time.sleep(0.01)
+            steps.remove("kill-reaper")
+        if "stop-reaper" in steps:
+            os.kill(reaper().pid, signal.SIGSTOP)
+            for fake in range(4000):  # fills the pipe: the host must notice and replace it
+                reaper().track(4000000 + fake, 0.0, None)
+            steps.remove("stop-reaper")
+    if "untrack" in steps:
+        for pid in out["groups"]:
+            reaper().untrack(pid)
+    if "fork" in steps:
+        child = os.fork()
+        if child == 0:
+            time.sleep(600)
+            os._exit(0)
+        out["forked"] = child
+    out["reaper"] = reaper().pid
+    out["tracked"] = reaper().tracked_pids()
+    print(json.dumps(out), flush=True)
+    if "exit" not in steps:
+        time.sleep(600)
+    """
+)
+
+SLEEPER = [sys.executable, "-c", "import time; time.sleep(600)"]
+# The leader starts a member of its group and exits at once; the member stays.
+LEADER_EXITS = ["sh", "-c", f"{sys.executable} -c 'import time; time.sleep(600)' & exit 0"]
+
+
+def _group_members(pgid: int) -> list[int]:
+    members = []
+    for proc in psutil.process_iter():
+        try:
+            if os.getpgid(proc.pid) == pgid and not gone(proc.pid):
+                members.append(proc.pid)
+        except (OSError, psutil.Error):
+            continue
+    return members
+
+
+def _kill_host_and_time(host_kill: Any, pids: list[int]) -> tuple[float, list[int]]:
+    """SIGKILL the host; seconds until every pid was gone (capped) and those left."""
+    start = time.monotonic()
+    host_kill()
+    left = wait_gone(pids, KILL_DEADLINE)
+    return time.monotonic() - start, left
+
+
+def _wait_removed(dirs: list[str], timeout: float = KILL_DEADLINE) -> list[str]:
+    deadline = time.monotonic() + timeout
+    while any(os.path.exists(d) for d in dirs) and time.monotonic() < deadline:
+        time.sleep(0.02)
+    return [d for d in dirs if os.path.exists(d)]
+
+
+def _track(*groups: tuple[list[str], float, bool]) -> str:
+    return json.dumps([list(g) for g in groups])
+
+
+def test_sigkilled_host_loses_every_plugin_and_grandchild_within_2s(
+    make_host: HostFactory, leak_check: LeakCheck
+) -> None:
+    cmds = [plugin_cmd("echo_plugin.py"), plugin_cmd("misbehave.py", "grandchild")]
+    host = make_host(LAUNCH_HOST, json.dumps(cmds))
+    info = host.read()
+    assert set(info["plugins"]) <= set(info["tracked"]), "spawn() did not track its plugins"
+    victims = [p.pid for p in leak_check.tagged() if p.pid != host.proc.pid]
+    assert set(info["plugins"]) < set(victims), "the grandchild is missing"
+    assert all(Path(d).is_dir() for d in info["dirs"])
+
+    took, left = _kill_host_and_time(host.kill, victims)
+
+    assert not left, f"still running {took:.2f}s after the host was killed: {left}"
+    assert not _wait_removed(info["dirs"]), "the reaper left socket dirs behind"
+    assert not wait_gone([info["reaper"]], KILL_DEADLINE), "the reaper did not exit"
+
+
+def test_reaper_spares_a_group_whose_leader_is_another_process(
+    make_host: HostFactory, leak_check: LeakCheck
+) -> None:
+    # A create_time that does not match stands for a pid reused by a stranger.
+    host = make_host(TRACK_HOST, _track((SLEEPER, -100.0, False), (SLEEPER, 0.0, False)))
+    stranger, ours = host.read()["groups"]
+    _, left = _kill_host_and_time(host.kill, [ours])
+    assert not left
+    try:
+        time.sleep(0.3)
+        assert not gone(stranger), "the reaper killed a process it could not prove was ours"
+    finally:
+        os.kill(stranger, signal.SIGKILL)
+
+
+def test_reaper_kills_a_group_whose_leader_is_already_gone(make_host: HostFactory) -> None:
+    host = make_host(TRACK_HOST, _track((LEADER_EXITS, 0.0, True)))
+    (pgid,) = host.read()["groups"]
+    assert gone(pgid)
+    members = _group_members(pgid)
+    assert members, "the fixture group has no member left"
+    _, left = _kill_host_and_time(host.kill, members)
+    assert not left
+
+
+def test_dead_reaper_is_restarted_with_the_tracked_set(make_host: HostFactory) -> None:
+    host = make_host(
+        TRACK_HOST,
+        _track((SLEEPER, 0.0, False), (SLEEPER, 0.0, False)),
+        env={"STEPS": "kill-reaper"},
+    )
+    info = host.read()
+    assert info["reaper"] != info["first_reaper"]
+    assert sorted(info["tracked"]) == sorted(info["groups"])
+    _, left = _kill_host_and_time(host.kill, info["groups"])
+    assert not left, "the restarted reaper did not get the replayed groups"
+    assert not _wait_removed(info["dirs"])
+
+
+def test_wedged_reaper_is_replaced(make_host: HostFactory) -> None:
+    host = make_host(TRACK_HOST, _track((SLEEPER, 0.0, False)), env={"STEPS": "stop-reaper"})
+    info = host.read()
+    try:
+        assert info["reaper"] != info["first_reaper"]
+        assert gone(info["first_reaper"]), "the wedged reaper was not killed"
+    except AssertionError:
+        os.kill(info["first_reaper"], signal.SIGKILL)  # not replaced: it is still ours, stopped
+        raise
+    _, left = _kill_host_and_time(host.kill, info["groups"])
+    assert not left
+
+
+def test_a_forked_child_does_not_hold_the_reaper_off(
+    make_host: HostFactory, leak_check: LeakCheck
+) -> None:
+    host = make_host(TRACK_HOST, _track((SLEEPER, 0.0, False)), env={"STEPS": "fork"})
+    info = host.read()
+    try:
+        _, left = _kill_host_and_time(host.kill, info["groups"])
+        assert not left, "the forked child kept the reaper's pipe open"
+        assert not gone(info["forked"])
+    finally:
+        os.kill(info["forked"], signal.SIGKILL)
+
+
+def test_clean_exit_spares_untracked_groups_and_ends_the_reaper(
+    make_host: HostFactory, leak_check: LeakCheck
+) -> None:
+    host = make_host(TRACK_HOST, _track((SLEEPER, 0.0, False)), env={"STEPS": "untrack,exit"})
+    info = host.read()
+    assert info["tracked"] == []
+    assert host.proc.wait(10) == 0
+    try:
+        assert not wait_gone([info["reaper"]], KILL_DEADLINE), "the reaper outlived its host"
+        assert not gone(info["groups"][0]), "an untracked group was killed"
+        assert all(os.path.isdir(d) for d in info["dirs"])
+    finally:
+        os.kill(info["groups"][0], signal.SIGKILL)
+        for d in info["dirs"]:
+            os.rmdir(d)

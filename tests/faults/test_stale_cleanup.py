@@ -1,0 +1,122 @@
+"""Socket dirs of dead hosts are removed by the next process's first make_socket_dir().
+
+Every test runs the cleanup in a fresh process whose TMPDIR is a private short dir, so
+the dirs planted here are invisible to other tests running at the same time.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import textwrap
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from tests.faults.conftest import ROOT
+
+# Makes a socket dir (the cleanup runs first), plants argv[1] afterwards, makes another:
+# the cleanup must not run twice in one process.
+FRESH_HOST = textwrap.dedent(
+    """
+    import json, os, sys
+    from aog_plugins.process._tempdir import make_socket_dir, remove_socket_dir
+    first = make_socket_dir()
+    os.mkdir(sys.argv[1])
+    second = make_socket_dir()
+    print(json.dumps([first, second]))
+    remove_socket_dir(first)
+    remove_socket_dir(second)
+    """
+)
+
+
+def _run_fresh_host(tmpdir: Path, late_dir: Path) -> list[str]:
+    env = {**os.environ, "TMPDIR": str(tmpdir), "PYTHONPATH": str(ROOT)}
+    run = subprocess.run(
+        [sys.executable, "-c", FRESH_HOST, str(late_dir)],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=True,
+    )
+    made: list[str] = json.loads(run.stdout)
+    return made
+
+
+def _dead_pid() -> int:
+    proc = subprocess.Popen(["true"])
+    proc.wait()
+    return proc.pid
+
+
+@pytest.fixture
+def live_pid() -> Iterator[int]:
+    """A running process started before any dir the test makes."""
+    proc = subprocess.Popen(["sleep", "600"])
+    yield proc.pid
+    proc.kill()
+    proc.wait()
+
+
+def _plant(base: Path, name: str, *, age: float = 0.0) -> Path:
+    path = base / name
+    path.mkdir(mode=0o700)
+    (path / "plugin.sock").write_text("left behind")
+    if age:
+        old = time.time() - age
+        os.utime(path, (old, old))
+    return path
+
+
+def test_dirs_of_dead_hosts_go_and_live_hosts_stay(short_tmpdir: Path, live_pid: int) -> None:
+    time.sleep(0.05)  # the live process is strictly older than its dir
+    dead = _plant(short_tmpdir, f"aogp-{_dead_pid()}-abc")
+    live = _plant(short_tmpdir, f"aogp-{live_pid}-def")
+    # A live pid whose process is younger than the dir: the pid was reused.
+    reused = _plant(short_tmpdir, f"aogp-{live_pid}-ghi", age=3600)
+    unrelated = _plant(short_tmpdir, f"aogp-notapid-{_dead_pid()}")
+    late = short_tmpdir / f"aogp-{_dead_pid()}-late"
+
+    made = _run_fresh_host(short_tmpdir, late)
+
+    assert not dead.exists()
+    assert not reused.exists()
+    assert live.is_dir()
+    assert (live / "plugin.sock").exists()
+    assert unrelated.is_dir()
+    assert late.is_dir(), "the cleanup ran again at the second make_socket_dir()"
+    assert all(Path(d).parent == short_tmpdir for d in made)
+    assert not any(Path(d).exists() for d in made)
+
+
+def test_files_and_symlinks_are_never_touched(short_tmpdir: Path) -> None:
+    dead = _dead_pid()
+    target = _plant(short_tmpdir, "target")
+    plain_file = short_tmpdir / f"aogp-{dead}-file"
+    plain_file.write_text("not a dir")
+    link = short_tmpdir / f"aogp-{dead}-link"
+    link.symlink_to(target)
+
+    _run_fresh_host(short_tmpdir, short_tmpdir / "late")
+
+    assert plain_file.is_file()
+    assert link.is_symlink()
+    assert (target / "plugin.sock").exists()
+
+
+@pytest.mark.skipif(os.getuid() != 0, reason="planting another user's dir needs root")
+def test_other_users_dirs_are_never_touched(short_tmpdir: Path) -> None:
+    foreign = _plant(short_tmpdir, f"aogp-{_dead_pid()}-foreign")
+    os.chown(foreign, 65534, 65534)
+    ours = _plant(short_tmpdir, f"aogp-{_dead_pid()}-ours")
+
+    _run_fresh_host(short_tmpdir, short_tmpdir / "late")
+
+    assert foreign.is_dir()
+    assert not ours.exists()
