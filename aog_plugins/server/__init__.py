@@ -7,6 +7,7 @@ A few lines serve a gRPC servicer the way go-plugin's ``plugin.Serve`` does::
 """
 
 from aog_plugins.server._hclog import HclogFormatter, configure_logging
+from aog_plugins.server._provider import ProviderServicer, serve_provider
 from aog_plugins.server._serve import HEALTH_SERVICE, CookieMissing, PluginServer, Register, serve
 
 __all__ = [
@@ -14,7 +15,9 @@ __all__ = [
     "CookieMissing",
     "HclogFormatter",
     "PluginServer",
+    "ProviderServicer",
     "Register",
     "configure_logging",
     "serve",
+    "serve_provider",
 ]
