@@ -1,0 +1,218 @@
+"""Every GRPCProviderClient method against the Python fixture providers (real processes)."""
+
+from __future__ import annotations
+
+import json
+import logging
+import queue
+import time
+from collections.abc import Iterator
+
+import pytest
+
+from aog_plugins import Plugin, RestartPolicy, launch
+from aog_plugins.errors import PluginCrashedError, PluginError
+from aog_plugins.types import (
+    BidiMessage,
+    DeleteRequest,
+    EngineVersionResponse,
+    LoadRequest,
+    ProgressResponse,
+    PullModelRequest,
+    StreamChunk,
+    UnloadModelRequest,
+)
+from tests.process.conftest import LeakCheck, plugin_cmd
+
+
+@pytest.fixture
+def local(leak_check: LeakCheck) -> Iterator[Plugin]:
+    with launch(
+        plugin_cmd("local_provider.py"), restart=RestartPolicy.never(), extra_env=leak_check.env
+    ) as plugin:
+        yield plugin
+
+
+@pytest.fixture
+def remote(leak_check: LeakCheck) -> Iterator[Plugin]:
+    with launch(
+        plugin_cmd("remote_provider.py"), restart=RestartPolicy.never(), extra_env=leak_check.env
+    ) as plugin:
+        yield plugin
+
+
+def test_local_engine_lifecycle(local: Plugin) -> None:
+    client = local.client
+    assert client.get_manifest().provider.type == "local"
+    assert client.check_engine() is False
+    with pytest.raises(PluginError) as info:
+        client.start_engine("daemon")
+    assert info.value.code == 2001
+    client.install_engine()
+    with pytest.raises(PluginError):
+        client.install_engine()  # again without cover
+    client.install_engine(cover=True)
+    assert client.check_engine() is True
+    client.init_env()
+    client.start_engine("daemon")
+    client.upgrade_engine()
+    client.stop_engine()
+    assert client.get_config().recommend_model
+    assert client.get_version().version
+    asked = client.get_version(EngineVersionResponse(version="9.9"))
+    assert asked.version
+
+
+def test_model_management_and_progress_callback(local: Plugin) -> None:
+    client = local.client
+    seen: list[ProgressResponse] = []
+    last = client.pull_model(PullModelRequest(model="tiny:1b"), progress=seen.append)
+    assert last.status == "success"
+    assert seen[0].status == "pulling manifest"
+    assert any(p.total and p.completed == p.total for p in seen)
+    assert client.pull_model(PullModelRequest(model="other:2b")).status == "success"
+    items = list(client.pull_model_stream(PullModelRequest(model="third:3b")))
+    assert items[-1].status == "success"
+    names = {m.name for m in client.list_models().models}
+    assert {"tiny:1b", "other:2b", "third:3b"} <= names
+    client.load_model(LoadRequest(model="tiny:1b"))
+    assert [m.name for m in client.get_running_models().models] == ["tiny:1b"]
+    client.unload_model(UnloadModelRequest(models=["tiny:1b"]))
+    assert client.get_running_models().models == []
+    client.delete_model(DeleteRequest(model="other:2b"))
+    assert "other:2b" not in {m.name for m in client.list_models().models}
+    with pytest.raises(PluginError) as info:
+        client.load_model(LoadRequest(model="never-pulled"))
+    assert info.value.code == 3000
+    with pytest.raises(PluginError) as info:
+        list(client.pull_model_stream(PullModelRequest(model="broken-1")))
+    assert info.value.code == 3001
+
+
+def test_wrong_kind_answers_code_11(local: Plugin, remote: Plugin) -> None:
+    with pytest.raises(PluginError, match="not a remote plugin") as info:
+        local.client.validate_auth()
+    assert info.value.code == 11
+    with pytest.raises(PluginError, match="not a local plugin"):
+        remote.client.check_engine()
+    with pytest.raises(PluginError, match="not a local plugin"):
+        list(remote.client.pull_model_stream(PullModelRequest(model="x")))
+
+
+def test_operate_status_and_health(local: Plugin) -> None:
+    client = local.client
+    client.set_operate_status(1)
+    assert client.get_operate_status() == 1
+    client.health_check()
+    client.set_operate_status(2)
+    with pytest.raises(PluginError) as info:
+        client.health_check()
+    assert info.value.code == 1005
+
+
+def test_remote_auth_and_calls(remote: Plugin) -> None:
+    client = remote.client
+    with pytest.raises(PluginError) as info:
+        client.validate_auth()
+    assert info.value.code == 1002
+    client.set_auth("apikey", {"api_key": "k-123"})
+    client.validate_auth()
+    client.refresh_auth()
+    reply = json.loads(client.invoke_service("chat", b'{"messages": [{"content": "hi"}]}', "tok"))
+    assert reply["auth_info"] == "tok"
+    assert json.loads(client.invoke_service("auth", b"{}"))["refreshes"] == 1
+
+
+def test_support_model_list_follows_the_manifest(remote: Plugin) -> None:
+    client = remote.client
+    manifest = client.get_manifest()
+    entries = client.get_support_model_list()
+    expected = sum(len(s.support_models) for s in manifest.services)
+    assert len(entries) == expected
+
+
+def test_stream_end_and_failure_rules(remote: Plugin) -> None:
+    client = remote.client
+    chunks = list(client.invoke_service_stream("chat", b'{"chunks": 4}'))
+    assert len(chunks) == 5
+    assert chunks[-1].is_final
+    assert chunks[-1].data == b"data: [DONE]\n\n"
+    # Without a final chunk the stream simply ends.
+    assert len(list(client.invoke_service_stream("chat", b'{"chunks": 2, "final": false}'))) == 2
+    got: list[StreamChunk] = []
+    with pytest.raises(PluginError) as info:
+        got.extend(client.invoke_service_stream("fail-stream", b"{}"))
+    assert info.value.code == 4001
+    assert len(got) == 2  # the two chunks before the failure arrived intact
+    with pytest.raises(PluginError) as info:
+        list(client.invoke_service_stream("fail-chunk", b"{}"))
+    assert info.value.code == 4004
+
+
+def test_caller_cancels_a_stream(remote: Plugin, caplog: pytest.LogCaptureFixture) -> None:
+    caplog.set_level(logging.INFO)
+    stream = remote.client.invoke_service_stream("slow-stream", b'{"interval": 0.05}')
+    for index, _ in enumerate(stream):
+        if index == 2:
+            break
+    stream.close()
+    deadline = time.monotonic() + 5
+    while time.monotonic() < deadline and "stream cancelled" not in caplog.text:
+        time.sleep(0.05)
+    assert "stream cancelled" in caplog.text
+
+
+def test_bidi_rules_and_echo(remote: Plugin) -> None:
+    client = remote.client
+    sender, replies = client.invoke_service_bidi("realtime", "auth-x", ws_conn_id="ws-1")
+    sender.send("whoami")
+    who = json.loads(next(replies).data)
+    assert who["ws_conn_id"] == "ws-1"
+    assert who["auth_info"] == "auth-x"
+    sender.send("hello")
+    assert next(replies).data == b"echo: hello"
+    sender.send(BidiMessage(data=b"p", message_type="ping"))
+    pong = next(replies)
+    assert pong.message_type == "pong"
+    sender.send("error-item")
+    with pytest.raises(PluginError) as info:
+        next(replies)
+    assert info.value.code == 4004
+    sender.cancel()
+
+
+def test_bidi_close_and_bridge(remote: Plugin) -> None:
+    inbound: queue.Queue[BidiMessage | None] = queue.Queue()
+    for text in ("one", "two"):
+        inbound.put(BidiMessage(data=text.encode(), message_type="text"))
+    inbound.put(BidiMessage(data=b"", message_type="close"))
+    replies = list(remote.client.invoke_service_bidirectional("realtime", "ws-9", "", inbound))
+    assert [r.data for r in replies[:2]] == [b"echo: one", b"echo: two"]
+    assert replies[-1].message_type == "close"
+    out: queue.Queue[BidiMessage | None] = queue.Queue()
+    remote.client.invoke_service_bidirectional(
+        "realtime", "ws-10", "", [BidiMessage(data=b"x", message_type="text")], outbound=out
+    )
+    assert out.get(timeout=5) is not None
+    assert out.get(timeout=5) is None
+
+
+def test_bidi_failure_from_the_plugin(remote: Plugin) -> None:
+    sender, replies = remote.client.invoke_service_bidi("realtime")
+    sender.send("boom")
+    with pytest.raises(PluginError) as info:
+        list(replies)
+    assert info.value.code == 11
+
+
+def test_crash_mid_call_is_typed(remote: Plugin) -> None:
+    with pytest.raises(PluginCrashedError) as info:
+        remote.client.invoke_service("crash", b"{}")
+    assert info.value.exit_code == 7
+
+
+def test_big_response(local: Plugin) -> None:
+    size = 16 << 20
+    data = local.client.invoke_service("big", json.dumps({"size": size}).encode(), timeout=60)
+    assert len(data) == size
+    assert data[:256] == bytes(range(256))
