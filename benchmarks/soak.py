@@ -70,8 +70,9 @@ def _calls_with_kills(cmd: list[str], calls: int, kill_every: int) -> dict[str, 
         if event.old is PluginState.RUNNING and event.new is PluginState.BACKOFF and killed_at:
             detections.append(time.monotonic() - killed_at[-1])
 
-    policy = RestartPolicy(backoff_base=0.01, max_restarts=10**6, min_uptime=3600)
+    policy = RestartPolicy(backoff_base=0.01, backoff_max=0.1, max_restarts=10**6, min_uptime=3600)
     ok = crashed = 0
+    failures: dict[str, int] = {}
     with launch(cmd, restart=policy, on_event=on_event) as plugin:
         client = plugin.client
         for i in range(calls):
@@ -81,12 +82,15 @@ def _calls_with_kills(cmd: list[str], calls: int, kill_every: int) -> dict[str, 
             try:
                 client.invoke_service("echo", b'{"n": 1}', timeout=10)
                 ok += 1
-            except PluginCallError:
+            except PluginCallError as exc:
                 crashed += 1
+                kind = f"{type(exc).__name__}:{exc.code}"
+                failures[kind] = failures.get(kind, 0) + 1
     return {
         "calls_ok": ok,
         "calls_failed": crashed,
         "kills": len(killed_at),
+        "failures_by_kind": failures,
         "exit_detection_ms_median": round(statistics.median(detections) * 1000, 2)
         if detections
         else None,
