@@ -24,6 +24,7 @@ import grpc
 from aog_plugins.errors import (
     AogPluginsError,
     ConfigurationError,
+    PluginCallError,
     PluginFatalError,
     PluginStartError,
 )
@@ -209,10 +210,11 @@ class Plugin:
                     )
                 remaining = None if deadline is None else deadline - time.monotonic()
                 if remaining is not None and remaining <= 0:
-                    raise PluginFatalError(
+                    raise PluginCallError(
                         f"the plugin is {state.value} ({self._reason}) and did not come back "
                         f"within the call's timeout",
                         code="DEADLINE_EXCEEDED",
+                        process_exited=True,
                     )
                 self._cond.wait(remaining if remaining is not None else 1.0)
 
