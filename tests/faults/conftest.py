@@ -19,7 +19,16 @@ import pytest
 
 from tests.process.conftest import LeakCheck, leak_check, plugin_cmd
 
-__all__ = ["Host", "HostFactory", "gone", "leak_check", "plugin_cmd", "short_tmpdir", "wait_gone"]
+__all__ = [
+    "Host",
+    "HostFactory",
+    "gone",
+    "leak_check",
+    "plugin_cmd",
+    "short_tmpdir",
+    "wait_gone",
+    "wait_stopped",
+]
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -96,3 +105,17 @@ def short_tmpdir() -> Iterator[Path]:
     path = tempfile.mkdtemp(prefix="aogt-", dir="/tmp")
     yield Path(path)
     shutil.rmtree(path, ignore_errors=True)
+
+
+def wait_stopped(pid: int) -> None:
+    """SIGSTOP takes effect asynchronously: wait until every thread of ``pid`` is stopped."""
+    deadline = time.monotonic() + 5
+    while True:
+        states = []
+        for tid in os.listdir(f"/proc/{pid}/task"):
+            with open(f"/proc/{pid}/task/{tid}/stat") as stat:
+                states.append(stat.read().rsplit(")", 1)[1].split()[0])
+        if all(state in ("T", "t") for state in states):
+            return
+        assert time.monotonic() < deadline, f"pid {pid} did not stop: {states}"
+        time.sleep(0.01)

@@ -18,6 +18,7 @@ from aog_plugins.errors import (
     PluginExitedError,
     PluginFatalError,
 )
+from tests.faults.conftest import wait_stopped
 from tests.process.conftest import LeakCheck, leak_check, plugin_cmd
 
 __all__ = ["leak_check"]
@@ -152,7 +153,7 @@ def test_sigstop_calls_hit_their_deadline_and_kill_still_works(
 ) -> None:
     plugin, _ = echo
     os.kill(plugin.pid, signal.SIGSTOP)
-    _wait_stopped(plugin.pid)
+    wait_stopped(plugin.pid)
     try:
         with pytest.raises(PluginCallError) as info:
             plugin.client.invoke_service("chat", b"{}", timeout=0.5)
@@ -210,17 +211,3 @@ def test_always_policy_restarts_a_clean_exit(leak_check: LeakCheck) -> None:
     ) as plugin:
         first = plugin.pid
         _wait_for(lambda: plugin.pid != first and plugin.state is PluginState.RUNNING)
-
-
-def _wait_stopped(pid: int) -> None:
-    """SIGSTOP takes effect asynchronously: wait until every thread is stopped."""
-    deadline = time.monotonic() + 5
-    while True:
-        states = []
-        for tid in os.listdir(f"/proc/{pid}/task"):
-            with open(f"/proc/{pid}/task/{tid}/stat") as stat:
-                states.append(stat.read().rsplit(")", 1)[1].split()[0])
-        if all(state in ("T", "t") for state in states):
-            return
-        assert time.monotonic() < deadline, f"pid {pid} did not stop: {states}"
-        time.sleep(0.01)

@@ -13,6 +13,7 @@ import pytest
 
 from aog_plugins import Plugin, PluginEvent, PluginState, RestartPolicy, launch
 from aog_plugins.errors import PluginCallError, PluginCrashedError, PluginFatalError
+from tests.faults.conftest import wait_stopped
 from tests.gofixtures.conftest import go_bins
 from tests.process.conftest import LeakCheck, leak_check
 from tests.support.gobuild import GoBinaries
@@ -97,7 +98,7 @@ def test_panic_is_a_crash_with_the_panic_text(go_plugin: tuple[Plugin, list[Plug
 def test_sigstop_deadline_then_kill(go_plugin: tuple[Plugin, list[PluginEvent]]) -> None:
     plugin, _ = go_plugin
     os.kill(plugin.pid, signal.SIGSTOP)
-    _wait_stopped(plugin.pid)
+    wait_stopped(plugin.pid)
     try:
         with pytest.raises(PluginCallError) as info:
             plugin.client.invoke_service("echo", b"{}", timeout=0.5)
@@ -123,17 +124,3 @@ def test_crash_loop_to_fatal(go_bins: GoBinaries, leak_check: LeakCheck) -> None
         assert plugin.state is PluginState.FATAL
         with pytest.raises(PluginFatalError):
             plugin.client.health_check(timeout=30)
-
-
-def _wait_stopped(pid: int) -> None:
-    """SIGSTOP takes effect asynchronously: wait until every thread is stopped."""
-    deadline = time.monotonic() + 5
-    while True:
-        states = []
-        for tid in os.listdir(f"/proc/{pid}/task"):
-            with open(f"/proc/{pid}/task/{tid}/stat") as stat:
-                states.append(stat.read().rsplit(")", 1)[1].split()[0])
-        if all(state in ("T", "t") for state in states):
-            return
-        assert time.monotonic() < deadline, f"pid {pid} did not stop: {states}"
-        time.sleep(0.01)
