@@ -32,7 +32,7 @@ _LEVELS = {
 }
 # "[DEBUG] msg" or "2024-05-01T10:00:00.000Z [DEBUG] msg" (hclog's text format).
 _TEXT_LEVEL = re.compile(
-    r"^(?:\d{4}-\d\d-\d\dT\S*\s+)?\[(TRACE|DEBUG|INFO|WARN|WARNING|ERROR)\]\s?(.*)$", re.S
+    r"^(?:\d{4}-\d\d-\d\dT\S*\s+)?\[(TRACE|DEBUG|INFO|WARN|WARNING|ERROR)\]\s*(.*)$", re.S
 )
 _PANIC_PREFIXES = ("panic: ", "fatal error: ")
 

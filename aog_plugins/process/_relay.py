@@ -98,7 +98,9 @@ class _Pipe(asyncio.Protocol):
         self._eof = True
         if self.peer is not None:
             self.peer.send_eof()
-        return True  # keep our write side open until the peer finishes
+        # Plain sockets half-close: keep our write side open until the peer finishes.
+        # TLS has no half-close (asyncio warns if we ask), so there it just closes.
+        return self.transport is None or self.transport.get_extra_info("sslcontext") is None
 
     def send(self, data: bytes) -> None:
         if self.transport is not None and not self.transport.is_closing():

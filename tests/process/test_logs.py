@@ -60,7 +60,7 @@ def test_non_string_message_is_logged_as_json(message: object, text: str) -> Non
         (
             "2026-01-02T03:04:05.000Z [INFO]  plugin: started: a=1",
             logging.INFO,
-            " plugin: started: a=1",
+            "plugin: started: a=1",
         ),
         ("plain text", logging.DEBUG, "plain text"),
         ("{not json", logging.DEBUG, "{not json"),
