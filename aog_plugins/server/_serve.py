@@ -223,20 +223,7 @@ class PluginServer:
             except RuntimeError:
                 return 0
 
-        if self._network == "tcp":
-            for port in range(env.min_port, env.max_port + 1):
-                if _port_free(port) and add(f"127.0.0.1:{port}"):
-                    return f"127.0.0.1:{port}"
-            raise ConfigurationError(
-                f"no free TCP port between {env.min_port} and {env.max_port} "
-                "(PLUGIN_MIN_PORT/PLUGIN_MAX_PORT)"
-            )
-        path = self._socket_file(env)
-        if not add(f"unix:{path}"):
-            raise ConfigurationError(f"cannot listen on unix socket {path!r}")
-        self._socket_path = path
-        self._apply_group(env, path)
-        return path
+        return self._listen(env, lambda network, address: bool(add(_grpc_target(network, address))))
 
     def _bind_relay(
         self, server: grpc.Server, env: PluginEnv, ours: CertificateBundle, host_der: bytes
@@ -247,22 +234,31 @@ class PluginServer:
         private = os.path.join(self._private_dir, "s")
         if not server.add_insecure_port(f"unix:{private}"):
             raise ConfigurationError(f"cannot listen on unix socket {private!r}")
+
+        def listen(network: str, address: str) -> bool:
+            try:
+                self._relay = start_server_relay((network, address), private, ours, host_der)
+            except OSError:
+                return False
+            return True
+
+        return self._listen(env, listen)
+
+    def _listen(self, env: PluginEnv, listen: Callable[[str, str], bool]) -> str:
+        """Listen on a unix socket in the socket dir, or the first free TCP port of the
+        host's range; ``listen(network, address)`` binds and says whether it worked."""
         if self._network == "tcp":
             for port in range(env.min_port, env.max_port + 1):
-                if not _port_free(port):
-                    continue
-                try:
-                    listen = ("tcp", f"127.0.0.1:{port}")
-                    self._relay = start_server_relay(listen, private, ours, host_der)
-                except OSError:
-                    continue
-                return listen[1]
+                address = f"127.0.0.1:{port}"
+                if _port_free(port) and listen("tcp", address):
+                    return address
             raise ConfigurationError(
                 f"no free TCP port between {env.min_port} and {env.max_port} "
                 "(PLUGIN_MIN_PORT/PLUGIN_MAX_PORT)"
             )
         path = self._socket_file(env)
-        self._relay = start_server_relay(("unix", path), private, ours, host_der)
+        if not listen("unix", path):
+            raise ConfigurationError(f"cannot listen on unix socket {path!r}")
         self._socket_path = path
         self._apply_group(env, path)
         return path
@@ -327,6 +323,10 @@ class PluginServer:
                 os.unlink(self._socket_path)
         if self._private_dir is not None:
             shutil.rmtree(self._private_dir, ignore_errors=True)
+
+
+def _grpc_target(network: str, address: str) -> str:
+    return f"unix:{address}" if network == "unix" else address
 
 
 def _port_free(port: int) -> bool:
