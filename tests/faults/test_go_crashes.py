@@ -12,7 +12,12 @@ from collections.abc import Iterator
 import pytest
 
 from aog_plugins import Plugin, PluginEvent, PluginState, RestartPolicy, launch
-from aog_plugins.errors import PluginCallError, PluginCrashedError, PluginFatalError
+from aog_plugins.errors import (
+    PluginCallError,
+    PluginCrashedError,
+    PluginExitedError,
+    PluginFatalError,
+)
 from tests.faults.conftest import wait_stopped
 from tests.gofixtures.conftest import go_bins
 from tests.process.conftest import LeakCheck, leak_check
@@ -124,3 +129,38 @@ def test_crash_loop_to_fatal(go_bins: GoBinaries, leak_check: LeakCheck) -> None
         assert plugin.state is PluginState.FATAL
         with pytest.raises(PluginFatalError):
             plugin.client.health_check(timeout=30)
+
+
+def test_sigkill_during_handshake(go_bins: GoBinaries, leak_check: LeakCheck) -> None:
+    def kill_tagged() -> None:
+        for proc in leak_check.tagged():
+            proc.kill()
+
+    threading.Timer(0.5, kill_tagged).start()
+    with pytest.raises(PluginExitedError) as info:
+        launch(
+            str(go_bins.misbehave),
+            extra_env={**leak_check.env, "AOG_FIXTURE_MODE": "sleep-before-handshake"},
+        )
+    assert info.value.exit_code == -signal.SIGKILL
+
+
+def test_sigkill_during_shutdown(go_bins: GoBinaries, leak_check: LeakCheck) -> None:
+    plugin = launch(str(go_bins.misbehave), extra_env={**leak_check.env, "AOG_FIXTURE_MODE": "ok"})
+    os.kill(plugin.pid, signal.SIGKILL)  # dies just as the kill ladder begins
+    plugin.kill()
+    assert plugin.state is PluginState.EXITED
+    assert plugin.exit_code == -signal.SIGKILL
+
+
+def test_clean_exit_is_not_restarted(go_bins: GoBinaries, leak_check: LeakCheck) -> None:
+    events: list[PluginEvent] = []
+    env = {**leak_check.env, "AOG_FIXTURE_MODE": "exit-zero-soon", "AOG_FIXTURE_DELAY": "200ms"}
+    with launch(str(go_bins.misbehave), on_event=events.append, extra_env=env) as plugin:
+        deadline = time.monotonic() + 10
+        while plugin.state is not PluginState.EXITED and time.monotonic() < deadline:
+            time.sleep(0.01)
+        assert plugin.exit_code == 0
+        with pytest.raises(PluginFatalError, match="EXITED"):
+            plugin.client.health_check(timeout=5)
+    assert not any(e.new is PluginState.BACKOFF for e in events)
