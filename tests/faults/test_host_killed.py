@@ -19,7 +19,11 @@ from typing import Any
 import psutil
 
 from tests.faults.conftest import HostFactory, gone, plugin_cmd, wait_gone
+from tests.gofixtures.conftest import go_bins
 from tests.process.conftest import LeakCheck
+from tests.support.gobuild import GoBinaries
+
+__all__ = ["go_bins"]
 
 KILL_DEADLINE = 2.0
 
@@ -137,6 +141,22 @@ def test_sigkilled_host_loses_every_plugin_and_grandchild_within_2s(
     assert not left, f"still running {took:.2f}s after the host was killed: {left}"
     assert not _wait_removed(info["dirs"]), "the reaper left socket dirs behind"
     assert not wait_gone([info["reaper"]], KILL_DEADLINE), "the reaper did not exit"
+
+
+def test_sigkilled_host_loses_its_go_plugins_within_2s(
+    make_host: HostFactory, leak_check: LeakCheck, go_bins: GoBinaries
+) -> None:
+    cmds = [[str(go_bins.aog_provider)], [str(go_bins.misbehave)]]
+    host = make_host(LAUNCH_HOST, json.dumps(cmds), env={"AOG_FIXTURE_MODE": "ok"})
+    info = host.read()
+    assert set(info["plugins"]) <= set(info["tracked"])
+    victims = [p.pid for p in leak_check.tagged() if p.pid != host.proc.pid]
+    assert set(info["plugins"]) <= set(victims)
+
+    took, left = _kill_host_and_time(host.kill, victims)
+
+    assert not left, f"still running {took:.2f}s after the host was killed: {left}"
+    assert not _wait_removed(info["dirs"]), "the reaper left socket dirs behind"
 
 
 def test_reaper_spares_a_group_whose_leader_is_another_process(
