@@ -11,7 +11,6 @@ from __future__ import annotations
 import enum
 import logging
 import os
-import signal
 import threading
 import time
 from collections.abc import Callable, Collection, Mapping, Sequence
@@ -33,6 +32,7 @@ from aog_plugins.process import _registry
 from aog_plugins.process._connect import health_check
 from aog_plugins.process._policy import RestartHistory, RestartPolicy
 from aog_plugins.process._reattach import ReattachConfig
+from aog_plugins.process._spawn import describe_exit
 from aog_plugins.process._start import (
     Incarnation,
     Output,
@@ -70,18 +70,6 @@ class PluginEvent:
     reason: str
     pid: int | None
     exit_code: int | None = None
-
-
-def describe_exit(code: int | None) -> str:
-    """``exit code 3`` / ``killed by SIGKILL`` / ``it exited``."""
-    if code is None:
-        return "it exited"
-    if code < 0:
-        try:
-            return f"killed by {signal.Signals(-code).name}"
-        except ValueError:
-            return f"killed by signal {-code}"
-    return f"exit code {code}"
 
 
 class Plugin:

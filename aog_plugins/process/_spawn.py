@@ -33,7 +33,7 @@ from aog_plugins.process._ioloop import io_loop
 from aog_plugins.process._logs import LineSplitter, StderrLogParser
 from aog_plugins.process._reaper import reaper
 
-__all__ = ["PluginProcess", "diagnose_exit", "spawn"]
+__all__ = ["PluginProcess", "describe_exit", "diagnose_exit", "spawn"]
 
 _log = logging.getLogger("aog_plugins.process")
 
@@ -57,12 +57,13 @@ class PluginProcess:
         command: tuple[str, ...],
         logger: logging.Logger,
         on_stdout: Callable[[bytes], None] | None = None,
+        create_time: float | None = None,
     ) -> None:
         self.popen = popen
         self.pid = popen.pid
         self.command = command
         self.logger = logger
-        self.create_time = _create_time(self.pid)
+        self.create_time = _create_time(self.pid) if create_time is None else create_time
         self.handshake: Future[bytes] = Future()
         self.stderr = StderrLogParser(logger, pid=self.pid)
         self._on_stdout = on_stdout
@@ -202,6 +203,16 @@ def _signal_name(sig: int) -> str:
         return "unknown"
 
 
+def describe_exit(code: int | None) -> str:
+    """``exit code 3`` / ``killed by SIGKILL`` / ``it exited``."""
+    if code is None:
+        return "it exited"
+    if code < 0:
+        name = _signal_name(-code)
+        return f"killed by signal {-code}" if name == "unknown" else f"killed by {name}"
+    return f"exit code {code}"
+
+
 def _diagnose_exec_failure(path: str, exc: OSError, command: tuple[str, ...]) -> PluginStartError:
     if exc.errno == errno.ENOENT:
         if os.path.exists(path):
@@ -275,5 +286,6 @@ def spawn(
     except OSError as exc:
         raise _diagnose_exec_failure(argv[0], exc, argv) from exc
     # Kill-on-exit that holds even if this host is SIGKILLed (see _reaper).
-    reaper().track(popen.pid, _create_time(popen.pid), env.get("PLUGIN_UNIX_SOCKET_DIR"))
-    return PluginProcess(popen, argv, logger, on_stdout=on_stdout)
+    create_time = _create_time(popen.pid)
+    reaper().track(popen.pid, create_time, env.get("PLUGIN_UNIX_SOCKET_DIR"))
+    return PluginProcess(popen, argv, logger, on_stdout=on_stdout, create_time=create_time)

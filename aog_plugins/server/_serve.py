@@ -45,6 +45,7 @@ from aog_plugins.handshake import (
     pem_to_der,
     read_plugin_env,
 )
+from aog_plugins.process._connect import HEALTH_SERVICE
 from aog_plugins.server._hclog import configure_logging
 
 if TYPE_CHECKING:
@@ -56,7 +57,6 @@ __all__ = ["HEALTH_SERVICE", "CookieMissing", "PluginServer", "Register", "serve
 Register = Callable[[grpc.Server], None]
 """Adds the plugin's own servicers to the gRPC server (e.g. ``add_XServicer_to_server``)."""
 
-HEALTH_SERVICE = "plugin"
 _log = logging.getLogger("aog_plugins.server")
 _SERVER_OPTIONS = [
     ("grpc.max_send_message_length", -1),
