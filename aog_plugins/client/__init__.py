@@ -6,7 +6,9 @@ from aog_plugins.client._client import (
     DEFAULT_UNARY_TIMEOUT,
     GRPCProviderClient,
 )
-from aog_plugins.client._protocols import (
+from aog_plugins.client._source import ConnectionSource, ExitInfo, StaticSource
+from aog_plugins.client._streams import BidiSender, ResponseStream
+from aog_plugins.contract import (
     BidirectionalPlugin,
     LocalPluginProvider,
     PluginProvider,
@@ -14,8 +16,6 @@ from aog_plugins.client._protocols import (
     RemotePluginProvider,
     StreamablePlugin,
 )
-from aog_plugins.client._source import ConnectionSource, ExitInfo, StaticSource
-from aog_plugins.client._streams import BidiSender, ResponseStream
 
 __all__ = [
     "DEFAULT_STREAM_TIMEOUT",

@@ -19,7 +19,6 @@ from typing import Any, TypeVar
 import grpc
 
 from aog_plugins._proto import provider_pb2, provider_pb2_grpc
-from aog_plugins.client._protocols import ProgressCallback
 from aog_plugins.client._source import (
     ConnectionSource,
     StaticSource,
@@ -27,6 +26,7 @@ from aog_plugins.client._source import (
     transport_error,
 )
 from aog_plugins.client._streams import BidiSender, ResponseStream, StreamRegistry, pump
+from aog_plugins.contract import ProgressCallback
 from aog_plugins.errors import AogPluginsError, PayloadError, PluginCrashedError, PluginError
 from aog_plugins.types import (
     BidiMessage,

@@ -30,7 +30,12 @@ from aog_plugins.handshake._env import (
     host_plugin_env,
     read_plugin_env,
 )
-from aog_plugins.handshake._line import HandshakeLine, check_host_acceptance, parse_handshake_line
+from aog_plugins.handshake._line import (
+    HandshakeLine,
+    check_host_acceptance,
+    parse_handshake_line,
+    split_host_port,
+)
 from aog_plugins.handshake._versions import (
     choose_plugin_version,
     format_protocol_versions,
@@ -72,4 +77,5 @@ __all__ = [
     "pem_to_der",
     "read_plugin_env",
     "select_plugin_set",
+    "split_host_port",
 ]

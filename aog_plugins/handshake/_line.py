@@ -65,7 +65,7 @@ class HandshakeLine:
         if self.network != "tcp":
             return None
         try:
-            return _split_host_port(self.address)
+            return split_host_port(self.address)
         except ValueError as exc:
             raise ConfigurationError(f"invalid tcp address {self.address!r}: {exc}") from None
 
@@ -179,7 +179,7 @@ def _parse(raw: str) -> HandshakeLine:
         raise _malformed(raw, "the address (field 4) is empty")
     if network == "tcp":
         try:
-            address = _join_host_port(*_split_host_port(address))
+            address = _join_host_port(*split_host_port(address))
         except ValueError as exc:
             raise _malformed(raw, f"the tcp address {address!r} is invalid: {exc}") from None
 
@@ -267,7 +267,7 @@ def _safe_format(line: HandshakeLine) -> str:
         return repr(line)
 
 
-def _split_host_port(address: str) -> tuple[str, int]:
+def split_host_port(address: str) -> tuple[str, int]:
     """Split ``host:port`` / ``[v6]:port``; an empty host is 127.0.0.1. ValueError says why."""
     if address.startswith("["):
         end = address.find("]")

@@ -14,11 +14,12 @@ import psutil
 from aog_plugins.errors import PluginConnectError, ReattachError
 from aog_plugins.handshake import HandshakeLine
 from aog_plugins.process import _registry
-from aog_plugins.process._connect import health_check, open_channel, wait_ready
+from aog_plugins.process._connect import health_check
 from aog_plugins.process._ioloop import io_loop
 from aog_plugins.process._plugin import Plugin
 from aog_plugins.process._reattach import ReattachConfig
 from aog_plugins.process._start import Incarnation
+from aog_plugins.transport import open_channel, wait_ready
 
 __all__ = ["AttachedProcess", "attach"]
 

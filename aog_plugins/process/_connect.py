@@ -1,4 +1,4 @@
-"""Connect to a plugin from its handshake: channel, health check, stdio and broker streams."""
+"""Host-side go-plugin services on a connected channel: health, shutdown, stdio, broker."""
 
 from __future__ import annotations
 
@@ -6,7 +6,6 @@ import contextlib
 import logging
 import threading
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass
 
 import grpc
 from google.protobuf import empty_pb2
@@ -21,61 +20,9 @@ from aog_plugins._proto import (
     grpc_stdio_pb2_grpc,
 )
 from aog_plugins.errors import PluginConnectError, PluginUnhealthyError
-from aog_plugins.handshake import CertificateBundle, HandshakeLine, der_to_pem
+from aog_plugins.transport import HEALTH_SERVICE
 
-__all__ = [
-    "CHANNEL_OPTIONS",
-    "BrokerStream",
-    "StdioPump",
-    "health_check",
-    "open_channel",
-    "request_shutdown",
-    "wait_ready",
-]
-
-HEALTH_SERVICE = "plugin"
-
-CHANNEL_OPTIONS: list[tuple[str, int | str]] = [
-    # go-plugin's host lifts both limits; grpcio's default receive limit is 4 MiB.
-    ("grpc.max_send_message_length", -1),
-    ("grpc.max_receive_message_length", -1),
-    # No keepalive pings: grpc-go servers answer them with GOAWAY too_many_pings.
-    ("grpc.keepalive_time_ms", 2**31 - 1),
-]
-
-
-@dataclass(frozen=True)
-class ClientTLS:
-    """The host's certificate and the plugin's certificate it pins."""
-
-    host: CertificateBundle
-    plugin_cert_der: bytes
-
-
-def open_channel(target: str, tls: ClientTLS | None = None) -> grpc.Channel:
-    """A channel to ``target`` (``unix:/path`` or ``host:port``), pinned TLS when given."""
-    if tls is None:
-        return grpc.insecure_channel(target, options=CHANNEL_OPTIONS)
-    creds = grpc.ssl_channel_credentials(
-        root_certificates=der_to_pem(tls.plugin_cert_der),
-        private_key=tls.host.key_pem,
-        certificate_chain=tls.host.cert_pem,
-    )
-    # The certificate says localhost; the target is a socket path or 127.0.0.1.
-    options = [*CHANNEL_OPTIONS, ("grpc.ssl_target_name_override", "localhost")]
-    return grpc.secure_channel(target, creds, options=options)
-
-
-def wait_ready(channel: grpc.Channel, line: HandshakeLine, timeout: float) -> None:
-    """Block until ``channel`` connects, or raise :class:`PluginConnectError`."""
-    try:
-        grpc.channel_ready_future(channel).result(timeout=max(timeout, 0.0))
-    except grpc.FutureTimeoutError as exc:
-        raise PluginConnectError(
-            f"could not connect to the plugin at {line.network} {line.address} within "
-            f"{timeout:.1f}s: the plugin printed its handshake but does not accept "
-            "connections there (or the TLS handshake fails)"
-        ) from exc
+__all__ = ["BrokerStream", "StdioPump", "health_check", "request_shutdown"]
 
 
 def health_check(channel: grpc.Channel, timeout: float) -> None:

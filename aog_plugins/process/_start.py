@@ -40,19 +40,11 @@ from aog_plugins.handshake import (
     host_plugin_env,
     parse_handshake_line,
 )
-from aog_plugins.process._connect import (
-    BrokerStream,
-    ClientTLS,
-    StdioPump,
-    health_check,
-    open_channel,
-    request_shutdown,
-    wait_ready,
-)
+from aog_plugins.process._connect import BrokerStream, StdioPump, health_check, request_shutdown
 from aog_plugins.process._logs import LineSplitter
-from aog_plugins.process._relay import Relay, start_client_relay
 from aog_plugins.process._spawn import COOKIE_REJECTED_MARKER, PluginProcess, spawn
 from aog_plugins.process._tempdir import make_socket_dir, remove_socket_dir
+from aog_plugins.transport import ClientTLS, Relay, open_channel, start_client_relay, wait_ready
 
 __all__ = [
     "Incarnation",

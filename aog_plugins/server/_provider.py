@@ -18,7 +18,7 @@ import grpc
 
 from aog_plugins._proto import provider_pb2 as pb
 from aog_plugins._proto import provider_pb2_grpc
-from aog_plugins.client._protocols import (
+from aog_plugins.contract import (
     BidirectionalPlugin,
     LocalPluginProvider,
     PluginProvider,

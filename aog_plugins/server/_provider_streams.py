@@ -28,7 +28,7 @@ from typing import Any
 import grpc
 
 from aog_plugins._proto import provider_pb2 as pb
-from aog_plugins.client._protocols import (
+from aog_plugins.contract import (
     BidirectionalPlugin,
     LocalPluginProvider,
     StreamablePlugin,

@@ -10,15 +10,13 @@ import concurrent.futures
 import contextlib
 import logging
 import os
-import secrets
 import shutil
 import signal
-import socket
 import sys
 import tempfile
 import threading
 from collections.abc import Callable, Iterator, Mapping
-from typing import IO, TYPE_CHECKING, Literal
+from typing import IO, Literal
 
 import grpc
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
@@ -45,12 +43,9 @@ from aog_plugins.handshake import (
     pem_to_der,
     read_plugin_env,
 )
-from aog_plugins.process._connect import HEALTH_SERVICE
 from aog_plugins.server._hclog import configure_logging
-
-if TYPE_CHECKING:
-    from aog_plugins.process._relay import Relay
 from aog_plugins.server._stdio import STDERR, STDOUT, StdioBuffer, StdioServicer, text_stream
+from aog_plugins.transport import HEALTH_SERVICE, Relay, grpc_target, listen, start_server_relay
 
 __all__ = ["HEALTH_SERVICE", "CookieMissing", "PluginServer", "Register", "serve"]
 
@@ -223,13 +218,11 @@ class PluginServer:
             except RuntimeError:
                 return 0
 
-        return self._listen(env, lambda network, address: bool(add(_grpc_target(network, address))))
+        return self._listen(env, lambda network, address: bool(add(grpc_target(network, address))))
 
     def _bind_relay(
         self, server: grpc.Server, env: PluginEnv, ours: CertificateBundle, host_der: bytes
     ) -> str:
-        from aog_plugins.process._relay import start_server_relay
-
         self._private_dir = tempfile.mkdtemp(prefix="aogp-relay-", dir=env.socket_dir)
         private = os.path.join(self._private_dir, "s")
         if not server.add_insecure_port(f"unix:{private}"):
@@ -244,34 +237,18 @@ class PluginServer:
 
         return self._listen(env, listen)
 
-    def _listen(self, env: PluginEnv, listen: Callable[[str, str], bool]) -> str:
-        """Listen on a unix socket in the socket dir, or the first free TCP port of the
-        host's range; ``listen(network, address)`` binds and says whether it worked."""
-        if self._network == "tcp":
-            for port in range(env.min_port, env.max_port + 1):
-                address = f"127.0.0.1:{port}"
-                if _port_free(port) and listen("tcp", address):
-                    return address
-            raise ConfigurationError(
-                f"no free TCP port between {env.min_port} and {env.max_port} "
-                "(PLUGIN_MIN_PORT/PLUGIN_MAX_PORT)"
-            )
-        path = self._socket_file(env)
-        if not listen("unix", path):
-            raise ConfigurationError(f"cannot listen on unix socket {path!r}")
-        self._socket_path = path
-        self._apply_group(env, path)
-        return path
-
-    def _socket_file(self, env: PluginEnv) -> str:
-        directory = env.socket_dir or tempfile.gettempdir()
-        path = os.path.join(directory, f"plugin{secrets.randbelow(10**9)}")
-        if len(path.encode()) > 107:
-            raise ConfigurationError(
-                f"unix socket path {path!r} is longer than 107 bytes; "
-                "set PLUGIN_UNIX_SOCKET_DIR or TMPDIR to a shorter directory"
-            )
-        return path
+    def _listen(self, env: PluginEnv, bind: Callable[[str, str], bool]) -> str:
+        address = listen(
+            self._network,
+            bind,
+            socket_dir=env.socket_dir,
+            min_port=env.min_port,
+            max_port=env.max_port,
+        )
+        if self._network == "unix":
+            self._socket_path = address
+            self._apply_group(env, address)
+        return address
 
     @staticmethod
     def _apply_group(env: PluginEnv, path: str) -> None:
@@ -323,19 +300,6 @@ class PluginServer:
                 os.unlink(self._socket_path)
         if self._private_dir is not None:
             shutil.rmtree(self._private_dir, ignore_errors=True)
-
-
-def _grpc_target(network: str, address: str) -> str:
-    return f"unix:{address}" if network == "unix" else address
-
-
-def _port_free(port: int) -> bool:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as probe:
-        try:
-            probe.bind(("127.0.0.1", port))
-        except OSError:
-            return False
-    return True
 
 
 def serve(

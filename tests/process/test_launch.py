@@ -18,7 +18,7 @@ from aog_plugins._proto import provider_pb2, provider_pb2_grpc
 from aog_plugins.errors import IncompatibleAppVersionError
 from aog_plugins.handshake import generate_certificate
 from aog_plugins.process import TRACE, PluginState
-from aog_plugins.process._connect import ClientTLS, open_channel
+from aog_plugins.transport import ClientTLS, open_channel
 from tests.process.conftest import LeakCheck, plugin_cmd
 
 

@@ -25,7 +25,7 @@ from collections.abc import Awaitable, Callable
 from concurrent.futures import Future
 
 from aog_plugins.errors import PluginConnectError
-from aog_plugins.handshake import CertificateBundle, der_to_pem
+from aog_plugins.handshake import CertificateBundle, der_to_pem, split_host_port
 
 __all__ = ["Relay", "start_client_relay", "start_server_relay"]
 
@@ -245,13 +245,9 @@ def start_client_relay(
                         _Pipe, address, ssl=ctx, server_hostname="localhost"
                     )
                 else:
-                    host_name, _, port = address.rpartition(":")
+                    host_name, port = split_host_port(address)
                     made = loop.create_connection(
-                        _Pipe,
-                        host_name.strip("[]"),
-                        int(port),
-                        ssl=ctx,
-                        server_hostname="localhost",
+                        _Pipe, host_name, port, ssl=ctx, server_hostname="localhost"
                     )
                 transport, out = await asyncio.wait_for(made, timeout)
                 obj = transport.get_extra_info("ssl_object")
@@ -308,10 +304,8 @@ def start_server_relay(
         if network == "unix":
             server = await loop.create_unix_server(lambda: _Pipe(made), address, ssl=ctx)
         else:
-            host_name, _, port = address.rpartition(":")
-            server = await loop.create_server(
-                lambda: _Pipe(made), host_name.strip("[]"), int(port), ssl=ctx
-            )
+            host_name, port = split_host_port(address)
+            server = await loop.create_server(lambda: _Pipe(made), host_name, port, ssl=ctx)
         relay = Relay(address, server, tmp)
         holder.append(relay)
         return relay

@@ -23,8 +23,7 @@ from aog_plugins.handshake import (
     host_plugin_env,
     parse_handshake_line,
 )
-from aog_plugins.process._connect import open_channel
-from aog_plugins.process._relay import start_client_relay
+from aog_plugins.transport import open_channel, start_client_relay
 from tests.process.conftest import FIXTURES, LeakCheck, plugin_cmd
 
 

@@ -1,0 +1,39 @@
+"""Transport: how bytes reach a plugin, for both the host and the plugin side.
+
+Dialing and listening on unix sockets and loopback TCP, and the TLS relay that carries
+AutoMTLS for certificates grpcio cannot handle (Go's P-521 keys), with exact-certificate
+pinning. ``process/`` (host) and ``server/`` (plugin) both build on this package and never
+on each other.
+"""
+
+from aog_plugins.transport._dial import (
+    CHANNEL_OPTIONS,
+    HEALTH_SERVICE,
+    ClientTLS,
+    open_channel,
+    wait_ready,
+)
+from aog_plugins.transport._listen import (
+    MAX_UNIX_PATH,
+    Bind,
+    grpc_target,
+    listen,
+    unix_socket_path,
+)
+from aog_plugins.transport._relay import Relay, start_client_relay, start_server_relay
+
+__all__ = [
+    "CHANNEL_OPTIONS",
+    "HEALTH_SERVICE",
+    "MAX_UNIX_PATH",
+    "Bind",
+    "ClientTLS",
+    "Relay",
+    "grpc_target",
+    "listen",
+    "open_channel",
+    "start_client_relay",
+    "start_server_relay",
+    "unix_socket_path",
+    "wait_ready",
+]

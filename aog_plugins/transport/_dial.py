@@ -1,0 +1,57 @@
+"""Dial a plugin: grpcio channels, plaintext or pinned TLS, and the wait for readiness."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import grpc
+
+from aog_plugins.errors import PluginConnectError
+from aog_plugins.handshake import CertificateBundle, HandshakeLine, der_to_pem
+
+__all__ = ["CHANNEL_OPTIONS", "HEALTH_SERVICE", "ClientTLS", "open_channel", "wait_ready"]
+
+HEALTH_SERVICE = "plugin"
+"""The grpc.health.v1 service name every go-plugin server reports SERVING."""
+
+CHANNEL_OPTIONS: list[tuple[str, int | str]] = [
+    # go-plugin's host lifts both limits; grpcio's default receive limit is 4 MiB.
+    ("grpc.max_send_message_length", -1),
+    ("grpc.max_receive_message_length", -1),
+    # No keepalive pings: grpc-go servers answer them with GOAWAY too_many_pings.
+    ("grpc.keepalive_time_ms", 2**31 - 1),
+]
+
+
+@dataclass(frozen=True)
+class ClientTLS:
+    """The host's certificate and the plugin's certificate it pins."""
+
+    host: CertificateBundle
+    plugin_cert_der: bytes
+
+
+def open_channel(target: str, tls: ClientTLS | None = None) -> grpc.Channel:
+    """A channel to ``target`` (``unix:/path`` or ``host:port``), pinned TLS when given."""
+    if tls is None:
+        return grpc.insecure_channel(target, options=CHANNEL_OPTIONS)
+    creds = grpc.ssl_channel_credentials(
+        root_certificates=der_to_pem(tls.plugin_cert_der),
+        private_key=tls.host.key_pem,
+        certificate_chain=tls.host.cert_pem,
+    )
+    # The certificate says localhost; the target is a socket path or 127.0.0.1.
+    options = [*CHANNEL_OPTIONS, ("grpc.ssl_target_name_override", "localhost")]
+    return grpc.secure_channel(target, creds, options=options)
+
+
+def wait_ready(channel: grpc.Channel, line: HandshakeLine, timeout: float) -> None:
+    """Block until ``channel`` connects, or raise :class:`PluginConnectError`."""
+    try:
+        grpc.channel_ready_future(channel).result(timeout=max(timeout, 0.0))
+    except grpc.FutureTimeoutError as exc:
+        raise PluginConnectError(
+            f"could not connect to the plugin at {line.network} {line.address} within "
+            f"{timeout:.1f}s: the plugin printed its handshake but does not accept "
+            "connections there (or the TLS handshake fails)"
+        ) from exc

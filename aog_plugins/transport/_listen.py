@@ -1,0 +1,65 @@
+"""Listen like a go-plugin server: a unix socket in the host's socket dir, or the first
+free loopback TCP port of the host's range."""
+
+from __future__ import annotations
+
+import os
+import secrets
+import socket
+import tempfile
+from collections.abc import Callable
+
+from aog_plugins.errors import ConfigurationError
+
+__all__ = ["MAX_UNIX_PATH", "Bind", "grpc_target", "listen", "unix_socket_path"]
+
+MAX_UNIX_PATH = 107
+"""sun_path holds 108 bytes on Linux, one of them the terminating NUL."""
+
+Bind = Callable[[str, str], bool]
+"""``bind(network, address)`` listens there and says whether it worked."""
+
+
+def grpc_target(network: str, address: str) -> str:
+    """The grpcio target for a go-plugin (network, address) pair."""
+    return f"unix:{address}" if network == "unix" else address
+
+
+def unix_socket_path(socket_dir: str | None) -> str:
+    """A fresh socket path in ``socket_dir`` (default: the temp dir), checked for length."""
+    directory = socket_dir or tempfile.gettempdir()
+    path = os.path.join(directory, f"plugin{secrets.randbelow(10**9)}")
+    if len(path.encode()) > MAX_UNIX_PATH:
+        raise ConfigurationError(
+            f"unix socket path {path!r} is longer than {MAX_UNIX_PATH} bytes; "
+            "set PLUGIN_UNIX_SOCKET_DIR or TMPDIR to a shorter directory"
+        )
+    return path
+
+
+def listen(
+    network: str, bind: Bind, *, socket_dir: str | None, min_port: int, max_port: int
+) -> str:
+    """Bind a unix socket or the first free TCP port in ``[min_port, max_port]`` on
+    127.0.0.1 and return the address that goes into the handshake line."""
+    if network == "tcp":
+        for port in range(min_port, max_port + 1):
+            address = f"127.0.0.1:{port}"
+            if _port_free(port) and bind("tcp", address):
+                return address
+        raise ConfigurationError(
+            f"no free TCP port between {min_port} and {max_port} (PLUGIN_MIN_PORT/PLUGIN_MAX_PORT)"
+        )
+    path = unix_socket_path(socket_dir)
+    if not bind("unix", path):
+        raise ConfigurationError(f"cannot listen on unix socket {path!r}")
+    return path
+
+
+def _port_free(port: int) -> bool:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as probe:
+        try:
+            probe.bind(("127.0.0.1", port))
+        except OSError:
+            return False
+    return True
