@@ -16,7 +16,7 @@ import sys
 import tempfile
 import threading
 from collections.abc import Callable, Iterator, Mapping
-from typing import IO, Literal
+from typing import IO, TYPE_CHECKING, Literal, TypedDict
 
 import grpc
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
@@ -47,18 +47,41 @@ from aog_plugins.server._hclog import configure_logging
 from aog_plugins.server._stdio import STDERR, STDOUT, StdioBuffer, StdioServicer, text_stream
 from aog_plugins.transport import HEALTH_SERVICE, Relay, grpc_target, listen, start_server_relay
 
-__all__ = ["HEALTH_SERVICE", "CookieMissing", "PluginServer", "Register", "serve"]
+if TYPE_CHECKING:
+    from typing_extensions import Unpack
+
+__all__ = [
+    "HEALTH_SERVICE",
+    "CookieMissing",
+    "PluginServer",
+    "Register",
+    "ServerOptions",
+    "serve",
+]
 
 Register = Callable[[grpc.Server], None]
 """Adds the plugin's own servicers to the gRPC server (e.g. ``add_XServicer_to_server``)."""
 
 _log = logging.getLogger("aog_plugins.server")
-_SERVER_OPTIONS = [
+_SERVER_OPTIONS: list[tuple[str, object]] = [
     ("grpc.max_send_message_length", -1),
     ("grpc.max_receive_message_length", -1),
     # grpcio sets SO_REUSEPORT by default: two plugins could then share one TCP port.
     ("grpc.so_reuseport", 0),
 ]
+
+
+class ServerOptions(TypedDict, total=False):
+    """The keyword arguments of :class:`PluginServer` (``handshake`` aside) that
+    :func:`serve` and ``serve_provider`` pass on; see :class:`PluginServer`."""
+
+    network: Literal["unix", "tcp"]
+    environ: Mapping[str, str] | None
+    max_workers: int
+    certificate_curve: str
+    health_service: bool
+    stdio_service: bool
+    on_shutdown: Callable[[], None] | None
 
 
 class CookieMissing(SystemExit):
@@ -306,19 +329,19 @@ def serve(
     register: Register | Mapping[int, Register],
     *,
     handshake: HandshakeConfig = AOG_HANDSHAKE,
-    network: Literal["unix", "tcp"] = "unix",
     log_level: int = logging.DEBUG,
     on_ready: Callable[[], None] | None = None,
-    **options: object,
+    **options: Unpack[ServerOptions],
 ) -> None:
     """Serve a plugin until the host shuts it down; exit 1 when not started by a host.
 
     ``register`` adds the plugin's servicers (or maps app versions to such functions);
     ``on_ready`` runs once the handshake is printed (output from then on goes to GRPCStdio).
+    ``options`` are :class:`PluginServer`'s keywords (:class:`ServerOptions`).
     Logs go to stderr as hclog JSON; SIGINT is ignored and SIGTERM stops cleanly.
     """
     configure_logging(log_level)
-    server = PluginServer(register, handshake=handshake, network=network, **options)  # type: ignore[arg-type]
+    server = PluginServer(register, handshake=handshake, **options)
     try:
         server.start()
     except CookieMissing:
