@@ -6,7 +6,6 @@ go-plugin host expects (health, controller, stdio, broker, AutoMTLS) is added ar
 
 from __future__ import annotations
 
-import concurrent.futures
 import contextlib
 import logging
 import os
@@ -44,6 +43,7 @@ from aog_plugins.handshake import (
     read_plugin_env,
 )
 from aog_plugins.server._hclog import configure_logging
+from aog_plugins.server._pools import ServerThreads
 from aog_plugins.server._stdio import STDERR, STDOUT, StdioBuffer, StdioServicer, text_stream
 from aog_plugins.transport import HEALTH_SERVICE, Relay, grpc_target, listen, start_server_relay
 
@@ -77,7 +77,7 @@ class ServerOptions(TypedDict, total=False):
 
     network: Literal["unix", "tcp"]
     environ: Mapping[str, str] | None
-    max_workers: int
+    max_workers: int | None
     certificate_curve: str
     health_service: bool
     stdio_service: bool
@@ -128,6 +128,12 @@ class PluginServer:
     ``start()`` checks the cookie, negotiates the app version, listens and starts serving;
     ``announce()`` prints the handshake and redirects sys.stdout/sys.stderr to GRPCStdio;
     ``wait()`` blocks until the host calls Shutdown (or :meth:`stop`).
+
+    ``max_workers`` caps how many of the plugin's own calls run at once (each holds a
+    thread; calls beyond it wait for a free one); ``None``, the default, gives every
+    concurrent call its own thread, like a Go plugin. Health checks, Shutdown, stdio and
+    the broker stream never count against it: they run on threads of their own, so a
+    plugin busy with long streams still answers the host (see ``_pools``).
     """
 
     def __init__(
@@ -137,7 +143,7 @@ class PluginServer:
         handshake: HandshakeConfig = AOG_HANDSHAKE,
         network: Literal["unix", "tcp"] = "unix",
         environ: Mapping[str, str] | None = None,
-        max_workers: int = 64,
+        max_workers: int | None = None,
         certificate_curve: str = "P-256",
         health_service: bool = True,
         stdio_service: bool = True,
@@ -153,7 +159,7 @@ class PluginServer:
         self._handshake = handshake
         self._network = network
         self._environ = dict(os.environ if environ is None else environ)
-        self._max_workers = max_workers
+        self._threads = ServerThreads(max_workers)
         self._curve = certificate_curve
         self._health_service = health_service
         self._stdio_service = stdio_service
@@ -186,10 +192,7 @@ class PluginServer:
         for entry in env.invalid_versions:
             _log.warning("ignoring invalid entry %r in PLUGIN_PROTOCOL_VERSIONS", entry)
         version = choose_plugin_version(env.offered_versions, self._sets, min(self._sets))
-        server = grpc.server(
-            concurrent.futures.ThreadPoolExecutor(self._max_workers, "aog-plugin"),
-            options=_SERVER_OPTIONS,
-        )
+        server = self._threads.server(_SERVER_OPTIONS)
         self._sets[version](server)
         if self._health_service:
             self.health.set(HEALTH_SERVICE, health_pb2.HealthCheckResponse.SERVING)
@@ -337,7 +340,9 @@ def serve(
 
     ``register`` adds the plugin's servicers (or maps app versions to such functions);
     ``on_ready`` runs once the handshake is printed (output from then on goes to GRPCStdio).
-    ``options`` are :class:`PluginServer`'s keywords (:class:`ServerOptions`).
+    ``options`` are :class:`PluginServer`'s keywords (:class:`ServerOptions`), e.g.
+    ``max_workers=32`` to run at most 32 of the plugin's calls at once (default: no fixed
+    limit, a thread per concurrent call; health, Shutdown and stdio never wait for them).
     Logs go to stderr as hclog JSON; SIGINT is ignored and SIGTERM stops cleanly.
     """
     configure_logging(log_level)
