@@ -3,14 +3,16 @@
 Differences from Go, on purpose: a failure ``code`` always raises :class:`PluginError`
 (Go swallows GetManifest and GetOperateStatus failures); transport failures raise
 :class:`PluginCallError` saying whether the plugin died; bad JSON raises
-:class:`PayloadError`; pull_model's progress callback is really called.
+:class:`PayloadError`; pull_model's progress callback is really called (over
+PullModelStream, falling back to PullModel when the plugin lacks the stream).
 """
 
 from __future__ import annotations
 
-import json
+import logging
 import queue
 import threading
+import time
 from collections.abc import Iterable, Iterator, Mapping
 
 import grpc
@@ -18,6 +20,7 @@ import grpc
 from aog_plugins._proto import provider_pb2
 from aog_plugins.client import _rpcs as rpcs
 from aog_plugins.client._calls import RpcCalls
+from aog_plugins.client._pull import MODEL_PULL_FAILED, error_item, stream_missing
 from aog_plugins.client._source import (
     ConnectionSource,
     StaticSource,
@@ -25,7 +28,7 @@ from aog_plugins.client._source import (
 )
 from aog_plugins.client._streams import BidiSender, ResponseStream, pump
 from aog_plugins.contract import ProgressCallback
-from aog_plugins.errors import AogPluginsError, PayloadError, PluginError
+from aog_plugins.errors import AogPluginsError, PluginCallError, PluginError
 from aog_plugins.types import (
     BidiMessage,
     DeleteRequest,
@@ -43,6 +46,7 @@ from aog_plugins.types import (
 
 __all__ = ["DEFAULT_STREAM_TIMEOUT", "DEFAULT_UNARY_TIMEOUT", "GRPCProviderClient"]
 
+_log = logging.getLogger("aog_plugins.client")
 DEFAULT_UNARY_TIMEOUT = 60.0
 DEFAULT_STREAM_TIMEOUT = 300.0
 
@@ -294,32 +298,58 @@ class GRPCProviderClient(RpcCalls):
         *,
         timeout: float | None = None,
     ) -> ProgressResponse:
-        """Pull a model. With ``progress`` the streaming RPC is used and the callback sees
-        every progress item (Go's client never calls it); returns the last item."""
+        """Pull a model and return the final progress item.
+
+        Without ``progress`` this is the unary PullModel RPC, as in Go's client. With
+        ``progress`` the PullModelStream RPC is used and the callback sees every item (Go's
+        client never calls it); if the plugin does not implement that stream (gRPC
+        UNIMPLEMENTED, AOG code 10 or 4005, a code-11 "not implemented" text, or a stream
+        that ends without any item) the pull falls back to PullModel, within the same
+        ``timeout``, and the callback sees its answer once. Errors: as
+        :meth:`pull_model_stream`.
+        """
         if progress is None:
-            message = provider_pb2.PullModelRequest(request_json=request.to_json())
-            response = self._checked(rpcs.PULL_MODEL, message, timeout)
-            return self._decode(ProgressResponse, response.response_json, "pull response JSON")
+            return self._pull_once(request, timeout)
+        started = time.monotonic()
         last: ProgressResponse | None = None
-        for item in self.pull_model_stream(request, timeout=timeout):
-            progress(item)
-            last = item
-        if last is None:
-            raise PayloadError("the plugin's PullModelStream ended without any progress item")
-        return last
+        try:
+            for item in self.pull_model_stream(request, timeout=timeout):
+                progress(item)
+                last = item
+        except (PluginError, PluginCallError) as exc:
+            if last is not None or not stream_missing(exc):
+                raise
+            why = str(exc)
+        else:
+            if last is not None:
+                return last
+            why = "it ended without any progress item"
+        _log.debug("PullModelStream unusable (%s); pulling with PullModel", why)
+        if timeout is not None:
+            timeout = max(timeout - (time.monotonic() - started), 0.001)
+        answer = self._pull_once(request, timeout)
+        progress(answer)
+        return answer
+
+    def _pull_once(self, request: PullModelRequest, timeout: float | None) -> ProgressResponse:
+        message = provider_pb2.PullModelRequest(request_json=request.to_json())
+        response = self._checked(rpcs.PULL_MODEL, message, timeout)
+        return self._decode(ProgressResponse, response.response_json, "pull response JSON")
 
     def pull_model_stream(
         self, request: PullModelRequest, *, timeout: float | None = None
     ) -> ResponseStream[ProgressResponse]:
-        """Progress items of a pull; an ``{"error": ...}`` item raises :class:`PluginError`."""
+        """Progress items of a pull. A failure code raises :class:`PluginError` with the
+        plugin's code and message; an ``{"error": "..."}`` item (no code of its own) raises
+        ``PluginError(3001, "...")``: AOG's ErrCodeModelPullFailed, the plugin's text."""
         message = provider_pb2.PullModelStreamRequest(request_json=request.to_json())
 
         def convert(item: provider_pb2.PullModelStreamResponse) -> tuple[ProgressResponse, bool]:
             check_code(item.code, item.message)
             data = bytes(item.data)
-            error = _error_field(data)
+            error = error_item(data)
             if error is not None:
-                raise PluginError(11, f"model pull failed: {error}")
+                raise PluginError(MODEL_PULL_FAILED, error)
             return self._decode(ProgressResponse, data, "pull progress JSON"), False
 
         return self._open_stream(rpcs.PULL_MODEL_STREAM, message, timeout, convert)
@@ -376,13 +406,3 @@ class GRPCProviderClient(RpcCalls):
 
     def __exit__(self, *exc: object) -> None:
         self.close()
-
-
-def _error_field(data: bytes) -> str | None:
-    try:
-        doc = json.loads(data)
-    except ValueError:
-        return None
-    if isinstance(doc, dict) and doc.get("error"):
-        return str(doc["error"])
-    return None
