@@ -99,8 +99,8 @@ def _violations(module: str, source: str, is_package: bool = False) -> list[str]
             continue
         if here is not None and there not in ALLOWED.get(here, set()):
             bad.append(f"{where}: layer {here!r} may not import {there!r}")
-        private = [p for p in target.split(".")[1:] if p.startswith("_") and p not in SHARED_PRIVATE]
-        if private:
+        parts = target.split(".")[1:]
+        if any(p.startswith("_") and p not in SHARED_PRIVATE for p in parts):
             bad.append(f"{where}: private module of package {there!r}; import its public name")
     return bad
 
