@@ -6,7 +6,6 @@ import json
 import os
 import signal
 import threading
-import time
 from collections.abc import Iterator
 
 import pytest
@@ -21,6 +20,7 @@ from aog_plugins.client import (
 )
 from aog_plugins.errors import AogPluginsError, PluginCallError
 from tests.process.conftest import LeakCheck, plugin_cmd
+from tests.support.wait import wait_until
 
 
 @pytest.fixture
@@ -96,9 +96,7 @@ def test_dead_plugin_error_says_the_process_is_gone(leak_check: LeakCheck) -> No
     with launch(plugin_cmd("echo_plugin.py"), restart=never, extra_env=leak_check.env) as plugin:
         client = plugin.client
         os.kill(plugin.pid, signal.SIGKILL)
-        deadline = time.monotonic() + 5
-        while not plugin.exited and time.monotonic() < deadline:
-            time.sleep(0.01)
+        wait_until(lambda: plugin.exited, 5, "the SIGKILLed plugin to be seen exiting")
         with pytest.raises(PluginCallError) as info:
             client.invoke_service("chat", b"{}", timeout=5)
     assert info.value.process_exited
