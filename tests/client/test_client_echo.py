@@ -31,21 +31,23 @@ def echo(leak_check: LeakCheck) -> Iterator[Plugin]:
 
 def test_client_satisfies_every_provider_protocol(echo: Plugin) -> None:
     client = echo.client
-    for protocol in (
+    # Statically, mypy checks this assignment; at runtime, isinstance checks the members.
+    views: tuple[
         PluginProvider,
         LocalPluginProvider,
         RemotePluginProvider,
         StreamablePlugin,
         BidirectionalPlugin,
-    ):
-        assert isinstance(client, protocol), protocol.__name__
-    # Static check too: mypy verifies these assignments.
-    provider: PluginProvider = client
-    local: LocalPluginProvider = client
-    remote: RemotePluginProvider = client
-    streamable: StreamablePlugin = client
-    bidi: BidirectionalPlugin = client
-    assert len({id(x) for x in (provider, local, remote, streamable, bidi)}) == 1
+    ] = (client, client, client, client, client)
+    protocols = (
+        PluginProvider,
+        LocalPluginProvider,
+        RemotePluginProvider,
+        StreamablePlugin,
+        BidirectionalPlugin,
+    )
+    for protocol, view in zip(protocols, views, strict=True):
+        assert isinstance(view, protocol), protocol.__name__
 
 
 def test_unary_and_manifest(echo: Plugin) -> None:
