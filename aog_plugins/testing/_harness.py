@@ -107,13 +107,13 @@ class PluginHarness:
             name = os.path.basename(os.fspath(resolved))
         else:
             path = None
-            name = os.path.basename(os.fspath(resolved[0])) if resolved else "plugin"
+            name = _argv_name([os.fspath(a) for a in resolved])
         marker = uuid.uuid4().hex
         extra_env = {**(launch_kwargs.pop("extra_env", None) or {}), MARKER_ENV: marker}
         user_logger: logging.Logger | None = launch_kwargs.pop("logger", None)
         logger = user_logger or logging.getLogger(f"aog_plugins.plugin.{name}.{seq}")
         if user_logger is None:
-            logger.setLevel(logging.DEBUG)
+            logger.setLevel(logging.DEBUG)  # everything into the report, and on to caplog
         log_path = None
         if self._keep is not None:
             self._keep.mkdir(parents=True, exist_ok=True)
@@ -233,3 +233,10 @@ class PluginHarness:
         problems = self.close()
         if problems:
             raise AssertionError("\n".join(problems))
+
+
+def _argv_name(argv: Sequence[str]) -> str:
+    """``[python, script.py, ...]`` -> ``script.py``; else the executable's name."""
+    if len(argv) > 1 and os.path.isfile(argv[1]) and not argv[1].startswith("-"):
+        return os.path.basename(argv[1])
+    return os.path.basename(argv[0]) if argv else "plugin"
