@@ -12,7 +12,6 @@ import pytest
 from aog_plugins.errors import PluginNotFoundError
 from aog_plugins.testing import PluginHarness
 from aog_plugins.types import go_arch, go_os
-
 from tests.testing.conftest import LOCAL_PROVIDER, MISBEHAVE, run_inner
 
 FAILING = """
@@ -32,7 +31,8 @@ def test_a_failing_test_shows_the_plugin_log_section(pytester: pytest.Pytester) 
     sections = re.findall(r"-+ aog plugin misbehave\.py \(pids (\d+)\) -+", out)
     assert len(sections) == 1, out  # the failing test only
     assert "state RUNNING, still running" in out
-    assert "--- events ---" in out and "STARTING -> RUNNING: started" in out
+    assert "--- events ---" in out
+    assert "STARTING -> RUNNING: started" in out
     assert "an info line" in out  # an hclog record of the plugin
     assert "panic: something went badly wrong" in out  # and its raw stderr
 
@@ -88,7 +88,7 @@ def test_plugin_dir_auto_mtls_and_kept_logs(pytester: pytest.Pytester) -> None:
     (plugin_dir / "bin").mkdir(parents=True)
     (plugin_dir / "plugin.yaml").write_text(PLUGIN_YAML.format(platform=f"{go_os()}_{go_arch()}"))
     run = plugin_dir / "bin" / "run-local"
-    run.write_text(f"#!/bin/sh\nexec {sys.executable} {LOCAL_PROVIDER} \"$@\"\n")
+    run.write_text(f'#!/bin/sh\nexec {sys.executable} {LOCAL_PROVIDER} "$@"\n')
     run.chmod(0o755)
     logs = pytester.path / "logs"
     result = run_inner(
@@ -107,7 +107,8 @@ def test_plugin_dir_auto_mtls_and_kept_logs(pytester: pytest.Pytester) -> None:
         "test_inner.py_test_by_name_from_the_plugin_dir",
     ]
     text = kept[1].read_text()
-    assert "aog plugin run-local (pids" in text and "STARTING -> RUNNING" in text
+    assert "aog plugin run-local (pids" in text
+    assert "STARTING -> RUNNING" in text
 
 
 def test_a_plugin_dir_whose_executable_is_missing_says_so(tmp_path: Path) -> None:
