@@ -1,6 +1,7 @@
-"""Find what a stopped plugin left behind: processes (its group, or anything that carries
-its marker in its environment, so also children that left the group), its socket dir, and
-unix sockets of this process (a TLS relay) still bound inside that dir."""
+"""Find what a stopped plugin left behind: processes that carry its marker in their
+environment (the plugin's group and every child it forked inherit it, also children that
+left the group), its socket dir, and unix sockets of this process (a TLS relay) still bound
+inside that dir."""
 
 from __future__ import annotations
 
@@ -57,13 +58,17 @@ def _processes(marker: str, groups: Collection[int]) -> dict[int, tuple[psutil.P
         if proc.pid == me:
             continue
         try:
-            if groups and os.getpgid(proc.pid) in groups:
-                found[proc.pid] = (proc, f"in the plugin's process group {os.getpgid(proc.pid)}")
+            # Only processes carrying the marker: a pid of the plugin's group may have been
+            # reused by a stranger's process since, and that must never be reported or killed.
+            if proc.environ().get(MARKER_ENV) != marker:
                 continue
-            if proc.environ().get(MARKER_ENV) == marker:
-                found[proc.pid] = (proc, "forked by the plugin, outside its process group")
+            pgid = os.getpgid(proc.pid)
         except (psutil.Error, OSError):
             continue
+        if pgid in groups:
+            found[proc.pid] = (proc, f"still in the plugin's process group {pgid}")
+        else:
+            found[proc.pid] = (proc, "forked by the plugin, outside its process group")
     return {pid: item for pid, item in found.items() if _alive(item[0])}
 
 

@@ -4,8 +4,11 @@ from __future__ import annotations
 
 import importlib.metadata
 import signal
+import socket
 import subprocess
 import sys
+import uuid
+from pathlib import Path
 
 import pytest
 
@@ -18,6 +21,7 @@ from aog_plugins.testing import (
     fail_next_start,
     wait_for_state,
 )
+from aog_plugins.testing._leaks import find_leaks, kill_leaks
 from tests.testing.conftest import LOCAL_PROVIDER, MISBEHAVE
 
 
@@ -83,3 +87,22 @@ def test_fail_next_start_fails_exactly_one_start() -> None:
     failed = [r for r in events if "made to fail by fail_next_start" in r]
     assert len(failed) == 1, events
     assert sum("restarted" in r for r in events) == 2, events
+
+
+def test_a_socket_dir_and_a_socket_still_bound_here_are_leaks(tmp_path: Path) -> None:
+    """What a relay that was not closed looks like: its socket, bound by this process,
+    inside the plugin's socket dir; and the dir itself still there."""
+    socket_dir = tmp_path / "aogp-x"
+    socket_dir.mkdir()
+    path = socket_dir / "relay-1" / "s"
+    path.parent.mkdir()
+    with socket.socket(socket.AF_UNIX) as listener:
+        listener.bind(str(path))
+        listener.listen()
+        leaks = find_leaks(uuid.uuid4().hex, [], [str(socket_dir)])
+    assert [(leak.kind, leak.path) for leak in leaks] == [
+        ("relay", str(path)),
+        ("socket dir", str(socket_dir)),
+    ]
+    kill_leaks(leaks)
+    assert not socket_dir.exists()
