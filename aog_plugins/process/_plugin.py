@@ -42,6 +42,7 @@ from aog_plugins.process._start import (
     start_incarnation,
     verify_checksum,
 )
+from aog_plugins.transport import DialTarget
 
 if TYPE_CHECKING:
     from aog_plugins.client import ExitInfo, GRPCProviderClient
@@ -220,6 +221,13 @@ class Plugin:
         if tail:
             reason += f"; last stderr lines:\n{tail}"
         return ExitInfo(reason, proc.exit_code, tail)
+
+    def dial_target(self, channel: grpc.Channel) -> tuple[DialTarget, int]:
+        """Where the process behind ``channel`` (from :meth:`current_channel`) listens, with
+        its pinned TLS, and its pid: for a second channel to it (``aog_plugins.aio``)."""
+        incarnation = self._by_channel.get(id(channel), self._current)
+        dial = incarnation.dial or DialTarget(incarnation.line.grpc_target)  # attached: no TLS
+        return dial, incarnation.process.pid
 
     # ---- supervision ------------------------------------------------------------------
     def _transition(

@@ -44,7 +44,14 @@ from aog_plugins.process._connect import BrokerStream, StdioPump, health_check, 
 from aog_plugins.process._logs import LineSplitter
 from aog_plugins.process._spawn import COOKIE_REJECTED_MARKER, PluginProcess, spawn
 from aog_plugins.process._tempdir import make_socket_dir, remove_socket_dir
-from aog_plugins.transport import ClientTLS, Relay, open_channel, start_client_relay, wait_ready
+from aog_plugins.transport import (
+    ClientTLS,
+    DialTarget,
+    Relay,
+    open_channel,
+    start_client_relay,
+    wait_ready,
+)
 
 __all__ = [
     "Incarnation",
@@ -109,6 +116,7 @@ class Incarnation:
     stdio: StdioPump | None = None
     broker: BrokerStream | None = None
     started_at: float = field(default_factory=time.monotonic)
+    dial: DialTarget | None = None  # where ``channel`` goes, for a second (aio) channel
     _released: bool = False
     _release_lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
 
@@ -180,15 +188,16 @@ def start_incarnation(spec: StartSpec) -> Incarnation:
             relay = start_client_relay(
                 socket_dir, (line.network, line.address), tls.host, tls.plugin_cert_der
             )
-            channel = open_channel(f"unix:{relay.address}")
+            dial = DialTarget(f"unix:{relay.address}")
         else:
-            channel = open_channel(line.grpc_target, tls)
+            dial = DialTarget(line.grpc_target, tls)
+        channel = open_channel(dial.target, dial.tls)
     except PluginStartError as exc:
         if relay is not None:
             relay.close()
         _abort(proc, socket_dir)
         raise proc.start_error(exc) from None
-    incarnation = Incarnation(proc, line, channel, socket_dir, relay)
+    incarnation = Incarnation(proc, line, channel, socket_dir, relay, dial=dial)
     pid = proc.pid
     try:
         wait_ready(channel, line, deadline - time.monotonic())

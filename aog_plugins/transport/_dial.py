@@ -5,11 +5,20 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import grpc
+import grpc.aio
 
 from aog_plugins.errors import PluginConnectError
 from aog_plugins.handshake import CertificateBundle, HandshakeLine, der_to_pem
 
-__all__ = ["CHANNEL_OPTIONS", "HEALTH_SERVICE", "ClientTLS", "open_channel", "wait_ready"]
+__all__ = [
+    "CHANNEL_OPTIONS",
+    "HEALTH_SERVICE",
+    "ClientTLS",
+    "DialTarget",
+    "open_aio_channel",
+    "open_channel",
+    "wait_ready",
+]
 
 HEALTH_SERVICE = "plugin"
 """The grpc.health.v1 service name every go-plugin server reports SERVING."""
@@ -31,18 +40,40 @@ class ClientTLS:
     plugin_cert_der: bytes
 
 
-def open_channel(target: str, tls: ClientTLS | None = None) -> grpc.Channel:
-    """A channel to ``target`` (``unix:/path`` or ``host:port``), pinned TLS when given."""
-    if tls is None:
-        return grpc.insecure_channel(target, options=CHANNEL_OPTIONS)
+@dataclass(frozen=True)
+class DialTarget:
+    """Where a host's channels to one plugin process go (``target``) and the pinned TLS
+    they use, if any: enough to open a second channel, e.g. a ``grpc.aio`` one."""
+
+    target: str
+    tls: ClientTLS | None = None
+
+
+def _pinned(tls: ClientTLS) -> tuple[grpc.ChannelCredentials, list[tuple[str, int | str]]]:
     creds = grpc.ssl_channel_credentials(
         root_certificates=der_to_pem(tls.plugin_cert_der),
         private_key=tls.host.key_pem,
         certificate_chain=tls.host.cert_pem,
     )
     # The certificate says localhost; the target is a socket path or 127.0.0.1.
-    options = [*CHANNEL_OPTIONS, ("grpc.ssl_target_name_override", "localhost")]
+    return creds, [*CHANNEL_OPTIONS, ("grpc.ssl_target_name_override", "localhost")]
+
+
+def open_channel(target: str, tls: ClientTLS | None = None) -> grpc.Channel:
+    """A channel to ``target`` (``unix:/path`` or ``host:port``), pinned TLS when given."""
+    if tls is None:
+        return grpc.insecure_channel(target, options=CHANNEL_OPTIONS)
+    creds, options = _pinned(tls)
     return grpc.secure_channel(target, creds, options=options)
+
+
+def open_aio_channel(dial: DialTarget) -> grpc.aio.Channel:
+    """A ``grpc.aio`` channel to the same place, same pinning (call it on the event loop
+    that will use the channel)."""
+    if dial.tls is None:
+        return grpc.aio.insecure_channel(dial.target, options=CHANNEL_OPTIONS)
+    creds, options = _pinned(dial.tls)
+    return grpc.aio.secure_channel(dial.target, creds, options=options)
 
 
 def wait_ready(channel: grpc.Channel, line: HandshakeLine, timeout: float) -> None:
