@@ -149,7 +149,9 @@ class _Writable(AsyncStreamCall[provider_pb2.InvokeServiceBidiResponse], Protoco
 class AsyncBidiCall(AsyncResponseStream[BidiMessage]):
     """A bidi call: ``await send(...)`` messages, ``await close()`` to half-close, and
     ``async for`` over the plugin's messages (a failure code raises
-    :class:`~aog_plugins.errors.PluginError`). ``cancel()`` aborts both directions.
+    :class:`~aog_plugins.errors.PluginError`). ``cancel()`` aborts both directions. A
+    message sent after the call ended is dropped, as with the sync sender: reading the
+    replies tells why (a crash raises at once, from both sides).
 
     The first message sent carries ``is_first``, the service name, auth info and the
     ``ws_conn_id`` metadata, as AOG's host sends them.
@@ -172,6 +174,7 @@ class AsyncBidiCall(AsyncResponseStream[BidiMessage]):
         self._ws_conn_id = ws_conn_id
         self._first = True
         self._send_closed = False
+        self._ended = False
         self._send_lock = asyncio.Lock()
 
     async def send(self, message: BidiMessage | bytes | str, message_type: str = "text") -> None:
@@ -180,6 +183,8 @@ class AsyncBidiCall(AsyncResponseStream[BidiMessage]):
         async with self._send_lock:  # keeps is_first on the message that goes first
             if self._send_closed or self._cancelled:
                 raise ConfigurationError("this bidi stream is closed for sending")
+            if self._ended:
+                return  # dropped, as the sync sender drops it: the replies say why
             request = methods.bidi_request(
                 message, self._first, self._service_name, self._auth_info, self._ws_conn_id
             )
@@ -192,13 +197,18 @@ class AsyncBidiCall(AsyncResponseStream[BidiMessage]):
             if self._send_closed or self._cancelled:
                 return
             self._send_closed = True
+            if self._ended:
+                return
             await self._io(self._writer.done_writing())
 
     async def _io(self, step: Coroutine[object, object, None]) -> None:
         try:
             await step
-        except grpc.RpcError as exc:
-            raise await failure(self._source, self._rpc, self._link, exc) from None
+        except grpc.RpcError:
+            # The call has ended (the plugin answered and finished, failed, or the
+            # deadline passed): like the sync sender, the message is dropped and the
+            # replies say why.
+            self._ended = True
         except asyncio.CancelledError:
             if lost_under_us(self._link):
                 raise await failure(self._source, self._rpc, self._link, None) from None
