@@ -133,6 +133,15 @@ class AsyncPlugin:
     def app_version(self) -> int:
         return self._plugin.app_version
 
+    @property
+    def restart_policy(self) -> RestartPolicy:
+        return self._plugin.restart_policy
+
+    async def stderr_tail(self) -> str:
+        """The current process's last stderr lines (after an exit this waits, on a
+        thread, a moment for the pipe to drain)."""
+        return await asyncio.to_thread(self._plugin.stderr_tail)
+
     def reattach_config(self) -> ReattachConfig:
         return self._plugin.reattach_config()
 

@@ -30,6 +30,8 @@ def test_async_plugin_mirrors_plugin(leak_check: LeakCheck) -> None:
             assert plugin.handshake.server_cert is not None
             assert plugin.app_version == 1
             assert not plugin.exited
+            assert plugin.restart_policy == plugin.plugin.restart_policy
+            assert "fixture provider serving" in await plugin.stderr_tail()
             await plugin.ping()
             assert isinstance(plugin.client, AsyncGRPCProviderClient)
             assert plugin.client is plugin.client
