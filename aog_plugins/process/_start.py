@@ -21,15 +21,16 @@ import grpc
 from aog_plugins.errors import (
     AogPluginsError,
     CookieRejectedError,
-    HandshakeError,
     HostResourceError,
     IncompatibleAppVersionError,
     IncompatibleCoreVersionError,
+    MalformedHandshakeError,
     PluginConnectError,
     PluginExitedError,
     PluginStartError,
     ServerCertificateError,
     StartTimeoutError,
+    UnknownNetworkError,
     UnsupportedProtocolError,
 )
 from aog_plugins.handshake import (
@@ -310,6 +311,11 @@ _DIAGNOSES: tuple[tuple[type[PluginStartError], str], ...] = (
         "only gRPC plugins without broker multiplexing can be hosted from Python",
     ),
     (
+        UnknownNetworkError,
+        "the plugin announced a network other than unix or tcp: it is not a go-plugin "
+        "plugin, or uses a transport this host does not speak",
+    ),
+    (
         ServerCertificateError,
         "the plugin's AutoMTLS certificate is missing or unusable: launch with "
         "auto_mtls=False, or fix the plugin's certificate",
@@ -363,7 +369,7 @@ def _read_handshake(proc: PluginProcess, deadline: float, start_timeout: float) 
         ) from None
     try:
         return parse_handshake_line(raw)
-    except HandshakeError as exc:
+    except MalformedHandshakeError as exc:
         if not exc.diagnosis:
             exc.diagnosis = (
                 "the first line on the plugin's stdout must be its handshake; the plugin "
