@@ -7,7 +7,6 @@ releases all of them in :meth:`Incarnation.release`.
 
 from __future__ import annotations
 
-import errno
 import logging
 import threading
 import time
@@ -19,19 +18,14 @@ from typing import Any, Protocol
 import grpc
 
 from aog_plugins.errors import (
-    AogPluginsError,
     CookieRejectedError,
     HostResourceError,
-    IncompatibleAppVersionError,
-    IncompatibleCoreVersionError,
     MalformedHandshakeError,
     PluginConnectError,
     PluginExitedError,
     PluginStartError,
     ServerCertificateError,
     StartTimeoutError,
-    UnknownNetworkError,
-    UnsupportedProtocolError,
 )
 from aog_plugins.handshake import (
     CertificateBundle,
@@ -44,7 +38,14 @@ from aog_plugins.handshake import (
     parse_handshake_line,
 )
 from aog_plugins.process._address import check_plugin_address
-from aog_plugins.process._connect import BrokerStream, StdioPump, health_check, request_shutdown
+from aog_plugins.process._connect import (
+    STDIO_MAX_MESSAGE,
+    BrokerStream,
+    StdioPump,
+    health_check,
+    request_shutdown,
+)
+from aog_plugins.process._failures import default_diagnosis, typed_start_error
 from aog_plugins.process._logs import LineSplitter
 from aog_plugins.process._spawn import (
     COOKIE_REJECTED_MARKER,
@@ -83,7 +84,6 @@ __all__ = [
 ]
 
 Output = Callable[[bytes], None]
-_RESOURCE_ERRNOS = frozenset({errno.ENOSPC, errno.EDQUOT, errno.EMFILE, errno.ENFILE, errno.ENOMEM})
 
 
 @dataclass(frozen=True)
@@ -195,7 +195,7 @@ def start_incarnation(spec: StartSpec) -> Incarnation:
         proc = spawn(spec.argv, full_env, spec.logger, cwd=spec.cwd)
     except BaseException as exc:
         remove_socket_dir(socket_dir)
-        raise _typed(exc, "spawning the plugin") from exc
+        raise typed_start_error(exc, "spawning the plugin") from exc
     relay: Relay | None = None
     try:
         line = _read_handshake(proc, deadline, spec.start_timeout)
@@ -207,19 +207,20 @@ def start_incarnation(spec: StartSpec) -> Incarnation:
             relay = start_client_relay(
                 socket_dir, (line.network, line.address), tls.host, tls.plugin_cert_der
             )
-            channel = open_channel(f"unix:{relay.address}")
+            dial = _Dial(f"unix:{relay.address}", None)
         else:
-            channel = open_channel(line.grpc_target, tls)
+            dial = _Dial(line.grpc_target, tls)
+        channel = dial()
     except BaseException as exc:
         died_on_its_own = proc.exited
         if relay is not None:
             relay.close()
         _abort(proc, socket_dir)
-        error = _typed(exc, "reading the plugin's handshake")
+        error = typed_start_error(exc, "reading the plugin's handshake")
         if isinstance(error, PluginStartError):
             error = proc.start_error(error, died_on_its_own=died_on_its_own)
             if not error.diagnosis:
-                error.diagnosis = _default_diagnosis(error)
+                error.diagnosis = default_diagnosis(error)
         if error is exc:
             raise error from None
         raise error from exc
@@ -227,6 +228,7 @@ def start_incarnation(spec: StartSpec) -> Incarnation:
         spec,
         proc=proc,
         line=line,
+        dial=dial,
         channel=channel,
         socket_dir=socket_dir,
         relay=relay,
@@ -239,6 +241,7 @@ def _connect(
     *,
     proc: PluginProcess,
     line: HandshakeLine,
+    dial: _Dial,
     channel: grpc.Channel,
     socket_dir: str,
     relay: Relay | None,
@@ -251,7 +254,7 @@ def _connect(
         wait_ready(channel, line, deadline - time.monotonic())
         health_check(channel, max(deadline - time.monotonic(), 0.1))
         incarnation.stdio = StdioPump(
-            channel,
+            dial(max_receive=STDIO_MAX_MESSAGE),
             spec.stdout or _line_logger(logger, logging.INFO, proc.pid),
             spec.stderr or _stderr_to_parser(proc),
             logger,
@@ -262,7 +265,7 @@ def _connect(
         incarnation.stop(0.0, logger)
         incarnation.release()
         if not isinstance(exc, (PluginConnectError, grpc.RpcError)):
-            raise _typed(exc, "connecting to the plugin") from exc
+            raise typed_start_error(exc, "connecting to the plugin") from exc
         if not isinstance(exc, PluginConnectError):
             raise PluginConnectError(f"connecting to the plugin failed: {exc}") from exc
         tail = proc.stderr_tail()
@@ -274,6 +277,17 @@ def _connect(
         raise type(exc)(f"{exc}{detail}") from None
     incarnation.started_at = time.monotonic()
     return incarnation
+
+
+@dataclass(frozen=True)
+class _Dial:
+    """How to open (another) channel to this incarnation: the stdio pump has its own."""
+
+    target: str
+    tls: ClientTLS | None
+
+    def __call__(self, *, max_receive: int | None = None) -> grpc.Channel:
+        return open_channel(self.target, self.tls, max_receive=max_receive)
 
 
 def _prepare_socket_dir(spec: StartSpec) -> str:
@@ -294,58 +308,6 @@ def _prepare_socket_dir(spec: StartSpec) -> str:
             remove_socket_dir(socket_dir)
             raise
     return socket_dir
-
-
-_DIAGNOSES: tuple[tuple[type[PluginStartError], str], ...] = (
-    (
-        IncompatibleCoreVersionError,
-        "the plugin was built with a go-plugin that speaks another core protocol; rebuild it",
-    ),
-    (
-        IncompatibleAppVersionError,
-        "host and plugin share no app protocol version: use a plugin built for the offered "
-        "version, or offer the plugin's version with launch(versions=[...])",
-    ),
-    (
-        UnsupportedProtocolError,
-        "only gRPC plugins without broker multiplexing can be hosted from Python",
-    ),
-    (
-        UnknownNetworkError,
-        "the plugin announced a network other than unix or tcp: it is not a go-plugin "
-        "plugin, or uses a transport this host does not speak",
-    ),
-    (
-        ServerCertificateError,
-        "the plugin's AutoMTLS certificate is missing or unusable: launch with "
-        "auto_mtls=False, or fix the plugin's certificate",
-    ),
-)
-
-
-def _default_diagnosis(error: PluginStartError) -> str:
-    for kind, text in _DIAGNOSES:
-        if isinstance(error, kind):
-            return text
-    return "the plugin was still running and has been stopped; the message says what was wrong"
-
-
-def _typed(exc: BaseException, stage: str) -> BaseException:
-    """``exc`` if it is one of ours (or not an Exception, like KeyboardInterrupt), else a
-    start error that says what happened; the original stays chained as its cause."""
-    if isinstance(exc, AogPluginsError) or not isinstance(exc, Exception):
-        return exc
-    if isinstance(exc, OSError) and exc.errno in _RESOURCE_ERRNOS:
-        return HostResourceError(
-            f"{stage} failed: the host is out of resources: {exc}",
-            diagnosis="free disk space, memory or file descriptors on the host and retry; "
-            "the plugin was stopped",
-        )
-    return PluginStartError(
-        f"{stage} failed unexpectedly: {type(exc).__name__}: {exc}",
-        diagnosis="the plugin was stopped; the chained exception says more (please report it "
-        "as a bug of aog-plugins if the plugin is not at fault)",
-    )
 
 
 def _read_handshake(proc: PluginProcess, deadline: float, start_timeout: float) -> HandshakeLine:
