@@ -28,7 +28,11 @@ from aog_plugins.errors import (
     UnknownNetworkError,
     UnsupportedProtocolError,
 )
+from tests.gofixtures.conftest import go_bins
 from tests.process.conftest import FIXTURES, LeakCheck, plugin_cmd
+from tests.support.gobuild import GoBinaries
+
+__all__ = ["go_bins"]  # the session fixture, used by the Go tests below
 
 LOOKUP_RULE = (
     "a name without '/' is looked up on PATH; a path with '/' is relative to the current "
@@ -278,3 +282,30 @@ def test_bad_arguments(kwargs: dict[str, object], leak_check: LeakCheck) -> None
 def test_empty_command() -> None:
     with pytest.raises(ConfigurationError, match="empty"):
         launch([])
+
+
+@pytest.mark.timeout(600)  # the first Go test may pay for a cold build
+@pytest.mark.parametrize(
+    ("mode", "error", "diagnosis"),
+    [
+        ("write-before-handshake", MalformedHandshakeError, "must be its handshake"),
+        ("sleep-before-handshake", StartTimeoutError, "did not print its handshake"),
+    ],
+)
+def test_go_plugin_we_stopped_has_no_exit_code(
+    mode: str,
+    error: type[PluginStartError],
+    diagnosis: str,
+    go_bins: GoBinaries,
+    leak_check: LeakCheck,
+) -> None:
+    with pytest.raises(error) as info:
+        launch(
+            str(go_bins.misbehave),
+            start_timeout=2.0,
+            extra_env={**leak_check.env, "AOG_FIXTURE_MODE": mode},
+        )
+    exc = info.value
+    assert exc.exit_code is None
+    assert "signal" not in str(exc)
+    assert diagnosis in exc.diagnosis
