@@ -66,6 +66,12 @@ def diagnose_exec_failure(
             diagnosis=_resource_advice(exc.errno),
             command=command,
         )
+    if cwd is not None and exc.errno in (errno.ENOENT, errno.ENOTDIR) and not os.path.isdir(cwd):
+        return PluginNotFoundError(
+            f"cannot start {name}: the working directory cwd={cwd!r} does not exist",
+            diagnosis="pass an existing directory as cwd=",
+            command=command,
+        )
     found = resolve_executable(name, env, cwd)
     if exc.errno == errno.ENOENT:
         if found is not None and not os.path.isdir(found):

@@ -245,7 +245,19 @@ def spawn(
         )
     except OSError as exc:
         raise diagnose_exec_failure(argv[0], exc, argv, env, cwd) from exc
-    # Kill-on-exit that holds even if this host is SIGKILLed (see _reaper).
-    create_time = _create_time(popen.pid)
-    reaper().track(popen.pid, create_time, env.get("PLUGIN_UNIX_SOCKET_DIR"))
-    return PluginProcess(popen, argv, logger, on_stdout=on_stdout, create_time=create_time)
+    try:
+        # Kill-on-exit that holds even if this host is SIGKILLed (see _reaper).
+        create_time = _create_time(popen.pid)
+        reaper().track(popen.pid, create_time, env.get("PLUGIN_UNIX_SOCKET_DIR"))
+        return PluginProcess(popen, argv, logger, on_stdout=on_stdout, create_time=create_time)
+    except BaseException:
+        # E.g. EMFILE while setting up the pipes' readers: the plugin runs, nobody watches it.
+        with contextlib.suppress(OSError):
+            os.killpg(popen.pid, signal.SIGKILL)
+        with contextlib.suppress(Exception):
+            reaper().untrack(popen.pid)
+        popen.wait()
+        for pipe in (popen.stdout, popen.stderr):
+            if pipe is not None:
+                pipe.close()
+        raise

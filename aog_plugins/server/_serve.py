@@ -45,7 +45,14 @@ from aog_plugins.handshake import (
 )
 from aog_plugins.server._hclog import configure_logging
 from aog_plugins.server._stdio import STDERR, STDOUT, StdioBuffer, StdioServicer, text_stream
-from aog_plugins.transport import HEALTH_SERVICE, Relay, grpc_target, listen, start_server_relay
+from aog_plugins.transport import (
+    HEALTH_SERVICE,
+    Relay,
+    grpc_target,
+    listen,
+    set_group_writable,
+    start_server_relay,
+)
 
 __all__ = ["HEALTH_SERVICE", "CookieMissing", "PluginServer", "Register", "serve"]
 
@@ -252,10 +259,9 @@ class PluginServer:
 
     @staticmethod
     def _apply_group(env: PluginEnv, path: str) -> None:
+        # As go-plugin: the socket 0660 and owned by the group; the host made the dir 0770.
         if env.socket_group:
-            group = env.socket_group
-            shutil.chown(path, group=int(group) if group.isdigit() else group)
-            os.chmod(path, 0o660)
+            set_group_writable(path, env.socket_group, 0o660)
 
     def announce(self, stdout: IO[str] | None = None) -> None:
         """Print the handshake line, then send later sys.stdout/sys.stderr writes to GRPCStdio."""

@@ -179,9 +179,12 @@ def test_relative_path_is_relative_to_cwd_argument(tmp_path: Path, leak_check: L
     (tmp_path / "plugin").chmod(0o755)
     with pytest.raises(MalformedHandshakeError):
         launch("./plugin", cwd=str(tmp_path), extra_env=leak_check.env)
+    (tmp_path / "sub").mkdir()
     with pytest.raises(PluginNotFoundError) as info:
         launch("./plugin", cwd=str(tmp_path / "sub"), extra_env=leak_check.env)
     assert f"not at {tmp_path / 'sub' / 'plugin'}" in str(info.value)
+    with pytest.raises(PluginNotFoundError, match=r"cwd=.* does not exist"):
+        launch("./plugin", cwd=str(tmp_path / "nowhere"), extra_env=leak_check.env)
 
 
 def test_missing_interpreter(tmp_path: Path, leak_check: LeakCheck) -> None:
