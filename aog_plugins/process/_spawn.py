@@ -21,7 +21,7 @@ from concurrent.futures import Future
 
 import psutil
 
-from aog_plugins.errors import PluginExitedError, PluginStartError
+from aog_plugins.errors import ConfigurationError, PluginExitedError, PluginStartError
 from aog_plugins.process._execdiag import diagnose_exec_failure
 from aog_plugins.process._ioloop import io_loop
 from aog_plugins.process._logs import LineSplitter, StderrLogParser
@@ -245,6 +245,11 @@ def spawn(
         )
     except OSError as exc:
         raise diagnose_exec_failure(argv[0], exc, argv, env, cwd) from exc
+    except (ValueError, TypeError) as exc:  # a NUL byte or a non-string in argv/env/cwd
+        raise ConfigurationError(
+            f"cannot start {argv[0]!r}: {exc}; the command, its environment and cwd must "
+            "be strings without NUL bytes",
+        ) from exc
     try:
         # Kill-on-exit that holds even if this host is SIGKILLed (see _reaper).
         create_time = _create_time(popen.pid)

@@ -282,6 +282,15 @@ def test_bad_arguments(kwargs: dict[str, object], leak_check: LeakCheck) -> None
         launch(plugin_cmd("echo_plugin.py"), extra_env=leak_check.env, **kwargs)  # type: ignore[arg-type]
 
 
+def test_nul_bytes_in_the_command_are_a_configuration_error(leak_check: LeakCheck) -> None:
+    with pytest.raises(ConfigurationError, match="without NUL bytes"):
+        launch(["/bin/true\0/evil"], extra_env=leak_check.env)
+    with pytest.raises(ConfigurationError, match="without NUL bytes"):
+        launch("/bin/true", extra_env={**leak_check.env, "X": "a\0b"})
+    with pytest.raises(ConfigurationError, match="without NUL bytes"):
+        launch("/bin/true", cwd="/tmp\0x", extra_env=leak_check.env)
+
+
 def test_empty_command() -> None:
     with pytest.raises(ConfigurationError, match="empty"):
         launch([])
