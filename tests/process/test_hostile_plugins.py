@@ -21,7 +21,11 @@ from aog_plugins.errors import (
 )
 from aog_plugins.handshake import parse_handshake_line
 from aog_plugins.process._address import check_plugin_address
+from tests.gofixtures.conftest import go_bins
 from tests.process.conftest import LeakCheck, plugin_cmd
+from tests.support.gobuild import GoBinaries
+
+__all__ = ["go_bins"]  # the session fixture, used by the Go test below
 
 ROOT = os.geteuid() == 0
 USERS_GID = 100  # "users": a group this test process (root) is not running as
@@ -131,6 +135,21 @@ def test_unix_socket_group_lets_a_member_connect(group: str, leak_check: LeakChe
         assert (stat.S_IMODE(dir_st.st_mode), dir_st.st_gid) == (0o770, USERS_GID)
         assert (stat.S_IMODE(sock_st.st_mode), sock_st.st_gid) == (0o660, USERS_GID)
         # uid nobody: only its group decides. A member gets in, others do not.
+        assert _connect_as(path, NOBODY, USERS_GID) == "connected"
+        assert _connect_as(path, NOBODY, NOBODY).startswith("refused")
+        plugin.ping()
+
+
+@pytest.mark.skipif(not ROOT, reason="a member of another group is made with setuid/setgid")
+@pytest.mark.timeout(600)  # the first Go test may pay for a cold build
+def test_unix_socket_group_with_a_go_plugin(go_bins: GoBinaries, leak_check: LeakCheck) -> None:
+    """go-plugin's own PLUGIN_UNIX_SOCKET_GROUP handling meets our socket dir."""
+    with launch(
+        str(go_bins.misbehave), unix_socket_group="users", extra_env=leak_check.env
+    ) as plugin:
+        path = plugin.handshake.address
+        sock_st = os.stat(path)
+        assert (stat.S_IMODE(sock_st.st_mode), sock_st.st_gid) == (0o660, USERS_GID)
         assert _connect_as(path, NOBODY, USERS_GID) == "connected"
         assert _connect_as(path, NOBODY, NOBODY).startswith("refused")
         plugin.ping()
