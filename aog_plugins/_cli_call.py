@@ -36,7 +36,7 @@ NOT_IMPLEMENTED = "not implemented"
 def _add_launch_args(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "executable",
-        help="path of the plugin executable (a bare name is looked up like the OS does)",
+        help="the plugin executable (its path)",
     )
     parser.add_argument(
         "--auto-mtls",
@@ -205,7 +205,7 @@ def _read_secret(path: str, key: str) -> str:
         if path == "-":
             text = sys.stdin.read()
         else:
-            with open(path, encoding="utf-8") as handle:
+            with open(os.path.expanduser(path), encoding="utf-8") as handle:
                 text = handle.read()
     except (OSError, UnicodeDecodeError) as exc:
         raise ConfigurationError(f"--auth-file {key}: cannot read {path}: {exc}") from None
@@ -326,13 +326,17 @@ def _configure_invoke(parser: argparse.ArgumentParser) -> None:
         "PATH - reads it from stdin",
     )
     parser.add_argument(
-        "--auth-type", default="apikey", help="the auth type sent to SetAuth (default apikey)"
+        "--auth-type",
+        default="apikey",
+        metavar="TYPE",
+        help="the auth type sent to SetAuth (default apikey)",
     )
     parser.add_argument(
         "--auth-info",
         default="",
         metavar="TEXT",
-        help="the auth info string sent with the call (default: the credentials as JSON)",
+        help="the auth info string sent with the call (default: the credentials as JSON); "
+        "visible in the process list like --auth",
     )
 
 
@@ -348,8 +352,9 @@ INVOKE = Command(
 examples:
   aog-plugins invoke ./my-plugin chat --data '{"messages": []}'
   aog-plugins invoke ./my-plugin chat --stream --data '{"stream": true}'
-  API_KEY=... aog-plugins invoke ./my-plugin chat --auth-env api_key=API_KEY
-  aog-plugins invoke ./my-plugin chat --auth-file api_key=- < key.txt""",
+  aog-plugins invoke ./my-plugin chat --auth-env api_key=MY_API_KEY   # exported earlier
+  aog-plugins invoke ./my-plugin chat --auth-file api_key=~/.config/my-plugin/key
+  pass show my-plugin | aog-plugins invoke ./my-plugin chat --auth-file api_key=-""",
     configure=_configure_invoke,
     run=_invoke,
 )

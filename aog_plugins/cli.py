@@ -26,7 +26,7 @@ from aog_plugins._cli_demo import DEMO
 from aog_plugins._cli_show import CliLogFormatter, describe_error, hide_unimplemented_noise
 from aog_plugins.errors import AogPluginsError, ConfigurationError
 
-__all__ = ["COMMANDS", "main"]
+__all__ = ["COMMANDS", "build_parser", "main"]
 
 COMMANDS: dict[str, Command] = {c.name: c for c in (DEMO, INSPECT, INVOKE)}
 """Every subcommand, in the order ``--help`` lists them."""
@@ -50,7 +50,8 @@ def _plain(**kwargs: Any) -> dict[str, Any]:
     return kwargs
 
 
-def _parser() -> argparse.ArgumentParser:
+def build_parser() -> argparse.ArgumentParser:
+    """The argument parser, one subparser per entry of ``COMMANDS``."""
     formatter = argparse.RawDescriptionHelpFormatter
     parser = argparse.ArgumentParser(
         **_plain(
@@ -67,7 +68,9 @@ def _parser() -> argparse.ArgumentParser:
         help="which plugin and library log records to show on stderr (default WARNING); "
         "DEBUG also shows the tracebacks plugins log",
     )
-    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    sub = parser.add_subparsers(
+        dest="command", required=True, metavar="COMMAND", help="what to do (one of these)"
+    )
     for command in COMMANDS.values():
         child = sub.add_parser(
             command.name,
@@ -100,7 +103,7 @@ def _error(text: str) -> None:
 def main(argv: Sequence[str] | None = None) -> int:
     """Run the CLI; returns the exit status (0 ok, 1 plugin failure, 2 usage, 130 Ctrl-C)."""
     try:
-        args = _parser().parse_args(argv)
+        args = build_parser().parse_args(argv)
         _setup_logging(args.log_level)
         code: int = args.run(args)
         return code
