@@ -1,6 +1,6 @@
 """``aog-plugins demo``: start the bundled echo plugin and show everything a host does.
 
-The plugin ships inside the package (:mod:`aog_plugins._examples`), so the demo works
+The plugin ships inside the package (:mod:`aog_plugins.examples`), so the demo works
 after a plain ``pip install`` from any directory.
 """
 
@@ -17,7 +17,7 @@ import psutil
 
 from aog_plugins._cli_base import EXIT_FAILED, EXIT_OK, Command
 from aog_plugins._cli_show import handshake_doc
-from aog_plugins._examples import ECHO_DIR, echo_command, echo_env
+from aog_plugins.examples import ECHO_DIR, echo_command, echo_env
 
 __all__ = ["DEMO"]
 

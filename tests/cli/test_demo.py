@@ -86,4 +86,4 @@ def test_demo_after_a_plain_install_without_test_extras(tmp_path: Path) -> None:
     )
     assert result.code == 0, result.output
     _check_demo_output(result.out, "unix")
-    assert f"({site}/aog_plugins/_examples/echo)" in result.out  # the installed copy ran
+    assert f"({site}/aog_plugins/examples/echo)" in result.out  # the installed copy ran
