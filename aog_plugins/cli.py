@@ -50,6 +50,16 @@ def _plain(**kwargs: Any) -> dict[str, Any]:
     return kwargs
 
 
+def _add_log_level(parser: argparse.ArgumentParser, default: str) -> None:
+    parser.add_argument(
+        "--log-level",
+        default=default,
+        choices=["DEBUG", "INFO", "WARNING", "ERROR"],
+        help="which plugin and library log records to show on stderr (default WARNING); "
+        "DEBUG also shows the tracebacks plugins log",
+    )
+
+
 def build_parser() -> argparse.ArgumentParser:
     """The argument parser, one subparser per entry of ``COMMANDS``."""
     formatter = argparse.RawDescriptionHelpFormatter
@@ -61,13 +71,7 @@ def build_parser() -> argparse.ArgumentParser:
             formatter_class=formatter,
         )
     )
-    parser.add_argument(
-        "--log-level",
-        default="WARNING",
-        choices=["DEBUG", "INFO", "WARNING", "ERROR"],
-        help="which plugin and library log records to show on stderr (default WARNING); "
-        "DEBUG also shows the tracebacks plugins log",
-    )
+    _add_log_level(parser, "WARNING")
     sub = parser.add_subparsers(
         dest="command", required=True, metavar="COMMAND", help="what to do (one of these)"
     )
@@ -82,6 +86,7 @@ def build_parser() -> argparse.ArgumentParser:
             ),
         )
         command.configure(child)
+        _add_log_level(child, argparse.SUPPRESS)  # also accepted after the command
         child.set_defaults(run=command.run)
     return parser
 

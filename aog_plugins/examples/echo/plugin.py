@@ -2,9 +2,11 @@
 """The example plugin behind ``aog-plugins demo``: an AOG provider written in Python.
 
 ``chat`` answers a request with the request itself; streamed, it sends ``{"chunks": N}``
-(default 3) numbered chunks and a final one. Every call is logged (the host turns the
-plugin's log lines into ``logging`` records). ``--network tcp`` listens on TCP instead of
-a unix socket. Run it from a go-plugin host (``aog-plugins inspect``), not by hand.
+(default 3) numbered chunks and a final one. SetAuth keeps the credentials (a remote
+provider would send them upstream); only their names are logged. Every call is logged
+(the host turns the plugin's log lines into ``logging`` records). ``--network tcp``
+listens on TCP instead of a unix socket. Run it from a go-plugin host (``aog-plugins
+inspect``), not by hand.
 """
 
 from __future__ import annotations
@@ -13,7 +15,7 @@ import argparse
 import json
 import logging
 import sys
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from pathlib import Path
 
 from aog_plugins.errors import PluginError
@@ -23,14 +25,17 @@ from aog_plugins.types import PluginManifest, StreamChunk
 log = logging.getLogger("echo")
 
 UNKNOWN_SERVICE = 4000
+NO_CREDENTIALS = 1002
 
 
 class EchoProvider:
-    """Implements :class:`aog_plugins.contract.PluginProvider` and ``StreamablePlugin``."""
+    """Implements the ``RemotePluginProvider`` and ``StreamablePlugin`` protocols of
+    :mod:`aog_plugins.contract`."""
 
     def __init__(self, manifest: PluginManifest) -> None:
         self._manifest = manifest
         self._status = 0
+        self._credentials: dict[str, str] = {}
 
     def get_manifest(self) -> PluginManifest:
         return self._manifest
@@ -43,6 +48,17 @@ class EchoProvider:
 
     def health_check(self) -> None:
         return None
+
+    def set_auth(self, auth_type: str, credentials: Mapping[str, str]) -> None:
+        self._credentials = dict(credentials)
+        log.info("credentials set", extra={"auth_type": auth_type, "keys": sorted(credentials)})
+
+    def validate_auth(self) -> None:
+        if not self._credentials:
+            raise PluginError(NO_CREDENTIALS, "no credentials: call SetAuth first")
+
+    def refresh_auth(self) -> None:
+        self.validate_auth()
 
     def _check(self, service_name: str, request: bytes) -> None:
         log.info("invoke", extra={"service": service_name, "bytes": len(request)})
