@@ -11,6 +11,7 @@ import os
 import signal
 import subprocess
 import sys
+import time
 import uuid
 from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass
@@ -110,7 +111,7 @@ class Running:
                     continue
             if self.proc.poll() is not None:
                 break
-            psutil.wait_procs([me], timeout=0.05)
+            time.sleep(0.05)
         raise AssertionError(f"the CLI never started a plugin matching {marker!r}")
 
     def interrupt(self) -> Result:
