@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from aog_plugins import HandshakeConfig, launch
+from aog_plugins import HandshakeConfig, RestartPolicy, launch
 from aog_plugins.errors import (
     ChecksumMismatchError,
     ConfigurationError,
@@ -123,6 +123,20 @@ def test_long_stderr_lines_are_capped(leak_check: LeakCheck) -> None:
     assert "line 49 yyy" in exc.stderr_tail
     assert "more characters]" in exc.stderr_tail
     assert "earlier lines not shown" in exc.stderr_tail
+
+
+def test_crash_after_long_stderr_lines_has_a_capped_tail(leak_check: LeakCheck) -> None:
+    with launch(
+        plugin_cmd("misbehave.py", "long-lines-later"),
+        restart=RestartPolicy.never(),
+        extra_env=leak_check.env,
+    ) as plugin:
+        channel = plugin.channel
+        info = plugin.exit_info(channel, wait=60)
+        assert info is not None
+        assert info.exit_code == 5
+        assert "late line 49 yyy" in info.stderr_tail
+        assert len(info.reason) < 16 * 1024, "2.5 MB before the cap"
 
 
 def test_never_handshakes_times_out(leak_check: LeakCheck) -> None:
