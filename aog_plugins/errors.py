@@ -25,6 +25,7 @@ Everything this library raises on purpose derives from :class:`AogPluginsError`:
     ├── PluginConnectError            started, but the gRPC connection or health check failed
     │   └── PluginUnhealthyError        the health service answered NOT_SERVING
     ├── ReattachError                 a reattach config is invalid or its plugin is gone
+    ├── BrokerError                   a GRPCBroker sub-connection could not be served or dialed
     ├── PayloadError                  a JSON payload for or from a plugin is not valid
     ├── PluginCallError               an RPC failed in transport (carries whether the process died)
     │   ├── PluginCrashedError          the plugin died during the call (exit code, stderr tail)
@@ -39,6 +40,7 @@ from __future__ import annotations
 
 __all__ = [
     "AogPluginsError",
+    "BrokerError",
     "CertificateError",
     "ChecksumMismatchError",
     "ConfigurationError",
@@ -232,6 +234,11 @@ class PluginUnhealthyError(PluginConnectError):
 
 class ReattachError(AogPluginsError):
     """A reattach config is malformed, or the plugin it names is not running."""
+
+
+class BrokerError(AogPluginsError):
+    """A GRPCBroker sub-connection failed: no connection info for the id in time, the
+    broker is closed, or the peer refused (its message is included)."""
 
 
 class PluginCallError(AogPluginsError):

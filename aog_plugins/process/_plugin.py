@@ -22,6 +22,7 @@ import grpc
 
 from aog_plugins.errors import (
     AogPluginsError,
+    BrokerError,
     ConfigurationError,
     PluginCallError,
     PluginFatalError,
@@ -29,6 +30,7 @@ from aog_plugins.errors import (
 )
 from aog_plugins.handshake import AOG_HANDSHAKE, HandshakeConfig, HandshakeLine
 from aog_plugins.process import _registry
+from aog_plugins.process._broker import Broker
 from aog_plugins.process._connect import health_check
 from aog_plugins.process._policy import RestartHistory, RestartPolicy
 from aog_plugins.process._reattach import ReattachConfig
@@ -165,6 +167,15 @@ class Plugin:
 
                 self._client = GRPCProviderClient(self)
             return self._client
+
+    @property
+    def broker(self) -> Broker:
+        """The GRPCBroker of the current process: extra connections by id (see
+        :class:`~aog_plugins.process.Broker`). A restarted plugin has a new broker."""
+        broker = self._current.broker
+        if broker is None:
+            raise BrokerError("this plugin has no broker stream")
+        return broker
 
     def reattach_config(self) -> ReattachConfig:
         """What another host needs to :func:`attach` to this plugin (not with AutoMTLS)."""

@@ -12,8 +12,8 @@ import threading
 import time
 from collections.abc import Callable, Mapping
 from concurrent.futures import TimeoutError as FutureTimeout
-from dataclasses import dataclass, field
-from typing import Any, Protocol
+from dataclasses import dataclass, field, replace
+from typing import Any, Literal, Protocol
 
 import grpc
 
@@ -38,9 +38,9 @@ from aog_plugins.handshake import (
     parse_handshake_line,
 )
 from aog_plugins.process._address import check_plugin_address
+from aog_plugins.process._broker import Broker
 from aog_plugins.process._connect import (
     STDIO_MAX_MESSAGE,
-    BrokerStream,
     StdioPump,
     health_check,
     request_shutdown,
@@ -62,6 +62,7 @@ from aog_plugins.process._startargs import (
 )
 from aog_plugins.process._tempdir import make_socket_dir, remove_socket_dir
 from aog_plugins.transport import (
+    BrokerTLS,
     ClientTLS,
     Relay,
     open_channel,
@@ -133,7 +134,7 @@ class Incarnation:
     socket_dir: str | None
     relay: Relay | None = None
     stdio: StdioPump | None = None
-    broker: BrokerStream | None = None
+    broker: Broker | None = None
     started_at: float = field(default_factory=time.monotonic)
     _released: bool = False
     _release_lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
@@ -233,6 +234,7 @@ def start_incarnation(spec: StartSpec) -> Incarnation:
         socket_dir=socket_dir,
         relay=relay,
         deadline=deadline,
+        tls=tls,
     )
 
 
@@ -246,6 +248,7 @@ def _connect(
     socket_dir: str,
     relay: Relay | None,
     deadline: float,
+    tls: ClientTLS | None,
 ) -> Incarnation:
     logger = spec.logger
     incarnation = Incarnation(proc, line, channel, socket_dir, relay)
@@ -259,7 +262,14 @@ def _connect(
             spec.stderr or _stderr_to_parser(proc),
             logger,
         )
-        incarnation.broker = BrokerStream(channel)
+        incarnation.broker = Broker(
+            channel,
+            network=line.network,
+            socket_dir=socket_dir,
+            tls=None if tls is None else BrokerTLS(tls.host, tls.plugin_cert_der),
+            check_address=_broker_address_check(line, socket_dir, pid),
+            socket_group=spec.unix_socket_group,
+        )
     except BaseException as exc:
         died_on_its_own = proc.exited
         incarnation.stop(0.0, logger)
@@ -288,6 +298,18 @@ class _Dial:
 
     def __call__(self, *, max_receive: int | None = None) -> grpc.Channel:
         return open_channel(self.target, self.tls, max_receive=max_receive)
+
+
+def _broker_address_check(
+    line: HandshakeLine, socket_dir: str, pid: int
+) -> Callable[[str, str], None]:
+    """Broker addresses from a plugin we started obey the handshake's address rules."""
+
+    def check(network: str, address: str) -> None:
+        kind: Literal["unix", "tcp"] = "tcp" if network == "tcp" else "unix"
+        check_plugin_address(replace(line, network=kind, address=address), socket_dir, pid)
+
+    return check
 
 
 def _prepare_socket_dir(spec: StartSpec) -> str:

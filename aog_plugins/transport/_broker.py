@@ -1,0 +1,388 @@
+"""The GRPCBroker's bookkeeping, the same on the host and on the plugin side.
+
+Either side serves a gRPC server under a numeric id (:meth:`BrokerCore.accept_and_serve`)
+and tells the other side where, in a connection-info message on the broker stream; the
+other side dials by id (:meth:`BrokerCore.dial`). Sub-connections use the main
+connection's network and, with AutoMTLS, its certificates: the side that serves presents
+its own certificate and requires exactly the peer's, the side that dials presents its own
+and pins the peer's. Certificates grpcio cannot handle (Go's P-521) go through the TLS
+relay, both ways.
+
+This module knows nothing of protobuf: each side converts its stream's messages to and
+from :class:`ConnInfo` and hands them to :meth:`BrokerCore.received`.
+"""
+
+from __future__ import annotations
+
+import collections
+import contextlib
+import itertools
+import logging
+import os
+import shutil
+import tempfile
+import threading
+import time
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+
+import grpc
+
+from aog_plugins.errors import BrokerError, ConfigurationError
+from aog_plugins.handshake import CertificateBundle, der_to_pem, grpcio_can_verify
+from aog_plugins.transport._dial import ClientTLS, open_channel
+from aog_plugins.transport._listen import grpc_target, listen, set_group_writable
+from aog_plugins.transport._relay import Relay, start_client_relay, start_server_relay
+
+__all__ = [
+    "DIAL_TIMEOUT",
+    "BrokerCore",
+    "BrokerServer",
+    "BrokerTLS",
+    "ConnInfo",
+    "Knock",
+]
+
+_log = logging.getLogger("aog_plugins.broker")
+
+DIAL_TIMEOUT = 5.0
+"""How long :meth:`BrokerCore.dial` waits for the peer's connection info (go-plugin: 5 s)."""
+
+_SERVER_OPTIONS: list[tuple[str, object]] = [
+    ("grpc.max_send_message_length", -1),
+    ("grpc.max_receive_message_length", -1),
+    ("grpc.so_reuseport", 0),
+]
+
+
+@dataclass(frozen=True)
+class Knock:
+    """The multiplexing handshake inside a connection-info message."""
+
+    knock: bool = False
+    ack: bool = False
+    error: str = ""
+
+
+@dataclass(frozen=True)
+class ConnInfo:
+    """One broker-stream message: where the sender serves ``service_id``, or a knock."""
+
+    service_id: int
+    network: str = ""
+    address: str = ""
+    knock: Knock | None = None
+
+
+@dataclass(frozen=True)
+class BrokerTLS:
+    """This side's AutoMTLS certificate and the peer's certificate it pins."""
+
+    ours: CertificateBundle
+    peer_cert_der: bytes
+
+    @property
+    def grpcio_native(self) -> bool:
+        """Whether grpcio can do this TLS itself (no relay needed)."""
+        return grpcio_can_verify(self.ours.cert_der) and grpcio_can_verify(self.peer_cert_der)
+
+
+class BrokerServer:
+    """A gRPC server one side serves on a broker id; :meth:`stop` ends it."""
+
+    def __init__(
+        self,
+        service_id: int,
+        network: str,
+        address: str,
+        server: grpc.Server,
+        cleanup: Callable[[], None],
+    ) -> None:
+        self.service_id = service_id
+        self.network = network
+        self.address = address
+        self.server = server
+        self._cleanup = cleanup
+        self._lock = threading.Lock()
+        self._stopped = False
+
+    def stop(self, grace: float | None = 0.5) -> None:
+        """Stop serving (calls in flight get ``grace`` seconds) and remove the socket."""
+        with self._lock:
+            if self._stopped:
+                return
+            self._stopped = True
+        self.server.stop(grace).wait(5.0)
+        self._cleanup()
+
+    def __repr__(self) -> str:
+        return f"<BrokerServer id={self.service_id} {self.network}:{self.address}>"
+
+
+class BrokerCore:
+    """Connection bookkeeping of one broker stream.
+
+    ``send`` puts a :class:`ConnInfo` on the stream (it raises :class:`BrokerError` once
+    the stream is gone). ``network`` is the main connection's (``unix`` or ``tcp``);
+    unix sockets go into ``socket_dir`` (a private temporary directory when None).
+    ``check_address(network, address)`` may refuse where the peer asks us to dial.
+    """
+
+    def __init__(
+        self,
+        send: Callable[[ConnInfo], None],
+        *,
+        network: str,
+        socket_dir: str | None,
+        tls: BrokerTLS | None,
+        check_address: Callable[[str, str], None] | None = None,
+        socket_group: str | None = None,
+        port_range: tuple[int, int] = (10000, 25000),
+    ) -> None:
+        if network not in ("unix", "tcp"):
+            raise ConfigurationError(f"broker network must be unix or tcp, got {network!r}")
+        self._send = send
+        self._network = network
+        self._socket_dir = socket_dir
+        self._own_dir: str | None = None
+        self._tls = tls
+        self._check = check_address
+        self._group = socket_group
+        self._ports = port_range
+        self._ids = itertools.count(1)
+        self._id_lock = threading.Lock()
+        self._cond = threading.Condition()
+        self._pending: dict[int, collections.deque[ConnInfo]] = {}
+        self._servers: list[BrokerServer] = []
+        self._channels: list[grpc.Channel] = []
+        self._relays: list[Relay] = []
+        self._closed = False
+
+    @property
+    def closed(self) -> bool:
+        return self._closed
+
+    def next_id(self) -> int:
+        """A fresh id (1, 2, ...) for :meth:`accept_and_serve` on this side."""
+        with self._id_lock:
+            return next(self._ids) & 0xFFFFFFFF
+
+    # ---- the stream -------------------------------------------------------------------
+    def received(self, info: ConnInfo) -> None:
+        """Take one message from the peer (called by the stream's reader)."""
+        if info.knock is not None and info.knock.knock:
+            if not info.knock.ack:
+                # A peer that multiplexes knocks before it dials; this stream does not
+                # multiplex, so say so at once instead of letting it time out.
+                with contextlib.suppress(BrokerError):
+                    self._send(
+                        ConnInfo(
+                            info.service_id,
+                            knock=Knock(
+                                knock=True,
+                                ack=True,
+                                error="gRPC broker multiplexing is not enabled on this connection",
+                            ),
+                        )
+                    )
+            else:
+                _log.debug("broker: ignoring a knock ack for id %d", info.service_id)
+            return
+        with self._cond:
+            if self._closed:
+                return
+            self._pending.setdefault(info.service_id, collections.deque()).append(info)
+            self._cond.notify_all()
+
+    # ---- serving ----------------------------------------------------------------------
+    def accept_and_serve(
+        self,
+        service_id: int,
+        register: Callable[[grpc.Server], None],
+        *,
+        max_workers: int = 16,
+    ) -> BrokerServer:
+        """Serve a new gRPC server (``register`` adds the servicers) under ``service_id``
+        and tell the peer where; it runs until :meth:`BrokerServer.stop` or :meth:`close`."""
+        if self._closed:
+            raise BrokerError("the broker is closed: the plugin or its host has gone away")
+        if not 0 < service_id <= 0xFFFFFFFF:
+            raise ConfigurationError(f"broker ids are 1..2**32-1, got {service_id}")
+        server = grpc.server(
+            ThreadPoolExecutor(max_workers, thread_name_prefix="aog-plugins-broker"),
+            options=_SERVER_OPTIONS,
+        )
+        register(server)
+        try:
+            address, cleanup = self._bind(server)
+        except BaseException:
+            server.stop(None)
+            raise
+        server.start()
+        handle = BrokerServer(service_id, self._network, address, server, cleanup)
+        with self._cond:
+            if self._closed:
+                closed = True
+            else:
+                closed = False
+                self._servers.append(handle)
+        if closed:
+            handle.stop(None)
+            raise BrokerError("the broker closed while the server was starting")
+        try:
+            self._send(ConnInfo(service_id, self._network, address))
+        except BaseException:
+            handle.stop(None)
+            raise
+        return handle
+
+    def _dir(self) -> str:
+        if self._socket_dir is not None:
+            return self._socket_dir
+        with self._cond:
+            if self._own_dir is None:
+                self._own_dir = tempfile.mkdtemp(prefix="aogp-broker-")
+            return self._own_dir
+
+    def _bind(self, server: grpc.Server) -> tuple[str, Callable[[], None]]:
+        tls = self._tls
+        paths: list[str] = []
+        relay: list[Relay] = []
+        private_dir: list[str] = []
+
+        def cleanup() -> None:
+            for r in relay:
+                r.close()
+            for path in paths:
+                with contextlib.suppress(OSError):
+                    os.unlink(path)
+            for d in private_dir:
+                shutil.rmtree(d, ignore_errors=True)
+
+        if tls is not None and not tls.grpcio_native:
+            # grpcio serves h2c on a private socket; the relay does the TLS.
+            private_dir.append(tempfile.mkdtemp(prefix="aogp-relay-", dir=self._dir()))
+            private = os.path.join(private_dir[0], "s")
+            if not server.add_insecure_port(f"unix:{private}"):
+                cleanup()
+                raise BrokerError(f"cannot listen on the private socket {private!r}")
+
+            def bind(network: str, address: str) -> bool:
+                try:
+                    relay.append(
+                        start_server_relay((network, address), private, tls.ours, tls.peer_cert_der)
+                    )
+                except OSError:
+                    return False
+                return True
+
+        else:
+            creds = None
+            if tls is not None:
+                creds = grpc.ssl_server_credentials(
+                    [(tls.ours.key_pem, tls.ours.cert_pem)],
+                    root_certificates=der_to_pem(tls.peer_cert_der),
+                    require_client_auth=True,
+                )
+
+            def bind(network: str, address: str) -> bool:
+                target = grpc_target(network, address)
+                try:
+                    if creds is None:
+                        return bool(server.add_insecure_port(target))
+                    return bool(server.add_secure_port(target, creds))
+                except RuntimeError:
+                    return False
+
+        try:
+            address = listen(
+                self._network,
+                bind,
+                socket_dir=self._dir(),
+                min_port=self._ports[0],
+                max_port=self._ports[1],
+            )
+            if self._network == "unix":
+                paths.append(address)
+                if self._group:
+                    set_group_writable(address, self._group, 0o660)
+        except BaseException:
+            cleanup()
+            raise
+        return address, cleanup
+
+    # ---- dialing ----------------------------------------------------------------------
+    def dial(self, service_id: int, timeout: float = DIAL_TIMEOUT) -> grpc.Channel:
+        """A channel to what the peer serves under ``service_id``, once its connection
+        info has arrived (waiting up to ``timeout`` s). The channel is closed with the
+        broker; closing it earlier is fine."""
+        deadline = time.monotonic() + timeout
+        with self._cond:
+            while True:
+                if self._closed:
+                    raise BrokerError("the broker is closed: the plugin or its host has gone away")
+                queue = self._pending.get(service_id)
+                if queue:
+                    info = queue.popleft()
+                    if not queue:
+                        del self._pending[service_id]
+                    break
+                left = deadline - time.monotonic()
+                if left <= 0:
+                    raise BrokerError(
+                        f"timeout waiting for connection info for broker id {service_id} "
+                        f"({timeout:g}s): the other side did not accept_and_serve that id"
+                    )
+                self._cond.wait(left)
+        return self._open(info)
+
+    def _open(self, info: ConnInfo) -> grpc.Channel:
+        if info.network not in ("unix", "tcp"):
+            raise BrokerError(
+                f"broker id {info.service_id}: unknown network {info.network!r} "
+                f"(address {info.address!r})"
+            )
+        if self._check is not None:
+            self._check(info.network, info.address)
+        tls = self._tls
+        if tls is None:
+            channel = open_channel(grpc_target(info.network, info.address))
+        elif tls.grpcio_native:
+            channel = open_channel(
+                grpc_target(info.network, info.address), ClientTLS(tls.ours, tls.peer_cert_der)
+            )
+        else:
+            relay = start_client_relay(
+                self._dir(), (info.network, info.address), tls.ours, tls.peer_cert_der
+            )
+            with self._cond:
+                self._relays.append(relay)
+            channel = open_channel(f"unix:{relay.address}")
+        with self._cond:
+            if self._closed:
+                channel.close()
+                raise BrokerError("the broker closed while dialing")
+            self._channels.append(channel)
+        return channel
+
+    # ---- the end ----------------------------------------------------------------------
+    def close(self) -> None:
+        """Stop every server, close every channel and relay (idempotent)."""
+        with self._cond:
+            if self._closed:
+                return
+            self._closed = True
+            servers, self._servers = self._servers, []
+            channels, self._channels = self._channels, []
+            relays, self._relays = self._relays, []
+            self._pending.clear()
+            self._cond.notify_all()
+        for channel in channels:
+            channel.close()
+        for server in servers:
+            server.stop(None)
+        for relay in relays:
+            relay.close()
+        if self._own_dir is not None:
+            shutil.rmtree(self._own_dir, ignore_errors=True)
