@@ -178,13 +178,19 @@ class Plugin:
         return broker
 
     def reattach_config(self) -> ReattachConfig:
-        """What another host needs to :func:`attach` to this plugin (not with AutoMTLS)."""
+        """What another host process needs to :func:`attach` to this plugin. With
+        AutoMTLS it holds this host's private key: persist it with
+        :meth:`ReattachConfig.write` (mode 0600), never in a world-readable place."""
+        tls = self._current.tls
         return ReattachConfig(
             protocol=self.handshake.protocol,
             protocol_version=self.handshake.app_version,
             network=self.handshake.network,
             address=self.handshake.address,
             pid=self.pid,
+            client_cert_pem=None if tls is None else tls.host.cert_pem,
+            client_key_pem=None if tls is None else tls.host.key_pem,
+            server_cert_der=None if tls is None else tls.plugin_cert_der,
         )
 
     def ping(self, timeout: float = 5.0) -> None:
@@ -386,6 +392,27 @@ class Plugin:
             self._transition(
                 PluginState.EXITED, f"stopped ({describe_exit(incarnation.process.exit_code)})"
             )
+        _registry.unregister(self)
+
+    def detach(self) -> None:
+        """Disconnect from a plugin that :func:`attach` connected to, leaving it running
+        (its launching host still owns it): closes the channel, streams and relay, and
+        this host no longer stops it at exit. A plugin this host launched is stopped with
+        :meth:`kill` instead (:class:`ConfigurationError`)."""
+        if self._spec is not None:
+            raise ConfigurationError(
+                "detach() is for plugins connected with attach(); a plugin this host "
+                "launched is stopped with kill() (hand it over with reattach_config())"
+            )
+        with self._kill_lock:
+            with self._cond:
+                if self._killed:
+                    return
+                self._killed = True
+            if self._client is not None:
+                self._client.close()
+            self._current.release()
+            self._transition(PluginState.EXITED, "detached: the plugin keeps running")
         _registry.unregister(self)
 
     def __enter__(self) -> Plugin:

@@ -135,6 +135,8 @@ class Incarnation:
     relay: Relay | None = None
     stdio: StdioPump | None = None
     broker: Broker | None = None
+    tls: ClientTLS | None = None
+    """The host's certificate and the pinned plugin certificate (AutoMTLS), for reattach."""
     started_at: float = field(default_factory=time.monotonic)
     _released: bool = False
     _release_lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
@@ -251,7 +253,7 @@ def _connect(
     tls: ClientTLS | None,
 ) -> Incarnation:
     logger = spec.logger
-    incarnation = Incarnation(proc, line, channel, socket_dir, relay)
+    incarnation = Incarnation(proc, line, channel, socket_dir, relay, tls=tls)
     pid = proc.pid
     try:
         wait_ready(channel, line, deadline - time.monotonic())
