@@ -25,6 +25,7 @@ from aog_plugins.transport import (
     BrokerTLS,
     ConnInfo,
     Knock,
+    Mux,
 )
 
 __all__ = ["Broker", "BrokerServicer", "current_broker"]
@@ -88,6 +89,11 @@ class Broker:
         self._cond = threading.Condition()
         self._streams: list[BrokerCore] = []
         self._closed = False
+        self._mux: Callable[[], Mux | None] | None = None
+
+    def set_mux(self, source: Callable[[], Mux | None]) -> None:
+        """Multiplexed connection: sub-connections are streams of this session."""
+        self._mux = source
 
     def _open_stream(self, send: Callable[[ConnInfo], None]) -> BrokerCore:
         core = BrokerCore(
@@ -97,6 +103,7 @@ class Broker:
             tls=self._tls,
             socket_group=self._group,
             port_range=self._ports,
+            mux=self._mux,
         )
         with self._cond:
             if self._closed:

@@ -48,7 +48,9 @@ from aog_plugins.server._stdio import STDERR, STDOUT, StdioBuffer, StdioServicer
 from aog_plugins.transport import (
     HEALTH_SERVICE,
     BrokerTLS,
+    MuxListener,
     Relay,
+    StreamTLS,
     grpc_target,
     listen,
     set_group_writable,
@@ -155,6 +157,7 @@ class PluginServer:
         self._socket_path: str | None = None
         self._private_dir: str | None = None
         self._relay: Relay | None = None
+        self._mux: MuxListener | None = None
         self._line: HandshakeLine | None = None
         self.health = health.HealthServicer()
         self.env: PluginEnv | None = None
@@ -211,22 +214,26 @@ class PluginServer:
         grpc_broker_pb2_grpc.add_GRPCBrokerServicer_to_server(
             BrokerServicer(self._broker, self._stopped), server
         )
-        cert_der: bytes | None = None
+        cert_der = None if bundle is None else bundle.cert_der
+        native = bundle is None or host_der is None or grpcio_can_verify(bundle.cert_der)
+        native = native and (host_der is None or grpcio_can_verify(host_der))
         credentials: grpc.ServerCredentials | None = None
-        if bundle is None or host_der is None or env.client_cert_pem is None:
-            address = self._bind(server, env, None)
+        if bundle is not None and native and env.client_cert_pem is not None:
+            credentials = grpc.ssl_server_credentials(
+                [(bundle.key_pem, bundle.cert_pem)],
+                root_certificates=env.client_cert_pem,
+                require_client_auth=True,
+            )
+        if env.multiplex:
+            stream_tls = (
+                None if native or bundle is None or host_der is None else (bundle, host_der)
+            )
+            address = self._bind_mux(server, env, credentials, stream_tls)
+        elif native or bundle is None or host_der is None:
+            address = self._bind(server, env, credentials)
         else:
-            cert_der = bundle.cert_der
-            if grpcio_can_verify(host_der) and grpcio_can_verify(cert_der):
-                credentials = grpc.ssl_server_credentials(
-                    [(bundle.key_pem, bundle.cert_pem)],
-                    root_certificates=env.client_cert_pem,
-                    require_client_auth=True,
-                )
-                address = self._bind(server, env, credentials)
-            else:
-                # A Go host's P-521 client cert: grpcio cannot accept it, our ssl relay can.
-                address = self._bind_relay(server, env, bundle, host_der)
+            # A Go host's P-521 client cert: grpcio cannot accept it, our ssl relay can.
+            address = self._bind_relay(server, env, bundle, host_der)
         server.start()
         self._server = server
         self._line = HandshakeLine(
@@ -236,8 +243,44 @@ class PluginServer:
             address=address,
             protocol="grpc",
             server_cert=cert_der,
+            multiplex=env.multiplex,
         )
         return self._line
+
+    def _bind_mux(
+        self,
+        server: grpc.Server,
+        env: PluginEnv,
+        credentials: grpc.ServerCredentials | None,
+        stream_tls: StreamTLS | None,
+    ) -> str:
+        # PLUGIN_MULTIPLEX_GRPC: the host's one connection carries yamux; grpcio serves
+        # the streams behind a private socket.
+        self._private_dir = tempfile.mkdtemp(prefix="aogp-mux-", dir=env.socket_dir)
+        private = os.path.join(self._private_dir, "s")
+        target = f"unix:{private}"
+        bound = (
+            server.add_insecure_port(target)
+            if credentials is None
+            else server.add_secure_port(target, credentials)
+        )
+        if not bound:
+            raise ConfigurationError(f"cannot listen on unix socket {private!r}")
+
+        def bind(network: str, address: str) -> bool:
+            listener = MuxListener(network, address, private, stream_tls)
+            try:
+                listener.start()
+            except OSError:
+                return False
+            self._mux = listener
+            return True
+
+        address = self._listen(env, bind)
+        mux, broker = self._mux, self._broker
+        if mux is not None and broker is not None:
+            broker.set_mux(mux.current)
+        return address
 
     def _bind(
         self, server: grpc.Server, env: PluginEnv, credentials: grpc.ServerCredentials | None
@@ -329,6 +372,8 @@ class PluginServer:
             self._server.stop(grace)
         if self._relay is not None:
             self._relay.close()
+        if self._mux is not None:
+            self._mux.close()
         if self._socket_path is not None:
             with contextlib.suppress(FileNotFoundError):
                 os.unlink(self._socket_path)

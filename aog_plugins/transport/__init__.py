@@ -30,6 +30,7 @@ from aog_plugins.transport._listen import (
     set_group_writable,
     unix_socket_path,
 )
+from aog_plugins.transport._mux import Mux, MuxListener, StreamTLS
 from aog_plugins.transport._relay import Relay, start_client_relay, start_server_relay
 
 __all__ = [
@@ -44,7 +45,10 @@ __all__ = [
     "ClientTLS",
     "ConnInfo",
     "Knock",
+    "Mux",
+    "MuxListener",
     "Relay",
+    "StreamTLS",
     "grpc_target",
     "listen",
     "open_channel",

@@ -33,6 +33,7 @@ from aog_plugins.errors import BrokerError, ConfigurationError
 from aog_plugins.handshake import CertificateBundle, der_to_pem, grpcio_can_verify
 from aog_plugins.transport._dial import ClientTLS, open_channel
 from aog_plugins.transport._listen import grpc_target, listen, set_group_writable
+from aog_plugins.transport._mux import Mux, StreamTLS
 from aog_plugins.transport._relay import Relay, start_client_relay, start_server_relay
 
 __all__ = [
@@ -139,6 +140,7 @@ class BrokerCore:
         check_address: Callable[[str, str], None] | None = None,
         socket_group: str | None = None,
         port_range: tuple[int, int] = (10000, 25000),
+        mux: Callable[[], Mux | None] | None = None,
     ) -> None:
         if network not in ("unix", "tcp"):
             raise ConfigurationError(f"broker network must be unix or tcp, got {network!r}")
@@ -158,10 +160,23 @@ class BrokerCore:
         self._channels: list[grpc.Channel] = []
         self._relays: list[Relay] = []
         self._closed = False
+        self._mux_source = mux
+        self._acks: dict[int, collections.deque[Knock]] = {}
 
     @property
     def closed(self) -> bool:
         return self._closed
+
+    def _mux(self) -> Mux | None:
+        return None if self._mux_source is None else self._mux_source()
+
+    @property
+    def _stream_tls(self) -> StreamTLS | None:
+        """TLS that Python's ssl does per stream (None: none, or grpcio does it)."""
+        tls = self._tls
+        if tls is None or tls.grpcio_native:
+            return None
+        return (tls.ours, tls.peer_cert_der)
 
     def next_id(self) -> int:
         """A fresh id (1, 2, ...) for :meth:`accept_and_serve` on this side."""
@@ -172,22 +187,23 @@ class BrokerCore:
     def received(self, info: ConnInfo) -> None:
         """Take one message from the peer (called by the stream's reader)."""
         if info.knock is not None and info.knock.knock:
-            if not info.knock.ack:
-                # A peer that multiplexes knocks before it dials; this stream does not
-                # multiplex, so say so at once instead of letting it time out.
-                with contextlib.suppress(BrokerError):
-                    self._send(
-                        ConnInfo(
-                            info.service_id,
-                            knock=Knock(
-                                knock=True,
-                                ack=True,
-                                error="gRPC broker multiplexing is not enabled on this connection",
-                            ),
-                        )
-                    )
+            if info.knock.ack:
+                with self._cond:
+                    self._acks.setdefault(info.service_id, collections.deque()).append(info.knock)
+                    self._cond.notify_all()
+                return
+            # The peer will open a stream for this id next; without multiplexing, say at
+            # once that it cannot, instead of letting it time out.
+            mux = self._mux()
+            if mux is None:
+                error = "gRPC broker multiplexing is not enabled on this connection"
+            elif not mux.expect(info.service_id):
+                error = f"no listener for broker id {info.service_id}"
             else:
-                _log.debug("broker: ignoring a knock ack for id %d", info.service_id)
+                error = ""
+            ack = Knock(knock=True, ack=True, error=error)
+            with contextlib.suppress(BrokerError):
+                self._send(ConnInfo(info.service_id, knock=ack))
             return
         with self._cond:
             if self._closed:
@@ -214,8 +230,12 @@ class BrokerCore:
             options=_SERVER_OPTIONS,
         )
         register(server)
+        mux = self._mux()
         try:
-            address, cleanup = self._bind(server)
+            if mux is None:
+                address, cleanup = self._bind(server)
+            else:
+                address, cleanup = self._bind_mux(server, mux, service_id)
         except BaseException:
             server.stop(None)
             raise
@@ -230,12 +250,40 @@ class BrokerCore:
         if closed:
             handle.stop(None)
             raise BrokerError("the broker closed while the server was starting")
+        if mux is not None:
+            return handle  # the peer knocks for this id when it dials
         try:
             self._send(ConnInfo(service_id, self._network, address))
         except BaseException:
             handle.stop(None)
             raise
         return handle
+
+    def _bind_mux(
+        self, server: grpc.Server, mux: Mux, service_id: int
+    ) -> tuple[str, Callable[[], None]]:
+        private_dir = tempfile.mkdtemp(prefix="aogp-brk-", dir=self._dir())
+        private = os.path.join(private_dir, "s")
+        tls = self._tls
+        if tls is not None and tls.grpcio_native:
+            creds = grpc.ssl_server_credentials(
+                [(tls.ours.key_pem, tls.ours.cert_pem)],
+                root_certificates=der_to_pem(tls.peer_cert_der),
+                require_client_auth=True,
+            )
+            bound = server.add_secure_port(f"unix:{private}", creds)
+        else:
+            bound = server.add_insecure_port(f"unix:{private}")
+        if not bound:
+            shutil.rmtree(private_dir, ignore_errors=True)
+            raise BrokerError(f"cannot listen on the private socket {private!r}")
+        mux.route(service_id, private, self._stream_tls)
+
+        def cleanup() -> None:
+            mux.unroute(service_id)
+            shutil.rmtree(private_dir, ignore_errors=True)
+
+        return private, cleanup
 
     def _dir(self) -> str:
         if self._socket_dir is not None:
@@ -317,6 +365,9 @@ class BrokerCore:
         """A channel to what the peer serves under ``service_id``, once its connection
         info has arrived (waiting up to ``timeout`` s). The channel is closed with the
         broker; closing it earlier is fine."""
+        mux = self._mux()
+        if mux is not None:
+            return self._dial_mux(mux, service_id, timeout)
         deadline = time.monotonic() + timeout
         with self._cond:
             while True:
@@ -336,6 +387,42 @@ class BrokerCore:
                     )
                 self._cond.wait(left)
         return self._open(info)
+
+    def _dial_mux(self, mux: Mux, service_id: int, timeout: float) -> grpc.Channel:
+        def knock() -> None:
+            self._knock(service_id, timeout)
+
+        if self._closed:
+            raise BrokerError("the broker is closed: the plugin or its host has gone away")
+        path = mux.forward(tls=self._stream_tls, knock=knock)
+        tls = self._tls
+        native = None if tls is None or not tls.grpcio_native else tls
+        channel = open_channel(
+            f"unix:{path}", None if native is None else ClientTLS(native.ours, native.peer_cert_der)
+        )
+        with self._cond:
+            self._channels.append(channel)
+        return channel
+
+    def _knock(self, service_id: int, timeout: float) -> None:
+        """Announce our next stream for ``service_id`` and wait for the peer's ack."""
+        self._send(ConnInfo(service_id, knock=Knock(knock=True)))
+        deadline = time.monotonic() + timeout
+        with self._cond:
+            while True:
+                acks = self._acks.get(service_id)
+                if acks:
+                    ack = acks.popleft()
+                    break
+                left = deadline - time.monotonic()
+                if self._closed or left <= 0:
+                    raise BrokerError(
+                        f"no answer to the knock for multiplexed broker id {service_id} "
+                        f"within {timeout:g}s"
+                    )
+                self._cond.wait(left)
+        if ack.error:
+            raise BrokerError(f"the peer refused broker id {service_id}: {ack.error}")
 
     def _open(self, info: ConnInfo) -> grpc.Channel:
         if info.network not in ("unix", "tcp"):
