@@ -17,7 +17,15 @@ import grpc
 
 from aog_plugins._proto import grpc_broker_pb2, grpc_broker_pb2_grpc
 from aog_plugins.errors import BrokerError
-from aog_plugins.transport import DIAL_TIMEOUT, BrokerCore, BrokerServer, BrokerTLS, ConnInfo, Knock
+from aog_plugins.transport import (
+    DIAL_TIMEOUT,
+    BrokerCore,
+    BrokerServer,
+    BrokerTLS,
+    ConnInfo,
+    Knock,
+    Mux,
+)
 
 __all__ = ["Broker", "conninfo_from_pb", "conninfo_to_pb"]
 
@@ -69,6 +77,7 @@ class Broker:
         tls: BrokerTLS | None,
         check_address: Callable[[str, str], None] | None = None,
         socket_group: str | None = None,
+        mux: Callable[[], Mux | None] | None = None,
     ) -> None:
         self._outbox: queue.Queue[object] = queue.Queue()
         self._closed = threading.Event()
@@ -79,6 +88,7 @@ class Broker:
             tls=tls,
             check_address=check_address,
             socket_group=socket_group,
+            mux=mux,
         )
         stub = grpc_broker_pb2_grpc.GRPCBrokerStub(channel)
         self._call = stub.StartStream(self._requests())

@@ -452,6 +452,7 @@ def launch(
     checksum: str | None = None,
     unix_socket_group: str | None = None,
     cwd: str | None = None,
+    multiplex: bool = False,
 ) -> Plugin:
     """Start a plugin and return it connected, health-checked and supervised.
 
@@ -464,7 +465,9 @@ def launch(
     ``on_event`` sees every state transition. ``stdout``/``stderr`` receive what the plugin
     writes after its handshake (GRPCStdio); without them it goes to ``logger`` (default
     ``aog_plugins.plugin.<name>``). ``checksum`` (``sha256:<hex>``) is verified before
-    anything runs. ``start_timeout`` bounds handshake, connect and health check. A failed
+    anything runs. ``start_timeout`` bounds handshake, connect and health check.
+    ``multiplex=True`` asks for gRPC broker multiplexing (PLUGIN_MULTIPLEX_GRPC): one
+    connection carries every channel and broker sub-connection. A failed
     first start is not retried: the typed error (see :mod:`aog_plugins.errors`) is raised
     after the process is killed, reaped and its socket dir removed.
     """
@@ -492,6 +495,7 @@ def launch(
         unix_socket_group=unix_socket_group,
         cwd=cwd,
         inherit_env=inherit_env,
+        multiplex=multiplex,
     )
     incarnation = start_incarnation(spec)
     try:

@@ -64,6 +64,7 @@ from aog_plugins.process._tempdir import make_socket_dir, remove_socket_dir
 from aog_plugins.transport import (
     BrokerTLS,
     ClientTLS,
+    Mux,
     Relay,
     open_channel,
     set_group_writable,
@@ -104,6 +105,7 @@ class StartSpec:
     unix_socket_group: str | None = None
     cwd: str | None = None
     inherit_env: bool = True
+    multiplex: bool = False
 
 
 class ProcessHandle(Protocol):
@@ -135,6 +137,7 @@ class Incarnation:
     relay: Relay | None = None
     stdio: StdioPump | None = None
     broker: Broker | None = None
+    mux: Mux | None = None
     tls: ClientTLS | None = None
     """The host's certificate and the pinned plugin certificate (AutoMTLS), for reattach."""
     started_at: float = field(default_factory=time.monotonic)
@@ -169,6 +172,8 @@ class Incarnation:
             if self.broker is not None:
                 self.broker.close()
             self.channel.close()
+            if self.mux is not None:
+                self.mux.close()
             if self.relay is not None:
                 self.relay.close()
             remove_socket_dir(self.socket_dir)
@@ -191,6 +196,7 @@ def start_incarnation(spec: StartSpec) -> Incarnation:
             client_cert_pem=tls_bundle.cert_pem if tls_bundle else None,
             socket_dir=socket_dir,
             socket_group=spec.unix_socket_group,
+            multiplex=spec.multiplex,
         )
         full_env = plugin_env(spec.env, protocol_env, inherit=spec.inherit_env)
         if spec.extra_env:
@@ -200,12 +206,19 @@ def start_incarnation(spec: StartSpec) -> Incarnation:
         remove_socket_dir(socket_dir)
         raise typed_start_error(exc, "spawning the plugin") from exc
     relay: Relay | None = None
+    mux: Mux | None = None
     try:
         line = _read_handshake(proc, deadline, spec.start_timeout)
-        check_host_acceptance(line, spec.offered)
+        check_host_acceptance(line, spec.offered, multiplex=spec.multiplex)
         check_plugin_address(line, socket_dir, proc.pid)
         tls = _client_tls(line, tls_bundle)
-        if tls is not None and not grpcio_can_verify(tls.plugin_cert_der):
+        relayed = tls is not None and not grpcio_can_verify(tls.plugin_cert_der)
+        if spec.multiplex:
+            # One connection, yamux on it; each channel is a stream (TLS inside it).
+            mux = Mux.dial(line.network, line.address, max(deadline - time.monotonic(), 0.1))
+            stream_tls = (tls.host, tls.plugin_cert_der) if tls is not None and relayed else None
+            dial = _Dial(f"unix:{mux.forward(tls=stream_tls)}", None if relayed else tls)
+        elif tls is not None and relayed:
             # A Go plugin's P-521 certificate: grpcio cannot do this TLS, our relay can.
             relay = start_client_relay(
                 socket_dir, (line.network, line.address), tls.host, tls.plugin_cert_der
@@ -218,6 +231,8 @@ def start_incarnation(spec: StartSpec) -> Incarnation:
         died_on_its_own = proc.exited
         if relay is not None:
             relay.close()
+        if mux is not None:
+            mux.close()
         _abort(proc, socket_dir)
         error = typed_start_error(exc, "reading the plugin's handshake")
         if isinstance(error, PluginStartError):
@@ -237,6 +252,7 @@ def start_incarnation(spec: StartSpec) -> Incarnation:
         relay=relay,
         deadline=deadline,
         tls=tls,
+        mux=mux,
     )
 
 
@@ -251,9 +267,10 @@ def _connect(
     relay: Relay | None,
     deadline: float,
     tls: ClientTLS | None,
+    mux: Mux | None,
 ) -> Incarnation:
     logger = spec.logger
-    incarnation = Incarnation(proc, line, channel, socket_dir, relay, tls=tls)
+    incarnation = Incarnation(proc, line, channel, socket_dir, relay, mux=mux, tls=tls)
     pid = proc.pid
     try:
         wait_ready(channel, line, deadline - time.monotonic())
@@ -271,6 +288,7 @@ def _connect(
             tls=None if tls is None else BrokerTLS(tls.host, tls.plugin_cert_der),
             check_address=_broker_address_check(line, socket_dir, pid),
             socket_group=spec.unix_socket_group,
+            mux=None if mux is None else (lambda: mux),
         )
     except BaseException as exc:
         died_on_its_own = proc.exited

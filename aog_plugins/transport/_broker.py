@@ -240,7 +240,8 @@ class BrokerCore:
             server.stop(None)
             raise
         server.start()
-        handle = BrokerServer(service_id, self._network, address, server, cleanup)
+        network = self._network if mux is None else "unix"  # mux: the private socket
+        handle = BrokerServer(service_id, network, address, server, cleanup)
         with self._cond:
             if self._closed:
                 closed = True

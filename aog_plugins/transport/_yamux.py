@@ -226,8 +226,7 @@ class YamuxSession(asyncio.Protocol):
             self._parse()
         except YamuxError as exc:
             _log.warning("yamux: %s; closing the session", exc)
-            self.write(frame(GO_AWAY, 0, 0, GO_AWAY_PROTOCOL))
-            self.close()
+            self.close(GO_AWAY_PROTOCOL)
 
     def connection_lost(self, exc: Exception | None) -> None:
         for stream in list(self._streams.values()):
@@ -239,10 +238,10 @@ class YamuxSession(asyncio.Protocol):
         if self.transport is not None and not self.transport.is_closing():
             self.transport.write(data)
 
-    def close(self) -> None:
-        """Say go away and close the connection; every stream is reset."""
+    def close(self, code: int = GO_AWAY_NORMAL) -> None:
+        """Say go away (with ``code``) and close the connection; every stream is reset."""
         if self.transport is not None and not self.transport.is_closing():
-            self.write(frame(GO_AWAY, 0, 0, GO_AWAY_NORMAL))
+            self.write(frame(GO_AWAY, 0, 0, code))
             self.transport.close()
         for stream in list(self._streams.values()):
             stream._rst()

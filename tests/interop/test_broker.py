@@ -4,7 +4,9 @@ Every row runs the BrokerDemo service (proto/callback.proto): the host serves a 
 under a broker id and the plugin dials it during a call and calls back; then the plugin
 serves a Callback under a fresh id and the host dials it. Our host x {Go plugin, Python
 plugin} and go-plugin's host x {Go plugin, Python plugin}, over unix (and TCP for the
-Python plugin), plaintext and AutoMTLS (Go's P-521 certificates go through the relay).
+Python plugin), plaintext and AutoMTLS (Go's P-521 certificates go through the relay),
+each with and without gRPC broker multiplexing (PLUGIN_MULTIPLEX_GRPC: one yamux
+connection carries everything, sub-connections are knocked-for streams).
 """
 
 from __future__ import annotations
@@ -29,10 +31,12 @@ class Row:
     lang: str
     network: str
     tls: bool
+    mux: bool
 
     @property
     def id(self) -> str:
-        return f"{self.lang}-{self.network}-{'automtls' if self.tls else 'plaintext'}"
+        mode = "automtls" if self.tls else "plaintext"
+        return f"{self.lang}-{self.network}-{mode}{'-mux' if self.mux else ''}"
 
     @property
     def prefix(self) -> str:
@@ -45,10 +49,11 @@ class Row:
 
 
 ROWS = [
-    Row(lang, network, tls)
+    Row(lang, network, tls, mux)
     for lang, networks in (("go", ("unix",)), ("py", ("unix", "tcp")))
     for network in networks
     for tls in (False, True)
+    for mux in (False, True)
 ]
 
 
@@ -77,8 +82,13 @@ def call(channel: grpc.Channel, text: str) -> str:
 def test_our_host_broker_both_ways(row: Row, leak_check: LeakCheck) -> None:
     env = {**leak_check.env, "AOG_PLUGINS_NETWORK": row.network}
     with launch(
-        row.argv(), auto_mtls=row.tls, extra_env=env, restart=RestartPolicy.never()
+        row.argv(),
+        auto_mtls=row.tls,
+        extra_env=env,
+        restart=RestartPolicy.never(),
+        multiplex=row.mux,
     ) as plugin:
+        assert plugin.handshake.multiplex is row.mux
         broker = plugin.broker
         demo = callback_pb2_grpc.BrokerDemoStub(plugin.channel)
         # Host serves, plugin dials during the call and calls back.
@@ -87,7 +97,7 @@ def test_our_host_broker_both_ways(row: Row, leak_check: LeakCheck) -> None:
             first,
             lambda s: callback_pb2_grpc.add_CallbackServicer_to_server(Answer("host: "), s),
         )
-        assert served.network == row.network
+        assert served.network == ("unix" if row.mux else row.network)
         reply = demo.CallBack(callback_pb2.CallBackRequest(broker_id=first, text="hi"), timeout=30)
         assert reply.text == f"{row.prefix}host: hi"
         # Ids are fresh; a second server on another id works alongside the first.
@@ -104,14 +114,14 @@ def test_our_host_broker_both_ways(row: Row, leak_check: LeakCheck) -> None:
         channel = broker.dial(sid)
         assert call(channel, "yo") == "plugin: yo"
         assert call(channel, "again") == "plugin: again"
-        if row.network == "unix":
-            assert os.path.exists(served.address)
+        local = served.network == "unix"
+        assert not local or os.path.exists(served.address)
+        if local and not row.mux:
             socket_dir = os.path.dirname(plugin.handshake.address)
             assert os.path.dirname(served.address) == socket_dir
     # The plugin is gone: so are the broker's servers, sockets and channels.
     assert broker.closed
-    if row.network == "unix":
-        assert not os.path.exists(served.address)
+    assert not local or not os.path.exists(served.address)
     with pytest.raises(BrokerError, match="closed"):
         broker.dial(sid)
     with pytest.raises(BrokerError, match="closed"):
@@ -120,7 +130,9 @@ def test_our_host_broker_both_ways(row: Row, leak_check: LeakCheck) -> None:
         call(channel, "after")
 
 
-@pytest.mark.parametrize("row", [r for r in rows() if r.values[0].network == "unix"])
+@pytest.mark.parametrize(
+    "row", [r for r in rows() if r.values[0].network == "unix" and not r.values[0].mux]
+)
 def test_dial_unknown_id_is_a_typed_error(row: Row, leak_check: LeakCheck) -> None:
     with launch(
         row.argv(), auto_mtls=row.tls, extra_env=leak_check.env, restart=RestartPolicy.never()
@@ -136,7 +148,9 @@ def test_dial_unknown_id_is_a_typed_error(row: Row, leak_check: LeakCheck) -> No
 
 @pytest.mark.parametrize("row", rows())
 def test_go_host_broker_both_ways(row: Row, run_host: RunHost) -> None:
-    flags = ["-broker", "hello"] + (["-automtls"] if row.tls else [])
+    flags = (
+        ["-broker", "hello"] + (["-automtls"] if row.tls else []) + (["-mux"] if row.mux else [])
+    )
     result = run_host(*flags, plugin=row.argv(), env={"AOG_PLUGINS_NETWORK": row.network})
     assert result.start["network"] == row.network
     (broker,) = result.of("broker")
