@@ -11,17 +11,21 @@ import logging
 import queue
 import threading
 from collections.abc import Callable, Iterator
-from typing import Protocol, cast
+from dataclasses import replace
+from typing import Literal, Protocol, cast
 
 import grpc
 
 from aog_plugins._proto import grpc_broker_pb2, grpc_broker_pb2_grpc
 from aog_plugins.errors import BrokerError
+from aog_plugins.handshake import HandshakeLine
+from aog_plugins.process._address import check_plugin_address
 from aog_plugins.transport import (
     DIAL_TIMEOUT,
     BrokerCore,
     BrokerServer,
     BrokerTLS,
+    ClientTLS,
     ConnInfo,
     Knock,
     Mux,
@@ -118,6 +122,35 @@ class Broker:
         if self._closed.is_set():
             raise BrokerError("the broker is closed: the plugin or this host has gone away")
         self._outbox.put(info)
+
+    @classmethod
+    def for_launched(
+        cls,
+        channel: grpc.Channel,
+        line: HandshakeLine,
+        socket_dir: str,
+        pid: int,
+        *,
+        tls: ClientTLS | None,
+        group: str | None,
+        mux: Mux | None,
+    ) -> Broker:
+        """The broker of a plugin this host started: the addresses it sends obey the
+        handshake's address rules (loopback TCP, or a socket in its socket dir)."""
+
+        def check(network: str, address: str) -> None:
+            kind: Literal["unix", "tcp"] = "tcp" if network == "tcp" else "unix"
+            check_plugin_address(replace(line, network=kind, address=address), socket_dir, pid)
+
+        return cls(
+            channel,
+            network=line.network,
+            socket_dir=socket_dir,
+            tls=None if tls is None else BrokerTLS(tls.host, tls.plugin_cert_der),
+            check_address=check,
+            socket_group=group,
+            mux=None if mux is None else (lambda: mux),
+        )
 
     # ---- public -----------------------------------------------------------------------
     def next_id(self) -> int:

@@ -27,6 +27,7 @@ from aog_plugins.errors import (
     PluginCallError,
     PluginFatalError,
     PluginStartError,
+    ReattachError,
 )
 from aog_plugins.handshake import AOG_HANDSHAKE, HandshakeConfig, HandshakeLine
 from aog_plugins.process import _registry
@@ -180,7 +181,14 @@ class Plugin:
     def reattach_config(self) -> ReattachConfig:
         """What another host process needs to :func:`attach` to this plugin. With
         AutoMTLS it holds this host's private key: persist it with
-        :meth:`ReattachConfig.write` (mode 0600), never in a world-readable place."""
+        :meth:`ReattachConfig.write` (mode 0600), never in a world-readable place. A
+        multiplexed plugin cannot be reattached (its one connection is ours), as in
+        go-plugin: :class:`ReattachError`."""
+        if self.handshake.multiplex:
+            raise ReattachError(
+                "a plugin launched with multiplex=True serves one connection, this host's: "
+                "launch it without multiplexing to reattach to it from another host"
+            )
         tls = self._current.tls
         return ReattachConfig(
             protocol=self.handshake.protocol,

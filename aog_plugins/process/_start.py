@@ -12,8 +12,8 @@ import threading
 import time
 from collections.abc import Callable, Mapping
 from concurrent.futures import TimeoutError as FutureTimeout
-from dataclasses import dataclass, field, replace
-from typing import Any, Literal, Protocol
+from dataclasses import dataclass, field
+from typing import Any, Protocol
 
 import grpc
 
@@ -62,7 +62,6 @@ from aog_plugins.process._startargs import (
 )
 from aog_plugins.process._tempdir import make_socket_dir, remove_socket_dir
 from aog_plugins.transport import (
-    BrokerTLS,
     ClientTLS,
     Mux,
     Relay,
@@ -281,14 +280,8 @@ def _connect(
             spec.stderr or _stderr_to_parser(proc),
             logger,
         )
-        incarnation.broker = Broker(
-            channel,
-            network=line.network,
-            socket_dir=socket_dir,
-            tls=None if tls is None else BrokerTLS(tls.host, tls.plugin_cert_der),
-            check_address=_broker_address_check(line, socket_dir, pid),
-            socket_group=spec.unix_socket_group,
-            mux=None if mux is None else (lambda: mux),
+        incarnation.broker = Broker.for_launched(
+            channel, line, socket_dir, pid, tls=tls, group=spec.unix_socket_group, mux=mux
         )
     except BaseException as exc:
         died_on_its_own = proc.exited
@@ -318,18 +311,6 @@ class _Dial:
 
     def __call__(self, *, max_receive: int | None = None) -> grpc.Channel:
         return open_channel(self.target, self.tls, max_receive=max_receive)
-
-
-def _broker_address_check(
-    line: HandshakeLine, socket_dir: str, pid: int
-) -> Callable[[str, str], None]:
-    """Broker addresses from a plugin we started obey the handshake's address rules."""
-
-    def check(network: str, address: str) -> None:
-        kind: Literal["unix", "tcp"] = "tcp" if network == "tcp" else "unix"
-        check_plugin_address(replace(line, network=kind, address=address), socket_dir, pid)
-
-    return check
 
 
 def _prepare_socket_dir(spec: StartSpec) -> str:

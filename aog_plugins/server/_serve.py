@@ -43,6 +43,7 @@ from aog_plugins.handshake import (
 )
 from aog_plugins.server._broker import Broker, BrokerServicer, set_current
 from aog_plugins.server._hclog import configure_logging
+from aog_plugins.server._mux import serve_multiplexed
 from aog_plugins.server._pools import ServerThreads
 from aog_plugins.server._stdio import STDERR, STDOUT, StdioBuffer, StdioServicer, text_stream
 from aog_plugins.transport import (
@@ -50,7 +51,6 @@ from aog_plugins.transport import (
     BrokerTLS,
     MuxListener,
     Relay,
-    StreamTLS,
     grpc_target,
     listen,
     set_group_writable,
@@ -228,7 +228,14 @@ class PluginServer:
             stream_tls = (
                 None if native or bundle is None or host_der is None else (bundle, host_der)
             )
-            address = self._bind_mux(server, env, credentials, stream_tls)
+            address, self._mux, self._private_dir = serve_multiplexed(
+                server,
+                socket_dir=env.socket_dir,
+                credentials=credentials,
+                stream_tls=stream_tls,
+                listen=lambda bind: self._listen(env, bind),
+            )
+            self._broker.set_mux(self._mux.current)
         elif native or bundle is None or host_der is None:
             address = self._bind(server, env, credentials)
         else:
@@ -246,41 +253,6 @@ class PluginServer:
             multiplex=env.multiplex,
         )
         return self._line
-
-    def _bind_mux(
-        self,
-        server: grpc.Server,
-        env: PluginEnv,
-        credentials: grpc.ServerCredentials | None,
-        stream_tls: StreamTLS | None,
-    ) -> str:
-        # PLUGIN_MULTIPLEX_GRPC: the host's one connection carries yamux; grpcio serves
-        # the streams behind a private socket.
-        self._private_dir = tempfile.mkdtemp(prefix="aogp-mux-", dir=env.socket_dir)
-        private = os.path.join(self._private_dir, "s")
-        target = f"unix:{private}"
-        bound = (
-            server.add_insecure_port(target)
-            if credentials is None
-            else server.add_secure_port(target, credentials)
-        )
-        if not bound:
-            raise ConfigurationError(f"cannot listen on unix socket {private!r}")
-
-        def bind(network: str, address: str) -> bool:
-            listener = MuxListener(network, address, private, stream_tls)
-            try:
-                listener.start()
-            except OSError:
-                return False
-            self._mux = listener
-            return True
-
-        address = self._listen(env, bind)
-        mux, broker = self._mux, self._broker
-        if mux is not None and broker is not None:
-            broker.set_mux(mux.current)
-        return address
 
     def _bind(
         self, server: grpc.Server, env: PluginEnv, credentials: grpc.ServerCredentials | None

@@ -18,23 +18,29 @@ import collections
 import contextlib
 import itertools
 import logging
-import os
 import shutil
 import tempfile
 import threading
 import time
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass
 
 import grpc
 
 from aog_plugins.errors import BrokerError, ConfigurationError
-from aog_plugins.handshake import CertificateBundle, der_to_pem, grpcio_can_verify
+from aog_plugins.transport._brokerbind import (
+    BrokerServer,
+    BrokerTLS,
+    ConnInfo,
+    Knock,
+    bind_multiplexed,
+    bind_served,
+    stream_tls,
+)
 from aog_plugins.transport._dial import ClientTLS, open_channel
-from aog_plugins.transport._listen import grpc_target, listen, set_group_writable
-from aog_plugins.transport._mux import Mux, StreamTLS
-from aog_plugins.transport._relay import Relay, start_client_relay, start_server_relay
+from aog_plugins.transport._listen import grpc_target
+from aog_plugins.transport._mux import Mux
+from aog_plugins.transport._relay import Relay, start_client_relay
 
 __all__ = [
     "DIAL_TIMEOUT",
@@ -55,70 +61,6 @@ _SERVER_OPTIONS: list[tuple[str, object]] = [
     ("grpc.max_receive_message_length", -1),
     ("grpc.so_reuseport", 0),
 ]
-
-
-@dataclass(frozen=True)
-class Knock:
-    """The multiplexing handshake inside a connection-info message."""
-
-    knock: bool = False
-    ack: bool = False
-    error: str = ""
-
-
-@dataclass(frozen=True)
-class ConnInfo:
-    """One broker-stream message: where the sender serves ``service_id``, or a knock."""
-
-    service_id: int
-    network: str = ""
-    address: str = ""
-    knock: Knock | None = None
-
-
-@dataclass(frozen=True)
-class BrokerTLS:
-    """This side's AutoMTLS certificate and the peer's certificate it pins."""
-
-    ours: CertificateBundle
-    peer_cert_der: bytes
-
-    @property
-    def grpcio_native(self) -> bool:
-        """Whether grpcio can do this TLS itself (no relay needed)."""
-        return grpcio_can_verify(self.ours.cert_der) and grpcio_can_verify(self.peer_cert_der)
-
-
-class BrokerServer:
-    """A gRPC server one side serves on a broker id; :meth:`stop` ends it."""
-
-    def __init__(
-        self,
-        service_id: int,
-        network: str,
-        address: str,
-        server: grpc.Server,
-        cleanup: Callable[[], None],
-    ) -> None:
-        self.service_id = service_id
-        self.network = network
-        self.address = address
-        self.server = server
-        self._cleanup = cleanup
-        self._lock = threading.Lock()
-        self._stopped = False
-
-    def stop(self, grace: float | None = 0.5) -> None:
-        """Stop serving (calls in flight get ``grace`` seconds) and remove the socket."""
-        with self._lock:
-            if self._stopped:
-                return
-            self._stopped = True
-        self.server.stop(grace).wait(5.0)
-        self._cleanup()
-
-    def __repr__(self) -> str:
-        return f"<BrokerServer id={self.service_id} {self.network}:{self.address}>"
 
 
 class BrokerCore:
@@ -169,14 +111,6 @@ class BrokerCore:
 
     def _mux(self) -> Mux | None:
         return None if self._mux_source is None else self._mux_source()
-
-    @property
-    def _stream_tls(self) -> StreamTLS | None:
-        """TLS that Python's ssl does per stream (None: none, or grpcio does it)."""
-        tls = self._tls
-        if tls is None or tls.grpcio_native:
-            return None
-        return (tls.ours, tls.peer_cert_der)
 
     def next_id(self) -> int:
         """A fresh id (1, 2, ...) for :meth:`accept_and_serve` on this side."""
@@ -233,9 +167,16 @@ class BrokerCore:
         mux = self._mux()
         try:
             if mux is None:
-                address, cleanup = self._bind(server)
+                address, cleanup = bind_served(
+                    server,
+                    self._network,
+                    self._dir(),
+                    self._tls,
+                    group=self._group,
+                    ports=self._ports,
+                )
             else:
-                address, cleanup = self._bind_mux(server, mux, service_id)
+                address, cleanup = bind_multiplexed(server, mux, service_id, self._dir(), self._tls)
         except BaseException:
             server.stop(None)
             raise
@@ -260,32 +201,6 @@ class BrokerCore:
             raise
         return handle
 
-    def _bind_mux(
-        self, server: grpc.Server, mux: Mux, service_id: int
-    ) -> tuple[str, Callable[[], None]]:
-        private_dir = tempfile.mkdtemp(prefix="aogp-brk-", dir=self._dir())
-        private = os.path.join(private_dir, "s")
-        tls = self._tls
-        if tls is not None and tls.grpcio_native:
-            creds = grpc.ssl_server_credentials(
-                [(tls.ours.key_pem, tls.ours.cert_pem)],
-                root_certificates=der_to_pem(tls.peer_cert_der),
-                require_client_auth=True,
-            )
-            bound = server.add_secure_port(f"unix:{private}", creds)
-        else:
-            bound = server.add_insecure_port(f"unix:{private}")
-        if not bound:
-            shutil.rmtree(private_dir, ignore_errors=True)
-            raise BrokerError(f"cannot listen on the private socket {private!r}")
-        mux.route(service_id, private, self._stream_tls)
-
-        def cleanup() -> None:
-            mux.unroute(service_id)
-            shutil.rmtree(private_dir, ignore_errors=True)
-
-        return private, cleanup
-
     def _dir(self) -> str:
         if self._socket_dir is not None:
             return self._socket_dir
@@ -293,73 +208,6 @@ class BrokerCore:
             if self._own_dir is None:
                 self._own_dir = tempfile.mkdtemp(prefix="aogp-broker-")
             return self._own_dir
-
-    def _bind(self, server: grpc.Server) -> tuple[str, Callable[[], None]]:
-        tls = self._tls
-        paths: list[str] = []
-        relay: list[Relay] = []
-        private_dir: list[str] = []
-
-        def cleanup() -> None:
-            for r in relay:
-                r.close()
-            for path in paths:
-                with contextlib.suppress(OSError):
-                    os.unlink(path)
-            for d in private_dir:
-                shutil.rmtree(d, ignore_errors=True)
-
-        if tls is not None and not tls.grpcio_native:
-            # grpcio serves h2c on a private socket; the relay does the TLS.
-            private_dir.append(tempfile.mkdtemp(prefix="aogp-relay-", dir=self._dir()))
-            private = os.path.join(private_dir[0], "s")
-            if not server.add_insecure_port(f"unix:{private}"):
-                cleanup()
-                raise BrokerError(f"cannot listen on the private socket {private!r}")
-
-            def bind(network: str, address: str) -> bool:
-                try:
-                    relay.append(
-                        start_server_relay((network, address), private, tls.ours, tls.peer_cert_der)
-                    )
-                except OSError:
-                    return False
-                return True
-
-        else:
-            creds = None
-            if tls is not None:
-                creds = grpc.ssl_server_credentials(
-                    [(tls.ours.key_pem, tls.ours.cert_pem)],
-                    root_certificates=der_to_pem(tls.peer_cert_der),
-                    require_client_auth=True,
-                )
-
-            def bind(network: str, address: str) -> bool:
-                target = grpc_target(network, address)
-                try:
-                    if creds is None:
-                        return bool(server.add_insecure_port(target))
-                    return bool(server.add_secure_port(target, creds))
-                except RuntimeError:
-                    return False
-
-        try:
-            address = listen(
-                self._network,
-                bind,
-                socket_dir=self._dir(),
-                min_port=self._ports[0],
-                max_port=self._ports[1],
-            )
-            if self._network == "unix":
-                paths.append(address)
-                if self._group:
-                    set_group_writable(address, self._group, 0o660)
-        except BaseException:
-            cleanup()
-            raise
-        return address, cleanup
 
     # ---- dialing ----------------------------------------------------------------------
     def dial(self, service_id: int, timeout: float = DIAL_TIMEOUT) -> grpc.Channel:
@@ -395,7 +243,7 @@ class BrokerCore:
 
         if self._closed:
             raise BrokerError("the broker is closed: the plugin or its host has gone away")
-        path = mux.forward(tls=self._stream_tls, knock=knock)
+        path = mux.forward(tls=stream_tls(self._tls), knock=knock)
         tls = self._tls
         native = None if tls is None or not tls.grpcio_native else tls
         channel = open_channel(

@@ -64,3 +64,14 @@ def test_plugin_without_multiplexing_is_refused(leak_check: LeakCheck) -> None:
             restart=RestartPolicy.never(),
         )
     assert failed.value.exit_code is None  # it was running: we stopped it
+
+
+def test_a_multiplexed_plugin_cannot_be_reattached(leak_check: LeakCheck) -> None:
+    from aog_plugins.errors import ReattachError
+
+    target = Target(PY_ECHO, "unix", False)
+    with (
+        target.launch(leak_check, multiplex=True) as plugin,
+        pytest.raises(ReattachError, match="one connection"),
+    ):
+        plugin.reattach_config()
