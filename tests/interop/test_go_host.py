@@ -210,7 +210,7 @@ def _check_remote(calls: dict[str, list[dict[str, Any]]]) -> None:
 @pytest.mark.parametrize("network", ["unix", "tcp"])
 @pytest.mark.parametrize("family", SCRIPTS.keys())
 def test_go_host_drives_every_rpc_of_a_python_plugin(
-    family: str, network: str, tls: bool, mux: bool, run_host: RunHost, tmp_path: Path
+    family: str, network: str, *, tls: bool, mux: bool, run_host: RunHost, tmp_path: Path
 ) -> None:
     program, script = SCRIPTS[family]
     cert_file = tmp_path / "client-cert.pem"
