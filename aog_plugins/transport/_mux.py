@@ -274,18 +274,6 @@ class MuxListener:
 
         _run(start(), timeout=10.0)
 
-    def mux(self, timeout: float) -> Mux:
-        """The session's :class:`Mux`, once the host has connected."""
-        assert self.ready is not None
-        ready = self.ready
-
-        async def wait() -> Mux:
-            return await asyncio.wait_for(asyncio.shield(ready), timeout)
-
-        mux = _run(wait(), timeout + 1)
-        assert isinstance(mux, Mux)
-        return mux
-
     def current(self) -> Mux | None:
         """The session's :class:`Mux` once the host has connected, else None."""
         ready = self.ready
