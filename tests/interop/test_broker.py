@@ -24,6 +24,7 @@ from aog_plugins.errors import BrokerError
 from tests.gofixtures.conftest import RunHost
 from tests.process.conftest import LeakCheck, plugin_cmd
 from tests.support.gobuild import go_binaries
+from tests.support.wait import wait_until
 
 
 @dataclass(frozen=True)
@@ -159,3 +160,29 @@ def test_go_host_broker_both_ways(row: Row, run_host: RunHost) -> None:
         "callback": f"{row.prefix}go-host answered hello",
         "served": "plugin answered hello",
     }
+
+
+@pytest.mark.parametrize("tls", [False, True], ids=["plaintext", "automtls"])
+def test_plugin_closes_its_sub_servers_when_the_host_stream_ends(
+    tls: bool, leak_check: LeakCheck
+) -> None:
+    with launch(
+        plugin_cmd("broker_plugin.py"),
+        auto_mtls=tls,
+        extra_env=leak_check.env,
+        restart=RestartPolicy.never(),
+    ) as plugin:
+        socket_dir = os.path.dirname(plugin.handshake.address)
+        before = set(os.listdir(socket_dir))
+        demo = callback_pb2_grpc.BrokerDemoStub(plugin.channel)
+        sid = demo.Serve(callback_pb2.ServeRequest(prefix="p: "), timeout=30).broker_id
+        assert call(plugin.broker.dial(sid), "x") == "p: x"
+        served = set(os.listdir(socket_dir)) - before
+        assert served  # the plugin's sub-server socket (and, with P-256 TLS, nothing else)
+        plugin.broker.close()  # the host's broker stream ends; the plugin keeps running
+        wait_until(
+            lambda: not (set(os.listdir(socket_dir)) & served),
+            20,
+            lambda: f"the plugin's broker sockets are still there: {os.listdir(socket_dir)}",
+        )
+        plugin.ping()
