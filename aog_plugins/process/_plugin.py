@@ -175,7 +175,9 @@ class Plugin:
         :class:`~aog_plugins.process.Broker`). A restarted plugin has a new broker."""
         broker = self._current.broker
         if broker is None:
-            raise BrokerError("this plugin has no broker stream")
+            raise BrokerError(
+                "this plugin has no broker stream: attach(config, broker=True) opens one"
+            )
         return broker
 
     def reattach_config(self) -> ReattachConfig:

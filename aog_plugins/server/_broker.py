@@ -105,6 +105,7 @@ class Broker:
             port_range=self._ports,
             mux=self._mux,
         )
+        core.on_info = self._wake
         with self._cond:
             if self._closed:
                 core.close()
@@ -113,11 +114,15 @@ class Broker:
                 self._cond.notify_all()
         return core
 
+    def _wake(self) -> None:
+        with self._cond:
+            self._cond.notify_all()
+
     def _end_stream(self, core: BrokerCore) -> None:
-        core.close()
         with self._cond:
             if core in self._streams:
                 self._streams.remove(core)
+        core.close()
 
     def _stream(self, timeout: float) -> BrokerCore:
         deadline = time.monotonic() + timeout
@@ -150,10 +155,24 @@ class Broker:
 
     def dial(self, service_id: int, timeout: float = DIAL_TIMEOUT) -> grpc.Channel:
         """A channel to what the host serves under ``service_id``; waits up to ``timeout``
-        s for the host's connection info (:class:`BrokerError` after)."""
-        start = time.monotonic()
+        s for the host's connection info (:class:`BrokerError` after). With several hosts'
+        streams open, the newest one that sent info for that id is used."""
+        deadline = time.monotonic() + timeout
         core = self._stream(timeout)
-        return core.dial(service_id, max(timeout - (time.monotonic() - start), 0.0))
+        if core.multiplexed:
+            return core.dial(service_id, timeout)
+        with self._cond:
+            while True:
+                ready = [c for c in reversed(self._streams) if c.has_info(service_id)]
+                left = deadline - time.monotonic()
+                if ready or left <= 0 or self._closed or not self._streams:
+                    break
+                self._cond.wait(left)
+        if ready:
+            core = ready[0]
+        elif self._streams:
+            core = self._streams[-1]
+        return core.dial(service_id, max(deadline - time.monotonic(), 0.0))
 
     def close(self) -> None:
         """Close every stream's servers and channels (idempotent)."""
@@ -200,6 +219,7 @@ class BrokerServicer(grpc_broker_pb2_grpc.GRPCBrokerServicer):
                 _log.exception("broker stream reader failed")
             finally:
                 ended.set()
+                self._broker._end_stream(core)
 
         threading.Thread(target=read, name="aog-plugin-broker", daemon=True).start()
         try:

@@ -103,6 +103,8 @@ class BrokerCore:
         self._relays: list[Relay] = []
         self._closed = False
         self._mux_source = mux
+        self.on_info: Callable[[], None] | None = None
+        """Called after connection info arrived (the plugin side watches several cores)."""
         self._acks: dict[int, collections.deque[Knock]] = {}
 
     @property
@@ -144,6 +146,18 @@ class BrokerCore:
                 return
             self._pending.setdefault(info.service_id, collections.deque()).append(info)
             self._cond.notify_all()
+        if self.on_info is not None:
+            self.on_info()
+
+    @property
+    def multiplexed(self) -> bool:
+        """Whether sub-connections are multiplexed streams (no info to wait for)."""
+        return self._mux() is not None
+
+    def has_info(self, service_id: int) -> bool:
+        """Whether connection info for ``service_id`` waits for a :meth:`dial`."""
+        with self._cond:
+            return bool(self._pending.get(service_id))
 
     # ---- serving ----------------------------------------------------------------------
     def accept_and_serve(

@@ -186,3 +186,38 @@ def test_plugin_closes_its_sub_servers_when_the_host_stream_ends(
             lambda: f"the plugin's broker sockets are still there: {os.listdir(socket_dir)}",
         )
         plugin.ping()
+
+
+def test_a_second_host_gets_its_own_broker_and_the_first_keeps_working(
+    leak_check: LeakCheck,
+) -> None:
+    from aog_plugins import attach
+
+    def callback(plugin_channel: grpc.Channel, broker: Any, prefix: str) -> str:
+        sid = broker.next_id()
+        broker.accept_and_serve(
+            sid, lambda s: callback_pb2_grpc.add_CallbackServicer_to_server(Answer(prefix), s)
+        )
+        demo = callback_pb2_grpc.BrokerDemoStub(plugin_channel)
+        request = callback_pb2.CallBackRequest(broker_id=sid, text="hi")
+        return str(demo.CallBack(request, timeout=30).text)
+
+    with launch(
+        plugin_cmd("broker_plugin.py"),
+        auto_mtls=True,
+        extra_env=leak_check.env,
+        restart=RestartPolicy.never(),
+    ) as first:
+        assert callback(first.channel, first.broker, "first: ") == "py-plugin got first: hi"
+        second = attach(first.reattach_config())
+        with pytest.raises(BrokerError, match="broker=True"):
+            _ = second.broker
+        second.detach()
+        second = attach(first.reattach_config(), broker=True)
+        # Both hosts number their ids from 1; the plugin serves the newest stream.
+        assert callback(second.channel, second.broker, "second: ") == "py-plugin got second: hi"
+        second.detach()
+        assert not first.exited
+        # The second host's stream ended: the first host's broker is the plugin's again.
+        assert callback(first.channel, first.broker, "again: ") == "py-plugin got again: hi"
+    assert first.exit_code == 0
