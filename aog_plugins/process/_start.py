@@ -188,6 +188,11 @@ def start_incarnation(spec: StartSpec) -> Incarnation:
             relay.close()
         _abort(proc, socket_dir)
         raise proc.start_error(exc) from None
+    except BaseException:  # untyped too (a hostile handshake): never leave the process
+        if relay is not None:
+            relay.close()
+        _abort(proc, socket_dir)
+        raise
     incarnation = Incarnation(proc, line, channel, socket_dir, relay)
     pid = proc.pid
     try:
