@@ -11,12 +11,14 @@ from __future__ import annotations
 
 import logging
 import threading
+import time
 from collections import deque
 from collections.abc import Callable
 
 __all__ = ["Lane"]
 
 _log = logging.getLogger("aog_plugins.process")
+_SLICE = 0.1
 
 
 class Lane:
@@ -58,9 +60,17 @@ class Lane:
         once (True) when called from the lane itself, which cannot wait for itself."""
         if self.on_lane():
             return True
+        deadline = None if timeout is None else time.monotonic() + timeout
         with self._cond:
             target = self._submitted
-            return self._cond.wait_for(lambda: self._done >= target, timeout)
+            # In slices: a blocked lock wait is not interrupted by a signal that the kernel
+            # hands to another thread, so the main thread must wake for its handlers to run.
+            while self._done < target:
+                left = _SLICE if deadline is None else min(_SLICE, deadline - time.monotonic())
+                if left <= 0:
+                    return False
+                self._cond.wait(left)
+            return True
 
     def _run(self) -> None:
         me = threading.current_thread()

@@ -42,6 +42,8 @@ if TYPE_CHECKING:
 
 __all__ = ["Plugin", "PluginEvent", "PluginState"]
 
+_SLICE = 0.1
+
 
 class PluginState(enum.Enum):
     """Where a plugin is in its life (supervisor's states)."""
@@ -394,9 +396,9 @@ class Plugin:
                 )
                 self._stopper.start()
         if threading.current_thread() is not self._stopper:
-            if not first and not self._stopped.wait(grace):
+            if not first and not _wait(self._stopped, grace):
                 self._current.process.signal_group(signal.SIGKILL)  # hurry the first kill()
-            self._stopped.wait()
+            _wait(self._stopped, None)
         self._events.drain()
         _registry.unregister(self)
 
@@ -442,6 +444,19 @@ class Plugin:
             f"<Plugin pid={self.pid} {self.handshake.network}:{self.handshake.address} "
             f"state={self._state.value}>"
         )
+
+
+def _wait(event: threading.Event, timeout: float | None) -> bool:
+    """``event.wait(timeout)`` in short slices: a signal the kernel hands to another thread
+    does not interrupt a blocked lock wait, so the main thread must wake up now and then
+    for its Python signal handlers (KeyboardInterrupt, SIGTERM) to run."""
+    deadline = None if timeout is None else time.monotonic() + timeout
+    while True:
+        left = _SLICE if deadline is None else min(_SLICE, deadline - time.monotonic())
+        if event.wait(max(left, 0.0)):
+            return True
+        if deadline is not None and time.monotonic() >= deadline:
+            return False
 
 
 def _describe_error(exc: BaseException) -> str:
