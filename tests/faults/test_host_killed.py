@@ -121,6 +121,14 @@ def _wait_removed(dirs: list[str], timeout: float = KILL_DEADLINE) -> list[str]:
     return [d for d in dirs if os.path.exists(d)]
 
 
+def _kill_and_wait(pid: int) -> None:
+    """SIGKILL a process the test left alive on purpose; the leak check runs right after,
+    and a signal takes effect asynchronously (a forked child whose host is gone is only
+    reaped by init)."""
+    os.kill(pid, signal.SIGKILL)
+    assert not wait_gone([pid], 10), f"pid {pid} survived SIGKILL"
+
+
 def _track(*groups: tuple[list[str], float, bool]) -> str:
     return json.dumps([list(g) for g in groups])
 
@@ -171,7 +179,7 @@ def test_reaper_spares_a_group_whose_leader_is_another_process(
         time.sleep(0.3)
         assert not gone(stranger), "the reaper killed a process it could not prove was ours"
     finally:
-        os.kill(stranger, signal.SIGKILL)
+        _kill_and_wait(stranger)
 
 
 def test_reaper_kills_a_group_whose_leader_is_already_gone(make_host: HostFactory) -> None:
@@ -221,7 +229,7 @@ def test_a_forked_child_does_not_hold_the_reaper_off(
         assert not left, "the forked child kept the reaper's pipe open"
         assert not gone(info["forked"])
     finally:
-        os.kill(info["forked"], signal.SIGKILL)
+        _kill_and_wait(info["forked"])
 
 
 def test_clean_exit_spares_untracked_groups_and_ends_the_reaper(
@@ -236,6 +244,6 @@ def test_clean_exit_spares_untracked_groups_and_ends_the_reaper(
         assert not gone(info["groups"][0]), "an untracked group was killed"
         assert all(os.path.isdir(d) for d in info["dirs"])
     finally:
-        os.kill(info["groups"][0], signal.SIGKILL)
+        _kill_and_wait(info["groups"][0])
         for d in info["dirs"]:
             os.rmdir(d)
