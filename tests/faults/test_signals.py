@@ -55,6 +55,7 @@ HOST = textwrap.dedent(
         print(json.dumps({"killed": plugin.state.value}), flush=True)
     elif mode == "catch":
         try:
+            print("{}", flush=True)  # inside the try: the test may interrupt from now on
             time.sleep(60)
         except KeyboardInterrupt:
             plugin.ping()
@@ -128,6 +129,7 @@ def test_a_caught_keyboard_interrupt_leaves_the_plugins_running(
     make_host: HostFactory, leak_check: LeakCheck
 ) -> None:
     host, _ = _start(make_host, "catch", plugin_cmd("echo_plugin.py"))
+    assert host.read() == {}
     host.proc.send_signal(signal.SIGINT)
     assert host.read() == {"state": "RUNNING"}
     assert _exit_code(host) == 0
