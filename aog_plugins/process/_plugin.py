@@ -10,20 +10,18 @@ on the shared I/O thread nor under a lock.
 
 from __future__ import annotations
 
-import enum
+import contextlib
 import logging
 import signal
 import threading
 import time
 from collections.abc import Callable, Collection
-from dataclasses import dataclass
 from types import TracebackType
 from typing import TYPE_CHECKING
 
 import grpc
 
 from aog_plugins.errors import (
-    AogPluginsError,
     PluginCallError,
     PluginFatalError,
     PluginStartError,
@@ -31,6 +29,7 @@ from aog_plugins.errors import (
 from aog_plugins.handshake import HandshakeLine
 from aog_plugins.process import _registry
 from aog_plugins.process._connect import health_check
+from aog_plugins.process._events import PluginEvent, PluginState, describe_error, wait_event
 from aog_plugins.process._lane import Lane
 from aog_plugins.process._policy import RestartHistory, RestartPolicy
 from aog_plugins.process._reattach import ReattachConfig
@@ -41,31 +40,6 @@ if TYPE_CHECKING:
     from aog_plugins.client import ExitInfo, GRPCProviderClient
 
 __all__ = ["Plugin", "PluginEvent", "PluginState"]
-
-_SLICE = 0.1
-
-
-class PluginState(enum.Enum):
-    """Where a plugin is in its life (supervisor's states)."""
-
-    STARTING = "STARTING"
-    RUNNING = "RUNNING"
-    BACKOFF = "BACKOFF"
-    STOPPING = "STOPPING"
-    EXITED = "EXITED"
-    FATAL = "FATAL"
-
-
-@dataclass(frozen=True)
-class PluginEvent:
-    """One state transition of a plugin, with why it happened."""
-
-    plugin: Plugin
-    old: PluginState
-    new: PluginState
-    reason: str
-    pid: int | None
-    exit_code: int | None = None
 
 
 class Plugin:
@@ -326,7 +300,7 @@ class Plugin:
             self._lifecycle.exception("the restart thread failed")
             self._transition(
                 PluginState.FATAL,
-                f"restart failed: {_describe_error(exc)}",
+                f"restart failed: {describe_error(exc)}",
                 only_from=(PluginState.STARTING, PluginState.BACKOFF),
             )
 
@@ -346,7 +320,7 @@ class Plugin:
                 # Any failure, typed or not (a hostile handshake, ENOSPC, ...): start_incarnation
                 # has killed what it started; back off or give up, with the reason.
                 exit_code = exc.exit_code if isinstance(exc, PluginStartError) else None
-                why = _describe_error(exc)
+                why = describe_error(exc)
                 with self._cond:
                     budget = self._history.budget_left(time.monotonic())
                     delay = self._history.next_delay(time.monotonic()) if budget else 0.0
@@ -384,21 +358,27 @@ class Plugin:
 
     def _kill_for(self, reason: str, grace: float) -> None:
         with self._cond:
-            first = self._stopper is None
-            if first:
+            stopper = self._stopper
+            first = stopper is None
+            if stopper is None:
                 self._killed = True
                 self._wakeup.set()
-                self._stopper = threading.Thread(
+                stopper = self._stopper = threading.Thread(
                     target=self._stop_for_good,
                     args=(reason, grace),
                     name="aog-plugins-kill",
                     daemon=True,
                 )
-                self._stopper.start()
-        if threading.current_thread() is not self._stopper:
-            if not first and not _wait(self._stopped, grace):
+                stopper.start()
+        if threading.current_thread() is not stopper:
+            if not stopper.is_alive() and not self._stopped.is_set():
+                # The first caller was interrupted (KeyboardInterrupt) between making the
+                # thread and starting it: start it now (a racing starter's error is moot).
+                with contextlib.suppress(RuntimeError):
+                    stopper.start()
+            if not first and not wait_event(self._stopped, grace):
                 self._current.process.signal_group(signal.SIGKILL)  # hurry the first kill()
-            _wait(self._stopped, None)
+            wait_event(self._stopped, None)
         self._events.drain()
         _registry.unregister(self)
 
@@ -444,23 +424,3 @@ class Plugin:
             f"<Plugin pid={self.pid} {self.handshake.network}:{self.handshake.address} "
             f"state={self._state.value}>"
         )
-
-
-def _wait(event: threading.Event, timeout: float | None) -> bool:
-    """``event.wait(timeout)`` in short slices: a signal the kernel hands to another thread
-    does not interrupt a blocked lock wait, so the main thread must wake up now and then
-    for its Python signal handlers (KeyboardInterrupt, SIGTERM) to run."""
-    deadline = None if timeout is None else time.monotonic() + timeout
-    while True:
-        left = _SLICE if deadline is None else min(_SLICE, deadline - time.monotonic())
-        if event.wait(max(left, 0.0)):
-            return True
-        if deadline is not None and time.monotonic() >= deadline:
-            return False
-
-
-def _describe_error(exc: BaseException) -> str:
-    """Our typed errors say what happened; anything else also needs its type to make sense."""
-    if isinstance(exc, AogPluginsError):
-        return str(exc)
-    return f"{type(exc).__name__}: {exc}"
