@@ -12,6 +12,8 @@ Everything this library raises on purpose derives from :class:`AogPluginsError`:
     │   ├── PluginExitedError           it exited before it printed the handshake
     │   ├── StartTimeoutError           no handshake line within ``start_timeout``
     │   ├── ChecksumMismatchError       SecureConfig: the executable is not the expected one
+    │   ├── HostResourceError           the host ran out of files, memory or disk while starting
+    │   ├── PluginAddressError          the handshake points somewhere this host will not dial
     │   └── HandshakeError              the handshake line was printed but is unusable
     │       ├── MalformedHandshakeError     not ``CORE|APP|NETWORK|ADDRESS[|PROTOCOL[|CERT[|MUX]]]``
     │       ├── IncompatibleCoreVersionError
@@ -42,11 +44,13 @@ __all__ = [
     "ConfigurationError",
     "CookieRejectedError",
     "HandshakeError",
+    "HostResourceError",
     "IncompatibleAppVersionError",
     "IncompatibleCoreVersionError",
     "MalformedHandshakeError",
     "ManifestKeyError",
     "PayloadError",
+    "PluginAddressError",
     "PluginCallError",
     "PluginConnectError",
     "PluginCrashedError",
@@ -173,6 +177,17 @@ class StartTimeoutError(PluginStartError):
 
 class ChecksumMismatchError(PluginStartError):
     """The executable's checksum differs from the one the caller expected."""
+
+
+class HostResourceError(PluginStartError):
+    """The host, not the plugin, ran short: file descriptors (EMFILE), memory, processes or
+    disk space (ENOSPC) while preparing or spawning the plugin. Nothing is left running."""
+
+
+class PluginAddressError(PluginStartError):
+    """The handshake names an address this host refuses to dial for a plugin it started:
+    TCP that is not loopback, or a unix socket outside the directory the host gave the
+    plugin, owned by another user, or reached through a symlink."""
 
 
 class HandshakeError(PluginStartError):

@@ -153,7 +153,9 @@ def _parse(raw: str) -> HandshakeLine:
 
     core = parse_go_int(parts[0])
     if core is None:
-        raise _malformed(raw, f"the core protocol version {parts[0]!r} is not an integer")
+        raise _malformed(
+            raw, f"the core protocol version {preview(parts[0], 40)} is not a 64-bit integer"
+        )
     if core != CORE_PROTOCOL_VERSION:
         raise IncompatibleCoreVersionError(
             f"incompatible core protocol version: expected {CORE_PROTOCOL_VERSION}, but the "
@@ -164,7 +166,9 @@ def _parse(raw: str) -> HandshakeLine:
         )
     app = parse_go_int(parts[1])
     if app is None:
-        raise _malformed(raw, f"the app protocol version {parts[1]!r} is not an integer")
+        raise _malformed(
+            raw, f"the app protocol version {preview(parts[1], 40)} is not a 64-bit integer"
+        )
 
     network = parts[2]
     if network not in _NETWORKS:
@@ -177,6 +181,9 @@ def _parse(raw: str) -> HandshakeLine:
     address = parts[3]
     if not address:
         raise _malformed(raw, "the address (field 4) is empty")
+    if network == "unix" and "\0" in address:
+        # The kernel would stop at the NUL and dial a different, shorter path.
+        raise _malformed(raw, "the unix socket path (field 4) contains a NUL byte")
     if network == "tcp":
         try:
             address = _join_host_port(*split_host_port(address))

@@ -32,6 +32,7 @@ def launch(
     start_timeout: float = 60.0,
     env: Mapping[str, str] | None = None,
     extra_env: Mapping[str, str] | None = None,
+    inherit_env: bool = True,
     restart: RestartPolicy | None = None,
     on_event: Callable[[PluginEvent], None] | None = None,
     kill_grace: float = 2.0,
@@ -47,7 +48,9 @@ def launch(
 
     ``cmd`` is the executable's path or an argv list. ``versions`` are the app protocol
     versions offered (default: the handshake's). ``env`` replaces the inherited
-    environment, ``extra_env`` adds to it. ``restart`` (default ``RestartPolicy()``:
+    environment, ``extra_env`` adds to it; ``inherit_env=False`` (without ``env``) passes
+    only PATH, LANG, LC_ALL and TZ of the host's environment, so no secret in it reaches
+    the plugin. ``restart`` (default ``RestartPolicy()``:
     on failure, a few quick retries, then FATAL) governs restarts after the plugin dies;
     ``on_event`` sees every state transition. ``stdout``/``stderr`` receive what the plugin
     writes after its handshake (GRPCStdio); without them it goes to ``logger`` (default
@@ -84,6 +87,7 @@ def launch(
         stderr=stderr,
         unix_socket_group=unix_socket_group,
         cwd=cwd,
+        inherit_env=inherit_env,
     )
     incarnation = start_incarnation(spec)
     try:

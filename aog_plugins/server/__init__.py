@@ -8,7 +8,14 @@ A few lines serve a gRPC servicer the way go-plugin's ``plugin.Serve`` does::
 
 from aog_plugins.server._hclog import HclogFormatter, configure_logging
 from aog_plugins.server._provider import ProviderServicer, serve_provider
-from aog_plugins.server._serve import HEALTH_SERVICE, CookieMissing, PluginServer, Register, serve
+from aog_plugins.server._serve import (
+    HEALTH_SERVICE,
+    CookieMissing,
+    PluginServer,
+    Register,
+    ServerOptions,
+    serve,
+)
 
 __all__ = [
     "HEALTH_SERVICE",
@@ -17,6 +24,7 @@ __all__ = [
     "PluginServer",
     "ProviderServicer",
     "Register",
+    "ServerOptions",
     "configure_logging",
     "serve",
     "serve_provider",

@@ -6,7 +6,6 @@ go-plugin host expects (health, controller, stdio, broker, AutoMTLS) is added ar
 
 from __future__ import annotations
 
-import concurrent.futures
 import contextlib
 import logging
 import os
@@ -16,7 +15,7 @@ import sys
 import tempfile
 import threading
 from collections.abc import Callable, Iterator, Mapping
-from typing import IO, Literal
+from typing import IO, TYPE_CHECKING, Literal, TypedDict
 
 import grpc
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
@@ -44,21 +43,52 @@ from aog_plugins.handshake import (
     read_plugin_env,
 )
 from aog_plugins.server._hclog import configure_logging
+from aog_plugins.server._pools import ServerThreads
 from aog_plugins.server._stdio import STDERR, STDOUT, StdioBuffer, StdioServicer, text_stream
-from aog_plugins.transport import HEALTH_SERVICE, Relay, grpc_target, listen, start_server_relay
+from aog_plugins.transport import (
+    HEALTH_SERVICE,
+    Relay,
+    grpc_target,
+    listen,
+    set_group_writable,
+    start_server_relay,
+)
 
-__all__ = ["HEALTH_SERVICE", "CookieMissing", "PluginServer", "Register", "serve"]
+if TYPE_CHECKING:
+    from typing_extensions import Unpack
+
+__all__ = [
+    "HEALTH_SERVICE",
+    "CookieMissing",
+    "PluginServer",
+    "Register",
+    "ServerOptions",
+    "serve",
+]
 
 Register = Callable[[grpc.Server], None]
 """Adds the plugin's own servicers to the gRPC server (e.g. ``add_XServicer_to_server``)."""
 
 _log = logging.getLogger("aog_plugins.server")
-_SERVER_OPTIONS = [
+_SERVER_OPTIONS: list[tuple[str, object]] = [
     ("grpc.max_send_message_length", -1),
     ("grpc.max_receive_message_length", -1),
     # grpcio sets SO_REUSEPORT by default: two plugins could then share one TCP port.
     ("grpc.so_reuseport", 0),
 ]
+
+
+class ServerOptions(TypedDict, total=False):
+    """The keyword arguments of :class:`PluginServer` (``handshake`` aside) that
+    :func:`serve` and ``serve_provider`` pass on; see :class:`PluginServer`."""
+
+    network: Literal["unix", "tcp"]
+    environ: Mapping[str, str] | None
+    max_workers: int | None
+    certificate_curve: str
+    health_service: bool
+    stdio_service: bool
+    on_shutdown: Callable[[], None] | None
 
 
 class CookieMissing(SystemExit):
@@ -105,6 +135,12 @@ class PluginServer:
     ``start()`` checks the cookie, negotiates the app version, listens and starts serving;
     ``announce()`` prints the handshake and redirects sys.stdout/sys.stderr to GRPCStdio;
     ``wait()`` blocks until the host calls Shutdown (or :meth:`stop`).
+
+    ``max_workers`` caps how many of the plugin's own calls run at once (each holds a
+    thread; calls beyond it wait for a free one); ``None``, the default, gives every
+    concurrent call its own thread, like a Go plugin. Health checks, Shutdown, stdio and
+    the broker stream never count against it: they run on threads of their own, so a
+    plugin busy with long streams still answers the host (see ``_pools``).
     """
 
     def __init__(
@@ -114,7 +150,7 @@ class PluginServer:
         handshake: HandshakeConfig = AOG_HANDSHAKE,
         network: Literal["unix", "tcp"] = "unix",
         environ: Mapping[str, str] | None = None,
-        max_workers: int = 64,
+        max_workers: int | None = None,
         certificate_curve: str = "P-256",
         health_service: bool = True,
         stdio_service: bool = True,
@@ -130,7 +166,7 @@ class PluginServer:
         self._handshake = handshake
         self._network = network
         self._environ = dict(os.environ if environ is None else environ)
-        self._max_workers = max_workers
+        self._threads = ServerThreads(max_workers)
         self._curve = certificate_curve
         self._health_service = health_service
         self._stdio_service = stdio_service
@@ -163,10 +199,7 @@ class PluginServer:
         for entry in env.invalid_versions:
             _log.warning("ignoring invalid entry %r in PLUGIN_PROTOCOL_VERSIONS", entry)
         version = choose_plugin_version(env.offered_versions, self._sets, min(self._sets))
-        server = grpc.server(
-            concurrent.futures.ThreadPoolExecutor(self._max_workers, "aog-plugin"),
-            options=_SERVER_OPTIONS,
-        )
+        server = self._threads.server(_SERVER_OPTIONS)
         self._sets[version](server)
         if self._health_service:
             self.health.set(HEALTH_SERVICE, health_pb2.HealthCheckResponse.SERVING)
@@ -256,10 +289,9 @@ class PluginServer:
 
     @staticmethod
     def _apply_group(env: PluginEnv, path: str) -> None:
+        # As go-plugin: the socket 0660 and owned by the group; the host made the dir 0770.
         if env.socket_group:
-            group = env.socket_group
-            shutil.chown(path, group=int(group) if group.isdigit() else group)
-            os.chmod(path, 0o660)
+            set_group_writable(path, env.socket_group, 0o660)
 
     def announce(self, stdout: IO[str] | None = None) -> None:
         """Print the handshake line, then send later sys.stdout/sys.stderr writes to GRPCStdio."""
@@ -310,19 +342,21 @@ def serve(
     register: Register | Mapping[int, Register],
     *,
     handshake: HandshakeConfig = AOG_HANDSHAKE,
-    network: Literal["unix", "tcp"] = "unix",
     log_level: int = logging.DEBUG,
     on_ready: Callable[[], None] | None = None,
-    **options: object,
+    **options: Unpack[ServerOptions],
 ) -> None:
     """Serve a plugin until the host shuts it down; exit 1 when not started by a host.
 
     ``register`` adds the plugin's servicers (or maps app versions to such functions);
     ``on_ready`` runs once the handshake is printed (output from then on goes to GRPCStdio).
+    ``options`` are :class:`PluginServer`'s keywords (:class:`ServerOptions`), e.g.
+    ``max_workers=32`` to run at most 32 of the plugin's calls at once (default: no fixed
+    limit, a thread per concurrent call; health, Shutdown and stdio never wait for them).
     Logs go to stderr as hclog JSON; SIGINT is ignored and SIGTERM stops cleanly.
     """
     configure_logging(log_level)
-    server = PluginServer(register, handshake=handshake, network=network, **options)  # type: ignore[arg-type]
+    server = PluginServer(register, handshake=handshake, **options)
     try:
         server.start()
     except CookieMissing:

@@ -18,6 +18,8 @@ from aog_plugins.transport._listen import (
     Bind,
     grpc_target,
     listen,
+    resolve_group,
+    set_group_writable,
     unix_socket_path,
 )
 from aog_plugins.transport._relay import Relay, start_client_relay, start_server_relay
@@ -32,6 +34,8 @@ __all__ = [
     "grpc_target",
     "listen",
     "open_channel",
+    "resolve_group",
+    "set_group_writable",
     "start_client_relay",
     "start_server_relay",
     "unix_socket_path",

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import errno
 import os
 import ssl
 import tempfile
@@ -24,13 +25,16 @@ import threading
 from collections.abc import Awaitable, Callable
 from concurrent.futures import Future
 
-from aog_plugins.errors import PluginConnectError
+from aog_plugins.errors import HostResourceError, PluginConnectError
 from aog_plugins.handshake import CertificateBundle, der_to_pem, split_host_port
 
 __all__ = ["Relay", "start_client_relay", "start_server_relay"]
 
 _READ_SIZE = 256 * 1024
 _HIGH_WATER = 4 * 1024 * 1024
+_RESOURCE_ERRNOS = frozenset(
+    {errno.ENOSPC, errno.EDQUOT, errno.EFBIG, errno.ENOMEM, errno.EMFILE, errno.ENFILE}
+)
 
 
 class _Loop:
@@ -148,21 +152,57 @@ def _context(side: int, ours: CertificateBundle, peer_der: bytes, tmp: str) -> s
     ctx.verify_mode = ssl.CERT_REQUIRED
     # The peer's self-signed certificate is the whole trust store: nothing else verifies.
     ctx.load_verify_locations(cadata=der_to_pem(peer_der).decode("ascii"))
-    cert_file = os.path.join(tmp, "cert.pem")
-    key_file = os.path.join(tmp, "key.pem")
-    fd = os.open(key_file, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-    with os.fdopen(fd, "wb") as out:
-        out.write(ours.key_pem)
-    with open(cert_file, "wb") as out:
-        out.write(ours.cert_pem)
     try:
-        ctx.load_cert_chain(cert_file, key_file)
-    finally:
-        os.unlink(key_file)
-        os.unlink(cert_file)
+        _load_cert_chain(ctx, ours, tmp)
+    except OSError as exc:
+        message = f"cannot load the TLS relay's own certificate and key: {exc}"
+        if exc.errno in _RESOURCE_ERRNOS:
+            raise HostResourceError(
+                message,
+                diagnosis="the host is out of memory, disk or file size limit (ulimit -f)",
+            ) from exc
+        raise PluginConnectError(message) from exc
     if side == ssl.PROTOCOL_TLS_CLIENT:
         ctx.check_hostname = True  # against "localhost", as go-plugin's certs say
     return ctx
+
+
+def _load_cert_chain(ctx: ssl.SSLContext, ours: CertificateBundle, tmp: str) -> None:
+    """Load our certificate and private key into ``ctx``.
+
+    Python's ssl only loads a key from a path. On Linux that path is an anonymous memory
+    file (memfd) seen through /proc/self/fd: the key never touches a file system, and only
+    a process allowed to ptrace us could read it. Elsewhere it is a file in ``tmp`` (a
+    fresh 0700 dir only we can enter), created 0600 with O_EXCL|O_NOFOLLOW and unlinked
+    as soon as OpenSSL has read it.
+    """
+    pem = ours.cert_pem + ours.key_pem  # one PEM with both: certfile alone is enough
+    memfd_create = getattr(os, "memfd_create", None)
+    if memfd_create is not None and os.path.isdir("/proc/self/fd"):
+        fd = memfd_create("aog-plugins-relay-key", os.MFD_CLOEXEC)
+        try:
+            _write_all(fd, pem)
+            ctx.load_cert_chain(f"/proc/self/fd/{fd}")
+        finally:
+            os.close(fd)
+        return
+    path = os.path.join(tmp, "key.pem")
+    flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_NOFOLLOW", 0)
+    fd = os.open(path, flags, 0o600)
+    try:
+        try:
+            _write_all(fd, pem)
+        finally:
+            os.close(fd)
+        ctx.load_cert_chain(path)
+    finally:
+        os.unlink(path)
+
+
+def _write_all(fd: int, data: bytes) -> None:
+    view = memoryview(data)
+    while view:
+        view = view[os.write(fd, view) :]
 
 
 class Relay:
@@ -228,8 +268,18 @@ def start_client_relay(
     """Host side: a plaintext unix listener in ``socket_dir`` whose connections are relayed
     over mutual TLS to the plugin at ``plugin_target`` (``("unix", path)`` or
     ``("tcp", "host:port")``)."""
-    tmp = tempfile.mkdtemp(prefix="relay-", dir=socket_dir)
-    ctx = _context(ssl.PROTOCOL_TLS_CLIENT, host, plugin_cert_der, tmp)
+    try:
+        tmp = tempfile.mkdtemp(prefix="relay-", dir=socket_dir)
+    except OSError as exc:
+        raise HostResourceError(
+            f"cannot create the TLS relay's directory in {socket_dir}: {exc}",
+            diagnosis="free space or inodes in the temp directory (TMPDIR)",
+        ) from exc
+    try:
+        ctx = _context(ssl.PROTOCOL_TLS_CLIENT, host, plugin_cert_der, tmp)
+    except BaseException:
+        os.rmdir(tmp)
+        raise
     path = os.path.join(tmp, "s")
     network, address = plugin_target
     loop = _Loop.get()
@@ -284,7 +334,11 @@ def start_server_relay(
     """Plugin side: a TLS listener at ``listen`` (``("unix", path)`` or ``("tcp", "h:p")``)
     requiring exactly the host's certificate, relaying plaintext to ``private_path``."""
     tmp = tempfile.mkdtemp(prefix="relay-", dir=os.path.dirname(private_path))
-    ctx = _context(ssl.PROTOCOL_TLS_SERVER, ours, host_cert_der, tmp)
+    try:
+        ctx = _context(ssl.PROTOCOL_TLS_SERVER, ours, host_cert_der, tmp)
+    except BaseException:
+        os.rmdir(tmp)
+        raise
     loop = _Loop.get()
     pin = _pin(host_cert_der)
     network, address = listen

@@ -15,10 +15,10 @@ from collections.abc import Callable, Iterator, Mapping
 from pathlib import Path
 from typing import Any
 
-import psutil
 import pytest
 
 from tests.process.conftest import LeakCheck, leak_check, plugin_cmd
+from tests.support.wait import gone, wait_gone, wait_until
 
 __all__ = [
     "Host",
@@ -32,24 +32,6 @@ __all__ = [
 ]
 
 ROOT = Path(__file__).resolve().parents[2]
-
-
-def gone(pid: int) -> bool:
-    """True if ``pid`` no longer runs (a zombie that nobody reaps counts as gone)."""
-    try:
-        return psutil.Process(pid).status() == psutil.STATUS_ZOMBIE
-    except psutil.NoSuchProcess:
-        return True
-
-
-def wait_gone(pids: list[int], timeout: float) -> list[int]:
-    """Poll until every pid is gone or ``timeout`` passes; return those still running."""
-    deadline = time.monotonic() + timeout
-    while True:
-        left = [p for p in pids if not gone(p)]
-        if not left or time.monotonic() >= deadline:
-            return left
-        time.sleep(0.02)
 
 
 class Host:
@@ -125,13 +107,16 @@ def short_tmpdir() -> Iterator[Path]:
 
 def wait_stopped(pid: int) -> None:
     """SIGSTOP takes effect asynchronously: wait until every thread of ``pid`` is stopped."""
-    deadline = time.monotonic() + 5
-    while True:
-        states = []
+
+    def states() -> list[str]:
+        found = []
         for tid in os.listdir(f"/proc/{pid}/task"):
             with open(f"/proc/{pid}/task/{tid}/stat") as stat:
-                states.append(stat.read().rsplit(")", 1)[1].split()[0])
-        if all(state in ("T", "t") for state in states):
-            return
-        assert time.monotonic() < deadline, f"pid {pid} did not stop: {states}"
-        time.sleep(0.01)
+                found.append(stat.read().rsplit(")", 1)[1].split()[0])
+        return found
+
+    wait_until(
+        lambda: all(state in ("T", "t") for state in states()),
+        5,
+        lambda: f"pid {pid} to stop; thread states: {states()}",
+    )

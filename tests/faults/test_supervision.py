@@ -7,7 +7,6 @@ import signal
 import tempfile
 import threading
 import time
-from collections.abc import Callable
 from functools import partial
 from pathlib import Path
 
@@ -17,19 +16,11 @@ from aog_plugins import Plugin, PluginEvent, PluginState, RestartPolicy, launch
 from aog_plugins.errors import PluginFatalError
 from tests.faults.conftest import gone, short_tmpdir
 from tests.process.conftest import LeakCheck, leak_check, plugin_cmd
+from tests.support.wait import wait_until
 
 __all__ = ["leak_check", "short_tmpdir"]
 
 QUICK = RestartPolicy(backoff_base=0.05, max_restarts=2, window=60, min_uptime=30)
-
-
-def _wait_for(predicate: Callable[[], bool], timeout: float) -> bool:
-    deadline = time.monotonic() + timeout
-    while not predicate():
-        if time.monotonic() >= deadline:
-            return False
-        time.sleep(0.01)
-    return True
 
 
 def _states(events: list[PluginEvent]) -> list[PluginState]:
@@ -47,8 +38,10 @@ def test_restart_failing_with_an_untyped_error_ends_fatal_and_leaves_nothing(
         plugin_cmd("second_start.py"), restart=QUICK, on_event=events.append, extra_env=env
     ) as plugin:
         os.kill(plugin.pid, signal.SIGKILL)
-        assert _wait_for(lambda: plugin.state is PluginState.FATAL, 30), (
-            f"stuck in {plugin.state}: {_states(events)}"
+        wait_until(
+            lambda: plugin.state is PluginState.FATAL,
+            30,
+            lambda: f"FATAL; stuck in {plugin.state}: {_states(events)}",
         )
         assert counter.read_text() == "...", "two restarts were tried"
         left = [p.pid for p in leak_check.tagged() if not gone(p.pid)]
@@ -88,8 +81,10 @@ def test_restart_failing_in_the_os_backs_off_then_ends_fatal(
         base.rename(short_tmpdir / "moved")
         base.write_text("not a directory any more")
         os.kill(plugin.pid, signal.SIGKILL)
-        assert _wait_for(lambda: plugin.state is PluginState.FATAL, 30), (
-            f"stuck in {plugin.state}: {_states(events)}"
+        wait_until(
+            lambda: plugin.state is PluginState.FATAL,
+            30,
+            lambda: f"FATAL; stuck in {plugin.state}: {_states(events)}",
         )
         with pytest.raises(PluginFatalError, match="NotADirectoryError"):
             plugin.client.health_check()
@@ -143,7 +138,7 @@ def test_kill_racing_the_plugins_own_exit_never_raises(leak_check: LeakCheck) ->
             on_event=on_event,
             extra_env={**leak_check.env, "AOG_FIXTURE_DELAY": "0.1"},
         )
-        assert _wait_for(partial(bool, killers), 30), "exit not reported"
+        wait_until(partial(bool, killers), 30, "the plugin's exit to be reported")
         killers[0].join(30)
         plugin.kill()
         states.append(plugin.state)

@@ -102,7 +102,7 @@ def test_eof_kills_tracked_groups_only_and_removes_their_dirs(
     ).encode()
     reaper = subprocess.run(ARGV, input=commands, timeout=30, check=False)
     assert reaper.returncode == 0
-    assert not wait_gone([ours], 5), "the tracked group survived the host"
+    wait_gone([ours], 5, "the tracked group to be killed")
     assert not gone(untracked), "an untracked group was killed"
     assert not gone(stranger), "a group that is not provably ours was killed"
     assert not ours_dir.exists()
