@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 
 from aog_plugins import Plugin, PluginEvent, PluginState, RestartPolicy, launch
-from aog_plugins.errors import PluginFatalError
+from aog_plugins.errors import PluginFatalError, PluginStartError
 from tests.faults.conftest import gone, short_tmpdir
 from tests.process.conftest import LeakCheck, leak_check, plugin_cmd
 from tests.support.wait import wait_until
@@ -86,11 +86,11 @@ def test_restart_failing_in_the_os_backs_off_then_ends_fatal(
             30,
             lambda: f"FATAL; stuck in {plugin.state}: {_states(events)}",
         )
-        with pytest.raises(PluginFatalError, match="NotADirectoryError"):
+        with pytest.raises(PluginFatalError, match="Not a directory"):
             plugin.client.health_check()
     failed = [e for e in events if "restart failed" in e.reason]
     assert [e.new for e in failed] == [PluginState.BACKOFF, PluginState.FATAL]
-    assert all("NotADirectoryError" in e.reason for e in failed)
+    assert all("Not a directory" in e.reason for e in failed)
     assert events[-1].new is PluginState.EXITED
 
 
@@ -132,15 +132,19 @@ def test_kill_racing_the_plugins_own_exit_never_raises(leak_check: LeakCheck) ->
             elif event.new is PluginState.STOPPING:
                 _restart_thread_appears(before_round)
 
-        plugin = launch(
-            plugin_cmd("misbehave.py", "crash-soon"),
-            restart=RestartPolicy.never(),
-            on_event=on_event,
-            extra_env={**leak_check.env, "AOG_FIXTURE_DELAY": "0.1"},
-        )
+        try:
+            plugin = launch(
+                plugin_cmd("misbehave.py", "crash-soon"),
+                restart=RestartPolicy.never(),
+                on_event=on_event,
+                extra_env={**leak_check.env, "AOG_FIXTURE_DELAY": "0.5"},
+            )
+        except PluginStartError:
+            continue  # a loaded machine: it crashed before the host had connected
         wait_until(partial(bool, killers), 30, "the plugin's exit to be reported")
         killers[0].join(30)
         plugin.kill()
         states.append(plugin.state)
-    assert not errors, f"kill() raised {len(errors)} times in 20 rounds: {errors[0]!r}"
+    assert not errors, f"kill() raised {len(errors)} times in {len(states)} rounds: {errors[0]!r}"
+    assert len(states) >= 10, "too few rounds got past the start to test anything"
     assert set(states) == {PluginState.EXITED}
