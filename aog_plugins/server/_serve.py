@@ -270,7 +270,11 @@ class PluginServer:
     def _bind_relay(
         self, server: grpc.Server, env: PluginEnv, ours: CertificateBundle, host_der: bytes
     ) -> str:
-        self._private_dir = tempfile.mkdtemp(prefix="aogp-relay-", dir=env.socket_dir)
+        # In the host's socket dir when it gave one (it removes that); otherwise named like
+        # a host's socket dir, with our pid, so stale cleanup removes it after a SIGKILL.
+        self._private_dir = tempfile.mkdtemp(
+            prefix=f"aogp-{os.getpid()}-relay-", dir=env.socket_dir
+        )
         private = os.path.join(self._private_dir, "s")
         if not server.add_insecure_port(f"unix:{private}"):
             raise ConfigurationError(f"cannot listen on unix socket {private!r}")
