@@ -26,6 +26,7 @@ ALLOWED: dict[str, set[str]] = {
     "process": {"errors", "_proto", "handshake", "types", "contract", "transport", "client"},
     "server": {"errors", "_proto", "handshake", "types", "contract", "transport"},
     "manager": {"errors", "handshake", "types", "contract", "client", "process"},
+    "examples": {"errors", "types", "contract", "server"},
     # testing's aog_provider child process serves through server/ (it is a plugin).
     "testing": {
         "errors",

@@ -248,6 +248,7 @@ async def launch(
     start_timeout: float = 60.0,
     env: Mapping[str, str] | None = None,
     extra_env: Mapping[str, str] | None = None,
+    inherit_env: bool = True,
     restart: RestartPolicy | None = None,
     on_event: Callable[[PluginEvent], None] | None = None,
     kill_grace: float = 2.0,
@@ -257,6 +258,8 @@ async def launch(
     checksum: str | None = None,
     unix_socket_group: str | None = None,
     cwd: str | None = None,
+    install_signal_handlers: bool = True,
+    multiplex: bool = False,
 ) -> AsyncPlugin:
     """Start a plugin without blocking the loop; the arguments and errors are those of
     :func:`aog_plugins.launch` (``on_event``, ``stdout`` and ``stderr`` are called on the
@@ -276,6 +279,7 @@ async def launch(
             start_timeout=start_timeout,
             env=env,
             extra_env=extra_env,
+            inherit_env=inherit_env,
             restart=restart,
             on_event=bridge.on_event,
             kill_grace=kill_grace,
@@ -285,6 +289,8 @@ async def launch(
             checksum=checksum,
             unix_socket_group=unix_socket_group,
             cwd=cwd,
+            install_signal_handlers=install_signal_handlers,
+            multiplex=multiplex,
         )
 
     plugin = await in_thread(start, name="aog-aio-launch", orphan=lambda p: p.kill())

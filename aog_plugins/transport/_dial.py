@@ -42,37 +42,55 @@ class ClientTLS:
 
 @dataclass(frozen=True)
 class DialTarget:
-    """Where a host's channels to one plugin process go (``target``) and the pinned TLS
-    they use, if any: enough to open a second channel, e.g. a ``grpc.aio`` one."""
+    """Where a host's channels to one plugin process go (``target``), the pinned TLS
+    they use, if any, and their receive cap: enough to open a second channel to the same
+    process, e.g. a ``grpc.aio`` one."""
 
     target: str
     tls: ClientTLS | None = None
+    max_receive: int | None = None
 
 
-def _pinned(tls: ClientTLS) -> tuple[grpc.ChannelCredentials, list[tuple[str, int | str]]]:
+def _options(
+    tls: ClientTLS | None, max_receive: int | None
+) -> tuple[grpc.ChannelCredentials | None, list[tuple[str, int | str]]]:
+    base = CHANNEL_OPTIONS
+    if max_receive is not None:
+        base = [
+            *(o for o in CHANNEL_OPTIONS if o[0] != "grpc.max_receive_message_length"),
+            ("grpc.max_receive_message_length", max_receive),
+        ]
+    if tls is None:
+        return None, base
     creds = grpc.ssl_channel_credentials(
         root_certificates=der_to_pem(tls.plugin_cert_der),
         private_key=tls.host.key_pem,
         certificate_chain=tls.host.cert_pem,
     )
     # The certificate says localhost; the target is a socket path or 127.0.0.1.
-    return creds, [*CHANNEL_OPTIONS, ("grpc.ssl_target_name_override", "localhost")]
+    return creds, [*base, ("grpc.ssl_target_name_override", "localhost")]
 
 
-def open_channel(target: str, tls: ClientTLS | None = None) -> grpc.Channel:
-    """A channel to ``target`` (``unix:/path`` or ``host:port``), pinned TLS when given."""
-    if tls is None:
-        return grpc.insecure_channel(target, options=CHANNEL_OPTIONS)
-    creds, options = _pinned(tls)
+def open_channel(
+    target: str, tls: ClientTLS | None = None, *, max_receive: int | None = None
+) -> grpc.Channel:
+    """A channel to ``target`` (``unix:/path`` or ``host:port``), pinned TLS when given.
+
+    ``max_receive`` caps the size of one received message (default: unlimited, like
+    go-plugin's host); a bigger one fails that call with RESOURCE_EXHAUSTED.
+    """
+    creds, options = _options(tls, max_receive)
+    if creds is None:
+        return grpc.insecure_channel(target, options=options)
     return grpc.secure_channel(target, creds, options=options)
 
 
 def open_aio_channel(dial: DialTarget) -> grpc.aio.Channel:
-    """A ``grpc.aio`` channel to the same place, same pinning (call it on the event loop
-    that will use the channel)."""
-    if dial.tls is None:
-        return grpc.aio.insecure_channel(dial.target, options=CHANNEL_OPTIONS)
-    creds, options = _pinned(dial.tls)
+    """A ``grpc.aio`` channel to the same place with the same pinning and options (call
+    it on the event loop that will use the channel)."""
+    creds, options = _options(dial.tls, dial.max_receive)
+    if creds is None:
+        return grpc.aio.insecure_channel(dial.target, options=options)
     return grpc.aio.secure_channel(dial.target, creds, options=options)
 
 

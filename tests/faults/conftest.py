@@ -6,9 +6,11 @@ import json
 import os
 import select
 import shutil
+import signal
 import subprocess
 import sys
 import tempfile
+import time
 from collections.abc import Callable, Iterator, Mapping
 from pathlib import Path
 from typing import Any
@@ -33,24 +35,38 @@ ROOT = Path(__file__).resolve().parents[2]
 
 
 class Host:
-    """A host process (``python -c code``) that prints one JSON line when it is ready."""
+    """A host process (``python -c code``) that prints one JSON line when it is ready.
+
+    Its stderr goes to a file (read with :meth:`stderr_text`), so it can never block.
+    """
 
     def __init__(
         self, code: str, args: list[str], leak: LeakCheck, env: Mapping[str, str] | None
     ) -> None:
         full_env = {**os.environ, **leak.env, "PYTHONPATH": str(ROOT), **(env or {})}
+        self._stderr = tempfile.TemporaryFile()  # noqa: SIM115 - closed in kill()
         self.proc = subprocess.Popen(
             [sys.executable, "-c", code, *args],
             stdout=subprocess.PIPE,
+            stderr=self._stderr,
+            bufsize=0,  # unbuffered: select() must not miss a line already in our buffer
             env=full_env,
             cwd=ROOT,
         )
+
+    def stderr_text(self) -> str:
+        """What the host wrote to stderr so far."""
+        self._stderr.seek(0)
+        return self._stderr.read().decode("utf-8", "replace")
 
     def read(self, timeout: float = 60.0) -> Any:
         """The host's JSON line; fails if it exits or stays silent for ``timeout`` s."""
         assert self.proc.stdout is not None
         ready, _, _ = select.select([self.proc.stdout], [], [], timeout)
-        assert ready, "the host printed nothing"
+        if not ready:
+            self.proc.send_signal(signal.SIGUSR1)  # hosts that register faulthandler dump stacks
+            time.sleep(0.5)
+        assert ready, f"the host printed nothing; its stderr:\n{self.stderr_text()}"
         line = self.proc.stdout.readline()
         assert line, f"the host exited with {self.proc.wait()}"
         return json.loads(line)
@@ -61,6 +77,7 @@ class Host:
         self.proc.wait()
         if self.proc.stdout is not None:
             self.proc.stdout.close()
+        self._stderr.close()
 
 
 HostFactory = Callable[..., Host]

@@ -59,6 +59,7 @@ def test_sigkill_during_unary_call(echo: tuple[Plugin, list[PluginEvent]]) -> No
     # A new call waits for the restart and reaches the new process.
     assert plugin.client.invoke_service("chat", b'{"x": 1}', timeout=30) == b'{"x": 1}'
     assert plugin.pid != old_pid
+    wait_until(lambda: len(events) >= 4, 10, "the restart's events")  # on the event thread
     states = [e.new for e in events]
     assert states == [
         PluginState.RUNNING,  # the first start

@@ -56,6 +56,9 @@ def test_sigkill_during_unary_then_restart(go_plugin: tuple[Plugin, list[PluginE
     assert plugin.pid != old_pid
     if old_cert is not None:
         assert plugin.handshake.server_cert not in (None, old_cert), "a restart brings a new cert"
+    wait_until(  # events arrive on the plugin's event thread
+        lambda: [e.new for e in events].count(PluginState.RUNNING) >= 2, 10, "the restart's events"
+    )
     assert [e.new for e in events][-3:] == [
         PluginState.BACKOFF,
         PluginState.STARTING,

@@ -120,6 +120,14 @@ def _wait_removed(dirs: list[str], what: str) -> None:
     wait_until(lambda: not left(), KILL_DEADLINE, lambda: f"{what}; left: {left()}")
 
 
+def _kill_and_wait(pid: int) -> None:
+    """SIGKILL a process the test left alive on purpose; the leak check runs right after,
+    and a signal takes effect asynchronously (a forked child whose host is gone is only
+    reaped by init)."""
+    os.kill(pid, signal.SIGKILL)
+    wait_gone([pid], 10, f"pid {pid} to die of SIGKILL")
+
+
 def _track(*groups: tuple[list[str], float, bool]) -> str:
     return json.dumps([list(g) for g in groups])
 
@@ -167,7 +175,7 @@ def test_reaper_spares_a_group_whose_leader_is_another_process(
         time.sleep(0.3)
         assert not gone(stranger), "the reaper killed a process it could not prove was ours"
     finally:
-        os.kill(stranger, signal.SIGKILL)
+        _kill_and_wait(stranger)
 
 
 def test_reaper_kills_a_group_whose_leader_is_already_gone(make_host: HostFactory) -> None:
@@ -213,7 +221,7 @@ def test_a_forked_child_does_not_hold_the_reaper_off(
         _kill_host(host.kill, info["groups"], "the group to end despite the forked child")
         assert not gone(info["forked"])
     finally:
-        os.kill(info["forked"], signal.SIGKILL)
+        _kill_and_wait(info["forked"])
 
 
 def test_clean_exit_spares_untracked_groups_and_ends_the_reaper(
@@ -228,6 +236,6 @@ def test_clean_exit_spares_untracked_groups_and_ends_the_reaper(
         assert not gone(info["groups"][0]), "an untracked group was killed"
         assert all(os.path.isdir(d) for d in info["dirs"])
     finally:
-        os.kill(info["groups"][0], signal.SIGKILL)
+        _kill_and_wait(info["groups"][0])
         for d in info["dirs"]:
             os.rmdir(d)

@@ -27,9 +27,8 @@ HOST = textwrap.dedent(
     if mode == "chained":
         seen = []
         signal.signal(signal.SIGTERM, lambda s, f: seen.append(s))
-        from aog_plugins.process import _registry
-        _registry._installed = False
-        _registry._install()
+        from aog_plugins.process import install_signal_handlers
+        install_signal_handlers()  # chains ours in front of the one just set
         print("ready", flush=True)
         while not seen:
             time.sleep(0.01)
