@@ -213,7 +213,7 @@ async def _aio_outcomes(
     return outcomes
 
 
-async def _launch(target: Target, check: LeakCheck) -> AsyncPlugin:
+async def _launch(target: Target, check: LeakCheck, multiplex: bool) -> AsyncPlugin:
     env = {**target.family.plugin_env(target.network), **check.env}
     return await launch(
         target.family.argv(),
@@ -221,20 +221,21 @@ async def _launch(target: Target, check: LeakCheck) -> AsyncPlugin:
         extra_env=env,
         restart=RestartPolicy.never(),
         start_timeout=30.0,
+        multiplex=multiplex,
     )
 
 
-@pytest.mark.parametrize("target", targets(lambda f: bool(f.kind)))
-def test_every_method_answers_as_the_sync_client(leak_check: LeakCheck, target: Target) -> None:
+def _compare(target: Target, check: LeakCheck, multiplex: bool = False) -> None:
     marker = f"marker-{uuid.uuid4().hex}"
     script = _script(marker, target.family.bidi)
-    with target.launch(leak_check) as plugin:
+    with target.launch(check, multiplex=multiplex) as plugin:
         expected = _sync_outcomes(plugin, script)
 
     async def main() -> list[object]:
-        async with await _launch(target, leak_check) as plugin:
+        async with await _launch(target, check, multiplex) as plugin:
             assert plugin.handshake.network == target.network
             assert (plugin.handshake.server_cert is not None) is target.tls
+            assert plugin.handshake.multiplex is multiplex
             return await _aio_outcomes(plugin, script)
 
     got = run(main())
@@ -249,6 +250,22 @@ def test_every_method_answers_as_the_sync_client(leak_check: LeakCheck, target: 
     assert any(isinstance(o, str) and marker in o for o in echoed), echoed
     assert isinstance(got[0], dict)  # a manifest, not an error
     assert got[0]["provider"]["type"] == target.family.kind
+
+
+@pytest.mark.parametrize("target", targets(lambda f: bool(f.kind)))
+def test_every_method_answers_as_the_sync_client(leak_check: LeakCheck, target: Target) -> None:
+    _compare(target, leak_check)
+
+
+@pytest.mark.parametrize(
+    "target",
+    [t for t in targets(lambda f: f.id in ("go-local", "py-remote")) if "unix" in t.id],
+)
+def test_every_method_over_one_multiplexed_connection(
+    leak_check: LeakCheck, target: Target
+) -> None:
+    """With PLUGIN_MULTIPLEX_GRPC the aio channel is one more yamux stream."""
+    _compare(target, leak_check, multiplex=True)
 
 
 def test_the_script_calls_every_method() -> None:
