@@ -450,6 +450,7 @@ def launch(
         stderr=stderr,
         unix_socket_group=unix_socket_group,
         cwd=cwd,
+        checksum=checksum,
     )
     incarnation = start_incarnation(spec)
     try:

@@ -77,6 +77,7 @@ class StartSpec:
     stderr: Output | None = None
     unix_socket_group: str | None = None
     cwd: str | None = None
+    checksum: str | None = None  # verified before every start, restarts included
 
 
 class ProcessHandle(Protocol):
@@ -152,6 +153,8 @@ def start_incarnation(spec: StartSpec) -> Incarnation:
     typed error (see :mod:`aog_plugins.errors`) is raised.
     """
     logger = spec.logger
+    if spec.checksum is not None:  # the file may have changed since the last start
+        verify_checksum(spec.argv[0], spec.checksum)
     deadline = time.monotonic() + spec.start_timeout
     tls_bundle = generate_certificate() if spec.auto_mtls else None
     socket_dir = make_socket_dir()
