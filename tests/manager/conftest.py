@@ -8,8 +8,9 @@ import os
 import shutil
 import sys
 import threading
+import time
 import uuid
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -17,6 +18,7 @@ import psutil
 import pytest
 import yaml
 
+from aog_plugins.manager import ManagerEvent
 from aog_plugins.types import go_arch, go_os
 from tests.support.gobuild import GoBinaries, go_binaries
 
@@ -191,3 +193,38 @@ def leaks() -> Iterator[Leaks]:
     assert not zombies, f"unreaped children: {zombies}"
     assert _socket_dirs() - before == set(), "socket dirs left behind"
     assert manager_threads() == [], f"manager threads left: {manager_threads()}"
+
+
+def wait_until(predicate: Callable[[], object], timeout: float = 30.0, what: str = "") -> None:
+    """Poll ``predicate`` until true; a generous bound, not a timing assertion."""
+    deadline = time.monotonic() + timeout
+    while not predicate():
+        if time.monotonic() > deadline:
+            raise AssertionError(f"gave up waiting for {what or predicate}")
+        time.sleep(0.05)
+
+
+class EventLog:
+    """Collects manager events with the thread each one was delivered on."""
+
+    def __init__(self) -> None:
+        self.events: list[ManagerEvent] = []
+        self.threads: list[str] = []
+        self._lock = threading.Lock()
+
+    def __call__(self, event: ManagerEvent) -> None:
+        with self._lock:
+            self.events.append(event)
+            self.threads.append(threading.current_thread().name)
+
+    def of(self, kind: str, name: str | None = None) -> list[ManagerEvent]:
+        with self._lock:
+            return [e for e in self.events if e.kind == kind and (name is None or e.name == name)]
+
+    def kinds(self, name: str) -> list[str]:
+        with self._lock:
+            return [e.kind for e in self.events if e.name == name]
+
+    def wait(self, kind: str, name: str, count: int = 1, timeout: float = 30.0) -> ManagerEvent:
+        wait_until(lambda: len(self.of(kind, name)) >= count, timeout, f"{count} {kind} of {name}")
+        return self.of(kind, name)[count - 1]
