@@ -14,6 +14,7 @@ from typing import TYPE_CHECKING, Any
 
 import psutil
 
+from aog_plugins._cli_manager import register as register_manager_commands
 from aog_plugins._cli_show import handshake_doc, table
 from aog_plugins.errors import AogPluginsError, ConfigurationError, PluginCallError, PluginError
 
@@ -260,6 +261,7 @@ def _parser() -> argparse.ArgumentParser:
     invoke.add_argument("--auth-info", default="", help="the auth info string to send")
     invoke.add_argument("--timeout", type=float, default=None, metavar="SECONDS")
     invoke.set_defaults(func=_invoke)
+    register_manager_commands(sub)  # list, run
     return parser
 
 
