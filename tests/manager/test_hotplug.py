@@ -297,3 +297,24 @@ def test_the_drain_is_bounded(layout: Layout, leaks: Leaks) -> None:
         slow.join()
         assert len(errors) == 1
         assert "in flight" in events.wait("stopped", "p").reason
+
+
+def test_reload_swaps_in_a_fresh_process_or_raises_keeping_the_old(
+    layout: Layout, leaks: Leaks
+) -> None:
+    layout.add("p")
+    with managed(layout, leaks, False) as (manager, events):
+        with Caller(manager.client("p"), "chat", b"{}") as caller:
+            first = pid_of(caller.last())
+            manager.reload("p")  # same files: a rolling restart
+            second = manager.entry("p").pid
+            assert second != first
+            layout.add("p", test={"exit_at_start": 5})
+            with pytest.raises(PluginExitedError):
+                manager.reload("p")
+            assert manager.entry("p").pid == second
+            done = caller.count()
+            wait_until(lambda: caller.count() > done + 5)
+        assert caller.failures == []
+        assert {pid_of(r) for r in caller.replies} == {first, second}
+    assert events.kinds("p").count("replaced") == 1
