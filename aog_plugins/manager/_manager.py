@@ -10,9 +10,7 @@ from collections.abc import Callable, Hashable, Mapping
 from pathlib import Path
 from types import TracebackType
 
-import grpc
-
-from aog_plugins.client import ExitInfo, GRPCProviderClient
+from aog_plugins.client import GRPCProviderClient
 from aog_plugins.errors import (
     ConfigurationError,
     DuplicatePluginError,
@@ -24,7 +22,7 @@ from aog_plugins.handshake import AOG_HANDSHAKE, HandshakeConfig
 from aog_plugins.manager._discovery import Found, check_checksum, inspect_dir, plugin_dirs, scan
 from aog_plugins.manager._entry import ManagerEvent, PluginEntry
 from aog_plugins.manager._events import EventBus
-from aog_plugins.manager._routing import TrackedChannel
+from aog_plugins.manager._routing import ManagedSource
 from aog_plugins.manager._slot import LaunchSettings, Slot
 from aog_plugins.manager._watch import Watcher
 from aog_plugins.process import Plugin, RestartPolicy
@@ -156,9 +154,7 @@ class PluginManager:
         matches = []
         for entry in self.entries():
             if not entry.usable or entry.manifest is None:
-                continue
-            if isinstance(entry.error, PluginEntryError):
-                continue
+                continue  # broken (a broken replacement of a running plugin still serves)
             if any(
                 (service is None or s.service_name == service)
                 and (task_type is None or s.task_type == task_type)
@@ -183,7 +179,7 @@ class PluginManager:
         with self._lock:
             client = self._clients.get(name)
             if client is None:
-                client = self._clients[name] = GRPCProviderClient(_ManagedSource(self, name))
+                client = self._clients[name] = GRPCProviderClient(ManagedSource(self._slot, name))
             return client
 
     def stop(self, name: str) -> None:
@@ -283,7 +279,7 @@ class PluginManager:
 
     def _disk_state(self) -> Hashable:
         with self._lock:
-            cache = {d: s.found for d, s in self._slots.items()}
+            cache = {d: s.target for d, s in self._slots.items()}
         return tuple(
             (d, inspect_dir(d, cache.get(d)).fingerprint) for d in plugin_dirs(self.directory)
         )
@@ -298,7 +294,7 @@ class PluginManager:
             if self._closed.is_set():
                 return
             with self._lock:
-                previous = {d: s.found for d, s in self._slots.items()}
+                previous = {d: s.target for d, s in self._slots.items()}
             found = scan(self.directory, previous, self._settings.checksums)
             seen = {f.directory for f in found}
             with self._lock:
@@ -320,7 +316,7 @@ class PluginManager:
                         self._slots[item.directory] = fresh
                         self._removed.pop(item.name, None)
                         added.append(fresh)
-                    elif existing.found is not item:
+                    elif existing.target is not item:
                         changed.append((existing, item))
                 self._reindex()
             for slot in (*gone, *renamed):
@@ -383,20 +379,3 @@ class PluginManager:
                 slots = list(self._slots.values())
             for slot in slots:
                 slot.idle_stop(idle_timeout)
-
-
-class _ManagedSource:
-    """The ConnectionSource of :meth:`PluginManager.client`: resolves the name on every
-    call, so the client follows replacements, idle stops and re-added directories."""
-
-    def __init__(self, manager: PluginManager, name: str) -> None:
-        self._manager = manager
-        self._name = name
-
-    def current_channel(self, timeout: float | None = None) -> grpc.Channel:
-        return self._manager._slot(self._name).channel(timeout)
-
-    def exit_info(self, channel: grpc.Channel, wait: float = 0.0) -> ExitInfo | None:
-        if isinstance(channel, TrackedChannel):
-            return channel.plugin.exit_info(channel.raw, wait)
-        return None

@@ -14,9 +14,10 @@ from typing import TYPE_CHECKING, Any, Protocol
 
 import grpc
 
+from aog_plugins.client import ExitInfo
 from aog_plugins.process import Plugin
 
-__all__ = ["CallRouter", "TrackedChannel"]
+__all__ = ["CallRouter", "ManagedSource", "TrackedChannel"]
 
 if TYPE_CHECKING:  # generic only in the type stubs
     _UU = grpc.UnaryUnaryMultiCallable[Any, Any]
@@ -36,6 +37,29 @@ class CallRouter(Protocol):
     def begin_call(self, channel: TrackedChannel) -> tuple[Plugin, grpc.Channel]: ...
 
     def end_call(self, plugin: Plugin) -> None: ...
+
+
+class ChannelOwner(Protocol):
+    """Hands out the tracked channel of a plugin's running process (a Slot)."""
+
+    def channel(self, timeout: float | None) -> TrackedChannel: ...
+
+
+class ManagedSource:
+    """The ConnectionSource of ``PluginManager.client(name)``: resolves the name on every
+    call, so the client follows replacements, idle stops and re-added directories."""
+
+    def __init__(self, resolve: Callable[[str], ChannelOwner], name: str) -> None:
+        self._resolve = resolve
+        self._name = name
+
+    def current_channel(self, timeout: float | None = None) -> grpc.Channel:
+        return self._resolve(self._name).channel(timeout)
+
+    def exit_info(self, channel: grpc.Channel, wait: float = 0.0) -> ExitInfo | None:
+        if isinstance(channel, TrackedChannel):
+            return channel.plugin.exit_info(channel.raw, wait)
+        return None
 
 
 class TrackedChannel(grpc.Channel):

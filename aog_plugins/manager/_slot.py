@@ -79,6 +79,8 @@ class Slot:
         self._starting: Future[Plugin] | None = None
         self._error: AogPluginsError | None = None
         self._gone: str | None = None
+        self._hurry = False  # closing: stop draining
+        self._target: Found | None = None  # the newest files handed to replace()
         self._calls: dict[int, int] = {}
         self._ours: set[int] = set()  # launched by us and not being stopped by us
         self._tracked: dict[int, TrackedChannel] = {}
@@ -87,6 +89,12 @@ class Slot:
     @property
     def name(self) -> str:
         return self.found.name
+
+    @property
+    def target(self) -> Found:
+        """The files this slot is (or is about to be) running: what a rescan compares."""
+        with self._cond:
+            return self._target or self.found
 
     def event(
         self,
@@ -245,9 +253,14 @@ class Slot:
     def replace(self, found: Found) -> AogPluginsError | None:
         """The files changed: adopt ``found``; a running plugin is swapped with zero
         downtime, or keeps serving when the new build cannot start (returned)."""
+        with self._cond:
+            self._target = found
         with self._ops:
             self._wait_start()
             with self._cond:
+                if self._target is not found:
+                    return None  # newer files arrived meanwhile: their replace() handles them
+                self._target = None
                 if self._gone is not None:
                     return None
                 old = self._plugin
@@ -316,6 +329,8 @@ class Slot:
         with self._cond:
             if self._gone is None:
                 self._gone = reason
+            if not drain:
+                self._hurry = True  # a drain in progress (a replace) ends now
             self._cond.notify_all()
         self.stop(reason, drain=drain)
 
@@ -349,7 +364,7 @@ class Slot:
         if drain:
             deadline = time.monotonic() + self._settings.drain_timeout
             with self._cond:
-                while self._calls.get(id(plugin)):
+                while self._calls.get(id(plugin)) and not self._hurry:
                     left = deadline - time.monotonic()
                     if left <= 0:
                         break

@@ -318,3 +318,31 @@ def test_reload_swaps_in_a_fresh_process_or_raises_keeping_the_old(
         assert caller.failures == []
         assert {pid_of(r) for r in caller.replies} == {first, second}
     assert events.kinds("p").count("replaced") == 1
+
+
+def test_close_does_not_wait_for_a_drain(layout: Layout, leaks: Leaks) -> None:
+    layout.add("p")
+    events = EventLog()
+    manager = PluginManager(
+        layout.root, watch=False, env=leaks.env, on_event=events, drain_timeout=600
+    )
+    client = manager.client("p")
+    client.invoke_service("chat", b"{}")
+    outcome: list[BaseException] = []
+
+    def endless() -> None:
+        try:
+            client.invoke_service("chat", b'{"ms": 600000}', timeout=700)
+        except AogPluginsError as exc:
+            outcome.append(exc)
+
+    caller = threading.Thread(target=endless)
+    caller.start()
+    time.sleep(0.3)
+    reloader = threading.Thread(target=manager.reload, args=("p",))
+    reloader.start()
+    events.wait("replaced", "p")  # the old process is now draining its endless call
+    manager.close()  # returns (within pytest's timeout) although the drain allows 600 s
+    caller.join()
+    reloader.join()
+    assert len(outcome) == 1
