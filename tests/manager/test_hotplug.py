@@ -4,8 +4,10 @@ replaced plugins, with calls flowing the whole time."""
 from __future__ import annotations
 
 import json
+import logging
 import os
 import shutil
+import sys
 import threading
 import time
 from collections.abc import Iterator
@@ -346,3 +348,16 @@ def test_close_does_not_wait_for_a_drain(layout: Layout, leaks: Leaks) -> None:
     caller.join()
     reloader.join()
     assert len(outcome) == 1
+
+
+def test_without_file_events_it_falls_back_to_polling(
+    layout: Layout, leaks: Leaks, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    monkeypatch.setitem(sys.modules, "watchfiles", None)  # as if it could not be imported
+    with (
+        caplog.at_level(logging.WARNING, logger="aog_plugins.manager"),
+        managed(layout, leaks, True) as (_manager, events),
+    ):
+        layout.add("late")
+        assert events.wait("added", "late").error is None
+    assert any("polling" in r.getMessage() for r in caplog.records)
