@@ -7,6 +7,7 @@ import argparse
 import json
 import signal
 import sys
+import threading
 import time
 from collections.abc import Callable
 from types import FrameType
@@ -80,9 +81,18 @@ def _list(args: argparse.Namespace) -> int:
     return 0
 
 
+_out_lock = threading.Lock()
+
+
+def _say(text: str) -> None:
+    """One whole line per write: events come from another thread than the main one."""
+    with _out_lock:
+        sys.stdout.write(text + "\n")
+        sys.stdout.flush()
+
+
 def _print_event(event: ManagerEvent) -> None:
-    stamp = time.strftime("%H:%M:%S")
-    print(f"{stamp} {event}", flush=True)
+    _say(f"{time.strftime('%H:%M:%S')} {event}")
 
 
 def _run(args: argparse.Namespace) -> int:
@@ -109,7 +119,7 @@ def _supervise(args: argparse.Namespace, show: Callable[[ManagerEvent], None]) -
     )
     try:
         count = len(manager.entries())
-        print(f"supervising {count} plugin(s) in {manager.directory}; Ctrl-C stops", flush=True)
+        _say(f"supervising {count} plugin(s) in {manager.directory}; Ctrl-C stops")
         while True:
             time.sleep(3600)
     except KeyboardInterrupt:
@@ -119,5 +129,5 @@ def _supervise(args: argparse.Namespace, show: Callable[[ManagerEvent], None]) -
         signal.signal(signal.SIGINT, signal.SIG_IGN)
         signal.signal(signal.SIGTERM, signal.SIG_IGN)
         manager.close()
-    print("all plugins stopped", flush=True)
+    _say("all plugins stopped")
     return 0

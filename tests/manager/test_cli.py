@@ -105,19 +105,19 @@ def test_run_supervises_prints_events_and_stops_cleanly(
         )
     try:
         lines = Lines(proc)
-        lines.until("started  alpha")
-        lines.until("started  beta")
-        lines.until("supervising 2 plugin(s)")
-        layout.add("gamma")
-        lines.until("added    gamma")
-        lines.until("started  gamma")  # --eager applies to newcomers too
-        proc.send_signal(sig)
         try:
+            lines.until("started  alpha")
+            lines.until("started  beta")
+            lines.until("supervising 2 plugin(s)")
+            layout.add("gamma")
+            lines.until("added    gamma")
+            lines.until("started  gamma")  # --eager applies to newcomers too
+            proc.send_signal(sig)
             code = proc.wait(60)
-        except subprocess.TimeoutExpired:
+        except (AssertionError, subprocess.TimeoutExpired) as exc:
             proc.send_signal(signal.SIGABRT)  # faulthandler prints every thread's stack
             proc.wait()
-            raise AssertionError(err_path.read_text()) from None
+            raise AssertionError(f"{exc}\n{err_path.read_text()}") from None
         assert code == 0, err_path.read_text()
         lines.until("all plugins stopped")
     finally:
