@@ -121,7 +121,9 @@ def _supervise(args: argparse.Namespace, show: Callable[[ManagerEvent], None]) -
         count = len(manager.entries())
         _say(f"supervising {count} plugin(s) in {manager.directory}; Ctrl-C stops")
         while True:
-            time.sleep(3600)
+            # Short naps: a signal may land on one of gRPC's or the watcher's threads, and
+            # Python runs its handler only once the main thread wakes up.
+            time.sleep(0.2)
     except KeyboardInterrupt:
         print("stopping every plugin", file=sys.stderr, flush=True)
     finally:
