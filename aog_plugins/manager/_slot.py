@@ -21,6 +21,7 @@ import grpc
 from aog_plugins.errors import (
     AogPluginsError,
     PluginConnectError,
+    PluginFatalError,
     PluginRemovedError,
     PluginStartError,
 )
@@ -212,8 +213,7 @@ class Slot:
     # ---- calls (the CallRouter of TrackedChannel) ---------------------------------------
     def channel(self, timeout: float | None) -> TrackedChannel:
         """The channel a client should use now: the running plugin's, counted per call."""
-        plugin = self.acquire()
-        raw = plugin.current_channel(timeout)
+        plugin, raw = self._current_channel(timeout)
         with self._cond:
             tracked = self._tracked.get(id(raw))
             if tracked is None or tracked.raw is not raw:
@@ -231,13 +231,25 @@ class Slot:
                 return plugin, channel.raw
         # That process was swapped out or stopped after the client picked it: re-route.
         while True:
-            plugin = self.acquire()
-            raw = plugin.current_channel(self._settings.start_timeout)
+            plugin, raw = self._current_channel(self._settings.start_timeout)
             with self._cond:
                 if plugin is self._plugin and self._gone is None:
                     self._calls[id(plugin)] = self._calls.get(id(plugin), 0) + 1
                     self._last_used = time.monotonic()
                     return plugin, raw
+
+    def _current_channel(self, timeout: float | None) -> tuple[Plugin, grpc.Channel]:
+        """The running plugin and its channel. A plugin swapped out or stopped between the
+        two steps (its channel refuses with PluginFatalError) is replaced by the current
+        one instead of failing the call."""
+        while True:
+            plugin = self.acquire()
+            try:
+                return plugin, plugin.current_channel(timeout)
+            except PluginFatalError:
+                with self._cond:
+                    if self._plugin is plugin or self._gone is not None:
+                        raise
 
     def end_call(self, plugin: Plugin) -> None:
         with self._cond:
