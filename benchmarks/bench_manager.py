@@ -14,7 +14,9 @@ Measures, on N copies of the Go fixture plugin laid out like AOG's plugins direc
 (c) how long new calls are delayed while a running plugin is replaced (three threads
     calling ``echo`` back to back; the replacement is a fresh copy of the binary renamed
     over the old one): worst and p99 latency in the replace window vs steady state, and
-    failed calls (should be 0).
+    failed calls (should be 0);
+(d) how soon a plugin directory renamed in is listed, with file events and with polling
+    (target: within 2 s);
 
 Each figure is the median of ``--rounds``. Prints a table and writes everything to
 ``benchmarks/results/<name>.json`` (gitignored).
@@ -159,6 +161,27 @@ def replace_delay(root: Path, bins: GoBinaries) -> dict[str, Any]:
     }
 
 
+def listing_delay(root: Path, bins: GoBinaries, watch: bool | str) -> float:
+    """Seconds from a plugin directory renamed into ``root`` to its ``added`` event."""
+    seen = threading.Event()
+
+    def on_event(event: ManagerEvent) -> None:
+        if event.kind == "added" and event.name == "newcomer":
+            seen.set()
+
+    staging = root.parent / "staging"
+    staging.mkdir(exist_ok=True)
+    Layout(staging, bins).add_go("newcomer")
+    with PluginManager(root, watch=watch, on_event=on_event):
+        time.sleep(0.5)
+        started = time.perf_counter()
+        os.rename(staging / "newcomer", root / "newcomer")
+        seen.wait(30)
+        delay = time.perf_counter() - started
+    shutil.rmtree(root / "newcomer")
+    return delay
+
+
 def _pct(values: list[float], q: float) -> float:
     if not values:
         return 0.0
@@ -188,6 +211,8 @@ def main() -> int:
                     "host_rss_per_plugin_kib": rss / len(names) / 1024,
                     "plugin_rss_kib": statistics.median(plugin_rss) / 1024,
                     **{f"replace_{k}": v for k, v in replace_delay(root, bins).items()},
+                    "listed_events_s": listing_delay(root, bins, True),
+                    "listed_poll_s": listing_delay(root, bins, "poll"),
                 }
             )
     summary = {k: statistics.median(r[k] for r in rounds) for k in rounds[0]}
@@ -209,6 +234,10 @@ def main() -> int:
             f"{summary['replace_window_p99_ms']:.1f} / {summary['replace_window_max_ms']:.1f} ms",
         ),
         ("failed calls during replace", f"{summary['replace_failures']:.0f}"),
+        (
+            "new plugin listed after (events / polling)",
+            f"{summary['listed_events_s']:.2f} / {summary['listed_poll_s']:.2f} s",
+        ),
     ]
     width = max(len(r[0]) for r in rows)
     print(
