@@ -132,9 +132,9 @@ def test_a_slow_copy_is_one_change(layout: Layout, leaks: Leaks, watch: bool | s
         fd = os.open(exe, os.O_WRONLY | os.O_CREAT, 0o755)
         try:
             os.write(fd, b"#!/bin/sh\n")
-            for i in range(15):  # 1.5 s of trickling writes
+            for i in range(30):  # 1.5 s of trickling writes, well under the 0.3 s settle
                 os.write(fd, f"# padding {i}\n".encode())
-                time.sleep(0.1)
+                time.sleep(0.05)
             os.write(fd, script.split(b"\n", 1)[1])
         finally:
             os.close(fd)
