@@ -266,62 +266,71 @@ class Slot:
         """The files changed: adopt ``found``; a running plugin is swapped with zero
         downtime, or keeps serving when the new build cannot start (returned)."""
         with self._cond:
-            self._target = found
+            self._target = found  # what a rescan compares with, until the swap is over
         with self._ops:
             self._wait_start()
             with self._cond:
                 if self._target is not found:
                     return None  # newer files arrived meanwhile: their replace() handles them
-                self._target = None
-                if self._gone is not None:
-                    return None
-                old = self._plugin
-                running = old is not None and _alive(old)
-                if not running or found.error is not None:
-                    self.found = found
-                    self._error = None if not running else found.error
-            if not running:
-                self.event("replaced", "its files changed (not running)")
-                return None
-            if found.error is not None:
-                self.event(
-                    "failed",
-                    f"replacement unusable, the old process keeps serving: {found.error}",
-                    error=found.error,
-                )
-                return found.error
             try:
-                new = self.launch(found)
-            except AogPluginsError as exc:
+                return self._swap(found)
+            finally:
                 with self._cond:
-                    self.found = found
-                    self._error = exc
-                self.event(
-                    "failed", f"replacement failed, the old process keeps serving: {exc}", error=exc
-                )
-                return exc
-            with self._cond:
-                gone = self._gone is not None
-                if not gone:
-                    old = self._plugin
-                    self._plugin = new
-                    self.found = found
-                    self._error = None
-                    if old is not None:
-                        self._ours.discard(id(old))
-            if gone:
-                self._discard(new)
+                    if self._target is found:
+                        self._target = None
+
+    def _swap(self, found: Found) -> AogPluginsError | None:
+        """Swap in ``found`` (the body of :meth:`replace`, under ``_ops``)."""
+        with self._cond:
+            if self._gone is not None:
                 return None
-            self.event("started", "replacement started", pid=new.pid)
-            self.event(
-                "replaced",
-                "new calls go to the new process",
-                pid=new.pid,
-                old_pid=old.pid if old is not None else None,
-            )
-            if old is not None:
-                self._retire(old, "replaced by a new build", drain=True)
+            old = self._plugin
+            running = old is not None and _alive(old)
+            if not running or found.error is not None:
+                self.found = found
+                self._error = None if not running else found.error
+        if not running:
+            self.event("replaced", "its files changed (not running)")
             return None
+        if found.error is not None:
+            self.event(
+                "failed",
+                f"replacement unusable, the old process keeps serving: {found.error}",
+                error=found.error,
+            )
+            return found.error
+        try:
+            new = self.launch(found)
+        except AogPluginsError as exc:
+            with self._cond:
+                self.found = found
+                self._error = exc
+            self.event(
+                "failed", f"replacement failed, the old process keeps serving: {exc}", error=exc
+            )
+            return exc
+        with self._cond:
+            gone = self._gone is not None
+            if not gone:
+                old = self._plugin
+                self._plugin = new
+                self.found = found
+                self._error = None
+                if old is not None:
+                    self._ours.discard(id(old))
+        if gone:
+            self._discard(new)
+            return None
+        self.event("started", "replacement started", pid=new.pid)
+        self.event(
+            "replaced",
+            "new calls go to the new process",
+            pid=new.pid,
+            old_pid=old.pid if old is not None else None,
+        )
+        if old is not None:
+            self._retire(old, "replaced by a new build", drain=True)
+        return None
 
     def stop(self, reason: str, *, drain: bool = False) -> bool:
         """Stop the running process (the next use starts it again); False if none ran."""

@@ -361,3 +361,17 @@ def test_without_file_events_it_falls_back_to_polling(
         layout.add("late")
         assert events.wait("added", "late").error is None
     assert any("polling" in r.getMessage() for r in caplog.records)
+
+
+def test_a_rescan_during_a_replacement_does_not_swap_twice(layout: Layout, leaks: Leaks) -> None:
+    layout.add("p", version="1.0.0")
+    with managed(layout, leaks, False) as (manager, events):
+        manager.get("p")
+        # The new build takes a second to start, so the second rescan comes mid-swap.
+        layout.add("p", version="2.0.0", wrapper_lines=["sleep 1"])
+        first = threading.Thread(target=manager.rescan)
+        first.start()
+        time.sleep(0.3)  # sequencing only: with or without it one swap must happen
+        manager.rescan()
+        first.join()
+    assert events.kinds("p").count("replaced") == 1
