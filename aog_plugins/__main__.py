@@ -1,4 +1,4 @@
-"""``python -m aog_plugins`` runs the CLI."""
+"""``python -m aog_plugins`` runs the CLI (the same as the ``aog-plugins`` command)."""
 
 from aog_plugins.cli import main
 

@@ -1,5 +1,5 @@
 """``aog-plugins list DIR`` and ``aog-plugins run DIR``: the plugin manager on the command
-line (registered by :mod:`aog_plugins.cli` through :func:`register`)."""
+line (:data:`LIST` and :data:`RUN`, listed in :data:`aog_plugins.cli.COMMANDS`)."""
 
 from __future__ import annotations
 
@@ -13,27 +13,32 @@ from collections.abc import Callable
 from types import FrameType
 from typing import Any
 
+from aog_plugins._cli_base import Command
 from aog_plugins._cli_show import table
 from aog_plugins.manager import ManagerEvent, PluginEntry, PluginManager
 
-__all__ = ["entry_doc", "register"]
+__all__ = ["LIST", "RUN", "entry_doc"]
 
 
-def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
-    """Add the ``list`` and ``run`` subcommands to the CLI's subparsers."""
-    listing = sub.add_parser("list", help="list a plugins directory without starting anything")
-    listing.add_argument("directory", help="the plugins directory (one folder per plugin)")
-    listing.add_argument("--json", action="store_true", help="print one JSON document")
-    listing.set_defaults(func=_list)
-    run = sub.add_parser("run", help="supervise every plugin of a directory until Ctrl-C")
-    run.add_argument("directory", help="the plugins directory (one folder per plugin)")
-    run.add_argument("--eager", action="store_true", help="start every plugin now")
-    run.add_argument(
+def _configure_list(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("directory", help="the plugins directory (one folder per plugin)")
+    parser.add_argument("--json", action="store_true", help="print one JSON document")
+
+
+def _configure_run(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("directory", help="the plugins directory (one folder per plugin)")
+    parser.add_argument("--eager", action="store_true", help="start every plugin now")
+    parser.add_argument(
         "--no-auto-mtls", dest="auto_mtls", action="store_false", help="plaintext gRPC"
     )
-    run.add_argument("--idle-timeout", type=float, default=None, metavar="SECONDS")
-    run.add_argument("--aog-version", default=None, help="passed to plugins as AOG_VERSION")
-    run.set_defaults(func=_run)
+    parser.add_argument(
+        "--idle-timeout",
+        type=float,
+        default=None,
+        metavar="SECONDS",
+        help="stop a plugin nobody called for this long (the next use starts it again)",
+    )
+    parser.add_argument("--aog-version", default=None, help="passed to plugins as AOG_VERSION")
 
 
 def entry_doc(entry: PluginEntry) -> dict[str, Any]:
@@ -133,3 +138,37 @@ def _supervise(args: argparse.Namespace, show: Callable[[ManagerEvent], None]) -
         manager.close()
     _say("all plugins stopped")
     return 0
+
+
+LIST = Command(
+    name="list",
+    summary="list a plugins directory without starting anything",
+    description=(
+        "List every plugin of an AOG plugins directory (one folder per plugin, each with\n"
+        "plugin.yaml and its executable): name, type, version, services, the executable\n"
+        "for this machine, and why a broken one cannot be used. Nothing is started."
+    ),
+    examples="""\
+examples:
+  aog-plugins list ./plugins
+  aog-plugins list ./plugins --json""",
+    configure=_configure_list,
+    run=_list,
+)
+
+RUN = Command(
+    name="run",
+    summary="supervise every plugin of a directory until Ctrl-C",
+    description=(
+        "Keep every plugin of a plugins directory supervised (started on first use, or\n"
+        "all at once with --eager), follow the directory (new, removed and replaced\n"
+        "plugins) and print events as they happen. Ctrl-C or SIGTERM stops every plugin\n"
+        "and exits 0."
+    ),
+    examples="""\
+examples:
+  aog-plugins run ./plugins --eager
+  aog-plugins run ./plugins --idle-timeout 600 --aog-version 1.4.0""",
+    configure=_configure_run,
+    run=_run,
+)

@@ -12,6 +12,8 @@ Everything this library raises on purpose derives from :class:`AogPluginsError`:
     │   ├── PluginExitedError           it exited before it printed the handshake
     │   ├── StartTimeoutError           no handshake line within ``start_timeout``
     │   ├── ChecksumMismatchError       SecureConfig: the executable is not the expected one
+    │   ├── HostResourceError           the host ran out of files, memory or disk while starting
+    │   ├── PluginAddressError          the handshake points somewhere this host will not dial
     │   └── HandshakeError              the handshake line was printed but is unusable
     │       ├── MalformedHandshakeError     not ``CORE|APP|NETWORK|ADDRESS[|PROTOCOL[|CERT[|MUX]]]``
     │       ├── IncompatibleCoreVersionError
@@ -23,6 +25,7 @@ Everything this library raises on purpose derives from :class:`AogPluginsError`:
     ├── PluginConnectError            started, but the gRPC connection or health check failed
     │   └── PluginUnhealthyError        the health service answered NOT_SERVING
     ├── ReattachError                 a reattach config is invalid or its plugin is gone
+    ├── BrokerError                   a GRPCBroker sub-connection could not be served or dialed
     ├── PayloadError                  a JSON payload for or from a plugin is not valid
     ├── PluginCallError               an RPC failed in transport (carries whether the process died)
     │   ├── PluginCrashedError          the plugin died during the call (exit code, stderr tail)
@@ -37,16 +40,19 @@ from __future__ import annotations
 
 __all__ = [
     "AogPluginsError",
+    "BrokerError",
     "CertificateError",
     "ChecksumMismatchError",
     "ConfigurationError",
     "CookieRejectedError",
     "HandshakeError",
+    "HostResourceError",
     "IncompatibleAppVersionError",
     "IncompatibleCoreVersionError",
     "MalformedHandshakeError",
     "ManifestKeyError",
     "PayloadError",
+    "PluginAddressError",
     "PluginCallError",
     "PluginConnectError",
     "PluginCrashedError",
@@ -175,6 +181,17 @@ class ChecksumMismatchError(PluginStartError):
     """The executable's checksum differs from the one the caller expected."""
 
 
+class HostResourceError(PluginStartError):
+    """The host, not the plugin, ran short: file descriptors (EMFILE), memory, processes or
+    disk space (ENOSPC) while preparing or spawning the plugin. Nothing is left running."""
+
+
+class PluginAddressError(PluginStartError):
+    """The handshake names an address this host refuses to dial for a plugin it started:
+    TCP that is not loopback, or a unix socket outside the directory the host gave the
+    plugin, owned by another user, or reached through a symlink."""
+
+
 class HandshakeError(PluginStartError):
     """The plugin's handshake line is unusable. ``line`` holds the text received."""
 
@@ -217,6 +234,11 @@ class PluginUnhealthyError(PluginConnectError):
 
 class ReattachError(AogPluginsError):
     """A reattach config is malformed, or the plugin it names is not running."""
+
+
+class BrokerError(AogPluginsError):
+    """A GRPCBroker sub-connection failed: no connection info for the id in time, the
+    broker is closed, or the peer refused (its message is included)."""
 
 
 class PluginCallError(AogPluginsError):

@@ -6,10 +6,9 @@ import os
 import subprocess
 import sys
 import textwrap
-import time
 from pathlib import Path
 
-import psutil
+from tests.support.wait import wait_gone
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -52,10 +51,4 @@ def test_a_leaked_process_fails_the_run_and_is_killed(tmp_path: Path) -> None:
     assert run.returncode == 1, run.stdout + run.stderr
     assert "left running" in run.stdout
     pid = int((tmp_path / "leaked.pid").read_text())
-    deadline = time.monotonic() + 5
-    while time.monotonic() < deadline:
-        if not psutil.pid_exists(pid) or psutil.Process(pid).status() == psutil.STATUS_ZOMBIE:
-            break
-        time.sleep(0.05)
-    else:
-        raise AssertionError(f"leaked process {pid} was not killed")
+    wait_gone([pid], 5, "the leak check to kill the leaked process")

@@ -3,31 +3,32 @@
 Differences from Go, on purpose: a failure ``code`` always raises :class:`PluginError`
 (Go swallows GetManifest and GetOperateStatus failures); transport failures raise
 :class:`PluginCallError` saying whether the plugin died; bad JSON raises
-:class:`PayloadError`; pull_model's progress callback is really called.
+:class:`PayloadError`; pull_model's progress callback is really called (over
+PullModelStream, falling back to PullModel when the plugin lacks the stream).
 """
 
 from __future__ import annotations
 
-import json
-import math
+import logging
 import queue
 import threading
 import time
 from collections.abc import Iterable, Iterator, Mapping
-from typing import Any, TypeVar
 
 import grpc
 
-from aog_plugins._proto import provider_pb2, provider_pb2_grpc
+from aog_plugins._proto import provider_pb2
+from aog_plugins.client import _rpcs as rpcs
+from aog_plugins.client._calls import RpcCalls
+from aog_plugins.client._pull import MODEL_PULL_FAILED, error_item, stream_missing
 from aog_plugins.client._source import (
     ConnectionSource,
     StaticSource,
     check_code,
-    transport_error,
 )
-from aog_plugins.client._streams import BidiSender, ResponseStream, StreamRegistry, pump
+from aog_plugins.client._streams import BidiSender, ResponseStream, pump
 from aog_plugins.contract import ProgressCallback
-from aog_plugins.errors import AogPluginsError, PayloadError, PluginCrashedError, PluginError
+from aog_plugins.errors import AogPluginsError, PluginCallError, PluginError
 from aog_plugins.types import (
     BidiMessage,
     DeleteRequest,
@@ -45,20 +46,12 @@ from aog_plugins.types import (
 
 __all__ = ["DEFAULT_STREAM_TIMEOUT", "DEFAULT_UNARY_TIMEOUT", "GRPCProviderClient"]
 
+_log = logging.getLogger("aog_plugins.client")
 DEFAULT_UNARY_TIMEOUT = 60.0
 DEFAULT_STREAM_TIMEOUT = 300.0
-_S = TypeVar("_S")
 
 
-def _deadline(timeout: float | None) -> float | None:
-    if timeout is None or math.isinf(timeout):
-        return None
-    if timeout <= 0:
-        raise ValueError(f"timeout must be positive, got {timeout!r}")
-    return timeout
-
-
-class GRPCProviderClient:
+class GRPCProviderClient(RpcCalls):
     """A typed client for a plugin's ``protocol.ProviderService``.
 
     Built from a :class:`ConnectionSource` (a launched plugin gives itself) or a
@@ -74,72 +67,12 @@ class GRPCProviderClient:
             source = StaticSource(source)
         else:
             self._owned = None
-        self._source: ConnectionSource = source
-        self._lock = threading.Lock()
-        self._stub_for: tuple[grpc.Channel, provider_pb2_grpc.ProviderServiceStub] | None = None
+        super().__init__(source)
         self._manifest: PluginManifest | None = None
-        self._streams = StreamRegistry()
         self._pumps: set[threading.Thread] = set()
-        self._closed = threading.Event()
 
-    # ---- plumbing -------------------------------------------------------------------
-
-    def _stub(
-        self, timeout: float | None = None
-    ) -> tuple[grpc.Channel, provider_pb2_grpc.ProviderServiceStub]:
-        if self._closed.is_set():
-            raise AogPluginsError("this GRPCProviderClient is closed")
-        # Waits (bounded) while a crashed plugin is being restarted; raises when FATAL.
-        channel = self._source.current_channel(timeout)
-        with self._lock:
-            if self._stub_for is None or self._stub_for[0] is not channel:
-                # A new channel (e.g. after a restart) invalidates what we cached.
-                self._stub_for = (channel, provider_pb2_grpc.ProviderServiceStub(channel))
-                self._manifest = None
-            return self._stub_for
-
-    def _unary(
-        self, rpc: str, request: Any, timeout: float | None, *, idempotent: bool = False
-    ) -> Any:
-        """One unary RPC; an idempotent read is retried once on a restarted plugin."""
-        limit = _deadline(timeout)
-        deadline = None if limit is None else time.monotonic() + limit
-        for attempt in (0, 1):
-            remaining = None if deadline is None else max(deadline - time.monotonic(), 0.001)
-            channel, stub = self._stub(remaining)
-            remaining = None if deadline is None else max(deadline - time.monotonic(), 0.001)
-            try:
-                return getattr(stub, rpc)(request, timeout=remaining)
-            except grpc.RpcError as exc:
-                error = transport_error(rpc, exc, self._source, channel)
-                if idempotent and attempt == 0 and isinstance(error, PluginCrashedError):
-                    continue
-                raise error from None
-        raise AssertionError("unreachable")  # pragma: no cover
-
-    def _checked(
-        self, rpc: str, request: Any, timeout: float | None, *, idempotent: bool = False
-    ) -> Any:
-        response = self._unary(rpc, request, timeout, idempotent=idempotent)
-        check_code(response.code, response.message)
-        return response
-
-    def _open_stream(
-        self, rpc: str, request: Any, timeout: float | None, convert: Any
-    ) -> ResponseStream[Any]:
-        limit = _deadline(timeout)
-        channel, stub = self._stub(limit)
-        call = getattr(stub, rpc)(request, timeout=limit)
-        stream: ResponseStream[Any] = ResponseStream(rpc, call, convert, self._source, channel)
-        self._streams.add(stream)
-        return stream
-
-    @staticmethod
-    def _decode(kind: type[_S], data: bytes, what: str) -> _S:
-        try:
-            return kind.from_json(data)  # type: ignore[attr-defined,no-any-return]
-        except PayloadError as exc:
-            raise PayloadError(f"the plugin's {what} is not valid: {exc}") from None
+    def _channel_changed(self) -> None:
+        self._manifest = None  # a restarted plugin may have another manifest
 
     def _service_timeout(self, service_name: str, streaming: bool) -> float | None:
         default = DEFAULT_STREAM_TIMEOUT if streaming else DEFAULT_UNARY_TIMEOUT
@@ -162,9 +95,7 @@ class GRPCProviderClient:
 
     def get_manifest(self, *, timeout: float | None = None) -> PluginManifest:
         """The plugin's manifest (raises on failure, unlike Go's nil)."""
-        response = self._checked(
-            "GetManifest", provider_pb2.GetManifestRequest(), timeout, idempotent=True
-        )
+        response = self._checked(rpcs.GET_MANIFEST, provider_pb2.GetManifestRequest(), timeout)
         manifest = self._decode(PluginManifest, response.manifest_json, "manifest JSON")
         with self._lock:
             self._manifest = manifest
@@ -174,21 +105,18 @@ class GRPCProviderClient:
         """The plugin's operate status (raises on transport failure, unlike Go's 0)."""
         return int(
             self._unary(
-                "GetOperateStatus",
-                provider_pb2.GetOperateStatusRequest(),
-                timeout,
-                idempotent=True,
+                rpcs.GET_OPERATE_STATUS, provider_pb2.GetOperateStatusRequest(), timeout
             ).status
         )
 
     def set_operate_status(self, status: int, *, timeout: float | None = None) -> None:
         self._unary(
-            "SetOperateStatus", provider_pb2.SetOperateStatusRequest(status=status), timeout
+            rpcs.SET_OPERATE_STATUS, provider_pb2.SetOperateStatusRequest(status=status), timeout
         )
 
     def health_check(self, *, timeout: float | None = None) -> None:
         """ProviderService.HealthCheck; raises :class:`PluginError` when unhealthy."""
-        self._checked("HealthCheck", provider_pb2.HealthCheckRequest(), timeout, idempotent=True)
+        self._checked(rpcs.HEALTH_CHECK, provider_pb2.HealthCheckRequest(), timeout)
 
     def invoke_service(
         self,
@@ -204,7 +132,7 @@ class GRPCProviderClient:
         message = provider_pb2.InvokeServiceRequest(
             service_name=service_name, request_data=bytes(request), auth_info=auth_info
         )
-        return bytes(self._checked("InvokeService", message, timeout).response_data)
+        return bytes(self._checked(rpcs.INVOKE_SERVICE, message, timeout).response_data)
 
     def get_support_model_list(self, *, timeout: float | None = None) -> list[RecommendModelData]:
         """One entry per (service, supported model) of the manifest, as AOG's host builds it."""
@@ -235,7 +163,7 @@ class GRPCProviderClient:
             )
             return chunk, item.is_final
 
-        return self._open_stream("InvokeServiceStream", message, timeout, convert)
+        return self._open_stream(rpcs.INVOKE_SERVICE_STREAM, message, timeout, convert)
 
     def invoke_service_bidi(
         self,
@@ -258,7 +186,7 @@ class GRPCProviderClient:
             )
             return message, False
 
-        stream = self._open_stream("InvokeServiceBidi", sender.requests(), timeout, convert)
+        stream = self._open_bidi(rpcs.INVOKE_SERVICE_BIDI, sender.requests(), timeout, convert)
         sender.call = stream.call
         return sender, stream
 
@@ -326,46 +254,42 @@ class GRPCProviderClient:
         self, auth_type: str, credentials: Mapping[str, str], *, timeout: float | None = None
     ) -> None:
         request = provider_pb2.SetAuthRequest(auth_type=auth_type, credentials=dict(credentials))
-        self._checked("SetAuth", request, timeout)
+        self._checked(rpcs.SET_AUTH, request, timeout)
 
     def validate_auth(self, *, timeout: float | None = None) -> None:
-        self._checked("ValidateAuth", provider_pb2.ValidateAuthRequest(), timeout)
+        self._checked(rpcs.VALIDATE_AUTH, provider_pb2.ValidateAuthRequest(), timeout)
 
     def refresh_auth(self, *, timeout: float | None = None) -> None:
-        self._checked("RefreshAuth", provider_pb2.RefreshAuthRequest(), timeout)
+        self._checked(rpcs.REFRESH_AUTH, provider_pb2.RefreshAuthRequest(), timeout)
 
     # ---- LocalPluginProvider ----------------------------------------------------------
 
     def start_engine(self, mode: str, *, timeout: float | None = None) -> None:
         """Start the engine; AOG passes ``"daemon"`` or ``"standard"``."""
-        self._checked("StartEngine", provider_pb2.StartEngineRequest(mode=mode), timeout)
+        self._checked(rpcs.START_ENGINE, provider_pb2.StartEngineRequest(mode=mode), timeout)
 
     def stop_engine(self, *, timeout: float | None = None) -> None:
-        self._checked("StopEngine", provider_pb2.StopEngineRequest(), timeout)
+        self._checked(rpcs.STOP_ENGINE, provider_pb2.StopEngineRequest(), timeout)
 
     def get_config(self, *, timeout: float | None = None) -> EngineRecommendConfig:
-        response = self._checked(
-            "GetConfig", provider_pb2.GetConfigRequest(), timeout, idempotent=True
-        )
+        response = self._checked(rpcs.GET_CONFIG, provider_pb2.GetConfigRequest(), timeout)
         return self._decode(EngineRecommendConfig, response.config_json, "engine config JSON")
 
     def check_engine(self, *, timeout: float | None = None) -> bool:
         """True when the engine is installed."""
         return bool(
-            self._checked(
-                "CheckEngine", provider_pb2.CheckEngineRequest(), timeout, idempotent=True
-            ).installed
+            self._checked(rpcs.CHECK_ENGINE, provider_pb2.CheckEngineRequest(), timeout).installed
         )
 
     def install_engine(self, cover: bool = False, *, timeout: float | None = None) -> None:
         """Install the engine (``cover``: reinstall over an existing one; Go never sends it)."""
-        self._checked("InstallEngine", provider_pb2.InstallEngineRequest(cover=cover), timeout)
+        self._checked(rpcs.INSTALL_ENGINE, provider_pb2.InstallEngineRequest(cover=cover), timeout)
 
     def init_env(self, *, timeout: float | None = None) -> None:
-        self._checked("InitEnv", provider_pb2.InitEnvRequest(), timeout)
+        self._checked(rpcs.INIT_ENV, provider_pb2.InitEnvRequest(), timeout)
 
     def upgrade_engine(self, *, timeout: float | None = None) -> None:
-        self._checked("UpgradeEngine", provider_pb2.UpgradeEngineRequest(), timeout)
+        self._checked(rpcs.UPGRADE_ENGINE, provider_pb2.UpgradeEngineRequest(), timeout)
 
     def pull_model(
         self,
@@ -374,57 +298,81 @@ class GRPCProviderClient:
         *,
         timeout: float | None = None,
     ) -> ProgressResponse:
-        """Pull a model. With ``progress`` the streaming RPC is used and the callback sees
-        every progress item (Go's client never calls it); returns the last item."""
+        """Pull a model and return the final progress item.
+
+        Without ``progress`` this is the unary PullModel RPC, as in Go's client. With
+        ``progress`` the PullModelStream RPC is used and the callback sees every item (Go's
+        client never calls it); if the plugin does not implement that stream (gRPC
+        UNIMPLEMENTED, AOG code 10 or 4005, a code-11 "not implemented" text, or a stream
+        that ends without any item) the pull falls back to PullModel, within the same
+        ``timeout``, and the callback sees its answer once. Errors: as
+        :meth:`pull_model_stream`.
+        """
         if progress is None:
-            message = provider_pb2.PullModelRequest(request_json=request.to_json())
-            response = self._checked("PullModel", message, timeout)
-            return self._decode(ProgressResponse, response.response_json, "pull response JSON")
+            return self._pull_once(request, timeout)
+        started = time.monotonic()
         last: ProgressResponse | None = None
-        for item in self.pull_model_stream(request, timeout=timeout):
-            progress(item)
-            last = item
-        if last is None:
-            raise PayloadError("the plugin's PullModelStream ended without any progress item")
-        return last
+        try:
+            for item in self.pull_model_stream(request, timeout=timeout):
+                progress(item)
+                last = item
+        except (PluginError, PluginCallError) as exc:
+            if last is not None or not stream_missing(exc):
+                raise
+            why = str(exc)
+        else:
+            if last is not None:
+                return last
+            why = "it ended without any progress item"
+        _log.debug("PullModelStream unusable (%s); pulling with PullModel", why)
+        if timeout is not None:
+            timeout = max(timeout - (time.monotonic() - started), 0.001)
+        answer = self._pull_once(request, timeout)
+        progress(answer)
+        return answer
+
+    def _pull_once(self, request: PullModelRequest, timeout: float | None) -> ProgressResponse:
+        message = provider_pb2.PullModelRequest(request_json=request.to_json())
+        response = self._checked(rpcs.PULL_MODEL, message, timeout)
+        return self._decode(ProgressResponse, response.response_json, "pull response JSON")
 
     def pull_model_stream(
         self, request: PullModelRequest, *, timeout: float | None = None
     ) -> ResponseStream[ProgressResponse]:
-        """Progress items of a pull; an ``{"error": ...}`` item raises :class:`PluginError`."""
+        """Progress items of a pull. A failure code raises :class:`PluginError` with the
+        plugin's code and message; an ``{"error": "..."}`` item (no code of its own) raises
+        ``PluginError(3001, "...")``: AOG's ErrCodeModelPullFailed, the plugin's text."""
         message = provider_pb2.PullModelStreamRequest(request_json=request.to_json())
 
         def convert(item: provider_pb2.PullModelStreamResponse) -> tuple[ProgressResponse, bool]:
             check_code(item.code, item.message)
             data = bytes(item.data)
-            error = _error_field(data)
+            error = error_item(data)
             if error is not None:
-                raise PluginError(11, f"model pull failed: {error}")
+                raise PluginError(MODEL_PULL_FAILED, error)
             return self._decode(ProgressResponse, data, "pull progress JSON"), False
 
-        return self._open_stream("PullModelStream", message, timeout, convert)
+        return self._open_stream(rpcs.PULL_MODEL_STREAM, message, timeout, convert)
 
     def delete_model(self, request: DeleteRequest, *, timeout: float | None = None) -> None:
         message = provider_pb2.DeleteModelRequest(request_json=request.to_json())
-        self._checked("DeleteModel", message, timeout)
+        self._checked(rpcs.DELETE_MODEL, message, timeout)
 
     def list_models(self, *, timeout: float | None = None) -> ListResponse:
-        response = self._checked(
-            "ListModels", provider_pb2.ListModelsRequest(), timeout, idempotent=True
-        )
+        response = self._checked(rpcs.LIST_MODELS, provider_pb2.ListModelsRequest(), timeout)
         return self._decode(ListResponse, response.response_json, "model list JSON")
 
     def load_model(self, request: LoadRequest, *, timeout: float | None = None) -> None:
         message = provider_pb2.LoadModelRequest(request_json=request.to_json())
-        self._checked("LoadModel", message, timeout)
+        self._checked(rpcs.LOAD_MODEL, message, timeout)
 
     def unload_model(self, request: UnloadModelRequest, *, timeout: float | None = None) -> None:
         message = provider_pb2.UnloadModelRequest(request_json=request.to_json())
-        self._checked("UnloadModel", message, timeout)
+        self._checked(rpcs.UNLOAD_MODEL, message, timeout)
 
     def get_running_models(self, *, timeout: float | None = None) -> ListResponse:
         response = self._checked(
-            "GetRunningModels", provider_pb2.GetRunningModelsRequest(), timeout
+            rpcs.GET_RUNNING_MODELS, provider_pb2.GetRunningModelsRequest(), timeout
         )
         return self._decode(ListResponse, response.response_json, "running model list JSON")
 
@@ -434,7 +382,7 @@ class GRPCProviderClient:
         """The engine version (Go sends an EngineVersionResponse as the request, too)."""
         body = (request or EngineVersionResponse()).to_json()
         response = self._checked(
-            "GetVersion", provider_pb2.GetVersionRequest(request_json=body), timeout
+            rpcs.GET_VERSION, provider_pb2.GetVersionRequest(request_json=body), timeout
         )
         return self._decode(EngineVersionResponse, response.response_json, "version JSON")
 
@@ -458,13 +406,3 @@ class GRPCProviderClient:
 
     def __exit__(self, *exc: object) -> None:
         self.close()
-
-
-def _error_field(data: bytes) -> str | None:
-    try:
-        doc = json.loads(data)
-    except ValueError:
-        return None
-    if isinstance(doc, dict) and doc.get("error"):
-        return str(doc["error"])
-    return None

@@ -7,11 +7,12 @@ import queue
 import threading
 import weakref
 from collections.abc import Callable, Iterable, Iterator
-from typing import Any, Generic, TypeVar
+from typing import Generic, TypeVar
 
 import grpc
 
 from aog_plugins._proto import provider_pb2
+from aog_plugins.client._rpcs import Cancellable, StreamCall
 from aog_plugins.client._source import ConnectionSource, transport_error
 from aog_plugins.errors import ConfigurationError
 from aog_plugins.types import BidiMessage
@@ -19,18 +20,17 @@ from aog_plugins.types import BidiMessage
 __all__ = ["BidiSender", "ResponseStream", "StreamRegistry"]
 
 T = TypeVar("T")
-# Returns (item or None to skip, done after this item).
-Convert = Callable[[Any], "tuple[T | None, bool]"]
+_R = TypeVar("_R")
 
 
 class StreamRegistry:
     """The open streams of one client, so ``close()`` can cancel them all."""
 
     def __init__(self) -> None:
-        self._streams: weakref.WeakSet[ResponseStream[Any]] = weakref.WeakSet()
+        self._streams: weakref.WeakSet[Cancellable] = weakref.WeakSet()
         self._lock = threading.Lock()
 
-    def add(self, stream: ResponseStream[Any]) -> None:
+    def add(self, stream: Cancellable) -> None:
         with self._lock:
             self._streams.add(stream)
 
@@ -46,21 +46,30 @@ class ResponseStream(Generic[T]):
 
     Leaving a ``for`` loop early, ``with`` exit and garbage collection all cancel it, so a
     caller who stops reading never leaves the plugin streaming into the void.
+
+    ``convert`` turns one response message into (item or None to skip, done after it).
     """
 
     def __init__(
         self,
         rpc: str,
-        call: Any,
-        convert: Convert[T],
+        call: StreamCall[_R],
+        convert: Callable[[_R], tuple[T | None, bool]],
         source: ConnectionSource,
         channel: grpc.Channel,
     ) -> None:
         self._rpc = rpc
-        self._call = call
+        self._call: Cancellable = call
+        responses = iter(call)
+
+        def receive() -> Callable[[], tuple[T | None, bool]]:
+            # Receiving (may raise StopIteration or RpcError) is apart from converting.
+            response = next(responses)
+            return lambda: convert(response)
+
+        self._receive = receive
         self._channel = channel
         self._cancelled = False
-        self._convert = convert
         self._source = source
         self._done = False
 
@@ -70,7 +79,7 @@ class ResponseStream(Generic[T]):
     def __next__(self) -> T:
         while not self._done:
             try:
-                response = next(self._call)
+                convert = self._receive()
             except StopIteration:
                 self._done = True
                 break
@@ -80,7 +89,7 @@ class ResponseStream(Generic[T]):
                     break  # cancelled by us (close/cancel): just stop
                 raise transport_error(self._rpc, exc, self._source, self._channel) from None
             try:
-                item, last = self._convert(response)
+                item, last = convert()
             except BaseException:
                 self.cancel()
                 raise
@@ -93,7 +102,7 @@ class ResponseStream(Generic[T]):
         raise StopIteration
 
     @property
-    def call(self) -> Any:
+    def call(self) -> Cancellable:
         """The underlying grpc call object."""
         return self._call
 
@@ -135,7 +144,7 @@ class BidiSender:
         self._first = True
         self._closed = False
         self._lock = threading.Lock()
-        self.call: Any = None
+        self.call: Cancellable | None = None
 
     def send(self, message: BidiMessage | bytes | str, message_type: str = "text") -> None:
         """Queue one message; bytes/str are wrapped with ``message_type``."""

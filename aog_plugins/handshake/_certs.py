@@ -8,6 +8,7 @@ import datetime
 from dataclasses import dataclass
 
 from cryptography import x509
+from cryptography.exceptions import UnsupportedAlgorithm
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
@@ -147,12 +148,18 @@ def decode_server_cert(text: str) -> bytes:
             line=text,
         ) from None
     try:
-        x509.load_der_x509_certificate(der)
+        cert = x509.load_der_x509_certificate(der)
     except ValueError as exc:
         raise ServerCertificateError(
             f"error parsing the plugin's server certificate: the base64 decodes to "
             f"{len(der)} bytes that are not a DER X.509 certificate ({exc})",
             line=text,
+        ) from None
+    try:
+        _public_key(cert)
+    except CertificateError as exc:
+        raise ServerCertificateError(
+            f"error parsing the plugin's server certificate: {exc}", line=text
         ) from None
     return der
 
@@ -179,7 +186,7 @@ def der_to_pem(der: bytes) -> bytes:
 
 def certificate_curve(der: bytes) -> str:
     """Return the certificate key's curve: ``P-256``, ``P-384`` or ``P-521``."""
-    key = _load_der(der).public_key()
+    key = _public_key(_load_der(der))
     if not isinstance(key, ec.EllipticCurvePublicKey):
         raise CertificateError(
             f"the certificate's key is {type(key).__name__}, not ECDSA; expected a "
@@ -199,7 +206,7 @@ def grpcio_can_verify(der: bytes) -> bool:
 
     False for P-521 keys, which is what Go plugins use (protocol.md section 2).
     """
-    key = _load_der(der).public_key()
+    key = _public_key(_load_der(der))
     if isinstance(key, ec.EllipticCurvePublicKey):
         return key.curve.name in _GRPCIO_CURVES
     return True
@@ -213,4 +220,16 @@ def _load_der(der: bytes) -> x509.Certificate:
     except ValueError as exc:
         raise CertificateError(
             f"not a DER X.509 certificate ({exc}); got {preview(bytes(der), 40)}"
+        ) from None
+
+
+def _public_key(cert: x509.Certificate) -> object:
+    """The certificate's public key; its parsing is lazy in cryptography, so an unknown
+    algorithm or a broken key only shows here (as UnsupportedAlgorithm or ValueError)."""
+    try:
+        return cert.public_key()
+    except (UnsupportedAlgorithm, ValueError) as exc:
+        raise CertificateError(
+            f"the certificate's public key cannot be used ({exc}); expected an ECDSA "
+            f"P-256, P-384 or P-521 key like go-plugin's AutoMTLS certificates"
         ) from None

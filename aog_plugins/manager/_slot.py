@@ -84,6 +84,7 @@ class Slot:
         self._target: Found | None = None  # the newest files handed to replace()
         self._calls: dict[int, int] = {}
         self._ours: set[int] = set()  # launched by us and not being stopped by us
+        self._ran: set[int] = set()  # whose first RUNNING event has been seen
         self._tracked: dict[int, TrackedChannel] = {}
         self._last_used = time.monotonic()
 
@@ -199,10 +200,14 @@ class Slot:
 
     def _on_plugin_event(self, event: PluginEvent) -> None:
         # Called on the process layer's threads (the I/O loop among them): only post.
-        with self._cond:
-            if id(event.plugin) not in self._ours:
-                return  # its first start (reported by us) or our own stop
         new = event.new
+        key = id(event.plugin)
+        with self._cond:
+            if new is PluginState.RUNNING and key not in self._ran:
+                self._ran.add(key)
+                return  # its first start: reported by us (delivery is asynchronous)
+            if key not in self._ours:
+                return  # our own stop: reported by us
         if new is PluginState.RUNNING:
             self.event("started", event.reason, pid=event.pid)
         elif new in (PluginState.BACKOFF, PluginState.FATAL):
@@ -404,8 +409,9 @@ class Slot:
     def _discard(self, plugin: Plugin) -> None:
         with self._cond:
             self._ours.discard(id(plugin))
-        plugin.kill()
+        plugin.kill()  # returns once its events up to EXITED are delivered
         with self._cond:
+            self._ran.discard(id(plugin))
             self._calls.pop(id(plugin), None)
             self._tracked = {k: t for k, t in self._tracked.items() if t.plugin is not plugin}
 

@@ -5,21 +5,25 @@ them deterministically; see :func:`launch` and :class:`Plugin`.
 """
 
 from aog_plugins.process._attach import attach
+from aog_plugins.process._broker import Broker
+from aog_plugins.process._launch import launch
 from aog_plugins.process._logs import TRACE, parse_line
-from aog_plugins.process._plugin import Plugin, PluginEvent, PluginState, launch
+from aog_plugins.process._plugin import Plugin, PluginEvent, PluginState
 from aog_plugins.process._policy import RestartPolicy
 from aog_plugins.process._reattach import ReattachConfig
-from aog_plugins.process._registry import kill_all
+from aog_plugins.process._registry import install_signal_handlers, kill_all
 from aog_plugins.process._start import verify_checksum
 
 __all__ = [
     "TRACE",
+    "Broker",
     "Plugin",
     "PluginEvent",
     "PluginState",
     "ReattachConfig",
     "RestartPolicy",
     "attach",
+    "install_signal_handlers",
     "kill_all",
     "launch",
     "parse_line",

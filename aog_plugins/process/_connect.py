@@ -4,16 +4,16 @@ from __future__ import annotations
 
 import contextlib
 import logging
+import re
 import threading
-from collections.abc import Callable, Iterator
+import time
+from collections.abc import Callable, Iterable
 
 import grpc
 from google.protobuf import empty_pb2
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
 from aog_plugins._proto import (
-    grpc_broker_pb2,
-    grpc_broker_pb2_grpc,
     grpc_controller_pb2,
     grpc_controller_pb2_grpc,
     grpc_stdio_pb2,
@@ -22,7 +22,12 @@ from aog_plugins._proto import (
 from aog_plugins.errors import PluginConnectError, PluginUnhealthyError
 from aog_plugins.transport import HEALTH_SERVICE
 
-__all__ = ["BrokerStream", "StdioPump", "health_check", "request_shutdown"]
+__all__ = [
+    "STDIO_MAX_MESSAGE",
+    "StdioPump",
+    "health_check",
+    "request_shutdown",
+]
 
 
 def health_check(channel: grpc.Channel, timeout: float) -> None:
@@ -52,11 +57,23 @@ def request_shutdown(channel: grpc.Channel, timeout: float) -> None:
         stub.Shutdown(grpc_controller_pb2.Empty(), timeout=max(timeout, 0.05))
 
 
+STDIO_MAX_MESSAGE = 4 * 1024 * 1024
+"""Largest GRPCStdio message the host accepts (Go plugins send a few KiB at a time)."""
+STDIO_CHUNK = 64 * 1024
+"""Output is handed to the stdout/stderr handlers in pieces of at most this size."""
+_TOO_BIG = re.compile(r"larger than max \((\d+) vs")
+
+
 class StdioPump:
     """Reads GRPCStdio.StreamStdio on a daemon thread and hands the bytes on.
 
     A Go plugin blocks once ~64 KiB of unread stdout/stderr pile up, so this starts
-    right after connecting and reads until the stream ends.
+    right after connecting and reads until the stream ends. ``channel`` is the pump's own,
+    opened with ``max_receive_message_length`` = :data:`STDIO_MAX_MESSAGE`: a plugin that
+    sends a bigger message (one 200 MiB write, say) costs the host no more than that. Such a
+    message is dropped and counted in :attr:`dropped`, one WARNING record says so (later
+    ones go to DEBUG), and the stream is opened again. Handlers get at most
+    :data:`STDIO_CHUNK` bytes per call. The pump closes ``channel`` in :meth:`close`.
     """
 
     def __init__(
@@ -66,49 +83,89 @@ class StdioPump:
         on_stderr: Callable[[bytes], None],
         logger: logging.Logger,
     ) -> None:
-        stub = grpc_stdio_pb2_grpc.GRPCStdioStub(channel)
-        self._call = stub.StreamStdio(empty_pb2.Empty())
+        self._channel = channel
+        self._stub = grpc_stdio_pb2_grpc.GRPCStdioStub(channel)
         self._handlers = {
             grpc_stdio_pb2.StdioData.STDOUT: on_stdout,
             grpc_stdio_pb2.StdioData.STDERR: on_stderr,
         }
         self._logger = logger
+        self._lock = threading.Lock()
+        self._closed = False
+        self.dropped = 0
+        """Bytes of plugin output dropped (messages over STDIO_MAX_MESSAGE)."""
+        self.dropped_messages = 0
+        self._call = self._stub.StreamStdio(empty_pb2.Empty())
         self._thread = threading.Thread(target=self._run, name="aog-plugins-stdio", daemon=True)
         self._thread.start()
 
     def _run(self) -> None:
-        try:
-            for item in self._call:
-                handler = self._handlers.get(item.channel)
-                if handler is not None:
-                    handler(item.data)
-        except grpc.RpcError as exc:
-            code = exc.code() if isinstance(exc, grpc.Call) else None
-            if code not in (grpc.StatusCode.CANCELLED, grpc.StatusCode.UNAVAILABLE):
-                self._logger.debug("plugin stdio stream ended: %s", code)
-        except Exception:
-            self._logger.exception("plugin stdio handler failed")
+        busy = 0
+        while True:
+            try:
+                self._pump(self._call)
+                return
+            except grpc.RpcError as exc:
+                code = exc.code() if isinstance(exc, grpc.Call) else None
+                if code == grpc.StatusCode.RESOURCE_EXHAUSTED:
+                    self._count_drop(exc)
+                    busy = 0
+                elif (
+                    code == grpc.StatusCode.ALREADY_EXISTS and self.dropped_messages and busy < 100
+                ):
+                    # The plugin has not yet noticed that we dropped the previous stream.
+                    busy += 1
+                    time.sleep(0.1)
+                else:
+                    if code not in (grpc.StatusCode.CANCELLED, grpc.StatusCode.UNAVAILABLE):
+                        self._logger.debug("plugin stdio stream ended: %s", code)
+                    return
+                if not self._reopen():
+                    return
+            except Exception:
+                self._logger.exception("plugin stdio handler failed")
+                return
+
+    def _pump(self, call: Iterable[grpc_stdio_pb2.StdioData]) -> None:
+        for item in call:
+            handler = self._handlers.get(item.channel)
+            if handler is None:
+                continue
+            data = item.data
+            for start in range(0, len(data), STDIO_CHUNK):
+                handler(data[start : start + STDIO_CHUNK])
+
+    def _count_drop(self, exc: grpc.RpcError) -> None:
+        details = exc.details() if isinstance(exc, grpc.Call) else ""
+        match = _TOO_BIG.search(details or "")
+        size = int(match.group(1)) if match else 0
+        self.dropped += size
+        self.dropped_messages += 1
+        level = logging.WARNING if self.dropped_messages == 1 else logging.DEBUG
+        self._logger.log(
+            level,
+            "plugin output over GRPCStdio: dropped a message of %d bytes (more than %d); "
+            "%d bytes in %d messages dropped so far (only the first drop is logged at WARNING)",
+            size,
+            STDIO_MAX_MESSAGE,
+            self.dropped,
+            self.dropped_messages,
+        )
+
+    def _reopen(self) -> bool:
+        """Open the stream again (False once closed)."""
+        if self.dropped_messages > 3:
+            time.sleep(min(0.05 * self.dropped_messages, 1.0))  # a plugin that keeps at it
+        with self._lock:
+            if self._closed:
+                return False
+            self._call = self._stub.StreamStdio(empty_pb2.Empty())
+        return True
 
     def close(self) -> None:
-        """Cancel the stream and wait for the reader thread."""
-        self._call.cancel()  # type: ignore[no-untyped-call]  # untyped in grpc-stubs
+        """Cancel the stream, wait for the reader thread and close the pump's channel."""
+        with self._lock:
+            self._closed = True
+            self._call.cancel()  # type: ignore[no-untyped-call]  # untyped in grpc-stubs
         self._thread.join(timeout=2.0)
-
-
-class BrokerStream:
-    """Holds GRPCBroker.StartStream open as go-plugin's host does (no broker features yet)."""
-
-    def __init__(self, channel: grpc.Channel) -> None:
-        self._closed = threading.Event()
-        stub = grpc_broker_pb2_grpc.GRPCBrokerStub(channel)
-        self._call = stub.StartStream(self._requests())
-
-    def _requests(self) -> Iterator[grpc_broker_pb2.ConnInfo]:
-        self._closed.wait()
-        return
-        yield  # pragma: no cover - makes this a generator
-
-    def close(self) -> None:
-        """End the stream."""
-        self._closed.set()
-        self._call.cancel()  # type: ignore[no-untyped-call]  # untyped in grpc-stubs
+        self._channel.close()

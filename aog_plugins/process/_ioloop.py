@@ -2,7 +2,13 @@
 
 A host may run dozens of plugins; a reader thread per pipe would cost two or three threads
 each. Instead all pipes and pidfds are registered with one ``selectors`` loop, started
-lazily, and callbacks run on that thread (they must be quick and must not block).
+lazily. That thread only reads: every callback (line parsing, logging handlers, exit
+handling and what it triggers) runs on a :class:`Lane` of the callback's owner, so a slow
+callback of one plugin never delays reading or exit detection for another.
+
+Flow control: a pipe whose undelivered output passes ``_HIGH_WATER`` bytes is no longer
+read until its lane has caught up, so a slow consumer slows the plugin (its pipe fills)
+instead of growing the host's memory.
 """
 
 from __future__ import annotations
@@ -11,14 +17,29 @@ import contextlib
 import os
 import selectors
 import threading
+import weakref
 from collections.abc import Callable
+from dataclasses import dataclass
 
-__all__ = ["IOLoop", "io_loop"]
+from aog_plugins.process._lane import Lane
+
+__all__ = ["IOLoop", "Lane", "io_loop"]
 
 ReadCallback = Callable[[bytes], None]
 """Called with each chunk read; with ``b""`` once, at end of file."""
 
 _CHUNK = 256 * 1024
+_HIGH_WATER = 1024 * 1024
+_LOW_WATER = 256 * 1024
+
+
+@dataclass(eq=False)
+class _Reader:
+    fd: int
+    on_data: ReadCallback
+    lane: Lane
+    queued: int = 0
+    paused: bool = False
 
 
 class IOLoop:
@@ -28,6 +49,8 @@ class IOLoop:
         self._selector = selectors.DefaultSelector()
         self._lock = threading.Lock()
         self._pending: list[Callable[[], None]] = []
+        self._readers: dict[int, _Reader] = {}  # touched on the loop thread only
+        self._lanes: weakref.WeakKeyDictionary[object, Lane] = weakref.WeakKeyDictionary()
         self._wake_r, self._wake_w = os.pipe()
         os.set_blocking(self._wake_r, False)
         os.set_blocking(self._wake_w, False)
@@ -35,23 +58,39 @@ class IOLoop:
         self._thread = threading.Thread(target=self._run, name="aog-plugins-io", daemon=True)
         self._thread.start()
 
-    def add_reader(self, fd: int, on_data: ReadCallback) -> None:
-        """Read ``fd`` until EOF, passing chunks to ``on_data``; the loop closes ``fd`` at EOF."""
+    def lane_for(self, callback: Callable[..., object]) -> Lane:
+        """The lane of ``callback``'s owner (a bound method's object), so one object's
+        callbacks run in order; a plain function gets a lane of its own."""
+        owner = getattr(callback, "__self__", None)
+        if owner is None:
+            return Lane("aog-plugins-callbacks")
+        with self._lock:
+            lane = self._lanes.get(owner)
+            if lane is None:
+                lane = self._lanes[owner] = Lane(f"aog-plugins-{type(owner).__name__}")
+            return lane
+
+    def add_reader(self, fd: int, on_data: ReadCallback, *, lane: Lane | None = None) -> None:
+        """Read ``fd`` until EOF, passing chunks to ``on_data`` on ``lane`` (default: see
+        :meth:`lane_for`); the loop closes ``fd`` at EOF."""
         os.set_blocking(fd, False)
+        reader = _Reader(fd, on_data, lane or self.lane_for(on_data))
 
         def register() -> None:
-            self._selector.register(fd, selectors.EVENT_READ, on_data)
+            self._readers[fd] = reader
+            self._selector.register(fd, selectors.EVENT_READ, reader)
 
         self._call_soon(register)
 
-    def add_exit_watch(self, pidfd: int, on_exit: Callable[[], None]) -> None:
-        """Call ``on_exit`` once when ``pidfd`` (from ``os.pidfd_open``) becomes readable."""
-
-        def fire(_: bytes) -> None:
-            on_exit()
+    def add_exit_watch(
+        self, pidfd: int, on_exit: Callable[[], None], *, lane: Lane | None = None
+    ) -> None:
+        """Call ``on_exit`` once, on ``lane``, when ``pidfd`` (``os.pidfd_open``) becomes
+        readable."""
+        target = lane or self.lane_for(on_exit)
 
         def register() -> None:
-            self._selector.register(pidfd, selectors.EVENT_READ, ("pidfd", fire))
+            self._selector.register(pidfd, selectors.EVENT_READ, (target, on_exit))
 
         self._call_soon(register)
 
@@ -59,6 +98,7 @@ class IOLoop:
         """Stop watching ``fd`` and close it (no callback is called)."""
 
         def drop() -> None:
+            self._readers.pop(fd, None)
             with contextlib.suppress(KeyError, ValueError):
                 self._selector.unregister(fd)
             with contextlib.suppress(OSError):
@@ -80,8 +120,13 @@ class IOLoop:
             for key, _ in self._selector.select():
                 if key.data is None:
                     self._drain_wake()
-                    continue
-                self._dispatch(key)
+                elif isinstance(key.data, tuple):  # a pidfd: fires once
+                    self._selector.unregister(key.fd)
+                    os.close(key.fd)
+                    lane, on_exit = key.data
+                    lane.submit(on_exit)
+                else:
+                    self._read(key.data)
 
     def _drain_wake(self) -> None:
         with contextlib.suppress(BlockingIOError):
@@ -92,34 +137,42 @@ class IOLoop:
         for fn in pending:
             fn()
 
-    def _dispatch(self, key: selectors.SelectorKey) -> None:
-        fd = key.fd
-        data = key.data
-        if isinstance(data, tuple):  # a pidfd: fires once
-            self._selector.unregister(fd)
-            os.close(fd)
-            self._safe(data[1], b"")
-            return
+    def _read(self, reader: _Reader) -> None:
         try:
-            chunk = os.read(fd, _CHUNK)
+            chunk = os.read(reader.fd, _CHUNK)
         except BlockingIOError:
             return
         except OSError:
             chunk = b""
         if not chunk:
-            self._selector.unregister(fd)
-            os.close(fd)
-        self._safe(data, chunk)
+            self._readers.pop(reader.fd, None)
+            self._selector.unregister(reader.fd)
+            os.close(reader.fd)
+        else:
+            with self._lock:
+                reader.queued += len(chunk)
+                pause = reader.queued > _HIGH_WATER
+                reader.paused = reader.paused or pause
+            if pause:
+                self._selector.unregister(reader.fd)
+        reader.lane.submit(lambda: self._deliver(reader, chunk))
 
-    @staticmethod
-    def _safe(callback: ReadCallback, chunk: bytes) -> None:
-        # A failing callback must not kill the loop every plugin depends on.
+    def _deliver(self, reader: _Reader, chunk: bytes) -> None:
+        # On the reader's lane.
         try:
-            callback(chunk)
-        except Exception:  # pragma: no cover - reported, never raised into the loop
-            import logging
+            reader.on_data(chunk)
+        finally:
+            with self._lock:
+                reader.queued -= len(chunk)
+                resume = reader.paused and reader.queued <= _LOW_WATER
+                if resume:
+                    reader.paused = False
+            if resume:
+                self._call_soon(lambda: self._resume(reader))
 
-            logging.getLogger("aog_plugins.process").exception("I/O callback failed")
+    def _resume(self, reader: _Reader) -> None:
+        if self._readers.get(reader.fd) is reader:  # not removed meanwhile
+            self._selector.register(reader.fd, selectors.EVENT_READ, reader)
 
 
 _loop: IOLoop | None = None

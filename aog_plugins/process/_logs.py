@@ -35,6 +35,10 @@ _TEXT_LEVEL = re.compile(
     r"^(?:\d{4}-\d\d-\d\dT\S*\s+)?\[(TRACE|DEBUG|INFO|WARN|WARNING|ERROR)\]\s*(.*)$", re.S
 )
 _PANIC_PREFIXES = ("panic: ", "fatal error: ")
+TAIL_LINE_MAX = 1024
+"""Characters of one stderr line kept for error messages (the log record gets it whole)."""
+TAIL_MAX = 8 * 1024
+"""Characters of stderr tail an error message carries at most, however long the lines."""
 
 
 @dataclass(frozen=True)
@@ -116,7 +120,7 @@ class StderrLogParser:
     def line(self, raw: bytes) -> None:
         """Log one stderr line."""
         text = raw.decode("utf-8", "replace")
-        self._tail.append(text)
+        self._tail.append(_clip(text))
         if not self._panicking and text.startswith(_PANIC_PREFIXES):
             self._panicking = True
             self.panic_text = text
@@ -135,5 +139,20 @@ class StderrLogParser:
             self.logger.log(level, "%s%s", parsed.message, suffix, extra=extra)
 
     def tail(self) -> str:
-        """The last stderr lines, joined."""
-        return "\n".join(self._tail)
+        """The last stderr lines, joined: at most ``tail_lines`` lines and TAIL_MAX
+        characters (older lines go first; a long line is cut, saying how much was cut)."""
+        kept: list[str] = []
+        size = 0
+        for text in reversed(self._tail):
+            size += len(text) + 1
+            if size > TAIL_MAX and kept:
+                kept.append(f"[{len(self._tail) - len(kept)} earlier lines not shown]")
+                break
+            kept.append(text)
+        return "\n".join(reversed(kept))
+
+
+def _clip(text: str) -> str:
+    if len(text) <= TAIL_LINE_MAX:
+        return text
+    return f"{text[:TAIL_LINE_MAX]}... [{len(text) - TAIL_LINE_MAX} more characters]"

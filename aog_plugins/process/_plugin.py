@@ -3,73 +3,47 @@
 States (supervisor's): STARTING -> RUNNING; on an unexpected exit RUNNING -> BACKOFF ->
 STARTING -> RUNNING again, or -> EXITED (no restart wanted) or -> FATAL (budget spent);
 ``kill()`` goes through STOPPING to EXITED. Every transition emits a :class:`PluginEvent`
-(to ``on_event`` and as a log record) that carries the reason.
+(to ``on_event`` and as a log record) that carries the reason. Events are delivered in
+order on the plugin's own event lane (a thread that exists while there are events), never
+on the shared I/O thread nor under a lock.
 """
 
 from __future__ import annotations
 
-import enum
+import contextlib
 import logging
-import os
+import signal
 import threading
 import time
-from collections.abc import Callable, Collection, Mapping, Sequence
-from dataclasses import dataclass
+from collections.abc import Callable, Collection
 from types import TracebackType
 from typing import TYPE_CHECKING
 
 import grpc
 
 from aog_plugins.errors import (
-    AogPluginsError,
+    BrokerError,
     ConfigurationError,
     PluginCallError,
     PluginFatalError,
     PluginStartError,
+    ReattachError,
 )
-from aog_plugins.handshake import AOG_HANDSHAKE, HandshakeConfig, HandshakeLine
+from aog_plugins.handshake import HandshakeLine
 from aog_plugins.process import _registry
+from aog_plugins.process._broker import Broker
 from aog_plugins.process._connect import health_check
+from aog_plugins.process._events import PluginEvent, PluginState, describe_error, wait_event
+from aog_plugins.process._lane import Lane
 from aog_plugins.process._policy import RestartHistory, RestartPolicy
 from aog_plugins.process._reattach import ReattachConfig
 from aog_plugins.process._spawn import describe_exit
-from aog_plugins.process._start import (
-    Incarnation,
-    Output,
-    StartSpec,
-    command_argv,
-    offered_for,
-    start_incarnation,
-    verify_checksum,
-)
+from aog_plugins.process._start import Incarnation, StartSpec, start_incarnation
 
 if TYPE_CHECKING:
     from aog_plugins.client import ExitInfo, GRPCProviderClient
 
-__all__ = ["Plugin", "PluginEvent", "PluginState", "launch"]
-
-
-class PluginState(enum.Enum):
-    """Where a plugin is in its life (supervisor's states)."""
-
-    STARTING = "STARTING"
-    RUNNING = "RUNNING"
-    BACKOFF = "BACKOFF"
-    STOPPING = "STOPPING"
-    EXITED = "EXITED"
-    FATAL = "FATAL"
-
-
-@dataclass(frozen=True)
-class PluginEvent:
-    """One state transition of a plugin, with why it happened."""
-
-    plugin: Plugin
-    old: PluginState
-    new: PluginState
-    reason: str
-    pid: int | None
-    exit_code: int | None = None
+__all__ = ["Plugin", "PluginEvent", "PluginState"]
 
 
 class Plugin:
@@ -105,9 +79,11 @@ class Plugin:
         self._current = incarnation
         self._by_channel: dict[int, Incarnation] = {}
         self._killed = False
-        self._kill_lock = threading.Lock()
+        self._stopper: threading.Thread | None = None
+        self._stopped = threading.Event()
         self._wakeup = threading.Event()
         self._worker: threading.Thread | None = None
+        self._events = Lane(f"aog-plugins-events-{logger.name.rsplit('.', 1)[-1]}")
         self._client: GRPCProviderClient | None = None
         self._client_lock = threading.Lock()
         self._adopt(incarnation, "started")
@@ -166,14 +142,38 @@ class Plugin:
                 self._client = GRPCProviderClient(self)
             return self._client
 
+    @property
+    def broker(self) -> Broker:
+        """The GRPCBroker of the current process: extra connections by id (see
+        :class:`~aog_plugins.process.Broker`). A restarted plugin has a new broker."""
+        broker = self._current.broker
+        if broker is None:
+            raise BrokerError(
+                "this plugin has no broker stream: attach(config, broker=True) opens one"
+            )
+        return broker
+
     def reattach_config(self) -> ReattachConfig:
-        """What another host needs to :func:`attach` to this plugin (not with AutoMTLS)."""
+        """What another host process needs to :func:`attach` to this plugin. With
+        AutoMTLS it holds this host's private key: persist it with
+        :meth:`ReattachConfig.write` (mode 0600), never in a world-readable place. A
+        multiplexed plugin cannot be reattached (its one connection is ours), as in
+        go-plugin: :class:`ReattachError`."""
+        if self.handshake.multiplex:
+            raise ReattachError(
+                "a plugin launched with multiplex=True serves one connection, this host's: "
+                "launch it without multiplexing to reattach to it from another host"
+            )
+        tls = self._current.tls
         return ReattachConfig(
             protocol=self.handshake.protocol,
             protocol_version=self.handshake.app_version,
             network=self.handshake.network,
             address=self.handshake.address,
             pid=self.pid,
+            client_cert_pem=None if tls is None else tls.host.cert_pem,
+            client_key_pem=None if tls is None else tls.host.key_pem,
+            server_cert_der=None if tls is None else tls.plugin_cert_der,
         )
 
     def ping(self, timeout: float = 5.0) -> None:
@@ -231,7 +231,7 @@ class Plugin:
         only_from: Collection[PluginState] | None = None,
         incarnation: Incarnation | None = None,
     ) -> bool:
-        """Change state atomically, then emit the event; False if the change no longer
+        """Change state atomically and queue the event; False if the change no longer
         applies (killed meanwhile, or not in ``only_from``, or ``incarnation`` replaced)."""
         with self._cond:
             old = self._state
@@ -242,21 +242,28 @@ class Plugin:
             self._state = new
             self._reason = reason
             self._cond.notify_all()
+            # Queued under the lock, so events reach the lane in the order of the changes.
+            event = PluginEvent(self, old, new, reason, self._current.process.pid, exit_code)
+            self._events.submit(lambda: self._emit(event))
+        return True
+
+    def _emit(self, event: PluginEvent) -> None:
+        # On the event lane: user code (logging handlers, on_event) runs here only.
+        new = event.new
         level = logging.WARNING if new in (PluginState.FATAL, PluginState.BACKOFF) else logging.INFO
         self._lifecycle.log(
             level,
             "plugin %s -> %s: %s",
-            old.value,
+            event.old.value,
             new.value,
-            reason,
-            extra={"plugin_state": new.value, "plugin_pid": self.pid},
+            event.reason,
+            extra={"plugin_state": new.value, "plugin_pid": event.pid},
         )
-        if self._on_event is not None and old is not new:
+        if self._on_event is not None and event.old is not new:
             try:
-                self._on_event(PluginEvent(self, old, new, reason, self.pid, exit_code))
+                self._on_event(event)
             except Exception:
                 self._lifecycle.exception("plugin event callback failed")
-        return True
 
     def _adopt(self, incarnation: Incarnation, reason: str) -> bool:
         with self._cond:
@@ -276,13 +283,17 @@ class Plugin:
         return True
 
     def _on_exit(self, incarnation: Incarnation) -> None:
-        # On the I/O loop thread: decide quickly, do slow work on another thread.
+        # On the process's lane (never the I/O thread): decide, hand slow work to a thread.
         code = incarnation.process.exit_code
         uptime = time.monotonic() - incarnation.started_at
         reason = f"pid {incarnation.process.pid} {describe_exit(code)} after {uptime:.1f}s"
         with self._cond:
-            if incarnation is not self._current or self._state is not PluginState.RUNNING:
-                return
+            if (
+                self._killed
+                or incarnation is not self._current
+                or self._state is not PluginState.RUNNING
+            ):
+                return  # kill() got there first: it cleans up
             # Calls in flight fail now instead of hanging on a dead socket.
             incarnation.channel.close()
             self._history.run_ended(uptime)
@@ -294,17 +305,15 @@ class Plugin:
             else:
                 delay = self._history.next_delay(time.monotonic())
                 new, why = PluginState.BACKOFF, f"{reason}; restarting in {delay:.2f}s"
-        if not self._transition(
-            new, why, code, only_from=(PluginState.RUNNING,), incarnation=incarnation
-        ):
-            return  # kill() got there first: it cleans up
-        worker = threading.Thread(
-            target=incarnation.release if delay is None else self._restart,
-            args=() if delay is None else (incarnation, delay),
-            name="aog-plugins-restart",
-            daemon=True,
-        )
-        with self._cond:
+            self._transition(new, why, code)
+            # Made and started under the lock that kill() takes to read it: kill() sees
+            # either no worker (and this one is never made) or a started one it can join.
+            worker = threading.Thread(
+                target=incarnation.release if delay is None else self._restart,
+                args=() if delay is None else (incarnation, delay),
+                name="aog-plugins-restart",
+                daemon=True,
+            )
             self._worker = worker
             worker.start()
 
@@ -313,6 +322,17 @@ class Plugin:
         return f"{reason} ({policy.max_restarts} restarts within {policy.window:g}s)"
 
     def _restart(self, dead: Incarnation, delay: float) -> None:
+        try:
+            self._restart_loop(dead, delay)
+        except Exception as exc:  # a defect of ours: end FATAL with the reason, not STARTING
+            self._lifecycle.exception("the restart thread failed")
+            self._transition(
+                PluginState.FATAL,
+                f"restart failed: {describe_error(exc)}",
+                only_from=(PluginState.STARTING, PluginState.BACKOFF),
+            )
+
+    def _restart_loop(self, dead: Incarnation, delay: float) -> None:
         dead.release()
         assert self._spec is not None
         while True:
@@ -324,22 +344,26 @@ class Plugin:
                 return
             try:
                 incarnation = start_incarnation(self._spec)
-            except PluginStartError as exc:
+            except Exception as exc:
+                # Any failure, typed or not (a hostile handshake, ENOSPC, ...): start_incarnation
+                # has killed what it started; back off or give up, with the reason.
+                exit_code = exc.exit_code if isinstance(exc, PluginStartError) else None
+                why = describe_error(exc)
                 with self._cond:
                     budget = self._history.budget_left(time.monotonic())
                     delay = self._history.next_delay(time.monotonic()) if budget else 0.0
                 if not budget:
                     self._transition(
                         PluginState.FATAL,
-                        self._fatal_reason(f"restart failed, budget spent: {exc}"),
-                        exc.exit_code,
+                        self._fatal_reason(f"restart failed, budget spent: {why}"),
+                        exit_code,
                         only_from=(PluginState.STARTING,),
                     )
                     return
                 self._transition(
                     PluginState.BACKOFF,
-                    f"restart failed: {exc}; next try in {delay:.2f}s",
-                    exc.exit_code,
+                    f"restart failed: {why}; next try in {delay:.2f}s",
+                    exit_code,
                     only_from=(PluginState.STARTING,),
                 )
                 continue
@@ -352,29 +376,90 @@ class Plugin:
     def kill(self, grace: float | None = None) -> None:
         """Stop the plugin for good: Shutdown RPC, wait ``grace`` s, SIGTERM, then SIGKILL
         to its process group. Cancels a pending restart. Idempotent, any thread; returns
-        once the process is reaped and its socket directory removed.
+        once the process is reaped, its socket directory removed and every event up to
+        EXITED delivered (except when called from ``on_event``, which cannot wait for
+        itself). A second call while a first is running waits for it, sending SIGKILL
+        after its own ``grace``. The work runs on a thread of its own, so an exception in
+        the caller (KeyboardInterrupt) never leaves a stop half done.
         """
-        grace = self._kill_grace if grace is None else grace
-        with self._kill_lock:
-            with self._cond:
-                if self._killed:
-                    return
+        self._kill_for("kill() called", self._kill_grace if grace is None else grace)
+
+    def _kill_for(self, reason: str, grace: float) -> None:
+        with self._cond:
+            stopper = self._stopper
+            first = stopper is None
+            if stopper is None:
                 self._killed = True
                 self._wakeup.set()
-            self._transition(PluginState.STOPPING, "kill() called")
-            worker = self._worker
-            if worker is not None and worker is not threading.current_thread():
+                stopper = self._stopper = threading.Thread(
+                    target=self._stop_for_good,
+                    args=(reason, grace),
+                    name="aog-plugins-kill",
+                    daemon=True,
+                )
+                stopper.start()
+        if threading.current_thread() is not stopper:
+            if not stopper.is_alive() and not self._stopped.is_set():
+                # The first caller was interrupted (KeyboardInterrupt) between making the
+                # thread and starting it: start it now (a racing starter's error is moot).
+                with contextlib.suppress(RuntimeError):
+                    stopper.start()
+            if not first and not wait_event(self._stopped, grace):
+                self._current.process.signal_group(signal.SIGKILL)  # hurry the first kill()
+            wait_event(self._stopped, None)
+        self._events.drain()
+        _registry.unregister(self)
+
+    def _stop_for_good(self, reason: str, grace: float) -> None:
+        try:
+            self._transition(PluginState.STOPPING, reason)
+            with self._cond:
+                worker = self._worker
+            if worker is not None:
                 # A restart in progress ends within its start timeout; then nothing of it
                 # is left (it sees the kill and cleans up what it started).
                 worker.join()
             incarnation = self._current
-            incarnation.stop(grace, self.logger)
-            if self._client is not None:
-                self._client.close()
-            incarnation.release()
+            try:
+                incarnation.stop(grace, self.logger)
+            finally:
+                if self._client is not None:
+                    self._client.close()
+                incarnation.release()
             self._transition(
                 PluginState.EXITED, f"stopped ({describe_exit(incarnation.process.exit_code)})"
             )
+        except Exception as exc:
+            self._lifecycle.exception("stopping the plugin failed")
+            self._current.process.signal_group(signal.SIGKILL)
+            self._transition(PluginState.EXITED, f"stopped after an error: {exc!r}")
+        finally:
+            self._stopped.set()
+
+    def detach(self) -> None:
+        """Disconnect from a plugin that :func:`attach` connected to, leaving it running
+        (its launching host still owns it): closes the channel, streams and relay, and
+        this host no longer stops it at exit. A plugin this host launched is stopped with
+        :meth:`kill` instead (:class:`ConfigurationError`)."""
+        if self._spec is not None:
+            raise ConfigurationError(
+                "detach() is for plugins connected with attach(); a plugin this host "
+                "launched is stopped with kill() (hand it over with reattach_config())"
+            )
+        with self._cond:
+            if self._killed or self._stopper is not None:
+                return
+            self._killed = True
+            self._wakeup.set()
+            self._stopper = threading.current_thread()  # a later kill() finds it done
+        try:
+            if self._client is not None:
+                self._client.close()
+            self._current.release()
+            self._transition(PluginState.EXITED, "detached: the plugin keeps running")
+        finally:
+            self._stopped.set()
+        self._events.drain()
         _registry.unregister(self)
 
     def __enter__(self) -> Plugin:
@@ -393,78 +478,3 @@ class Plugin:
             f"<Plugin pid={self.pid} {self.handshake.network}:{self.handshake.address} "
             f"state={self._state.value}>"
         )
-
-
-def launch(
-    cmd: str | os.PathLike[str] | Sequence[str],
-    *,
-    handshake: HandshakeConfig = AOG_HANDSHAKE,
-    versions: Collection[int] | None = None,
-    auto_mtls: bool = False,
-    start_timeout: float = 60.0,
-    env: Mapping[str, str] | None = None,
-    extra_env: Mapping[str, str] | None = None,
-    restart: RestartPolicy | None = None,
-    on_event: Callable[[PluginEvent], None] | None = None,
-    kill_grace: float = 2.0,
-    stdout: Output | None = None,
-    stderr: Output | None = None,
-    logger: logging.Logger | None = None,
-    checksum: str | None = None,
-    unix_socket_group: str | None = None,
-    cwd: str | None = None,
-) -> Plugin:
-    """Start a plugin and return it connected, health-checked and supervised.
-
-    ``cmd`` is the executable's path or an argv list. ``versions`` are the app protocol
-    versions offered (default: the handshake's). ``env`` replaces the inherited
-    environment, ``extra_env`` adds to it. ``restart`` (default ``RestartPolicy()``:
-    on failure, a few quick retries, then FATAL) governs restarts after the plugin dies;
-    ``on_event`` sees every state transition. ``stdout``/``stderr`` receive what the plugin
-    writes after its handshake (GRPCStdio); without them it goes to ``logger`` (default
-    ``aog_plugins.plugin.<name>``). ``checksum`` (``sha256:<hex>``) is verified before
-    anything runs. ``start_timeout`` bounds handshake, connect and health check. A failed
-    first start is not retried: the typed error (see :mod:`aog_plugins.errors`) is raised
-    after the process is killed, reaped and its socket dir removed.
-    """
-    argv = command_argv(cmd)
-    if start_timeout <= 0:
-        raise ConfigurationError(f"start_timeout must be positive, got {start_timeout}")
-    if restart is not None and not isinstance(restart, RestartPolicy):
-        raise ConfigurationError(f"restart must be a RestartPolicy, got {restart!r}")
-    offered = offered_for(handshake, versions)
-    if checksum is not None:
-        verify_checksum(argv[0], checksum)
-    name = os.path.basename(argv[0])
-    logger = logger or logging.getLogger(f"aog_plugins.plugin.{name}")
-    spec = StartSpec(
-        argv=argv,
-        handshake=handshake,
-        offered=offered,
-        auto_mtls=auto_mtls,
-        start_timeout=start_timeout,
-        env=dict(env) if env is not None else None,
-        extra_env=dict(extra_env) if extra_env else None,
-        logger=logger,
-        stdout=stdout,
-        stderr=stderr,
-        unix_socket_group=unix_socket_group,
-        cwd=cwd,
-        checksum=checksum,
-    )
-    incarnation = start_incarnation(spec)
-    try:
-        plugin = Plugin(
-            incarnation,
-            logger=logger,
-            kill_grace=kill_grace,
-            spec=spec,
-            restart=restart if restart is not None else RestartPolicy(),
-            on_event=on_event,
-        )
-    except AogPluginsError:
-        incarnation.stop(0.0, logger)
-        incarnation.release()
-        raise
-    _registry.register(plugin)
-    return plugin

@@ -1,6 +1,8 @@
 """Kill-on-exit that holds even when the host is SIGKILLed: one reaper process per host.
 
-The reaper is a tiny Python process in its own session whose stdin is a pipe from the host.
+The reaper is a tiny Python process (:mod:`._reaper_main`, run by path with ``python -I
+-S``, so it imports neither site nor this package) in its own session whose stdin is a
+pipe from the host.
 The host sends ``track <pgid> <create_time> <socket_dir|->`` and ``untrack <pgid>`` lines;
 when the pipe reaches EOF (the host died, however it died) the reaper SIGKILLs every group
 still tracked that is provably the same group (psutil's (pid, create_time) identity),
@@ -14,6 +16,7 @@ Processes that leave their plugin's process group (setsid, setpgid) are out of r
 
 from __future__ import annotations
 
+import atexit
 import contextlib
 import logging
 import os
@@ -33,65 +36,11 @@ _log = logging.getLogger("aog_plugins.process")
 _WRITE_TIMEOUT = 2.0
 """A reaper that has not drained its pipe in this long is wedged: replace it."""
 
-_ENV_KEEP = ("PATH", "LD_LIBRARY_PATH", "PYTHONHOME", "PYTHONPATH", "SYSTEMROOT")
+_ENV_KEEP = ("PATH", "LD_LIBRARY_PATH", "SYSTEMROOT")
 """All the reaper inherits: enough to start the interpreter, no markers or secrets."""
 
-# The reaper's whole program. It imports psutil only once the host is gone, so while it
-# waits it is a bare interpreter (small RSS). argv: [-c, name, host pid, psutil's sys.path dir].
-_REAPER_CODE = r"""
-import os, signal, sys
-signal.signal(signal.SIGINT, signal.SIG_IGN)
-signal.signal(signal.SIGHUP, signal.SIG_IGN)
-tracked = {}
-buf = b""
-while True:
-    try:
-        chunk = os.read(0, 65536)
-    except OSError:
-        chunk = b""
-    if not chunk:
-        break
-    buf += chunk
-    *lines, buf = buf.split(b"\n")
-    for line in lines:
-        parts = line.split(b" ", 3)
-        try:
-            if parts[0] == b"track" and len(parts) == 4:
-                tracked[int(parts[1])] = (float(parts[2]), None if parts[3] == b"-" else parts[3])
-            elif parts[0] == b"untrack" and len(parts) == 2:
-                tracked.pop(int(parts[1]), None)
-        except ValueError:
-            pass
-if tracked:
-    sys.path.append(sys.argv[3])
-    import psutil
-    def ours(pgid, ctime):
-        try:
-            return ctime > 0 and abs(psutil.Process(pgid).create_time() - ctime) < 0.01
-        except psutil.NoSuchProcess:
-            pass
-        except psutil.Error:
-            return False
-        try:  # leader gone: a pid cannot be reused while a live group carries it as its id
-            os.killpg(pgid, 0)
-            return True
-        except OSError:
-            return False
-    for pgid, (ctime, _) in tracked.items():
-        if ours(pgid, ctime):
-            try:
-                os.killpg(pgid, signal.SIGKILL)
-            except OSError:
-                pass
-    import shutil, stat
-    for _, path in tracked.values():
-        try:
-            st = os.lstat(path)
-            if stat.S_ISDIR(st.st_mode) and st.st_uid == os.getuid():
-                shutil.rmtree(path, ignore_errors=True)
-        except (OSError, TypeError):
-            pass
-"""
+_PROGRAM = os.path.join(os.path.dirname(os.path.abspath(__file__)), "_reaper_main.py")
+"""The reaper's program, run by path with ``-I -S``: stdlib only, no aog_plugins import."""
 
 
 class _Wedged(Exception):
@@ -102,16 +51,23 @@ class Reaper:
     """The host side of the reaper: tracked process groups and the pipe to the process.
 
     Thread-safe. ``track``/``untrack`` never raise: a dead or wedged reaper is replaced
-    and the tracked set replayed; failures are logged at WARNING.
+    and the tracked set replayed; failures are logged at WARNING. ``untrack`` never blocks
+    (it runs on the thread that noticed a plugin's exit): what it cannot write at once is
+    written by a flusher thread, in order, and at interpreter exit.
     """
 
     def __init__(self) -> None:
         self.owner_pid = os.getpid()
-        self._lock = threading.Lock()
+        self._lock = threading.Lock()  # the state below; never held while blocking
+        self._io_lock = threading.Lock()  # held while writing to or (re)starting the process
         self._tracked: dict[int, bytes] = {}
+        self._outbox = bytearray()  # commands not yet written, in order
         self._proc: subprocess.Popen[bytes] | None = None
         self._fd = -1
         self._retry_at = 0.0
+        self._kick = threading.Event()
+        self._flusher: threading.Thread | None = None
+        atexit.register(self._flush_at_exit)
 
     @property
     def pid(self) -> int | None:
@@ -126,27 +82,81 @@ class Reaper:
 
     def track(self, pid: int, create_time: float, socket_dir: str | None = None) -> None:
         """When this process dies, kill group ``pid`` (if it is still the one born at
-        ``create_time``) and remove ``socket_dir``."""
+        ``create_time``) and remove ``socket_dir``. Returns once the reaper has it."""
         path = os.fsencode(socket_dir) if socket_dir else b"-"
         if b"\n" in path:  # one command per line; such a dir is left to stale cleanup
             path = b"-"
         line = b"track %d %r %s\n" % (pid, float(create_time), path)
         with self._lock:
             self._tracked[pid] = line
-            self._send_locked(line)
+            self._outbox += line
+        with self._io_lock:
+            self._flush_locked()
 
     def untrack(self, pid: int) -> None:
-        """Forget group ``pid``: the host has killed or reaped it itself."""
+        """Forget group ``pid``: the host has killed or reaped it itself. Never blocks."""
         with self._lock:
             if self._tracked.pop(pid, None) is None:
                 return
-            self._send_locked(b"untrack %d\n" % pid)
+            self._outbox += b"untrack %d\n" % pid
+        if self._io_lock.acquire(blocking=False):
+            try:
+                if self._write_now():
+                    return
+            finally:
+                self._io_lock.release()
+        self._start_flusher()
 
-    # ---- internals (called with the lock held) ----------------------------------------
-    def _send_locked(self, data: bytes) -> None:
+    def flush(self) -> None:
+        """Write every pending command (blocking, bounded by the write timeout)."""
+        with self._io_lock:
+            self._flush_locked()
+
+    # ---- internals ----------------------------------------------------------------------
+    def _write_now(self) -> bool:
+        """Write what fits without waiting (io lock held); True if nothing is left."""
+        proc = self._proc
+        if proc is None or self._fd < 0:
+            return False
+        with self._lock:
+            data, self._outbox = bytes(self._outbox), bytearray()
+        done = 0
+        try:
+            while done < len(data):
+                done += os.write(self._fd, data[done:])
+        except OSError:  # full (BlockingIOError) or dead (EPIPE): the flusher takes over
+            with self._lock:
+                self._outbox[0:0] = data[done:]
+            return False
+        return True
+
+    def _start_flusher(self) -> None:
+        self._kick.set()
+        with self._lock:
+            flusher = self._flusher
+            if flusher is not None and flusher.is_alive():
+                return
+            self._flusher = threading.Thread(
+                target=self._flush_forever, name="aog-plugins-reaper-pipe", daemon=True
+            )
+            self._flusher.start()
+
+    def _flush_forever(self) -> None:
+        while True:
+            self._kick.wait()
+            self._kick.clear()
+            self.flush()
+
+    def _flush_at_exit(self) -> None:
+        if self.owner_pid == os.getpid():  # not in a forked child: not its pipe
+            self.flush()
+
+    def _flush_locked(self) -> None:
         try:
             proc = self._proc
             if proc is not None and proc.poll() is None:
+                with self._lock:
+                    data, self._outbox = bytes(self._outbox), bytearray()
                 try:
                     self._write_locked(data)
                     return
@@ -165,11 +175,15 @@ class Reaper:
 
     def _restart_locked(self) -> None:
         self._stop_locked()
-        if not self._tracked or time.monotonic() < self._retry_at:
+        with self._lock:
+            # A new reaper gets the whole tracked set; the pending commands are in it.
+            replay = b"".join(self._tracked.values())
+            self._outbox = bytearray()
+        if not replay or time.monotonic() < self._retry_at:
             return
         try:
             self._start_locked()
-            self._write_locked(b"".join(self._tracked.values()))
+            self._write_locked(replay)
         except Exception:
             self._retry_at = time.monotonic() + 5.0
             self._stop_locked()
@@ -178,11 +192,20 @@ class Reaper:
     def _start_locked(self) -> None:
         if not sys.executable or getattr(sys, "frozen", False):
             raise RuntimeError("no Python interpreter to run the reaper with")
+        if not os.path.isfile(_PROGRAM):
+            raise RuntimeError(f"the reaper program {_PROGRAM} is missing")
         env = {k: os.environ[k] for k in _ENV_KEEP if k in os.environ}
         psutil_dir = os.path.dirname(os.path.dirname(os.path.abspath(psutil.__file__)))
-        argv = [sys.executable, "-S", "-c", _REAPER_CODE, "aog-plugins-reaper"]
         self._proc = subprocess.Popen(
-            [*argv, str(os.getpid()), psutil_dir],
+            [
+                sys.executable,
+                "-I",
+                "-S",
+                _PROGRAM,
+                "aog-plugins-reaper",
+                str(os.getpid()),
+                psutil_dir,
+            ],
             stdin=subprocess.PIPE,
             stdout=subprocess.DEVNULL,
             env=env,

@@ -10,10 +10,8 @@ zombie is reaped, so the group id cannot have been reused by then.
 from __future__ import annotations
 
 import contextlib
-import errno
 import logging
 import os
-import platform
 import signal
 import subprocess
 import threading
@@ -23,12 +21,8 @@ from concurrent.futures import Future
 
 import psutil
 
-from aog_plugins.errors import (
-    PluginExitedError,
-    PluginNotExecutableError,
-    PluginNotFoundError,
-    PluginStartError,
-)
+from aog_plugins.errors import ConfigurationError, PluginExitedError, PluginStartError
+from aog_plugins.process._execdiag import diagnose_exec_failure
 from aog_plugins.process._ioloop import io_loop
 from aog_plugins.process._logs import LineSplitter, StderrLogParser
 from aog_plugins.process._reaper import reaper
@@ -37,10 +31,6 @@ __all__ = ["PluginProcess", "describe_exit", "diagnose_exit", "spawn"]
 
 _log = logging.getLogger("aog_plugins.process")
 
-_ELF_MACHINES = {3: "x86 (32-bit)", 40: "arm (32-bit)", 62: "amd64", 183: "arm64", 243: "riscv64"}
-_HOST_MACHINE = {"x86_64": 62, "amd64": 62, "aarch64": 183, "arm64": 183}.get(
-    platform.machine().lower()
-)
 COOKIE_REJECTED_MARKER = "This binary is a plugin"
 
 
@@ -165,13 +155,24 @@ class PluginProcess:
             with contextlib.suppress(ProcessLookupError, PermissionError):
                 os.killpg(self.pid, sig)
 
-    def start_error(self, error: PluginStartError) -> PluginStartError:
-        """Attach exit code, stderr tail and a diagnosis to ``error``."""
+    def start_error(self, error: PluginStartError, *, died_on_its_own: bool) -> PluginStartError:
+        """Attach exit code, stderr tail and a diagnosis to ``error``.
+
+        ``died_on_its_own`` is whether the plugin had exited before we killed it: only
+        then is its exit status (and a diagnosis made from it) about the plugin. When we
+        killed it (timeout, bad handshake) ``exit_code`` stays None and the error's own
+        diagnosis stands, not "killed by signal 9".
+        """
         tail = self.stderr_tail()
-        diagnosis = diagnose_exit(self.exit_code, tail) if self.exited else None
-        error.add_context(
-            exit_code=self.exit_code, stderr_tail=tail, command=self.command, diagnosis=diagnosis
-        )
+        if died_on_its_own:
+            error.add_context(
+                exit_code=self.exit_code,
+                stderr_tail=tail,
+                command=self.command,
+                diagnosis=diagnose_exit(self.exit_code, tail),
+            )
+        else:
+            error.add_context(exit_code=None, stderr_tail=tail, command=self.command)
         return error
 
 
@@ -183,7 +184,7 @@ def _create_time(pid: int) -> float:
 
 
 def diagnose_exit(exit_code: int | None, stderr_tail: str) -> str:
-    """A one-line guess at why a plugin exited before its handshake."""
+    """A one-line guess at why a plugin exited on its own before its handshake."""
     if COOKIE_REJECTED_MARKER in stderr_tail:
         return (
             "the plugin refused to run because the magic cookie did not match: "
@@ -191,9 +192,17 @@ def diagnose_exit(exit_code: int | None, stderr_tail: str) -> str:
         )
     if "error while loading shared libraries" in stderr_tail or exit_code == 127:
         return "a shared library or the interpreter the plugin needs is missing"
+    how = describe_exit(exit_code)
     if exit_code is not None and exit_code < 0:
-        return f"the plugin was killed by signal {-exit_code} ({_signal_name(-exit_code)})"
-    return "the plugin exited before printing its handshake line: read its stderr above"
+        how = f"was killed by signal {-exit_code} ({_signal_name(-exit_code)}), not by this host"
+    else:
+        how = f"exited ({how})"
+    if not stderr_tail.strip():
+        return (
+            f"the plugin {how} before printing its handshake line and wrote nothing on "
+            "stderr: run the command by hand with the same environment to see why"
+        )
+    return f"the plugin {how} before printing its handshake line: its stderr is shown below"
 
 
 def _signal_name(sig: int) -> str:
@@ -211,55 +220,6 @@ def describe_exit(code: int | None) -> str:
         name = _signal_name(-code)
         return f"killed by signal {-code}" if name == "unknown" else f"killed by {name}"
     return f"exit code {code}"
-
-
-def _diagnose_exec_failure(path: str, exc: OSError, command: tuple[str, ...]) -> PluginStartError:
-    if exc.errno == errno.ENOENT:
-        if os.path.exists(path):
-            return PluginNotFoundError(
-                f"cannot start {path}: the file exists but its interpreter (#! line) "
-                "or dynamic loader was not found",
-                diagnosis="missing interpreter or loader; check the first line of the script",
-                command=command,
-            )
-        return PluginNotFoundError(
-            f"plugin executable not found: {path}",
-            diagnosis="check the path (relative paths are resolved against the current "
-            "directory) or the plugin's platforms entry",
-            command=command,
-        )
-    if exc.errno in (errno.EACCES, errno.EPERM):
-        why = "it is a directory" if os.path.isdir(path) else "it lacks execute permission"
-        return PluginNotExecutableError(
-            f"cannot execute {path}: {why}",
-            diagnosis="chmod +x the plugin, or point to the executable file",
-            command=command,
-        )
-    if exc.errno == errno.ENOEXEC:
-        return PluginNotExecutableError(
-            f"cannot execute {path}: {_format_diagnosis(path)}",
-            diagnosis=_format_diagnosis(path),
-            command=command,
-        )
-    return PluginNotExecutableError(f"cannot execute {path}: {exc}", command=command)
-
-
-def _format_diagnosis(path: str) -> str:
-    try:
-        with open(path, "rb") as f:
-            head = f.read(20)
-    except OSError:
-        return "exec format error"
-    if head[:4] == b"\x7fELF" and len(head) >= 20:
-        little = head[5] == 1
-        machine = int.from_bytes(head[18:20], "little" if little else "big")
-        name = _ELF_MACHINES.get(machine, f"machine {machine}")
-        if _HOST_MACHINE is not None and machine != _HOST_MACHINE:
-            return f"wrong architecture: built for {name}, this machine is {platform.machine()}"
-        return "a corrupt or unsupported ELF binary"
-    if head[:2] != b"#!":
-        return "not a binary and has no #! line: not an executable format this OS runs"
-    return "exec format error"
 
 
 def spawn(
@@ -284,8 +244,25 @@ def spawn(
             close_fds=True,
         )
     except OSError as exc:
-        raise _diagnose_exec_failure(argv[0], exc, argv) from exc
-    # Kill-on-exit that holds even if this host is SIGKILLed (see _reaper).
-    create_time = _create_time(popen.pid)
-    reaper().track(popen.pid, create_time, env.get("PLUGIN_UNIX_SOCKET_DIR"))
-    return PluginProcess(popen, argv, logger, on_stdout=on_stdout, create_time=create_time)
+        raise diagnose_exec_failure(argv[0], exc, argv, env, cwd) from exc
+    except (ValueError, TypeError) as exc:  # a NUL byte or a non-string in argv/env/cwd
+        raise ConfigurationError(
+            f"cannot start {argv[0]!r}: {exc}; the command, its environment and cwd must "
+            "be strings without NUL bytes",
+        ) from exc
+    try:
+        # Kill-on-exit that holds even if this host is SIGKILLed (see _reaper).
+        create_time = _create_time(popen.pid)
+        reaper().track(popen.pid, create_time, env.get("PLUGIN_UNIX_SOCKET_DIR"))
+        return PluginProcess(popen, argv, logger, on_stdout=on_stdout, create_time=create_time)
+    except BaseException:
+        # E.g. EMFILE while setting up the pipes' readers: the plugin runs, nobody watches it.
+        with contextlib.suppress(OSError):
+            os.killpg(popen.pid, signal.SIGKILL)
+        with contextlib.suppress(Exception):
+            reaper().untrack(popen.pid)
+        popen.wait()
+        for pipe in (popen.stdout, popen.stderr):
+            if pipe is not None:
+                pipe.close()
+        raise

@@ -7,12 +7,10 @@ releases all of them in :meth:`Incarnation.release`.
 
 from __future__ import annotations
 
-import hashlib
 import logging
-import os
 import threading
 import time
-from collections.abc import Callable, Collection, Mapping, Sequence
+from collections.abc import Callable, Mapping
 from concurrent.futures import TimeoutError as FutureTimeout
 from dataclasses import dataclass, field
 from typing import Any, Protocol
@@ -20,10 +18,9 @@ from typing import Any, Protocol
 import grpc
 
 from aog_plugins.errors import (
-    ChecksumMismatchError,
-    ConfigurationError,
     CookieRejectedError,
-    HandshakeError,
+    HostResourceError,
+    MalformedHandshakeError,
     PluginConnectError,
     PluginExitedError,
     PluginStartError,
@@ -40,25 +37,54 @@ from aog_plugins.handshake import (
     host_plugin_env,
     parse_handshake_line,
 )
-from aog_plugins.process._connect import BrokerStream, StdioPump, health_check, request_shutdown
+from aog_plugins.process._address import check_plugin_address
+from aog_plugins.process._broker import Broker
+from aog_plugins.process._connect import (
+    STDIO_MAX_MESSAGE,
+    StdioPump,
+    health_check,
+    request_shutdown,
+)
+from aog_plugins.process._failures import default_diagnosis, typed_start_error
 from aog_plugins.process._logs import LineSplitter
-from aog_plugins.process._spawn import COOKIE_REJECTED_MARKER, PluginProcess, spawn
+from aog_plugins.process._spawn import (
+    COOKIE_REJECTED_MARKER,
+    PluginProcess,
+    describe_exit,
+    spawn,
+)
+from aog_plugins.process._startargs import (
+    MINIMAL_ENV,
+    command_argv,
+    offered_for,
+    plugin_env,
+    verify_checksum,
+)
 from aog_plugins.process._tempdir import make_socket_dir, remove_socket_dir
-from aog_plugins.transport import ClientTLS, Relay, open_channel, start_client_relay, wait_ready
+from aog_plugins.transport import (
+    ClientTLS,
+    Mux,
+    Relay,
+    open_channel,
+    set_group_writable,
+    start_client_relay,
+    wait_ready,
+)
 
 __all__ = [
+    "MINIMAL_ENV",
     "Incarnation",
     "Output",
     "ProcessHandle",
     "StartSpec",
     "command_argv",
     "offered_for",
+    "plugin_env",
     "start_incarnation",
     "verify_checksum",
 ]
 
 Output = Callable[[bytes], None]
-_PROTOCOL_ENV_PREFIX = "PLUGIN_"
 
 
 @dataclass(frozen=True)
@@ -77,6 +103,8 @@ class StartSpec:
     stderr: Output | None = None
     unix_socket_group: str | None = None
     cwd: str | None = None
+    inherit_env: bool = True
+    multiplex: bool = False
     checksum: str | None = None  # verified before every start, restarts included
 
 
@@ -108,7 +136,10 @@ class Incarnation:
     socket_dir: str | None
     relay: Relay | None = None
     stdio: StdioPump | None = None
-    broker: BrokerStream | None = None
+    broker: Broker | None = None
+    mux: Mux | None = None
+    tls: ClientTLS | None = None
+    """The host's certificate and the pinned plugin certificate (AutoMTLS), for reattach."""
     started_at: float = field(default_factory=time.monotonic)
     _released: bool = False
     _release_lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
@@ -141,6 +172,8 @@ class Incarnation:
             if self.broker is not None:
                 self.broker.close()
             self.channel.close()
+            if self.mux is not None:
+                self.mux.close()
             if self.relay is not None:
                 self.relay.close()
             remove_socket_dir(self.socket_dir)
@@ -150,125 +183,157 @@ def start_incarnation(spec: StartSpec) -> Incarnation:
     """Start the plugin once and return it connected and health-checked.
 
     On any failure the process is killed, reaped and its socket dir removed before the
-    typed error (see :mod:`aog_plugins.errors`) is raised.
+    typed error (see :mod:`aog_plugins.errors`) is raised: whatever goes wrong, the caller
+    gets an :class:`~aog_plugins.errors.AogPluginsError`, never a bare OSError or the like.
     """
-    logger = spec.logger
     if spec.checksum is not None:  # the file may have changed since the last start
         verify_checksum(spec.argv[0], spec.checksum)
     deadline = time.monotonic() + spec.start_timeout
     tls_bundle = generate_certificate() if spec.auto_mtls else None
-    socket_dir = make_socket_dir()
-    protocol_env = host_plugin_env(
-        spec.handshake,
-        spec.offered,
-        client_cert_pem=tls_bundle.cert_pem if tls_bundle else None,
-        socket_dir=socket_dir,
-        socket_group=spec.unix_socket_group,
-    )
-    full_env = _plugin_env(spec.env, protocol_env)
-    if spec.extra_env:
-        full_env.update(spec.extra_env)
+    socket_dir = _prepare_socket_dir(spec)
     try:
-        proc = spawn(spec.argv, full_env, logger, cwd=spec.cwd)
-    except BaseException:
+        protocol_env = host_plugin_env(
+            spec.handshake,
+            spec.offered,
+            client_cert_pem=tls_bundle.cert_pem if tls_bundle else None,
+            socket_dir=socket_dir,
+            socket_group=spec.unix_socket_group,
+            multiplex=spec.multiplex,
+        )
+        full_env = plugin_env(spec.env, protocol_env, inherit=spec.inherit_env)
+        if spec.extra_env:
+            full_env.update(spec.extra_env)
+        proc = spawn(spec.argv, full_env, spec.logger, cwd=spec.cwd)
+    except BaseException as exc:
         remove_socket_dir(socket_dir)
-        raise
+        raise typed_start_error(exc, "spawning the plugin") from exc
     relay: Relay | None = None
+    mux: Mux | None = None
     try:
         line = _read_handshake(proc, deadline, spec.start_timeout)
-        check_host_acceptance(line, spec.offered)
+        check_host_acceptance(line, spec.offered, multiplex=spec.multiplex)
+        check_plugin_address(line, socket_dir, proc.pid)
         tls = _client_tls(line, tls_bundle)
-        if tls is not None and not grpcio_can_verify(tls.plugin_cert_der):
+        relayed = tls is not None and not grpcio_can_verify(tls.plugin_cert_der)
+        if spec.multiplex:
+            # One connection, yamux on it; each channel is a stream (TLS inside it).
+            mux = Mux.dial(line.network, line.address, max(deadline - time.monotonic(), 0.1))
+            stream_tls = (tls.host, tls.plugin_cert_der) if tls is not None and relayed else None
+            dial = _Dial(f"unix:{mux.forward(tls=stream_tls)}", None if relayed else tls)
+        elif tls is not None and relayed:
             # A Go plugin's P-521 certificate: grpcio cannot do this TLS, our relay can.
             relay = start_client_relay(
                 socket_dir, (line.network, line.address), tls.host, tls.plugin_cert_der
             )
-            channel = open_channel(f"unix:{relay.address}")
+            dial = _Dial(f"unix:{relay.address}", None)
         else:
-            channel = open_channel(line.grpc_target, tls)
-    except PluginStartError as exc:
+            dial = _Dial(line.grpc_target, tls)
+        channel = dial()
+    except BaseException as exc:
+        died_on_its_own = proc.exited
         if relay is not None:
             relay.close()
+        if mux is not None:
+            mux.close()
         _abort(proc, socket_dir)
-        raise proc.start_error(exc) from None
-    incarnation = Incarnation(proc, line, channel, socket_dir, relay)
+        error = typed_start_error(exc, "reading the plugin's handshake")
+        if isinstance(error, PluginStartError):
+            error = proc.start_error(error, died_on_its_own=died_on_its_own)
+            if not error.diagnosis:
+                error.diagnosis = default_diagnosis(error)
+        if error is exc:
+            raise error from None
+        raise error from exc
+    return _connect(
+        spec,
+        proc=proc,
+        line=line,
+        dial=dial,
+        channel=channel,
+        socket_dir=socket_dir,
+        relay=relay,
+        deadline=deadline,
+        tls=tls,
+        mux=mux,
+    )
+
+
+def _connect(
+    spec: StartSpec,
+    *,
+    proc: PluginProcess,
+    line: HandshakeLine,
+    dial: _Dial,
+    channel: grpc.Channel,
+    socket_dir: str,
+    relay: Relay | None,
+    deadline: float,
+    tls: ClientTLS | None,
+    mux: Mux | None,
+) -> Incarnation:
+    logger = spec.logger
+    incarnation = Incarnation(proc, line, channel, socket_dir, relay, mux=mux, tls=tls)
     pid = proc.pid
     try:
         wait_ready(channel, line, deadline - time.monotonic())
         health_check(channel, max(deadline - time.monotonic(), 0.1))
         incarnation.stdio = StdioPump(
-            channel,
+            dial(max_receive=STDIO_MAX_MESSAGE),
             spec.stdout or _line_logger(logger, logging.INFO, proc.pid),
             spec.stderr or _stderr_to_parser(proc),
             logger,
         )
-        incarnation.broker = BrokerStream(channel)
-    except (PluginConnectError, grpc.RpcError) as exc:
+        incarnation.broker = Broker.for_launched(
+            channel, line, socket_dir, pid, tls=tls, group=spec.unix_socket_group, mux=mux
+        )
+    except BaseException as exc:
         died_on_its_own = proc.exited
         incarnation.stop(0.0, logger)
         incarnation.release()
+        if not isinstance(exc, (PluginConnectError, grpc.RpcError)):
+            raise typed_start_error(exc, "connecting to the plugin") from exc
         if not isinstance(exc, PluginConnectError):
             raise PluginConnectError(f"connecting to the plugin failed: {exc}") from exc
         tail = proc.stderr_tail()
-        detail = f"; the plugin (pid {pid}) exited with {proc.exit_code}" if died_on_its_own else ""
+        detail = ""
+        if died_on_its_own:
+            detail = f"; the plugin (pid {pid}) exited on its own ({describe_exit(proc.exit_code)})"
         if tail:
             detail += f"\n--- plugin stderr (last lines) ---\n{tail}"
         raise type(exc)(f"{exc}{detail}") from None
-    except BaseException:
-        incarnation.stop(0.0, logger)
-        incarnation.release()
-        raise
     incarnation.started_at = time.monotonic()
     return incarnation
 
 
-def command_argv(cmd: str | os.PathLike[str] | Sequence[str]) -> tuple[str, ...]:
-    if isinstance(cmd, (str, os.PathLike)):
-        return (os.fspath(cmd),)
-    argv = tuple(os.fspath(a) for a in cmd)
-    if not argv:
-        raise ConfigurationError("cmd is empty: give the plugin's path or an argv list")
-    return argv
+@dataclass(frozen=True)
+class _Dial:
+    """How to open (another) channel to this incarnation: the stdio pump has its own."""
+
+    target: str
+    tls: ClientTLS | None
+
+    def __call__(self, *, max_receive: int | None = None) -> grpc.Channel:
+        return open_channel(self.target, self.tls, max_receive=max_receive)
 
 
-def offered_for(handshake: HandshakeConfig, versions: Collection[int] | None) -> tuple[int, ...]:
-    if versions is None:
-        return (handshake.protocol_version,)
-    offered = tuple(sorted({int(v) for v in versions}, reverse=True))
-    if not offered or offered[-1] < 1:
-        raise ConfigurationError(f"versions must be positive integers, got {sorted(versions)}")
-    return offered
-
-
-def verify_checksum(path: str, checksum: str) -> None:
-    """SecureConfig: compare ``algorithm:hexdigest`` (or a bare SHA-256 hex) with the file."""
-    algo, _, expected = checksum.rpartition(":")
-    algo = algo or "sha256"
+def _prepare_socket_dir(spec: StartSpec) -> str:
     try:
-        digest = hashlib.new(algo)
-    except ValueError as exc:
-        raise ConfigurationError(f"unknown checksum algorithm {algo!r}") from exc
-    try:
-        with open(path, "rb") as f:
-            for block in iter(lambda: f.read(1 << 20), b""):
-                digest.update(block)
+        socket_dir = make_socket_dir()
     except OSError as exc:
-        raise ChecksumMismatchError(f"cannot read {path} to verify its checksum: {exc}") from exc
-    if digest.hexdigest() != expected.lower():
-        raise ChecksumMismatchError(
-            f"{path} has {algo} {digest.hexdigest()}, expected {expected}: "
-            "the executable is not the one configured; refusing to start it"
-        )
-
-
-def _plugin_env(base: Mapping[str, str] | None, protocol_env: Mapping[str, str]) -> dict[str, str]:
-    env = {k: v for k, v in (os.environ if base is None else base).items()}
-    # A host that is itself a plugin must not pass its own protocol vars down.
-    for key in list(env):
-        if key.startswith(_PROTOCOL_ENV_PREFIX) and key not in protocol_env:
-            del env[key]
-    env.update(protocol_env)
-    return env
+        raise HostResourceError(
+            f"cannot create the plugin's socket directory: {exc}",
+            diagnosis="free space or inodes in the temp directory (TMPDIR), or point TMPDIR "
+            "at a writable one",
+            command=spec.argv,
+        ) from exc
+    if spec.unix_socket_group is not None:
+        try:
+            # As go-plugin: the dir group-accessible (0770), the plugin makes the socket 0660.
+            set_group_writable(socket_dir, spec.unix_socket_group, 0o770)
+        except BaseException:
+            remove_socket_dir(socket_dir)
+            raise
+    return socket_dir
 
 
 def _read_handshake(proc: PluginProcess, deadline: float, start_timeout: float) -> HandshakeLine:
@@ -292,7 +357,7 @@ def _read_handshake(proc: PluginProcess, deadline: float, start_timeout: float) 
         ) from None
     try:
         return parse_handshake_line(raw)
-    except HandshakeError as exc:
+    except MalformedHandshakeError as exc:
         if not exc.diagnosis:
             exc.diagnosis = (
                 "the first line on the plugin's stdout must be its handshake; the plugin "
@@ -314,6 +379,7 @@ def _client_tls(line: HandshakeLine, bundle: CertificateBundle | None) -> Client
 
 
 def _abort(proc: PluginProcess, socket_dir: str) -> None:
+    """Kill (if still running), reap and clean up after a failed start."""
     proc.signal_group(9)
     proc.wait(10.0)
     remove_socket_dir(socket_dir)

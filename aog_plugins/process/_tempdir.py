@@ -2,7 +2,9 @@
 
 A directory is named ``aogp-<host pid>-<random>``. Hosts that died without cleaning up
 (SIGKILL with no reaper, power loss) leave theirs behind; the first :func:`make_socket_dir`
-of every process removes those of dead hosts (:func:`remove_stale_dirs`).
+of every process removes those of dead hosts (:func:`remove_stale_dirs`). A Python
+plugin whose host gave it no socket dir names its private TLS-relay dir the same way
+(``aogp-<plugin pid>-relay-<random>``), so the same cleanup removes it once it is dead.
 """
 
 from __future__ import annotations

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Callable, Iterator
-from typing import Any, TypeVar
+from typing import TYPE_CHECKING, TypeVar
 
 import grpc
 
@@ -31,12 +31,13 @@ from aog_plugins.server._provider_status import (
     INTERNAL,
     NOT_LOCAL,
     NOT_REMOTE,
-    SUCCESS_MESSAGE,
+    Status,
     error_status,
-    failure,
+    refuse,
+    reply,
 )
 from aog_plugins.server._provider_streams import invoke_bidi, invoke_stream, pull_stream
-from aog_plugins.server._serve import serve
+from aog_plugins.server._serve import ServerOptions, serve
 from aog_plugins.types import (
     DeleteRequest,
     EngineVersionResponse,
@@ -45,30 +46,15 @@ from aog_plugins.types import (
     UnloadModelRequest,
 )
 
+if TYPE_CHECKING:
+    from typing_extensions import Unpack
+
 __all__ = ["ProviderServicer", "serve_provider"]
 
 _log = logging.getLogger("aog_plugins.server.provider")
-_R = TypeVar("_R")
+_M = TypeVar("_M", bound=Status)
 _L = TypeVar("_L")
-
-
-def _call(make: Callable[..., _R], action: Callable[[], object]) -> _R:
-    """Run one provider call and build its response: code 0 "success" or the failure.
-
-    ``action`` returns the response's payload fields as a :class:`_Payload`; a payload that
-    cannot be encoded counts as a failure too.
-    """
-    try:
-        result = action()
-        fields = result if isinstance(result, _Payload) else {}
-        return make(code=0, message=SUCCESS_MESSAGE, **fields)
-    except Exception as exc:
-        code, message = failure(exc, getattr(make, "__name__", "call"))
-        return make(code=code, message=message)
-
-
-class _Payload(dict[str, Any]):
-    """A response's payload fields; anything else a provider method returns is ignored."""
+Context = grpc.ServicerContext
 
 
 def _own_methods(protocol: type) -> list[str]:
@@ -117,45 +103,34 @@ class ProviderServicer(provider_pb2_grpc.ProviderServiceServicer):
         self.bidirectional = provider if isinstance(provider, BidirectionalPlugin) else None
 
     def _only(
-        self,
-        target: _L | None,
-        refusal: str,
-        make: Callable[..., _R],
-        action: Callable[[_L], object],
-    ) -> _R:
+        self, target: _L | None, refusal: str, response: type[_M], action: Callable[[_L], object]
+    ) -> _M:
+        """:func:`reply`, or ``refusal`` (code 11) when the provider is not of that kind."""
         if target is None:
-            return make(code=INTERNAL, message=refusal)
-        return _call(make, lambda: action(target))
+            return refuse(response, INTERNAL, refusal)
+        return reply(response, lambda: action(target))
 
-    def _local(
-        self,
-        make: Callable[..., _R],
-        action: Callable[[LocalPluginProvider], object],
-    ) -> _R:
-        return self._only(self.local, NOT_LOCAL, make, action)
+    def _local(self, response: type[_M], action: Callable[[LocalPluginProvider], object]) -> _M:
+        return self._only(self.local, NOT_LOCAL, response, action)
 
-    def _remote(
-        self,
-        make: Callable[..., _R],
-        action: Callable[[RemotePluginProvider], object],
-    ) -> _R:
-        return self._only(self.remote, NOT_REMOTE, make, action)
+    def _remote(self, response: type[_M], action: Callable[[RemotePluginProvider], object]) -> _M:
+        return self._only(self.remote, NOT_REMOTE, response, action)
 
     # ---- every plugin --------------------------------------------------------------
     def GetManifest(
-        self, request: pb.GetManifestRequest, context: grpc.ServicerContext
+        self, request: pb.GetManifestRequest, context: Context
     ) -> pb.GetManifestResponse:
-        return _call(
+        return reply(
             pb.GetManifestResponse,
-            lambda: _Payload(manifest_json=self.provider.get_manifest().to_json()),
+            lambda: pb.GetManifestResponse(manifest_json=self.provider.get_manifest().to_json()),
         )
 
     def InvokeService(
-        self, request: pb.InvokeServiceRequest, context: grpc.ServicerContext
+        self, request: pb.InvokeServiceRequest, context: Context
     ) -> pb.InvokeServiceResponse:
-        return _call(
+        return reply(
             pb.InvokeServiceResponse,
-            lambda: _Payload(
+            lambda: pb.InvokeServiceResponse(
                 response_data=self.provider.invoke_service(
                     request.service_name, request.request_data, request.auth_info
                 )
@@ -163,12 +138,12 @@ class ProviderServicer(provider_pb2_grpc.ProviderServiceServicer):
         )
 
     def HealthCheck(
-        self, request: pb.HealthCheckRequest, context: grpc.ServicerContext
+        self, request: pb.HealthCheckRequest, context: Context
     ) -> pb.HealthCheckResponse:
-        return _call(pb.HealthCheckResponse, self.provider.health_check)
+        return reply(pb.HealthCheckResponse, self.provider.health_check)
 
     def GetOperateStatus(
-        self, request: pb.GetOperateStatusRequest, context: grpc.ServicerContext
+        self, request: pb.GetOperateStatusRequest, context: Context
     ) -> pb.GetOperateStatusResponse:
         # No code/message here: a failure can only be a gRPC status (grpc-go's UNKNOWN).
         try:
@@ -178,7 +153,7 @@ class ProviderServicer(provider_pb2_grpc.ProviderServiceServicer):
         return pb.GetOperateStatusResponse(status=status)
 
     def SetOperateStatus(
-        self, request: pb.SetOperateStatusRequest, context: grpc.ServicerContext
+        self, request: pb.SetOperateStatusRequest, context: Context
     ) -> pb.SetOperateStatusResponse:
         try:
             self.provider.set_operate_status(request.status)
@@ -188,158 +163,152 @@ class ProviderServicer(provider_pb2_grpc.ProviderServiceServicer):
 
     # ---- streams (see _provider_streams) --------------------------------------------
     def InvokeServiceStream(
-        self, request: pb.InvokeServiceRequest, context: grpc.ServicerContext
+        self, request: pb.InvokeServiceRequest, context: Context
     ) -> Iterator[pb.InvokeServiceStreamResponse]:
         return invoke_stream(self.streamable, request, context)
 
     def InvokeServiceBidi(
-        self, request_iterator: Iterator[pb.InvokeServiceBidiRequest], context: grpc.ServicerContext
+        self, request_iterator: Iterator[pb.InvokeServiceBidiRequest], context: Context
     ) -> Iterator[pb.InvokeServiceBidiResponse]:
         return invoke_bidi(self.bidirectional, request_iterator, context)
 
     def PullModelStream(
-        self, request: pb.PullModelStreamRequest, context: grpc.ServicerContext
+        self, request: pb.PullModelStreamRequest, context: Context
     ) -> Iterator[pb.PullModelStreamResponse]:
         return pull_stream(self.local, request, context)
 
     # ---- remote plugins ------------------------------------------------------------
-    def SetAuth(
-        self, request: pb.SetAuthRequest, context: grpc.ServicerContext
-    ) -> pb.SetAuthResponse:
+    def SetAuth(self, request: pb.SetAuthRequest, context: Context) -> pb.SetAuthResponse:
         # The Go SDK never calls the plugin here (the call is commented out); we do.
+        credentials = dict(request.credentials)
         return self._remote(
-            pb.SetAuthResponse,
-            lambda remote: remote.set_auth(request.auth_type, dict(request.credentials)),
+            pb.SetAuthResponse, lambda remote: remote.set_auth(request.auth_type, credentials)
         )
 
     def ValidateAuth(
-        self, request: pb.ValidateAuthRequest, context: grpc.ServicerContext
+        self, request: pb.ValidateAuthRequest, context: Context
     ) -> pb.ValidateAuthResponse:
         return self._remote(pb.ValidateAuthResponse, lambda remote: remote.validate_auth())
 
     def RefreshAuth(
-        self, request: pb.RefreshAuthRequest, context: grpc.ServicerContext
+        self, request: pb.RefreshAuthRequest, context: Context
     ) -> pb.RefreshAuthResponse:
         return self._remote(pb.RefreshAuthResponse, lambda remote: remote.refresh_auth())
 
     # ---- local plugins: the engine -------------------------------------------------
     def StartEngine(
-        self, request: pb.StartEngineRequest, context: grpc.ServicerContext
+        self, request: pb.StartEngineRequest, context: Context
     ) -> pb.StartEngineResponse:
         return self._local(pb.StartEngineResponse, lambda local: local.start_engine(request.mode))
 
-    def StopEngine(
-        self, request: pb.StopEngineRequest, context: grpc.ServicerContext
-    ) -> pb.StopEngineResponse:
+    def StopEngine(self, request: pb.StopEngineRequest, context: Context) -> pb.StopEngineResponse:
         return self._local(pb.StopEngineResponse, lambda local: local.stop_engine())
 
-    def GetConfig(
-        self, request: pb.GetConfigRequest, context: grpc.ServicerContext
-    ) -> pb.GetConfigResponse:
+    def GetConfig(self, request: pb.GetConfigRequest, context: Context) -> pb.GetConfigResponse:
         return self._local(
-            pb.GetConfigResponse, lambda local: _Payload(config_json=local.get_config().to_json())
+            pb.GetConfigResponse,
+            lambda local: pb.GetConfigResponse(config_json=local.get_config().to_json()),
         )
 
     def CheckEngine(
-        self, request: pb.CheckEngineRequest, context: grpc.ServicerContext
+        self, request: pb.CheckEngineRequest, context: Context
     ) -> pb.CheckEngineResponse:
         return self._local(
-            pb.CheckEngineResponse, lambda local: _Payload(installed=bool(local.check_engine()))
+            pb.CheckEngineResponse,
+            lambda local: pb.CheckEngineResponse(installed=bool(local.check_engine())),
         )
 
     def InstallEngine(
-        self, request: pb.InstallEngineRequest, context: grpc.ServicerContext
+        self, request: pb.InstallEngineRequest, context: Context
     ) -> pb.InstallEngineResponse:
         return self._local(
             pb.InstallEngineResponse, lambda local: local.install_engine(request.cover)
         )
 
-    def InitEnv(
-        self, request: pb.InitEnvRequest, context: grpc.ServicerContext
-    ) -> pb.InitEnvResponse:
+    def InitEnv(self, request: pb.InitEnvRequest, context: Context) -> pb.InitEnvResponse:
         return self._local(pb.InitEnvResponse, lambda local: local.init_env())
 
     def UpgradeEngine(
-        self, request: pb.UpgradeEngineRequest, context: grpc.ServicerContext
+        self, request: pb.UpgradeEngineRequest, context: Context
     ) -> pb.UpgradeEngineResponse:
         return self._local(pb.UpgradeEngineResponse, lambda local: local.upgrade_engine())
 
-    def GetVersion(
-        self, request: pb.GetVersionRequest, context: grpc.ServicerContext
-    ) -> pb.GetVersionResponse:
-        def action(local: LocalPluginProvider) -> _Payload:
+    def GetVersion(self, request: pb.GetVersionRequest, context: Context) -> pb.GetVersionResponse:
+        def action(local: LocalPluginProvider) -> pb.GetVersionResponse:
             # Like the SDK: an empty request_json gives the zero value, never None.
             asked = (
                 EngineVersionResponse.from_json(request.request_json)
                 if request.request_json
                 else EngineVersionResponse()
             )
-            return _Payload(response_json=local.get_version(asked).to_json())
+            return pb.GetVersionResponse(response_json=local.get_version(asked).to_json())
 
         return self._local(pb.GetVersionResponse, action)
 
     # ---- local plugins: models -----------------------------------------------------
-    def PullModel(
-        self, request: pb.PullModelRequest, context: grpc.ServicerContext
-    ) -> pb.PullModelResponse:
-        def action(local: LocalPluginProvider) -> _Payload:
+    def PullModel(self, request: pb.PullModelRequest, context: Context) -> pb.PullModelResponse:
+        def action(local: LocalPluginProvider) -> pb.PullModelResponse:
             pull = PullModelRequest.from_json(request.request_json)
-            return _Payload(response_json=local.pull_model(pull, None).to_json())
+            return pb.PullModelResponse(response_json=local.pull_model(pull, None).to_json())
 
         return self._local(pb.PullModelResponse, action)
 
     def DeleteModel(
-        self, request: pb.DeleteModelRequest, context: grpc.ServicerContext
+        self, request: pb.DeleteModelRequest, context: Context
     ) -> pb.DeleteModelResponse:
         return self._local(
             pb.DeleteModelResponse,
             lambda local: local.delete_model(DeleteRequest.from_json(request.request_json)),
         )
 
-    def LoadModel(
-        self, request: pb.LoadModelRequest, context: grpc.ServicerContext
-    ) -> pb.LoadModelResponse:
+    def LoadModel(self, request: pb.LoadModelRequest, context: Context) -> pb.LoadModelResponse:
         return self._local(
             pb.LoadModelResponse,
             lambda local: local.load_model(LoadRequest.from_json(request.request_json)),
         )
 
     def UnloadModel(
-        self, request: pb.UnloadModelRequest, context: grpc.ServicerContext
+        self, request: pb.UnloadModelRequest, context: Context
     ) -> pb.UnloadModelResponse:
         return self._local(
             pb.UnloadModelResponse,
             lambda local: local.unload_model(UnloadModelRequest.from_json(request.request_json)),
         )
 
-    def ListModels(
-        self, request: pb.ListModelsRequest, context: grpc.ServicerContext
-    ) -> pb.ListModelsResponse:
+    def ListModels(self, request: pb.ListModelsRequest, context: Context) -> pb.ListModelsResponse:
         return self._local(
             pb.ListModelsResponse,
-            lambda local: _Payload(response_json=local.list_models().to_json()),
+            lambda local: pb.ListModelsResponse(response_json=local.list_models().to_json()),
         )
 
     def GetRunningModels(
-        self, request: pb.GetRunningModelsRequest, context: grpc.ServicerContext
+        self, request: pb.GetRunningModelsRequest, context: Context
     ) -> pb.GetRunningModelsResponse:
         return self._local(
             pb.GetRunningModelsResponse,
-            lambda local: _Payload(response_json=local.get_running_models().to_json()),
+            lambda local: pb.GetRunningModelsResponse(
+                response_json=local.get_running_models().to_json()
+            ),
         )
 
 
 def serve_provider(
-    provider: PluginProvider, handshake: HandshakeConfig = AOG_HANDSHAKE, **options: Any
+    provider: PluginProvider,
+    handshake: HandshakeConfig = AOG_HANDSHAKE,
+    *,
+    log_level: int = logging.DEBUG,
+    on_ready: Callable[[], None] | None = None,
+    **options: Unpack[ServerOptions],
 ) -> None:
     """Serve ``provider`` as an AOG plugin until the host shuts it down.
 
-    ``options`` go to :func:`aog_plugins.server.serve` (``network``, ``log_level``,
-    ``on_ready``, ``max_workers``, ...). The provider is checked before anything is printed.
+    ``log_level``, ``on_ready`` and ``options`` (:class:`ServerOptions`: ``network``,
+    ``max_workers``, ...) go to :func:`aog_plugins.server.serve`. The provider is checked
+    before anything is printed.
     """
     servicer = ProviderServicer(provider)
 
     def register(server: grpc.Server) -> None:
         provider_pb2_grpc.add_ProviderServiceServicer_to_server(servicer, server)
 
-    serve(register, handshake=handshake, **options)
+    serve(register, handshake=handshake, log_level=log_level, on_ready=on_ready, **options)

@@ -1,8 +1,11 @@
-"""The AOG SDK server's ``code``/``message`` conventions, shared by unary and stream RPCs."""
+"""The AOG SDK server's ``code``/``message`` conventions, shared by unary and stream RPCs,
+and :func:`reply`, the one shape every unary ProviderService RPC has."""
 
 from __future__ import annotations
 
 import logging
+from collections.abc import Callable
+from typing import Protocol, TypeVar
 
 from aog_plugins.errors import PluginError
 
@@ -16,8 +19,11 @@ __all__ = [
     "NO_SERVICE",
     "NO_STREAMING",
     "SUCCESS_MESSAGE",
+    "Status",
     "error_status",
     "failure",
+    "refuse",
+    "reply",
 ]
 
 INTERNAL = 11
@@ -50,3 +56,37 @@ def failure(exc: BaseException, rpc: str) -> tuple[int, str]:
     if not isinstance(exc, PluginError):
         _log.error("%s: the provider raised %s", rpc, message, exc_info=exc)
     return code, message
+
+
+class Status(Protocol):
+    """A ProviderService response with AOG's ``code``/``message`` pair."""
+
+    code: int
+    message: str
+
+
+_M = TypeVar("_M", bound=Status)
+
+
+def refuse(response: type[_M], code: int, message: str) -> _M:
+    """An empty ``response`` carrying only a failure."""
+    answer = response()
+    answer.code, answer.message = code, message
+    return answer
+
+
+def reply(response: type[_M], action: Callable[[], object]) -> _M:
+    """Run one provider call and answer it the SDK's way: always a ``response``.
+
+    ``action`` returns the filled-in response (its payload fields), or anything else when
+    the RPC has no payload (a provider's return value is then ignored). Success sets code 0
+    "success"; any exception (a payload that cannot be encoded included) becomes an empty
+    response with the failure's code and message.
+    """
+    try:
+        result = action()
+    except Exception as exc:
+        return refuse(response, *failure(exc, response.__name__))
+    answer = result if isinstance(result, response) else response()
+    answer.code, answer.message = 0, SUCCESS_MESSAGE
+    return answer

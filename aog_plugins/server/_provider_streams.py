@@ -22,8 +22,8 @@ provider cannot be interrupted from Python and is noticed when it returns.
 from __future__ import annotations
 
 import logging
-from collections.abc import Iterator
-from typing import Any
+from collections.abc import Callable, Iterable, Iterator
+from typing import TypeVar
 
 import grpc
 
@@ -45,12 +45,14 @@ from aog_plugins.server._provider_status import (
     error_status,
     failure,
 )
-from aog_plugins.types import BidiMessage, PullModelRequest
+from aog_plugins.types import BidiMessage, ProgressResponse, PullModelRequest, StreamChunk
 
 __all__ = ["Inbound", "invoke_bidi", "invoke_stream", "pull_stream"]
 
 WS_CONN_ID = "ws_conn_id"
 _log = logging.getLogger("aog_plugins.server.provider")
+_I = TypeVar("_I")
+_M = TypeVar("_M")
 
 
 def _close(iterator: object, rpc: str) -> None:
@@ -61,6 +63,43 @@ def _close(iterator: object, rpc: str) -> None:
             close()
         except Exception:
             _log.warning("%s: closing the provider's iterator failed", rpc, exc_info=True)
+
+
+def _forward(
+    rpc: str,
+    what: str,
+    context: grpc.ServicerContext,
+    *,
+    open_items: Callable[[], Iterable[_I]],
+    convert: Callable[[_I], tuple[_M, bool]],
+    fail: Callable[[BaseException], _M],
+    ended: Callable[[], None] = lambda: None,
+) -> Iterator[_M]:
+    """The one shape of every provider stream: open the provider's iterator, send each
+    item as ``convert`` makes it (ending after one it marks last), end when it ends,
+    answer a failure (opening included) with ``fail`` and end, stop when the host has
+    gone; at the end call ``ended``, then close the provider's generator."""
+    items: Iterator[_I] | None = None
+    try:
+        while True:
+            try:
+                if items is None:
+                    items = iter(open_items())
+                response, last = convert(next(items))
+            except StopIteration:
+                return
+            except Exception as exc:
+                yield fail(exc)
+                return
+            if not context.is_active():
+                _log.debug("%s%s: the host went away", rpc, what)
+                return
+            yield response
+            if last:
+                return
+    finally:
+        ended()
+        _close(items, rpc)
 
 
 def invoke_stream(
@@ -77,42 +116,29 @@ def invoke_stream(
     if streamable is None:
         yield last(INTERNAL, NO_STREAMING)
         return
-    try:
-        chunks = iter(
-            streamable.invoke_service_stream(
-                request.service_name, request.request_data, request.auth_info
-            )
+
+    def convert(chunk: StreamChunk) -> tuple[pb.InvokeServiceStreamResponse, bool]:
+        if chunk.error is not None:
+            return last(*error_status(chunk.error)), True
+        response = pb.InvokeServiceStreamResponse(
+            code=0,
+            message=SUCCESS_MESSAGE,
+            chunk_data=chunk.data,
+            is_final=chunk.is_final,
+            metadata=chunk.metadata,
         )
-    except Exception as exc:
-        yield last(*failure(exc, rpc))
-        return
-    try:
-        while True:
-            try:
-                chunk = next(chunks)
-                if chunk.error is not None:
-                    yield last(*error_status(chunk.error))
-                    return
-                response = pb.InvokeServiceStreamResponse(
-                    code=0,
-                    message=SUCCESS_MESSAGE,
-                    chunk_data=chunk.data,
-                    is_final=chunk.is_final,
-                    metadata=chunk.metadata,
-                )
-            except StopIteration:
-                return
-            except Exception as exc:
-                yield last(*failure(exc, rpc))
-                return
-            if not context.is_active():
-                _log.debug("%s %r: the host went away", rpc, request.service_name)
-                return
-            yield response
-            if chunk.is_final:
-                return
-    finally:
-        _close(chunks, rpc)
+        return response, chunk.is_final
+
+    yield from _forward(
+        rpc,
+        f" {request.service_name!r}",
+        context,
+        open_items=lambda: streamable.invoke_service_stream(
+            request.service_name, request.request_data, request.auth_info
+        ),
+        convert=convert,
+        fail=lambda exc: last(*failure(exc, rpc)),
+    )
 
 
 def pull_stream(
@@ -131,28 +157,22 @@ def pull_stream(
         code, message = failure(exc, rpc)
         yield pb.PullModelStreamResponse(code=code, message=message)
         return
-    items: Iterator[Any] | None = None
-    try:
-        while True:
-            try:
-                if items is None:  # a failure here ends the stream like one mid-way
-                    items = iter(local.pull_model_stream(pull))
-                item = next(items)
-                data = bytes(item) if isinstance(item, (bytes, bytearray)) else item.to_json()
-            except StopIteration:
-                return
-            except Exception as exc:
-                code, message = failure(exc, rpc)
-                yield pb.PullModelStreamResponse(code=code, message=message)
-                context.set_code(grpc.StatusCode.UNKNOWN)
-                context.set_details(message)
-                return
-            if not context.is_active():
-                _log.debug("%s: the host went away", rpc)
-                return
-            yield pb.PullModelStreamResponse(code=0, message=SUCCESS_MESSAGE, data=data)
-    finally:
-        _close(items, rpc)
+
+    def convert(item: ProgressResponse | bytes) -> tuple[pb.PullModelStreamResponse, bool]:
+        data = bytes(item) if isinstance(item, (bytes, bytearray)) else item.to_json()
+        return pb.PullModelStreamResponse(code=0, message=SUCCESS_MESSAGE, data=data), False
+
+    def fail(exc: BaseException) -> pb.PullModelStreamResponse:
+        # One message with code/message, then gRPC UNKNOWN with the same text.
+        code, message = failure(exc, rpc)
+        context.set_code(grpc.StatusCode.UNKNOWN)
+        context.set_details(message)
+        return pb.PullModelStreamResponse(code=code, message=message)
+
+    def opened() -> Iterable[ProgressResponse | bytes]:
+        return local.pull_model_stream(pull)
+
+    yield from _forward(rpc, "", context, open_items=opened, convert=convert, fail=fail)
 
 
 def _message(request: pb.InvokeServiceBidiRequest) -> BidiMessage:
@@ -228,38 +248,29 @@ def invoke_bidi(
         return
     forward_first = bool(first.data) or bool(first.message_type)
     inbound = Inbound(requests, _message(first) if forward_first else None)
-    try:
-        outbound = iter(
-            bidi.invoke_service_bidirectional(
-                first.service_name, first.metadata.get(WS_CONN_ID, ""), first.auth_info, inbound
-            )
+
+    def convert(message: BidiMessage) -> tuple[pb.InvokeServiceBidiResponse, bool]:
+        response = pb.InvokeServiceBidiResponse(
+            code=0,
+            message=SUCCESS_MESSAGE,
+            data=message.data,
+            message_type=message.message_type,
+            metadata=message.metadata,
         )
-    except Exception as exc:
-        inbound.close()
-        yield error(*failure(exc, rpc))
-        return
-    try:
-        while True:
-            try:
-                message = next(outbound)
-                response = pb.InvokeServiceBidiResponse(
-                    code=0,
-                    message=SUCCESS_MESSAGE,
-                    data=message.data,
-                    message_type=message.message_type,
-                    metadata=message.metadata,
-                )
-                if message.error is not None:  # an error item; the stream goes on
-                    response.code, response.message = error_status(message.error)
-            except StopIteration:
-                return
-            except Exception as exc:
-                yield error(*failure(exc, rpc))
-                return
-            if not context.is_active():
-                _log.debug("%s %r: the host went away", rpc, first.service_name)
-                return
-            yield response
-    finally:
-        inbound.close()
-        _close(outbound, rpc)
+        if message.error is not None:  # an error item; the stream goes on
+            response.code, response.message = error_status(message.error)
+        return response, False
+
+    # The inbound iterator ends before the provider's generator is closed, so code in
+    # its ``finally`` that still reads never waits for the host.
+    yield from _forward(
+        rpc,
+        f" {first.service_name!r}",
+        context,
+        open_items=lambda: bidi.invoke_service_bidirectional(
+            first.service_name, first.metadata.get(WS_CONN_ID, ""), first.auth_info, inbound
+        ),
+        convert=convert,
+        fail=lambda exc: error(*failure(exc, rpc)),
+        ended=inbound.close,
+    )

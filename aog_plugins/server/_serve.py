@@ -6,7 +6,6 @@ go-plugin host expects (health, controller, stdio, broker, AutoMTLS) is added ar
 
 from __future__ import annotations
 
-import concurrent.futures
 import contextlib
 import logging
 import os
@@ -15,14 +14,13 @@ import signal
 import sys
 import tempfile
 import threading
-from collections.abc import Callable, Iterator, Mapping
-from typing import IO, Literal
+from collections.abc import Callable, Mapping
+from typing import IO, TYPE_CHECKING, Literal, TypedDict
 
 import grpc
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 
 from aog_plugins._proto import (
-    grpc_broker_pb2,
     grpc_broker_pb2_grpc,
     grpc_controller_pb2,
     grpc_controller_pb2_grpc,
@@ -43,22 +41,57 @@ from aog_plugins.handshake import (
     pem_to_der,
     read_plugin_env,
 )
+from aog_plugins.server._broker import Broker, BrokerServicer, set_current
 from aog_plugins.server._hclog import configure_logging
+from aog_plugins.server._mux import serve_multiplexed
+from aog_plugins.server._pools import ServerThreads
 from aog_plugins.server._stdio import STDERR, STDOUT, StdioBuffer, StdioServicer, text_stream
-from aog_plugins.transport import HEALTH_SERVICE, Relay, grpc_target, listen, start_server_relay
+from aog_plugins.transport import (
+    HEALTH_SERVICE,
+    BrokerTLS,
+    MuxListener,
+    Relay,
+    grpc_target,
+    listen,
+    set_group_writable,
+    start_server_relay,
+)
 
-__all__ = ["HEALTH_SERVICE", "CookieMissing", "PluginServer", "Register", "serve"]
+if TYPE_CHECKING:
+    from typing_extensions import Unpack
+
+__all__ = [
+    "HEALTH_SERVICE",
+    "CookieMissing",
+    "PluginServer",
+    "Register",
+    "ServerOptions",
+    "serve",
+]
 
 Register = Callable[[grpc.Server], None]
 """Adds the plugin's own servicers to the gRPC server (e.g. ``add_XServicer_to_server``)."""
 
 _log = logging.getLogger("aog_plugins.server")
-_SERVER_OPTIONS = [
+_SERVER_OPTIONS: list[tuple[str, object]] = [
     ("grpc.max_send_message_length", -1),
     ("grpc.max_receive_message_length", -1),
     # grpcio sets SO_REUSEPORT by default: two plugins could then share one TCP port.
     ("grpc.so_reuseport", 0),
 ]
+
+
+class ServerOptions(TypedDict, total=False):
+    """The keyword arguments of :class:`PluginServer` (``handshake`` aside) that
+    :func:`serve` and ``serve_provider`` pass on; see :class:`PluginServer`."""
+
+    network: Literal["unix", "tcp"]
+    environ: Mapping[str, str] | None
+    max_workers: int | None
+    certificate_curve: str
+    health_service: bool
+    stdio_service: bool
+    on_shutdown: Callable[[], None] | None
 
 
 class CookieMissing(SystemExit):
@@ -76,35 +109,18 @@ class _Controller(grpc_controller_pb2_grpc.GRPCControllerServicer):
         return grpc_controller_pb2.Empty()
 
 
-class _Broker(grpc_broker_pb2_grpc.GRPCBrokerServicer):
-    """Accepts the host's broker stream and keeps it open until either side stops;
-    extra connections are not offered (no plugin of ours asks for one)."""
-
-    def __init__(self, stopped: threading.Event) -> None:
-        self._stopped = stopped
-
-    def StartStream(
-        self, request_iterator: Iterator[grpc_broker_pb2.ConnInfo], context: grpc.ServicerContext
-    ) -> Iterator[grpc_broker_pb2.ConnInfo]:
-        def drain() -> None:
-            try:
-                for info in request_iterator:
-                    _log.debug("broker: ignoring connection info for service %d", info.service_id)
-            except grpc.RpcError:
-                pass
-
-        threading.Thread(target=drain, name="aog-plugin-broker", daemon=True).start()
-        while context.is_active() and not self._stopped.wait(0.5):
-            pass
-        yield from ()
-
-
 class PluginServer:
     """One plugin's gRPC server, from environment checks to the printed handshake line.
 
     ``start()`` checks the cookie, negotiates the app version, listens and starts serving;
     ``announce()`` prints the handshake and redirects sys.stdout/sys.stderr to GRPCStdio;
     ``wait()`` blocks until the host calls Shutdown (or :meth:`stop`).
+
+    ``max_workers`` caps how many of the plugin's own calls run at once (each holds a
+    thread; calls beyond it wait for a free one); ``None``, the default, gives every
+    concurrent call its own thread, like a Go plugin. Health checks, Shutdown, stdio and
+    the broker stream never count against it: they run on threads of their own, so a
+    plugin busy with long streams still answers the host (see ``_pools``).
     """
 
     def __init__(
@@ -114,7 +130,7 @@ class PluginServer:
         handshake: HandshakeConfig = AOG_HANDSHAKE,
         network: Literal["unix", "tcp"] = "unix",
         environ: Mapping[str, str] | None = None,
-        max_workers: int = 64,
+        max_workers: int | None = None,
         certificate_curve: str = "P-256",
         health_service: bool = True,
         stdio_service: bool = True,
@@ -130,7 +146,7 @@ class PluginServer:
         self._handshake = handshake
         self._network = network
         self._environ = dict(os.environ if environ is None else environ)
-        self._max_workers = max_workers
+        self._threads = ServerThreads(max_workers)
         self._curve = certificate_curve
         self._health_service = health_service
         self._stdio_service = stdio_service
@@ -141,9 +157,18 @@ class PluginServer:
         self._socket_path: str | None = None
         self._private_dir: str | None = None
         self._relay: Relay | None = None
+        self._mux: MuxListener | None = None
         self._line: HandshakeLine | None = None
         self.health = health.HealthServicer()
         self.env: PluginEnv | None = None
+        self._broker: Broker | None = None
+
+    @property
+    def broker(self) -> Broker:
+        """The plugin's GRPCBroker (after :meth:`start`): extra connections by id."""
+        if self._broker is None:
+            raise RuntimeError("the server has not been started")
+        return self._broker
 
     @property
     def handshake_line(self) -> HandshakeLine:
@@ -163,10 +188,20 @@ class PluginServer:
         for entry in env.invalid_versions:
             _log.warning("ignoring invalid entry %r in PLUGIN_PROTOCOL_VERSIONS", entry)
         version = choose_plugin_version(env.offered_versions, self._sets, min(self._sets))
-        server = grpc.server(
-            concurrent.futures.ThreadPoolExecutor(self._max_workers, "aog-plugin"),
-            options=_SERVER_OPTIONS,
+        bundle: CertificateBundle | None = None
+        host_der: bytes | None = None
+        if env.client_cert_pem is not None:
+            bundle = generate_certificate(self._curve)
+            host_der = pem_to_der(env.client_cert_pem)
+        self._broker = Broker(
+            network=self._network,
+            socket_dir=env.socket_dir,
+            tls=None if bundle is None or host_der is None else BrokerTLS(bundle, host_der),
+            socket_group=env.socket_group,
+            port_range=(env.min_port, env.max_port),
         )
+        set_current(self._broker)
+        server = self._threads.server(_SERVER_OPTIONS)
         self._sets[version](server)
         if self._health_service:
             self.health.set(HEALTH_SERVICE, health_pb2.HealthCheckResponse.SERVING)
@@ -176,25 +211,36 @@ class PluginServer:
         )
         if self._stdio_service:
             grpc_stdio_pb2_grpc.add_GRPCStdioServicer_to_server(StdioServicer(self._stdio), server)
-        grpc_broker_pb2_grpc.add_GRPCBrokerServicer_to_server(_Broker(self._stopped), server)
-        cert_der: bytes | None = None
+        grpc_broker_pb2_grpc.add_GRPCBrokerServicer_to_server(
+            BrokerServicer(self._broker, self._stopped), server
+        )
+        cert_der = None if bundle is None else bundle.cert_der
+        native = bundle is None or host_der is None or grpcio_can_verify(bundle.cert_der)
+        native = native and (host_der is None or grpcio_can_verify(host_der))
         credentials: grpc.ServerCredentials | None = None
-        if env.client_cert_pem is None:
-            address = self._bind(server, env, None)
+        if bundle is not None and native and env.client_cert_pem is not None:
+            credentials = grpc.ssl_server_credentials(
+                [(bundle.key_pem, bundle.cert_pem)],
+                root_certificates=env.client_cert_pem,
+                require_client_auth=True,
+            )
+        if env.multiplex:
+            stream_tls = (
+                None if native or bundle is None or host_der is None else (bundle, host_der)
+            )
+            address, self._mux, self._private_dir = serve_multiplexed(
+                server,
+                socket_dir=env.socket_dir,
+                credentials=credentials,
+                stream_tls=stream_tls,
+                listen=lambda bind: self._listen(env, bind),
+            )
+            self._broker.set_mux(self._mux.current)
+        elif native or bundle is None or host_der is None:
+            address = self._bind(server, env, credentials)
         else:
-            bundle = generate_certificate(self._curve)
-            cert_der = bundle.cert_der
-            host_der = pem_to_der(env.client_cert_pem)
-            if grpcio_can_verify(host_der) and grpcio_can_verify(cert_der):
-                credentials = grpc.ssl_server_credentials(
-                    [(bundle.key_pem, bundle.cert_pem)],
-                    root_certificates=env.client_cert_pem,
-                    require_client_auth=True,
-                )
-                address = self._bind(server, env, credentials)
-            else:
-                # A Go host's P-521 client cert: grpcio cannot accept it, our ssl relay can.
-                address = self._bind_relay(server, env, bundle, host_der)
+            # A Go host's P-521 client cert: grpcio cannot accept it, our ssl relay can.
+            address = self._bind_relay(server, env, bundle, host_der)
         server.start()
         self._server = server
         self._line = HandshakeLine(
@@ -204,6 +250,7 @@ class PluginServer:
             address=address,
             protocol="grpc",
             server_cert=cert_der,
+            multiplex=env.multiplex,
         )
         return self._line
 
@@ -223,7 +270,11 @@ class PluginServer:
     def _bind_relay(
         self, server: grpc.Server, env: PluginEnv, ours: CertificateBundle, host_der: bytes
     ) -> str:
-        self._private_dir = tempfile.mkdtemp(prefix="aogp-relay-", dir=env.socket_dir)
+        # In the host's socket dir when it gave one (it removes that); otherwise named like
+        # a host's socket dir, with our pid, so stale cleanup removes it after a SIGKILL.
+        self._private_dir = tempfile.mkdtemp(
+            prefix=f"aogp-{os.getpid()}-relay-", dir=env.socket_dir
+        )
         private = os.path.join(self._private_dir, "s")
         if not server.add_insecure_port(f"unix:{private}"):
             raise ConfigurationError(f"cannot listen on unix socket {private!r}")
@@ -252,10 +303,9 @@ class PluginServer:
 
     @staticmethod
     def _apply_group(env: PluginEnv, path: str) -> None:
+        # As go-plugin: the socket 0660 and owned by the group; the host made the dir 0770.
         if env.socket_group:
-            group = env.socket_group
-            shutil.chown(path, group=int(group) if group.isdigit() else group)
-            os.chmod(path, 0o660)
+            set_group_writable(path, env.socket_group, 0o660)
 
     def announce(self, stdout: IO[str] | None = None) -> None:
         """Print the handshake line, then send later sys.stdout/sys.stderr writes to GRPCStdio."""
@@ -290,11 +340,16 @@ class PluginServer:
                 pass
         self._stdio.wait_empty(0.5)
         self._stdio.close()
+        if self._broker is not None:
+            self._broker.close()
+            set_current(None)
         if self._server is not None:
             # Returning from the Shutdown RPC first, then stopping, like go-plugin.
             self._server.stop(grace)
         if self._relay is not None:
             self._relay.close()
+        if self._mux is not None:
+            self._mux.close()
         if self._socket_path is not None:
             with contextlib.suppress(FileNotFoundError):
                 os.unlink(self._socket_path)
@@ -306,19 +361,21 @@ def serve(
     register: Register | Mapping[int, Register],
     *,
     handshake: HandshakeConfig = AOG_HANDSHAKE,
-    network: Literal["unix", "tcp"] = "unix",
     log_level: int = logging.DEBUG,
     on_ready: Callable[[], None] | None = None,
-    **options: object,
+    **options: Unpack[ServerOptions],
 ) -> None:
     """Serve a plugin until the host shuts it down; exit 1 when not started by a host.
 
     ``register`` adds the plugin's servicers (or maps app versions to such functions);
     ``on_ready`` runs once the handshake is printed (output from then on goes to GRPCStdio).
+    ``options`` are :class:`PluginServer`'s keywords (:class:`ServerOptions`), e.g.
+    ``max_workers=32`` to run at most 32 of the plugin's calls at once (default: no fixed
+    limit, a thread per concurrent call; health, Shutdown and stdio never wait for them).
     Logs go to stderr as hclog JSON; SIGINT is ignored and SIGTERM stops cleanly.
     """
     configure_logging(log_level)
-    server = PluginServer(register, handshake=handshake, network=network, **options)  # type: ignore[arg-type]
+    server = PluginServer(register, handshake=handshake, **options)
     try:
         server.start()
     except CookieMissing:

@@ -31,17 +31,29 @@ class ClientTLS:
     plugin_cert_der: bytes
 
 
-def open_channel(target: str, tls: ClientTLS | None = None) -> grpc.Channel:
-    """A channel to ``target`` (``unix:/path`` or ``host:port``), pinned TLS when given."""
+def open_channel(
+    target: str, tls: ClientTLS | None = None, *, max_receive: int | None = None
+) -> grpc.Channel:
+    """A channel to ``target`` (``unix:/path`` or ``host:port``), pinned TLS when given.
+
+    ``max_receive`` caps the size of one received message (default: unlimited, like
+    go-plugin's host); a bigger one fails that call with RESOURCE_EXHAUSTED.
+    """
+    base = CHANNEL_OPTIONS
+    if max_receive is not None:
+        base = [
+            *(o for o in CHANNEL_OPTIONS if o[0] != "grpc.max_receive_message_length"),
+            ("grpc.max_receive_message_length", max_receive),
+        ]
     if tls is None:
-        return grpc.insecure_channel(target, options=CHANNEL_OPTIONS)
+        return grpc.insecure_channel(target, options=base)
     creds = grpc.ssl_channel_credentials(
         root_certificates=der_to_pem(tls.plugin_cert_der),
         private_key=tls.host.key_pem,
         certificate_chain=tls.host.cert_pem,
     )
     # The certificate says localhost; the target is a socket path or 127.0.0.1.
-    options = [*CHANNEL_OPTIONS, ("grpc.ssl_target_name_override", "localhost")]
+    options = [*base, ("grpc.ssl_target_name_override", "localhost")]
     return grpc.secure_channel(target, creds, options=options)
 
 

@@ -3,6 +3,7 @@ free loopback TCP port of the host's range."""
 
 from __future__ import annotations
 
+import grp
 import os
 import secrets
 import socket
@@ -11,7 +12,15 @@ from collections.abc import Callable
 
 from aog_plugins.errors import ConfigurationError
 
-__all__ = ["MAX_UNIX_PATH", "Bind", "grpc_target", "listen", "unix_socket_path"]
+__all__ = [
+    "MAX_UNIX_PATH",
+    "Bind",
+    "grpc_target",
+    "listen",
+    "resolve_group",
+    "set_group_writable",
+    "unix_socket_path",
+]
 
 MAX_UNIX_PATH = 107
 """sun_path holds 108 bytes on Linux, one of them the terminating NUL."""
@@ -63,3 +72,31 @@ def _port_free(port: int) -> bool:
         except OSError:
             return False
     return True
+
+
+def set_group_writable(path: str, group: str, mode: int) -> None:
+    """Give ``group`` (a name or a numeric gid) access to ``path`` with ``mode``, as
+    go-plugin does for PLUGIN_UNIX_SOCKET_GROUP: the socket dir 0770, the socket 0660."""
+    gid = resolve_group(group)
+    try:
+        os.chown(path, -1, gid)
+        os.chmod(path, mode)
+    except OSError as exc:
+        raise ConfigurationError(
+            f"cannot give group {group!r} access to {path}: {exc.strerror}; the process must "
+            "own the path and be a member of the group (or root)"
+        ) from exc
+
+
+def resolve_group(group: str) -> int:
+    """The gid of ``group`` (a name or a number); ConfigurationError when unknown."""
+    text = group.strip()
+    if text.isascii() and text.isdigit():
+        return int(text)
+    try:
+        return grp.getgrnam(text).gr_gid
+    except KeyError:
+        raise ConfigurationError(
+            f"unknown group {group!r} for the plugin's unix socket: give an existing group "
+            "name or a numeric gid"
+        ) from None

@@ -17,20 +17,25 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import errno
 import os
 import ssl
 import tempfile
 import threading
 from collections.abc import Awaitable, Callable
 from concurrent.futures import Future
+from typing import Protocol
 
-from aog_plugins.errors import PluginConnectError
+from aog_plugins.errors import HostResourceError, PluginConnectError
 from aog_plugins.handshake import CertificateBundle, der_to_pem, split_host_port
 
 __all__ = ["Relay", "start_client_relay", "start_server_relay"]
 
 _READ_SIZE = 256 * 1024
 _HIGH_WATER = 4 * 1024 * 1024
+_RESOURCE_ERRNOS = frozenset(
+    {errno.ENOSPC, errno.EDQUOT, errno.EFBIG, errno.ENOMEM, errno.EMFILE, errno.ENFILE}
+)
 
 
 class _Loop:
@@ -58,17 +63,45 @@ def _run(coro: Awaitable[object], timeout: float | None = None) -> object:
     return future.result(timeout)
 
 
+class _Flow(Protocol):
+    """The flow control a pipe asks of its peer's transport."""
+
+    def pause_reading(self) -> None: ...
+
+    def resume_reading(self) -> None: ...
+
+    def close(self) -> None: ...
+
+
+class PipePeer(Protocol):
+    """What a pipe forwards to: another pipe, or a multiplexed stream."""
+
+    @property
+    def transport(self) -> _Flow | None: ...
+
+    @property
+    def closed(self) -> asyncio.Future[None]: ...
+
+    def send(self, data: bytes) -> None: ...
+
+    def send_eof(self) -> None: ...
+
+    def attach(self, peer: PipePeer) -> None: ...
+
+    def abort(self) -> None: ...
+
+
 class _Pipe(asyncio.Protocol):
     """One direction-pair endpoint: forwards what it reads to its peer, with backpressure."""
 
     def __init__(self, on_made: Callable[[_Pipe], object] | None = None) -> None:
         self._on_made = on_made
         self.transport: asyncio.Transport | None = None
-        self.peer: _Pipe | None = None
+        self.peer: PipePeer | None = None
         self._pending: list[bytes] = []
         self._eof = False
         self._paused = False
-        self.closed = asyncio.get_running_loop().create_future()
+        self.closed: asyncio.Future[None] = asyncio.get_running_loop().create_future()
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         assert isinstance(transport, asyncio.Transport)
@@ -80,7 +113,7 @@ class _Pipe(asyncio.Protocol):
             # For TLS listeners this runs after the handshake: the peer cert is known.
             self._on_made(self)
 
-    def attach(self, peer: _Pipe) -> None:
+    def attach(self, peer: PipePeer) -> None:
         self.peer = peer
         for chunk in self._pending:
             peer.send(chunk)
@@ -148,21 +181,57 @@ def _context(side: int, ours: CertificateBundle, peer_der: bytes, tmp: str) -> s
     ctx.verify_mode = ssl.CERT_REQUIRED
     # The peer's self-signed certificate is the whole trust store: nothing else verifies.
     ctx.load_verify_locations(cadata=der_to_pem(peer_der).decode("ascii"))
-    cert_file = os.path.join(tmp, "cert.pem")
-    key_file = os.path.join(tmp, "key.pem")
-    fd = os.open(key_file, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-    with os.fdopen(fd, "wb") as out:
-        out.write(ours.key_pem)
-    with open(cert_file, "wb") as out:
-        out.write(ours.cert_pem)
     try:
-        ctx.load_cert_chain(cert_file, key_file)
-    finally:
-        os.unlink(key_file)
-        os.unlink(cert_file)
+        _load_cert_chain(ctx, ours, tmp)
+    except OSError as exc:
+        message = f"cannot load the TLS relay's own certificate and key: {exc}"
+        if exc.errno in _RESOURCE_ERRNOS:
+            raise HostResourceError(
+                message,
+                diagnosis="the host is out of memory, disk or file size limit (ulimit -f)",
+            ) from exc
+        raise PluginConnectError(message) from exc
     if side == ssl.PROTOCOL_TLS_CLIENT:
         ctx.check_hostname = True  # against "localhost", as go-plugin's certs say
     return ctx
+
+
+def _load_cert_chain(ctx: ssl.SSLContext, ours: CertificateBundle, tmp: str) -> None:
+    """Load our certificate and private key into ``ctx``.
+
+    Python's ssl only loads a key from a path. On Linux that path is an anonymous memory
+    file (memfd) seen through /proc/self/fd: the key never touches a file system, and only
+    a process allowed to ptrace us could read it. Elsewhere it is a file in ``tmp`` (a
+    fresh 0700 dir only we can enter), created 0600 with O_EXCL|O_NOFOLLOW and unlinked
+    as soon as OpenSSL has read it.
+    """
+    pem = ours.cert_pem + ours.key_pem  # one PEM with both: certfile alone is enough
+    memfd_create = getattr(os, "memfd_create", None)
+    if memfd_create is not None and os.path.isdir("/proc/self/fd"):
+        fd = memfd_create("aog-plugins-relay-key", os.MFD_CLOEXEC)
+        try:
+            _write_all(fd, pem)
+            ctx.load_cert_chain(f"/proc/self/fd/{fd}")
+        finally:
+            os.close(fd)
+        return
+    path = os.path.join(tmp, "key.pem")
+    flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_NOFOLLOW", 0)
+    fd = os.open(path, flags, 0o600)
+    try:
+        try:
+            _write_all(fd, pem)
+        finally:
+            os.close(fd)
+        ctx.load_cert_chain(path)
+    finally:
+        os.unlink(path)
+
+
+def _write_all(fd: int, data: bytes) -> None:
+    view = memoryview(data)
+    while view:
+        view = view[os.write(fd, view) :]
 
 
 class Relay:
@@ -172,7 +241,7 @@ class Relay:
         self.address = address
         self._server = server
         self._tmp = tmp
-        self._pipes: set[_Pipe] = set()
+        self._pipes: set[PipePeer] = set()
         self._closed = False
 
     def close(self) -> None:
@@ -200,7 +269,7 @@ class Relay:
 async def _bridge(
     relay: Relay,
     inbound: _Pipe,
-    connect: Callable[[], Awaitable[tuple[asyncio.BaseTransport, _Pipe]]],
+    connect: Callable[[], Awaitable[tuple[object, PipePeer]]],
 ) -> None:
     relay._pipes.add(inbound)
     try:
@@ -228,8 +297,18 @@ def start_client_relay(
     """Host side: a plaintext unix listener in ``socket_dir`` whose connections are relayed
     over mutual TLS to the plugin at ``plugin_target`` (``("unix", path)`` or
     ``("tcp", "host:port")``)."""
-    tmp = tempfile.mkdtemp(prefix="relay-", dir=socket_dir)
-    ctx = _context(ssl.PROTOCOL_TLS_CLIENT, host, plugin_cert_der, tmp)
+    try:
+        tmp = tempfile.mkdtemp(prefix="relay-", dir=socket_dir)
+    except OSError as exc:
+        raise HostResourceError(
+            f"cannot create the TLS relay's directory in {socket_dir}: {exc}",
+            diagnosis="free space or inodes in the temp directory (TMPDIR)",
+        ) from exc
+    try:
+        ctx = _context(ssl.PROTOCOL_TLS_CLIENT, host, plugin_cert_der, tmp)
+    except BaseException:
+        os.rmdir(tmp)
+        raise
     path = os.path.join(tmp, "s")
     network, address = plugin_target
     loop = _Loop.get()
@@ -284,7 +363,11 @@ def start_server_relay(
     """Plugin side: a TLS listener at ``listen`` (``("unix", path)`` or ``("tcp", "h:p")``)
     requiring exactly the host's certificate, relaying plaintext to ``private_path``."""
     tmp = tempfile.mkdtemp(prefix="relay-", dir=os.path.dirname(private_path))
-    ctx = _context(ssl.PROTOCOL_TLS_SERVER, ours, host_cert_der, tmp)
+    try:
+        ctx = _context(ssl.PROTOCOL_TLS_SERVER, ours, host_cert_der, tmp)
+    except BaseException:
+        os.rmdir(tmp)
+        raise
     loop = _Loop.get()
     pin = _pin(host_cert_der)
     network, address = listen

@@ -1,8 +1,11 @@
 """Declarative Go-struct <-> JSON mapping shared by every AOG JSON type.
 
-Each dataclass lists its fields once, in Go struct order, as ``(attr, json name, codec,
-omitempty)``. Decoding follows encoding/json: keys match exactly or case-insensitively,
-``null`` leaves the default, wrong JSON types fail; unknown keys land in ``extra``.
+Each dataclass declares each Go field once, in Go struct order, as
+``attr: T = go_field("json name", CODEC, omitempty=...)``: the ``Codec[T]`` must match the
+annotation (mypy checks it) and gives the default, Go's zero value. The JSON table is
+derived from ``dataclasses.fields()``. Decoding follows encoding/json: keys match exactly
+or case-insensitively, ``null`` leaves the default, wrong JSON types fail; unknown keys land
+in ``extra``.
 """
 
 from __future__ import annotations
@@ -10,7 +13,8 @@ from __future__ import annotations
 import dataclasses
 from collections.abc import Callable, Mapping
 from datetime import date, datetime
-from typing import Any, ClassVar, NamedTuple, TypeVar
+from types import MappingProxyType
+from typing import Any, ClassVar, Generic, Literal, NamedTuple, TypeVar, overload
 
 from aog_plugins.errors import PayloadError
 from aog_plugins.types._gojson import (
@@ -26,6 +30,7 @@ from aog_plugins.types._gojson import (
 )
 
 _S = TypeVar("_S", bound="GoStruct")
+_T = TypeVar("_T")
 _INT64 = (-(2**63), 2**63 - 1)
 
 
@@ -57,13 +62,15 @@ def _fail(path: str, want: str, value: Any) -> PayloadError:
     return PayloadError(f"{path}: cannot decode {_type_name(value)} into {want}")
 
 
-class Codec(NamedTuple):
-    """How one Go field type decodes, encodes, counts as empty (``omitempty``) and zeroes."""
+@dataclasses.dataclass(frozen=True, slots=True)
+class Codec(Generic[_T]):
+    """How one Go field type, held in Python as a ``_T``, decodes, encodes, counts as empty
+    (``omitempty``) and zeroes."""
 
-    decode: Callable[[Any, str], Any]
-    encode: Callable[[Any], Any]
-    empty: Callable[[Any], bool]
-    zero: Callable[[], Any]
+    decode: Callable[[Any, str], _T]
+    encode: Callable[[_T], Any]
+    empty: Callable[[_T], bool]
+    zero: Callable[[], _T]
 
 
 def _dec_str(value: Any, path: str) -> str:
@@ -158,20 +165,33 @@ def _same(value: Any) -> Any:
     return value
 
 
-STR = Codec(_dec_str, _same, _is_zero, str)
-BOOL = Codec(_dec_bool, _same, _is_zero, bool)
-INT = Codec(_dec_int, _same, _is_zero, int)
-F32 = Codec(_dec_f32, Float32, _is_zero, float)
+STR: Codec[str] = Codec(_dec_str, _same, _is_zero, str)
+BOOL: Codec[bool] = Codec(_dec_bool, _same, _is_zero, bool)
+INT: Codec[int] = Codec(_dec_int, _same, _is_zero, int)
+F32: Codec[float] = Codec(_dec_f32, Float32, _is_zero, float)
 # time.Time is a struct, which omitempty never drops.
-TIME = Codec(_dec_time, format_go_time, lambda v: False, lambda: GO_ZERO_TIME)
-BYTES = Codec(_dec_bytes, encode_go_bytes, _is_zero, bytes)
-OPAQUE = Codec(_dec_opaque, _same, _is_zero, dict)
+TIME: Codec[datetime] = Codec(_dec_time, format_go_time, lambda v: False, lambda: GO_ZERO_TIME)
+BYTES: Codec[bytes] = Codec(_dec_bytes, encode_go_bytes, _is_zero, bytes)
+OPAQUE: Codec[dict[str, Any]] = Codec(_dec_opaque, _same, _is_zero, dict)
 
 
-def list_of(item: Codec, *, nil_is_none: bool = False) -> Codec:
+def pointer_to(codec: Codec[_T]) -> Codec[_T | None]:
+    """A Go ``*T``: ``None`` is nil, written ``null`` and dropped by ``omitempty``."""
+
+    def encode(value: _T | None) -> Any:
+        return None if value is None else codec.encode(value)
+
+    return Codec(codec.decode, encode, lambda v: v is None, lambda: None)
+
+
+@overload
+def list_of(item: Codec[_T], *, nil_is_none: Literal[False] = ...) -> Codec[list[_T]]: ...
+@overload
+def list_of(item: Codec[_T], *, nil_is_none: Literal[True]) -> Codec[list[_T] | None]: ...
+def list_of(item: Codec[_T], *, nil_is_none: bool = False) -> Codec[Any]:
     """A Go slice. ``nil_is_none``: keep Go's nil (``null``) as ``None`` instead of ``[]``."""
 
-    def decode(value: Any, path: str) -> list[Any] | None:
+    def decode(value: Any, path: str) -> list[_T] | None:
         if value is None:
             return None if nil_is_none else []
         if not isinstance(value, (list, tuple)):
@@ -182,16 +202,16 @@ def list_of(item: Codec, *, nil_is_none: bool = False) -> Codec:
             for i, v in enumerate(value)
         ]
 
-    def encode(value: list[Any] | None) -> list[Any] | None:
+    def encode(value: list[_T] | None) -> list[Any] | None:
         return None if value is None else [item.encode(v) for v in value]
 
     return Codec(decode, encode, _is_zero, (lambda: None) if nil_is_none else list)
 
 
-def map_of(item: Codec, *, nil_if_empty: bool = False) -> Codec:
+def map_of(item: Codec[_T], *, nil_if_empty: bool = False) -> Codec[dict[str, _T]]:
     """A Go map with string keys; Go writes its keys sorted."""
 
-    def decode(value: Any, path: str) -> dict[str, Any]:
+    def decode(value: Any, path: str) -> dict[str, _T]:
         if value is None:
             return {}
         if not isinstance(value, Mapping):
@@ -201,7 +221,7 @@ def map_of(item: Codec, *, nil_if_empty: bool = False) -> Codec:
             for k, v in value.items()
         }
 
-    def encode(value: Mapping[str, Any]) -> dict[str, Any] | None:
+    def encode(value: Mapping[str, _T]) -> dict[str, Any] | None:
         if not value and nil_if_empty:
             return None
         return {k: item.encode(value[k]) for k in sorted(value)}
@@ -209,20 +229,46 @@ def map_of(item: Codec, *, nil_if_empty: bool = False) -> Codec:
     return Codec(decode, encode, _is_zero, dict)
 
 
-def struct_of(cls: type[GoStruct], *, pointer: bool = False) -> Codec:
+@overload
+def struct_of(cls: type[_S], *, pointer: Literal[False] = ...) -> Codec[_S]: ...
+@overload
+def struct_of(cls: type[_S], *, pointer: Literal[True]) -> Codec[_S | None]: ...
+def struct_of(cls: type[_S], *, pointer: bool = False) -> Codec[Any]:
     """A nested struct (always written) or, with ``pointer``, a ``*T`` (``None``: omitted)."""
 
-    def decode(value: Any, path: str) -> GoStruct:
+    def decode(value: Any, path: str) -> _S:
         if not isinstance(value, Mapping):
             raise _fail(path, f"{cls.__name__} (object)", value)
         return cls._decode(value, path)
 
-    def encode(value: GoStruct | None) -> dict[str, Any] | None:
-        return None if value is None else value._encode()
+    def encode(value: _S) -> dict[str, Any]:
+        return value._encode()
 
-    if pointer:
-        return Codec(decode, encode, lambda v: v is None, lambda: None)
-    return Codec(decode, encode, lambda v: False, cls)  # Go never omits a struct value
+    value: Codec[_S] = Codec(decode, encode, lambda v: False, cls)  # Go never omits a struct
+    return pointer_to(value) if pointer else value
+
+
+class _Tag(NamedTuple):
+    """What ``go_field`` puts in a dataclass field's metadata."""
+
+    name: str
+    codec: Codec[Any]
+    omitempty: bool
+
+
+_TAG_KEY = "aog_plugins.go"
+NOT_JSON: Mapping[str, Any] = MappingProxyType({_TAG_KEY: None})
+"""Metadata for a dataclass field of a :class:`GoStruct` that is not part of its JSON."""
+
+
+def go_field(name: str, codec: Codec[_T], *, omitempty: bool = False, repr: bool = True) -> _T:
+    """A dataclass field that is the Go struct field ``name`` (its JSON key), defaulting to
+    the codec's zero value (a fresh one per instance when it is mutable)."""
+    metadata = {_TAG_KEY: _Tag(name, codec, omitempty)}
+    zero = codec.zero()
+    if type(zero).__hash__ is None:  # list, dict, struct: what dataclasses calls mutable
+        return dataclasses.field(default_factory=codec.zero, repr=repr, metadata=metadata)
+    return dataclasses.field(default=zero, repr=repr, metadata=metadata)
 
 
 class Field(NamedTuple):
@@ -230,14 +276,47 @@ class Field(NamedTuple):
 
     attr: str
     name: str
-    codec: Codec
+    codec: Codec[Any]
     omitempty: bool = False
+
+
+class _Layout(NamedTuple):
+    fields: tuple[Field, ...]  # in Go struct order
+    exact: dict[str, Field]  # by JSON key
+    folded: dict[str, Field]  # by casefolded JSON key, as encoding/json matches keys
+
+
+_LAYOUTS: dict[type[GoStruct], _Layout] = {}
+
+
+def _layout(cls: type[GoStruct]) -> _Layout:
+    """The JSON table of a :class:`GoStruct` dataclass, built on first use."""
+    layout = _LAYOUTS.get(cls)
+    if layout is None:
+        layout = _LAYOUTS[cls] = _build_layout(cls)
+    return layout
+
+
+def _build_layout(cls: type[GoStruct]) -> _Layout:
+    found: list[Field] = []
+    for f in dataclasses.fields(cls):
+        tag = f.metadata.get(_TAG_KEY, f)
+        if isinstance(tag, _Tag):
+            found.append(Field(f.name, tag.name, tag.codec, tag.omitempty))
+        elif tag is f and f.name != "extra":  # no tag at all: a forgotten go_field
+            raise TypeError(f"{cls.__name__}.{f.name} is neither a go_field nor NOT_JSON")
+    folded: dict[str, Field] = {}
+    for field in found:
+        clash = folded.setdefault(field.name.casefold(), field)
+        if clash is not field:
+            raise TypeError(f"{cls.__name__}: {clash.attr} and {field.attr} share a JSON key")
+    return _Layout(tuple(found), {f.name: f for f in found}, folded)
 
 
 class GoStruct:
     """Base of the AOG JSON dataclasses: Go-exact ``to_json``/``from_json`` plus ``extra``."""
 
-    _FIELDS: ClassVar[tuple[Field, ...]] = ()
+    __dataclass_fields__: ClassVar[dict[str, dataclasses.Field[Any]]]  # set by @dataclass
     extra: dict[str, Any]
 
     def to_dict(self) -> dict[str, Any]:
@@ -266,31 +345,30 @@ class GoStruct:
         return cls._decode(value, cls.__name__)
 
     def _encode(self) -> dict[str, Any]:
+        layout = _layout(type(self))
         out: dict[str, Any] = {}
-        for f in self._FIELDS:
+        for f in layout.fields:
             value = getattr(self, f.attr)
             if f.omitempty and f.codec.empty(value):
                 continue
             out[f.name] = f.codec.encode(value)
         if self.extra:
-            names = {f.name.casefold() for f in self._FIELDS}
             for key, value in self.extra.items():
                 if not isinstance(key, str):
                     raise PayloadError(f"{type(self).__name__}.extra key {key!r} is not a string")
-                if key.casefold() in names:  # Go would read it back as the field
+                if key.casefold() in layout.folded:  # Go would read it back as the field
                     raise PayloadError(f"{type(self).__name__}.extra key {key!r} shadows a field")
                 out[key] = plain(value)  # a copy: editing to_dict() output leaves self alone
         return out
 
     @classmethod
     def _decode(cls: type[_S], data: Mapping[Any, Any], path: str) -> _S:
-        exact = {f.name: f for f in cls._FIELDS}
-        folded = {f.name.casefold(): f for f in cls._FIELDS}
+        layout = _layout(cls)
         values: dict[str, Any] = {}
         extra: dict[str, Any] = {}
         for raw_key, value in data.items():
             key = _key(raw_key)
-            f = exact.get(key) or folded.get(key.casefold())
+            f = layout.exact.get(key) or layout.folded.get(key.casefold())
             if f is None:
                 extra[key] = plain(value)
             elif value is not None:  # Go leaves the field alone on null

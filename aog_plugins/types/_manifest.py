@@ -11,7 +11,7 @@ import platform
 import sys
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, ClassVar, Literal
+from typing import Any, Literal
 
 import yaml
 
@@ -19,10 +19,11 @@ from aog_plugins.errors import ConfigurationError, ManifestKeyError, PayloadErro
 from aog_plugins.types._base import (
     BOOL,
     INT,
+    NOT_JSON,
     STR,
-    Field,
     GoStruct,
     YamlScalar,
+    go_field,
     list_of,
     map_of,
     struct_of,
@@ -92,75 +93,46 @@ def go_arch(machine: str | None = None) -> str:
 class ProviderInfo(GoStruct):
     """Who provides the plugin; ``type`` is "local" (runs an engine) or "remote" (cloud API)."""
 
-    name: str = ""
-    display_name: str = ""
-    version: str = ""
-    type: str = ""
-    author: str = ""
-    description: str = ""
-    homepage: str = ""
-    engine_host: str = ""
+    name: str = go_field("name", STR)
+    display_name: str = go_field("display_name", STR)
+    version: str = go_field("version", STR)
+    type: str = go_field("type", STR)
+    author: str = go_field("author", STR, omitempty=True)
+    description: str = go_field("description", STR, omitempty=True)
+    homepage: str = go_field("homepage", STR, omitempty=True)
+    engine_host: str = go_field("engine_host", STR, omitempty=True)
     extra: dict[str, Any] = field(default_factory=dict)
-
-    _FIELDS: ClassVar[tuple[Field, ...]] = (
-        Field("name", "name", STR),
-        Field("display_name", "display_name", STR),
-        Field("version", "version", STR),
-        Field("type", "type", STR),
-        Field("author", "author", STR, omitempty=True),
-        Field("description", "description", STR, omitempty=True),
-        Field("homepage", "homepage", STR, omitempty=True),
-        Field("engine_host", "engine_host", STR, omitempty=True),
-    )
 
 
 @dataclass(kw_only=True)
 class ServiceCapabilities(GoStruct):
     """What a service can do beyond unary calls."""
 
-    support_streaming: bool = False
-    support_bidirectional: bool = False
+    support_streaming: bool = go_field("support_streaming", BOOL, omitempty=True)
+    support_bidirectional: bool = go_field("support_bidirectional", BOOL, omitempty=True)
     extra: dict[str, Any] = field(default_factory=dict)
-
-    _FIELDS: ClassVar[tuple[Field, ...]] = (
-        Field("support_streaming", "support_streaming", BOOL, omitempty=True),
-        Field("support_bidirectional", "support_bidirectional", BOOL, omitempty=True),
-    )
 
 
 @dataclass(kw_only=True)
 class ServiceDef(GoStruct):
     """One service of a plugin; ``timeout`` is in seconds (0: default, negative: none)."""
 
-    service_name: str = ""
-    task_type: str = ""
-    protocol: str = ""
-    expose_protocol: str = ""
-    endpoint: str = ""
-    auth_type: str = ""
-    default_model: str = ""
-    support_models: list[str] = field(default_factory=list)
-    config_ref: str = ""
-    timeout: int = 0
-    middlewares: list[str] = field(default_factory=list)
-    capabilities: ServiceCapabilities = field(default_factory=ServiceCapabilities)
-    extra: dict[str, Any] = field(default_factory=dict)
-
-    _FIELDS: ClassVar[tuple[Field, ...]] = (
-        Field("service_name", "service_name", STR),
-        Field("task_type", "task_type", STR),
-        Field("protocol", "protocol", STR),
-        Field("expose_protocol", "expose_protocol", STR),
-        Field("endpoint", "endpoint", STR, omitempty=True),
-        Field("auth_type", "auth_type", STR, omitempty=True),
-        Field("default_model", "default_model", STR, omitempty=True),
-        Field("support_models", "support_models", list_of(STR), omitempty=True),
-        Field("config_ref", "config_ref", STR, omitempty=True),
-        Field("timeout", "timeout", INT, omitempty=True),
-        Field("middlewares", "middlewares", list_of(STR), omitempty=True),
-        # omitempty never drops a struct in encoding/json: capabilities is always written.
-        Field("capabilities", "capabilities", struct_of(ServiceCapabilities), omitempty=True),
+    service_name: str = go_field("service_name", STR)
+    task_type: str = go_field("task_type", STR)
+    protocol: str = go_field("protocol", STR)
+    expose_protocol: str = go_field("expose_protocol", STR)
+    endpoint: str = go_field("endpoint", STR, omitempty=True)
+    auth_type: str = go_field("auth_type", STR, omitempty=True)
+    default_model: str = go_field("default_model", STR, omitempty=True)
+    support_models: list[str] = go_field("support_models", list_of(STR), omitempty=True)
+    config_ref: str = go_field("config_ref", STR, omitempty=True)
+    timeout: int = go_field("timeout", INT, omitempty=True)
+    middlewares: list[str] = go_field("middlewares", list_of(STR), omitempty=True)
+    # omitempty never drops a struct in encoding/json: capabilities is always written.
+    capabilities: ServiceCapabilities = go_field(
+        "capabilities", struct_of(ServiceCapabilities), omitempty=True
     )
+    extra: dict[str, Any] = field(default_factory=dict)
 
     @property
     def is_streaming(self) -> bool:
@@ -192,65 +164,47 @@ class ServiceDef(GoStruct):
 class PlatformConfig(GoStruct):
     """The executable (relative to the plugin directory) for one ``<goos>_<goarch>``."""
 
-    executable: str = ""
-    dependencies: list[str] = field(default_factory=list)
+    executable: str = go_field("executable", STR)
+    dependencies: list[str] = go_field("dependencies", list_of(STR), omitempty=True)
     extra: dict[str, Any] = field(default_factory=dict)
-
-    _FIELDS: ClassVar[tuple[Field, ...]] = (
-        Field("executable", "executable", STR),
-        Field("dependencies", "dependencies", list_of(STR), omitempty=True),
-    )
 
 
 @dataclass(kw_only=True)
 class OllamaConfig(GoStruct):
     """Ollama resource paths (Go's OllamaResources)."""
 
-    executable: str = ""
-    models_dir: str = ""
-    download_dir: str = ""
+    executable: str = go_field("executable", STR, omitempty=True)
+    models_dir: str = go_field("models_dir", STR, omitempty=True)
+    download_dir: str = go_field("download_dir", STR, omitempty=True)
     extra: dict[str, Any] = field(default_factory=dict)
-
-    _FIELDS: ClassVar[tuple[Field, ...]] = (
-        Field("executable", "executable", STR, omitempty=True),
-        Field("models_dir", "models_dir", STR, omitempty=True),
-        Field("download_dir", "download_dir", STR, omitempty=True),
-    )
 
 
 @dataclass(kw_only=True)
 class ResourcesConfig(GoStruct):
     """Plugin-managed resources; engine sections other than ``ollama`` stay in ``extra``."""
 
-    data_dir: str = ""
-    ollama: OllamaConfig | None = None
-    extra: dict[str, Any] = field(default_factory=dict)
-
-    _FIELDS: ClassVar[tuple[Field, ...]] = (
-        Field("data_dir", "data_dir", STR, omitempty=True),
-        Field("ollama", "ollama", struct_of(OllamaConfig, pointer=True), omitempty=True),
+    data_dir: str = go_field("data_dir", STR, omitempty=True)
+    ollama: OllamaConfig | None = go_field(
+        "ollama", struct_of(OllamaConfig, pointer=True), omitempty=True
     )
+    extra: dict[str, Any] = field(default_factory=dict)
 
 
 @dataclass(kw_only=True)
 class PluginManifest(GoStruct):
     """A plugin's manifest. ``plugin_dir`` is set by :meth:`load` and never serialized."""
 
-    version: str = ""
-    provider: ProviderInfo = field(default_factory=ProviderInfo)
-    services: list[ServiceDef] = field(default_factory=list)
-    platforms: dict[str, PlatformConfig] = field(default_factory=dict)
-    resources: ResourcesConfig | None = None
-    extra: dict[str, Any] = field(default_factory=dict)
-    plugin_dir: Path | None = field(default=None, compare=False)
-
-    _FIELDS: ClassVar[tuple[Field, ...]] = (
-        Field("version", "version", STR),
-        Field("provider", "provider", struct_of(ProviderInfo)),
-        Field("services", "services", list_of(struct_of(ServiceDef))),
-        Field("platforms", "platforms", map_of(struct_of(PlatformConfig)), omitempty=True),
-        Field("resources", "resources", struct_of(ResourcesConfig, pointer=True), omitempty=True),
+    version: str = go_field("version", STR)
+    provider: ProviderInfo = go_field("provider", struct_of(ProviderInfo))
+    services: list[ServiceDef] = go_field("services", list_of(struct_of(ServiceDef)))
+    platforms: dict[str, PlatformConfig] = go_field(
+        "platforms", map_of(struct_of(PlatformConfig)), omitempty=True
     )
+    resources: ResourcesConfig | None = go_field(
+        "resources", struct_of(ResourcesConfig, pointer=True), omitempty=True
+    )
+    extra: dict[str, Any] = field(default_factory=dict)
+    plugin_dir: Path | None = field(default=None, compare=False, metadata=NOT_JSON)
 
     @classmethod
     def load(cls, path: str | os.PathLike[str]) -> PluginManifest:

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from datetime import datetime
-from typing import Any, ClassVar
+from typing import Any
 
 from aog_plugins.types._base import (
     BOOL,
@@ -17,13 +17,12 @@ from aog_plugins.types._base import (
     OPAQUE,
     STR,
     TIME,
-    Codec,
-    Field,
     GoStruct,
+    go_field,
     list_of,
+    pointer_to,
     struct_of,
 )
-from aog_plugins.types._gojson import GO_ZERO_TIME
 
 __all__ = [
     "DeleteRequest",
@@ -39,133 +38,90 @@ __all__ = [
     "UnloadModelRequest",
 ]
 
-_OPT_BOOL = Codec(BOOL.decode, BOOL.encode, lambda v: v is None, lambda: None)  # Go *bool
-
 
 @dataclass(kw_only=True)
 class ModelDetails(GoStruct):
     """Format and family details of a model (Ollama-style)."""
 
-    format: str = ""
-    family: str = ""
-    families: list[str] | None = None  # real engines send null here
-    parameter_size: str = ""
-    quantization_level: str = ""
+    format: str = go_field("format", STR)
+    family: str = go_field("family", STR)
+    # Real engines send null here.
+    families: list[str] | None = go_field("families", list_of(STR, nil_is_none=True))
+    parameter_size: str = go_field("parameter_size", STR)
+    quantization_level: str = go_field("quantization_level", STR)
     extra: dict[str, Any] = field(default_factory=dict)
-
-    _FIELDS: ClassVar[tuple[Field, ...]] = (
-        Field("format", "format", STR),
-        Field("family", "family", STR),
-        Field("families", "families", list_of(STR, nil_is_none=True)),
-        Field("parameter_size", "parameter_size", STR),
-        Field("quantization_level", "quantization_level", STR),
-    )
 
 
 @dataclass(kw_only=True)
 class ModelInfo(GoStruct):
     """One downloaded or running model; ``modified_at`` defaults to Go's zero time."""
 
-    name: str = ""
-    model: str = ""
-    modified_at: datetime = GO_ZERO_TIME
-    size: int = 0
-    digest: str = ""
-    details: ModelDetails | None = None
-    extra: dict[str, Any] = field(default_factory=dict)
-
-    _FIELDS: ClassVar[tuple[Field, ...]] = (
-        Field("name", "name", STR),
-        Field("model", "model", STR),
-        Field("modified_at", "modified_at", TIME),
-        Field("size", "size", INT),
-        Field("digest", "digest", STR, omitempty=True),
-        Field("details", "details", struct_of(ModelDetails, pointer=True), omitempty=True),
+    name: str = go_field("name", STR)
+    model: str = go_field("model", STR)
+    modified_at: datetime = go_field("modified_at", TIME)
+    size: int = go_field("size", INT)
+    digest: str = go_field("digest", STR, omitempty=True)
+    details: ModelDetails | None = go_field(
+        "details", struct_of(ModelDetails, pointer=True), omitempty=True
     )
+    extra: dict[str, Any] = field(default_factory=dict)
 
 
 @dataclass(kw_only=True)
 class ListResponse(GoStruct):
     """ListModels / GetRunningModels result (Go's ListModelsResponse); null decodes to []."""
 
-    models: list[ModelInfo] = field(default_factory=list)
+    models: list[ModelInfo] = go_field("models", list_of(struct_of(ModelInfo)))
     extra: dict[str, Any] = field(default_factory=dict)
-
-    _FIELDS: ClassVar[tuple[Field, ...]] = (
-        Field("models", "models", list_of(struct_of(ModelInfo))),
-    )
 
 
 @dataclass(kw_only=True)
 class PullModelRequest(GoStruct):
     """PullModel / PullModelStream request; ``stream`` is Go's ``*bool`` (None: omitted)."""
 
-    model: str = ""
-    insecure: bool = False
-    username: str = ""
-    password: str = field(default="", repr=False)
-    stream: bool | None = None
-    name: str = ""
-    model_type: str = ""
+    model: str = go_field("model", STR)
+    insecure: bool = go_field("insecure", BOOL, omitempty=True)
+    username: str = go_field("username", STR, omitempty=True)
+    password: str = go_field("password", STR, omitempty=True, repr=False)
+    stream: bool | None = go_field("stream", pointer_to(BOOL), omitempty=True)
+    name: str = go_field("name", STR, omitempty=True)
+    model_type: str = go_field("model_type", STR, omitempty=True)
     extra: dict[str, Any] = field(default_factory=dict)
-
-    _FIELDS: ClassVar[tuple[Field, ...]] = (
-        Field("model", "model", STR),
-        Field("insecure", "insecure", BOOL, omitempty=True),
-        Field("username", "username", STR, omitempty=True),
-        Field("password", "password", STR, omitempty=True),
-        Field("stream", "stream", _OPT_BOOL, omitempty=True),
-        Field("name", "name", STR, omitempty=True),
-        Field("model_type", "model_type", STR, omitempty=True),
-    )
 
 
 @dataclass(kw_only=True)
 class DeleteRequest(GoStruct):
     """DeleteModel request (Go's DeleteModelRequest)."""
 
-    model: str = ""
+    model: str = go_field("model", STR)
     extra: dict[str, Any] = field(default_factory=dict)
-
-    _FIELDS: ClassVar[tuple[Field, ...]] = (Field("model", "model", STR),)
 
 
 @dataclass(kw_only=True)
 class LoadRequest(GoStruct):
     """LoadModel request (Go's LoadModelRequest)."""
 
-    model: str = ""
+    model: str = go_field("model", STR)
     extra: dict[str, Any] = field(default_factory=dict)
-
-    _FIELDS: ClassVar[tuple[Field, ...]] = (Field("model", "model", STR),)
 
 
 @dataclass(kw_only=True)
 class UnloadModelRequest(GoStruct):
     """UnloadModel request: the models to unload; null decodes to []."""
 
-    models: list[str] = field(default_factory=list)
+    models: list[str] = go_field("models", list_of(STR))
     extra: dict[str, Any] = field(default_factory=dict)
-
-    _FIELDS: ClassVar[tuple[Field, ...]] = (Field("models", "models", list_of(STR)),)
 
 
 @dataclass(kw_only=True)
 class ProgressResponse(GoStruct):
     """Pull progress; ``{"error": ...}`` items keep the message in ``extra`` (see ``error``)."""
 
-    status: str = ""
-    digest: str = ""
-    total: int = 0
-    completed: int = 0
+    status: str = go_field("status", STR)
+    digest: str = go_field("digest", STR, omitempty=True)
+    total: int = go_field("total", INT, omitempty=True)
+    completed: int = go_field("completed", INT, omitempty=True)
     extra: dict[str, Any] = field(default_factory=dict)
-
-    _FIELDS: ClassVar[tuple[Field, ...]] = (
-        Field("status", "status", STR),
-        Field("digest", "digest", STR, omitempty=True),
-        Field("total", "total", INT, omitempty=True),
-        Field("completed", "completed", INT, omitempty=True),
-    )
 
     @property
     def error(self) -> str | None:
@@ -178,43 +134,25 @@ class ProgressResponse(GoStruct):
 class EngineRecommendConfig(GoStruct):
     """GetConfig result: where the engine lives and how to download it."""
 
-    host: str = ""
-    origin: str = ""
-    scheme: str = ""
-    recommend_model: str = ""
-    download_url: str = ""
-    download_path: str = ""
-    engine_path: str = ""
-    exec_path: str = ""
-    exec_file: str = ""
-    device_type: str = ""
+    host: str = go_field("host", STR)
+    origin: str = go_field("origin", STR)
+    scheme: str = go_field("scheme", STR)
+    recommend_model: str = go_field("recommend_model", STR)
+    download_url: str = go_field("download_url", STR)
+    download_path: str = go_field("download_path", STR)
+    engine_path: str = go_field("engine_path", STR)
+    exec_path: str = go_field("exec_path", STR)
+    exec_file: str = go_field("exec_file", STR)
+    device_type: str = go_field("device_type", STR)
     extra: dict[str, Any] = field(default_factory=dict)
-
-    _FIELDS: ClassVar[tuple[Field, ...]] = tuple(
-        Field(name, name, STR)
-        for name in (
-            "host",
-            "origin",
-            "scheme",
-            "recommend_model",
-            "download_url",
-            "download_path",
-            "engine_path",
-            "exec_path",
-            "exec_file",
-            "device_type",
-        )
-    )
 
 
 @dataclass(kw_only=True)
 class EngineVersionResponse(GoStruct):
     """GetVersion request and result."""
 
-    version: str = ""
+    version: str = go_field("version", STR)
     extra: dict[str, Any] = field(default_factory=dict)
-
-    _FIELDS: ClassVar[tuple[Field, ...]] = (Field("version", "version", STR),)
 
 
 @dataclass(kw_only=True)
@@ -225,65 +163,33 @@ class RecommendModelData(GoStruct):
     always writes it as ``{}`` and reads nothing from it, so decoding gives ``{}`` too.
     """
 
-    id: str = ""
-    service_name: str = ""
-    api_flavor: str = ""
-    flavor: str = ""
-    method: str = ""
-    desc: str = ""
-    url: str = ""
-    auth_type: str = ""
-    auth_apply_url: str = ""
-    auth_fields: list[str] | None = None
-    name: str = ""
-    service_provider_name: str = ""
-    size: str = ""
-    is_recommended: bool = False
-    status: str = ""
-    avatar: str = ""
-    can_select: bool = False
-    class_: list[str] | None = None
-    ollama_id: str = ""
-    params_size: float = 0.0
-    input_length: int = 0
-    output_length: int = 0
-    source: str = ""
-    is_default: str = ""
-    think: bool = False
-    think_switch: bool = False
-    tools: bool = False
-    context: float = 0.0
-    created_at: dict[str, Any] = field(default_factory=dict)
+    id: str = go_field("id", STR)
+    service_name: str = go_field("service_name", STR)
+    api_flavor: str = go_field("api_flavor", STR)
+    flavor: str = go_field("flavor", STR)
+    method: str = go_field("method", STR)
+    desc: str = go_field("desc", STR)
+    url: str = go_field("url", STR)
+    auth_type: str = go_field("auth_type", STR)
+    auth_apply_url: str = go_field("auth_apply_url", STR)
+    auth_fields: list[str] | None = go_field("auth_fields", list_of(STR, nil_is_none=True))
+    name: str = go_field("name", STR)
+    service_provider_name: str = go_field("service_provider_name", STR)
+    size: str = go_field("size", STR)
+    is_recommended: bool = go_field("is_recommended", BOOL)
+    status: str = go_field("status", STR)
+    avatar: str = go_field("avatar", STR)
+    can_select: bool = go_field("can_select", BOOL)
+    class_: list[str] | None = go_field("class", list_of(STR, nil_is_none=True))
+    ollama_id: str = go_field("ollama_id", STR)
+    params_size: float = go_field("params_size", F32)
+    input_length: int = go_field("input_length", INT)
+    output_length: int = go_field("output_length", INT)
+    source: str = go_field("source", STR)
+    is_default: str = go_field("is_default", STR)
+    think: bool = go_field("think", BOOL)
+    think_switch: bool = go_field("think_switch", BOOL)
+    tools: bool = go_field("tools", BOOL)
+    context: float = go_field("context", F32)
+    created_at: dict[str, Any] = go_field("created_at", OPAQUE)
     extra: dict[str, Any] = field(default_factory=dict)
-
-    _FIELDS: ClassVar[tuple[Field, ...]] = (
-        Field("id", "id", STR),
-        Field("service_name", "service_name", STR),
-        Field("api_flavor", "api_flavor", STR),
-        Field("flavor", "flavor", STR),
-        Field("method", "method", STR),
-        Field("desc", "desc", STR),
-        Field("url", "url", STR),
-        Field("auth_type", "auth_type", STR),
-        Field("auth_apply_url", "auth_apply_url", STR),
-        Field("auth_fields", "auth_fields", list_of(STR, nil_is_none=True)),
-        Field("name", "name", STR),
-        Field("service_provider_name", "service_provider_name", STR),
-        Field("size", "size", STR),
-        Field("is_recommended", "is_recommended", BOOL),
-        Field("status", "status", STR),
-        Field("avatar", "avatar", STR),
-        Field("can_select", "can_select", BOOL),
-        Field("class_", "class", list_of(STR, nil_is_none=True)),
-        Field("ollama_id", "ollama_id", STR),
-        Field("params_size", "params_size", F32),
-        Field("input_length", "input_length", INT),
-        Field("output_length", "output_length", INT),
-        Field("source", "source", STR),
-        Field("is_default", "is_default", STR),
-        Field("think", "think", BOOL),
-        Field("think_switch", "think_switch", BOOL),
-        Field("tools", "tools", BOOL),
-        Field("context", "context", F32),
-        Field("created_at", "created_at", OPAQUE),
-    )

@@ -12,7 +12,7 @@ from dataclasses import dataclass, field
 from typing import Any, ClassVar
 
 from aog_plugins.errors import PayloadError, PluginError
-from aog_plugins.types._base import BOOL, BYTES, STR, Codec, Field, GoStruct, map_of
+from aog_plugins.types._base import BOOL, BYTES, STR, Codec, GoStruct, go_field, map_of
 
 __all__ = ["BidiMessage", "StreamChunk"]
 
@@ -44,20 +44,13 @@ _METADATA = map_of(STR, nil_if_empty=True)
 
 @dataclass(kw_only=True)
 class StreamChunk(GoStruct):
-    """One InvokeServiceStream item: ``data``, ``is_final``, ``metadata`` and Go's ``Error``."""
+    """One InvokeServiceStream item: ``data``, Go's ``Error``, ``is_final`` and ``metadata``."""
 
-    data: bytes = b""
-    is_final: bool = False
-    metadata: dict[str, str] = field(default_factory=dict)
-    error: Exception | None = None
+    data: bytes = go_field("Data", _DATA)
+    error: Exception | None = go_field("Error", _ERROR)
+    is_final: bool = go_field("IsFinal", BOOL)
+    metadata: dict[str, str] = go_field("Metadata", _METADATA)
     extra: dict[str, Any] = field(default_factory=dict)
-
-    _FIELDS: ClassVar[tuple[Field, ...]] = (
-        Field("data", "Data", _DATA),
-        Field("error", "Error", _ERROR),
-        Field("is_final", "IsFinal", BOOL),
-        Field("metadata", "Metadata", _METADATA),
-    )
 
 
 @dataclass(kw_only=True)
@@ -73,15 +66,8 @@ class BidiMessage(GoStruct):
     WS_CONN_ID: ClassVar[str] = "ws_conn_id"
     """Metadata key of the WebSocket connection id, sent on the first message."""
 
-    data: bytes = b""
-    message_type: str = ""
-    metadata: dict[str, str] = field(default_factory=dict)
-    error: Exception | None = None
+    data: bytes = go_field("Data", _DATA)
+    message_type: str = go_field("MessageType", STR)
+    metadata: dict[str, str] = go_field("Metadata", _METADATA)
+    error: Exception | None = go_field("Error", _ERROR)
     extra: dict[str, Any] = field(default_factory=dict)
-
-    _FIELDS: ClassVar[tuple[Field, ...]] = (
-        Field("data", "Data", _DATA),
-        Field("message_type", "MessageType", STR),
-        Field("metadata", "Metadata", _METADATA),
-        Field("error", "Error", _ERROR),
-    )

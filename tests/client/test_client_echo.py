@@ -6,7 +6,6 @@ import json
 import os
 import signal
 import threading
-import time
 from collections.abc import Iterator
 
 import pytest
@@ -21,6 +20,7 @@ from aog_plugins.client import (
 )
 from aog_plugins.errors import AogPluginsError, PluginCallError
 from tests.process.conftest import LeakCheck, plugin_cmd
+from tests.support.wait import wait_until
 
 
 @pytest.fixture
@@ -31,21 +31,23 @@ def echo(leak_check: LeakCheck) -> Iterator[Plugin]:
 
 def test_client_satisfies_every_provider_protocol(echo: Plugin) -> None:
     client = echo.client
-    for protocol in (
+    # Statically, mypy checks this assignment; at runtime, isinstance checks the members.
+    views: tuple[
         PluginProvider,
         LocalPluginProvider,
         RemotePluginProvider,
         StreamablePlugin,
         BidirectionalPlugin,
-    ):
-        assert isinstance(client, protocol), protocol.__name__
-    # Static check too: mypy verifies these assignments.
-    provider: PluginProvider = client
-    local: LocalPluginProvider = client
-    remote: RemotePluginProvider = client
-    streamable: StreamablePlugin = client
-    bidi: BidirectionalPlugin = client
-    assert len({id(x) for x in (provider, local, remote, streamable, bidi)}) == 1
+    ] = (client, client, client, client, client)
+    protocols = (
+        PluginProvider,
+        LocalPluginProvider,
+        RemotePluginProvider,
+        StreamablePlugin,
+        BidirectionalPlugin,
+    )
+    for protocol, view in zip(protocols, views, strict=True):
+        assert isinstance(view, protocol), protocol.__name__
 
 
 def test_unary_and_manifest(echo: Plugin) -> None:
@@ -96,9 +98,7 @@ def test_dead_plugin_error_says_the_process_is_gone(leak_check: LeakCheck) -> No
     with launch(plugin_cmd("echo_plugin.py"), restart=never, extra_env=leak_check.env) as plugin:
         client = plugin.client
         os.kill(plugin.pid, signal.SIGKILL)
-        deadline = time.monotonic() + 5
-        while not plugin.exited and time.monotonic() < deadline:
-            time.sleep(0.01)
+        wait_until(lambda: plugin.exited, 5, "the SIGKILLed plugin to be seen exiting")
         with pytest.raises(PluginCallError) as info:
             client.invoke_service("chat", b"{}", timeout=5)
     assert info.value.process_exited

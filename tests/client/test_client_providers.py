@@ -5,7 +5,6 @@ from __future__ import annotations
 import json
 import logging
 import queue
-import time
 from collections.abc import Iterator
 
 import pytest
@@ -23,6 +22,7 @@ from aog_plugins.types import (
     UnloadModelRequest,
 )
 from tests.process.conftest import LeakCheck, plugin_cmd
+from tests.support.wait import wait_until
 
 
 @pytest.fixture
@@ -156,10 +156,7 @@ def test_caller_cancels_a_stream(remote: Plugin, caplog: pytest.LogCaptureFixtur
         if index == 2:
             break
     stream.close()
-    deadline = time.monotonic() + 5
-    while time.monotonic() < deadline and "stream cancelled" not in caplog.text:
-        time.sleep(0.05)
-    assert "stream cancelled" in caplog.text
+    wait_until(lambda: "stream cancelled" in caplog.text, 5, "the plugin to log the cancel")
 
 
 def test_bidi_rules_and_echo(remote: Plugin) -> None:

@@ -6,6 +6,7 @@ import json
 import os
 import select
 import shutil
+import signal
 import subprocess
 import sys
 import tempfile
@@ -14,10 +15,10 @@ from collections.abc import Callable, Iterator, Mapping
 from pathlib import Path
 from typing import Any
 
-import psutil
 import pytest
 
 from tests.process.conftest import LeakCheck, leak_check, plugin_cmd
+from tests.support.wait import gone, wait_gone, wait_until
 
 __all__ = [
     "Host",
@@ -33,43 +34,39 @@ __all__ = [
 ROOT = Path(__file__).resolve().parents[2]
 
 
-def gone(pid: int) -> bool:
-    """True if ``pid`` no longer runs (a zombie that nobody reaps counts as gone)."""
-    try:
-        return psutil.Process(pid).status() == psutil.STATUS_ZOMBIE
-    except psutil.NoSuchProcess:
-        return True
-
-
-def wait_gone(pids: list[int], timeout: float) -> list[int]:
-    """Poll until every pid is gone or ``timeout`` passes; return those still running."""
-    deadline = time.monotonic() + timeout
-    while True:
-        left = [p for p in pids if not gone(p)]
-        if not left or time.monotonic() >= deadline:
-            return left
-        time.sleep(0.02)
-
-
 class Host:
-    """A host process (``python -c code``) that prints one JSON line when it is ready."""
+    """A host process (``python -c code``) that prints one JSON line when it is ready.
+
+    Its stderr goes to a file (read with :meth:`stderr_text`), so it can never block.
+    """
 
     def __init__(
         self, code: str, args: list[str], leak: LeakCheck, env: Mapping[str, str] | None
     ) -> None:
         full_env = {**os.environ, **leak.env, "PYTHONPATH": str(ROOT), **(env or {})}
+        self._stderr = tempfile.TemporaryFile()  # noqa: SIM115 - closed in kill()
         self.proc = subprocess.Popen(
             [sys.executable, "-c", code, *args],
             stdout=subprocess.PIPE,
+            stderr=self._stderr,
+            bufsize=0,  # unbuffered: select() must not miss a line already in our buffer
             env=full_env,
             cwd=ROOT,
         )
+
+    def stderr_text(self) -> str:
+        """What the host wrote to stderr so far."""
+        self._stderr.seek(0)
+        return self._stderr.read().decode("utf-8", "replace")
 
     def read(self, timeout: float = 60.0) -> Any:
         """The host's JSON line; fails if it exits or stays silent for ``timeout`` s."""
         assert self.proc.stdout is not None
         ready, _, _ = select.select([self.proc.stdout], [], [], timeout)
-        assert ready, "the host printed nothing"
+        if not ready:
+            self.proc.send_signal(signal.SIGUSR1)  # hosts that register faulthandler dump stacks
+            time.sleep(0.5)
+        assert ready, f"the host printed nothing; its stderr:\n{self.stderr_text()}"
         line = self.proc.stdout.readline()
         assert line, f"the host exited with {self.proc.wait()}"
         return json.loads(line)
@@ -80,6 +77,7 @@ class Host:
         self.proc.wait()
         if self.proc.stdout is not None:
             self.proc.stdout.close()
+        self._stderr.close()
 
 
 HostFactory = Callable[..., Host]
@@ -109,13 +107,16 @@ def short_tmpdir() -> Iterator[Path]:
 
 def wait_stopped(pid: int) -> None:
     """SIGSTOP takes effect asynchronously: wait until every thread of ``pid`` is stopped."""
-    deadline = time.monotonic() + 5
-    while True:
-        states = []
+
+    def states() -> list[str]:
+        found = []
         for tid in os.listdir(f"/proc/{pid}/task"):
             with open(f"/proc/{pid}/task/{tid}/stat") as stat:
-                states.append(stat.read().rsplit(")", 1)[1].split()[0])
-        if all(state in ("T", "t") for state in states):
-            return
-        assert time.monotonic() < deadline, f"pid {pid} did not stop: {states}"
-        time.sleep(0.01)
+                found.append(stat.read().rsplit(")", 1)[1].split()[0])
+        return found
+
+    wait_until(
+        lambda: all(state in ("T", "t") for state in states()),
+        5,
+        lambda: f"pid {pid} to stop; thread states: {states()}",
+    )

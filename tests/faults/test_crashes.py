@@ -7,7 +7,7 @@ import os
 import signal
 import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 
 import pytest
 
@@ -20,17 +20,11 @@ from aog_plugins.errors import (
 )
 from tests.faults.conftest import wait_stopped
 from tests.process.conftest import LeakCheck, leak_check, plugin_cmd
+from tests.support.wait import wait_until
 
 __all__ = ["leak_check"]
 
 QUICK = RestartPolicy(backoff_base=0.05, max_restarts=3, min_uptime=30)
-
-
-def _wait_for(predicate: Callable[[], bool], timeout: float = 10.0) -> None:
-    deadline = time.monotonic() + timeout
-    while not predicate():
-        assert time.monotonic() < deadline, "condition not met in time"
-        time.sleep(0.01)
 
 
 @pytest.fixture
@@ -65,6 +59,7 @@ def test_sigkill_during_unary_call(echo: tuple[Plugin, list[PluginEvent]]) -> No
     # A new call waits for the restart and reaches the new process.
     assert plugin.client.invoke_service("chat", b'{"x": 1}', timeout=30) == b'{"x": 1}'
     assert plugin.pid != old_pid
+    wait_until(lambda: len(events) >= 4, 10, "the restart's events")  # on the event thread
     states = [e.new for e in events]
     assert states == [
         PluginState.RUNNING,  # the first start
@@ -175,7 +170,7 @@ def test_crash_loop_ends_fatal_and_calls_fail_fast(leak_check: LeakCheck) -> Non
         on_event=events.append,
         extra_env={**leak_check.env, "AOG_FIXTURE_DELAY": "0.2"},
     ) as plugin:
-        _wait_for(lambda: plugin.state is PluginState.FATAL, timeout=30)
+        wait_until(lambda: plugin.state is PluginState.FATAL, 30, "the crash loop to end FATAL")
         start = time.monotonic()
         with pytest.raises(PluginFatalError, match="FATAL") as info:
             plugin.client.health_check(timeout=30)
@@ -196,7 +191,7 @@ def test_clean_exit_is_not_restarted_on_failure_policy(leak_check: LeakCheck) ->
         on_event=events.append,
         extra_env={**leak_check.env, "AOG_FIXTURE_DELAY": "0.2"},
     ) as plugin:
-        _wait_for(lambda: plugin.state is PluginState.EXITED)
+        wait_until(lambda: plugin.state is PluginState.EXITED, 10, "the plugin to exit on its own")
         with pytest.raises(PluginFatalError, match="EXITED"):
             plugin.client.health_check(timeout=5)
         assert plugin.exit_code == 0
@@ -210,4 +205,8 @@ def test_always_policy_restarts_a_clean_exit(leak_check: LeakCheck) -> None:
         extra_env={**leak_check.env, "AOG_FIXTURE_DELAY": "0.5"},
     ) as plugin:
         first = plugin.pid
-        _wait_for(lambda: plugin.pid != first and plugin.state is PluginState.RUNNING)
+        wait_until(
+            lambda: plugin.pid != first and plugin.state is PluginState.RUNNING,
+            10,
+            "a restarted plugin to run",
+        )

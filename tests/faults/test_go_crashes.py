@@ -6,7 +6,6 @@ import json
 import os
 import signal
 import threading
-import time
 from collections.abc import Iterator
 
 import pytest
@@ -22,6 +21,7 @@ from tests.faults.conftest import wait_stopped
 from tests.gofixtures.conftest import go_bins
 from tests.process.conftest import LeakCheck, leak_check
 from tests.support.gobuild import GoBinaries
+from tests.support.wait import wait_until
 
 __all__ = ["go_bins", "leak_check"]
 
@@ -56,6 +56,9 @@ def test_sigkill_during_unary_then_restart(go_plugin: tuple[Plugin, list[PluginE
     assert plugin.pid != old_pid
     if old_cert is not None:
         assert plugin.handshake.server_cert not in (None, old_cert), "a restart brings a new cert"
+    wait_until(  # events arrive on the plugin's event thread
+        lambda: [e.new for e in events].count(PluginState.RUNNING) >= 2, 10, "the restart's events"
+    )
     assert [e.new for e in events][-3:] == [
         PluginState.BACKOFF,
         PluginState.STARTING,
@@ -123,10 +126,7 @@ def test_crash_loop_to_fatal(go_bins: GoBinaries, leak_check: LeakCheck) -> None
         for _ in range(3):
             with pytest.raises(PluginCallError):
                 plugin.client.invoke_service("panic", b"{}", timeout=30)
-        deadline = time.monotonic() + 10
-        while plugin.state is not PluginState.FATAL and time.monotonic() < deadline:
-            time.sleep(0.01)
-        assert plugin.state is PluginState.FATAL
+        wait_until(lambda: plugin.state is PluginState.FATAL, 10, "the crash loop to end FATAL")
         with pytest.raises(PluginFatalError):
             plugin.client.health_check(timeout=30)
 
@@ -157,9 +157,7 @@ def test_clean_exit_is_not_restarted(go_bins: GoBinaries, leak_check: LeakCheck)
     events: list[PluginEvent] = []
     env = {**leak_check.env, "AOG_FIXTURE_MODE": "exit-zero-soon", "AOG_FIXTURE_DELAY": "200ms"}
     with launch(str(go_bins.misbehave), on_event=events.append, extra_env=env) as plugin:
-        deadline = time.monotonic() + 10
-        while plugin.state is not PluginState.EXITED and time.monotonic() < deadline:
-            time.sleep(0.01)
+        wait_until(lambda: plugin.state is PluginState.EXITED, 10, "the plugin to exit on its own")
         assert plugin.exit_code == 0
         with pytest.raises(PluginFatalError, match="EXITED"):
             plugin.client.health_check(timeout=5)

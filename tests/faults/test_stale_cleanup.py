@@ -10,14 +10,26 @@ import json
 import os
 import subprocess
 import sys
+import tempfile
 import textwrap
 import time
 from collections.abc import Iterator
 from pathlib import Path
 
+import psutil
 import pytest
 
-from tests.faults.conftest import ROOT
+from aog_plugins.handshake import (
+    AOG_HANDSHAKE,
+    ENV_UNIX_SOCKET_DIR,
+    generate_certificate,
+    host_plugin_env,
+)
+from aog_plugins.process._tempdir import remove_stale_dirs
+from tests.faults.conftest import ROOT, leak_check, plugin_cmd, short_tmpdir
+from tests.process.conftest import LeakCheck
+
+__all__ = ["leak_check", "short_tmpdir"]
 
 # Makes a socket dir (the cleanup runs first), plants argv[1] afterwards, makes another:
 # the cleanup must not run twice in one process.
@@ -120,3 +132,35 @@ def test_other_users_dirs_are_never_touched(short_tmpdir: Path) -> None:
 
     assert foreign.is_dir()
     assert not ours.exists()
+
+
+def test_relay_dir_of_a_sigkilled_plugin_is_recognised_as_stale(
+    short_tmpdir: Path, leak_check: LeakCheck, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # A Go host (P-521 client cert, no PLUGIN_UNIX_SOCKET_DIR) makes a Python plugin start
+    # its TLS relay in a private dir of its own; SIGKILL leaves that dir behind.
+    host_cert = generate_certificate("P-521")
+    env = {
+        **os.environ,
+        **leak_check.env,
+        **host_plugin_env(AOG_HANDSHAKE, [1], client_cert_pem=host_cert.cert_pem),
+        "TMPDIR": str(short_tmpdir),
+    }
+    env.pop(ENV_UNIX_SOCKET_DIR, None)
+    plugin = subprocess.Popen(plugin_cmd("echo_plugin.py"), env=env, stdout=subprocess.PIPE)
+    try:
+        assert plugin.stdout is not None
+        assert plugin.stdout.readline(), "no handshake line"
+        sockets = {str(c.laddr) for c in psutil.Process(plugin.pid).net_connections(kind="unix")}
+        relay_dirs = {os.path.dirname(s) for s in sockets if s} - {str(short_tmpdir)}
+        assert len(relay_dirs) == 1, sockets
+    finally:
+        plugin.kill()
+        plugin.wait()
+        if plugin.stdout is not None:
+            plugin.stdout.close()
+    (relay_dir,) = relay_dirs
+    assert os.path.isdir(relay_dir), "SIGKILL gave the plugin no chance to clean up"
+    monkeypatch.setattr(tempfile, "tempdir", str(short_tmpdir))
+    assert relay_dir in remove_stale_dirs(), "the relay dir is not recognised as stale"
+    assert not os.path.exists(relay_dir)

@@ -37,5 +37,5 @@ def test_plugins_from_a_shut_down_pool_live_on_and_die_cleanly(leak_check: LeakC
     finally:
         with ThreadPoolExecutor(WORKERS) as pool:
             list(pool.map(lambda p: p.kill(grace=2.0), plugins))
-    assert not wait_gone(pids, 5.0)
+    wait_gone(pids, 5.0, "the killed plugins to end")
     assert not set(reaper().tracked_pids()) & set(pids), "killing a plugin did not untrack it"

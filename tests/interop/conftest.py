@@ -13,7 +13,6 @@ from __future__ import annotations
 import json
 import logging
 import os
-import time
 import uuid
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field, replace
@@ -26,6 +25,7 @@ from aog_plugins import Plugin, RestartPolicy, launch
 from tests.gofixtures.conftest import go_bins, run_host
 from tests.process.conftest import LeakCheck, _socket_dirs, leak_check, plugin_cmd
 from tests.support.gobuild import go_binaries
+from tests.support.wait import wait_until
 
 __all__ = [
     "FAMILIES",
@@ -39,7 +39,6 @@ __all__ = [
     "run_host",
     "scrub_env",
     "targets",
-    "wait_until",
 ]
 
 
@@ -278,14 +277,14 @@ class Records(logging.Handler):
     def wait_for(self, message: str, timeout: float = 10.0) -> logging.LogRecord:
         """The first record whose message starts with ``message`` (leading blanks aside),
         waiting for it."""
-        deadline = time.monotonic() + timeout
-        while True:
+
+        def found() -> logging.LogRecord | None:
             for record in list(self.records):
                 if record.getMessage().lstrip(" ").startswith(message):
                     return record
-            if time.monotonic() > deadline:
-                raise AssertionError(f"no log record {message!r} in {self.messages()}")
-            time.sleep(0.02)
+            return None
+
+        return wait_until(found, timeout, lambda: f"log record {message!r} in {self.messages()}")
 
 
 @pytest.fixture
@@ -300,16 +299,6 @@ def records() -> Iterator[Records]:
         yield handler
     finally:
         logger.removeHandler(handler)
-
-
-def wait_until(predicate: Callable[[], bool], timeout: float = 10.0) -> bool:
-    """Poll ``predicate`` until it holds or ``timeout`` passes; returns its last value."""
-    deadline = time.monotonic() + timeout
-    while not predicate():
-        if time.monotonic() > deadline:
-            return False
-        time.sleep(0.02)
-    return True
 
 
 def scrub_env() -> dict[str, str]:

@@ -11,8 +11,9 @@ from typing import Any
 import pytest
 
 from aog_plugins.process import TRACE
-from tests.interop.conftest import FAMILY, Family, Records, Target, wait_until
+from tests.interop.conftest import FAMILY, Family, Records, Target
 from tests.process.conftest import LeakCheck
+from tests.support.wait import wait_until
 
 GO_FLOOD_BYTES = 2 << 20  # fixtures/plugins/go/cmd/misbehave: floodBytes
 PY_FLOOD_BYTES = 1536 * 1024  # fixtures/plugins/misbehave.py: FLOOD_BYTES
@@ -64,8 +65,10 @@ def test_go_flood_is_captured_and_does_not_stall_calls(tls: bool, leak_check: Le
         assert echo["request"] == "during"
         status = json.loads(plugin.client.invoke_service("flood-wait", b"", timeout=30))
         assert status == {"done": True, "bytes": GO_FLOOD_BYTES}
-        assert wait_until(lambda: len(out.data) == GO_FLOOD_BYTES), len(out.data)
-        assert wait_until(lambda: err.data == b"flood-done\n"), err.data
+        wait_until(
+            lambda: len(out.data) == GO_FLOOD_BYTES, 10, lambda: f"all stdout: {len(out.data)}"
+        )
+        wait_until(lambda: err.data == b"flood-done\n", 10, lambda: f"flood-done: {err.data!r}")
         plugin.ping()
     lines = out.data.split(b"\n")
     assert lines[0] == b"flood 000000 " + b"x" * 1010
@@ -79,7 +82,11 @@ def test_py_flood_on_every_stream_does_not_stall_calls(leak_check: LeakCheck) ->
     quiet.setLevel(logging.WARNING)
     with _py_misbehave("flood").launch(leak_check, stdout=out, stderr=err, logger=quiet) as plugin:
         plugin.ping()
-        assert wait_until(lambda: len(out.data) == len(err.data) == PY_FLOOD_BYTES, 30)
+        wait_until(
+            lambda: len(out.data) == len(err.data) == PY_FLOOD_BYTES,
+            30,
+            lambda: f"all output: {len(out.data)} stdout, {len(err.data)} stderr bytes",
+        )
         plugin.ping()
     assert set(out.data) == set(err.data) == {ord("z"), ord("\n")}
 
@@ -87,8 +94,10 @@ def test_py_flood_on_every_stream_does_not_stall_calls(leak_check: LeakCheck) ->
 def test_py_stdio_after_the_handshake_is_captured(leak_check: LeakCheck) -> None:
     out, err = Sink(), Sink()
     with Target(PY_ECHO, "unix", True).launch(leak_check, stdout=out, stderr=err) as plugin:
-        assert wait_until(lambda: out.data == b"echo plugin ready\n"), out.data
-        assert wait_until(lambda: err.data == b"echo plugin stderr note\n"), err.data
+        wait_until(lambda: out.data == b"echo plugin ready\n", 10, lambda: f"stdout: {out.data!r}")
+        wait_until(
+            lambda: err.data == b"echo plugin stderr note\n", 10, lambda: f"stderr: {err.data!r}"
+        )
         plugin.ping()
 
 
@@ -153,7 +162,11 @@ def test_hclog_levels_become_log_records(
         if case.env.get("AOG_FIXTURE_MODE") == "hclog-levels":
             assert getattr(records.wait_for("trace line"), "plugin_module", "") == "misbehave"
             plugin.client.invoke_service("echo", b"", timeout=30)  # logs each level again
-            assert wait_until(lambda: len(_phase(records, "call")) == 5)
+            wait_until(
+                lambda: len(_phase(records, "call")) == 5,
+                10,
+                lambda: f"5 records of the call in {records.messages()}",
+            )
             levels = [r.levelno for r in _phase(records, "call")]
             assert levels == [TRACE, logging.DEBUG, logging.INFO, logging.WARNING, logging.ERROR]
 

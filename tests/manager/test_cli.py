@@ -45,7 +45,7 @@ def test_list_shows_every_plugin_without_starting_any(
 def test_list_of_a_missing_directory_is_an_error(
     tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    assert main(["list", str(tmp_path / "nope")]) == 1
+    assert main(["list", str(tmp_path / "nope")]) == 2  # a usage error
     assert "does not exist" in capsys.readouterr().err
 
 

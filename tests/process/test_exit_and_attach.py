@@ -7,14 +7,13 @@ import signal
 import subprocess
 import sys
 import textwrap
-import time
 
-import psutil
 import pytest
 
 from aog_plugins import ReattachConfig, attach, launch
 from aog_plugins.errors import ReattachError
 from tests.process.conftest import FIXTURES, LeakCheck, plugin_cmd
+from tests.support.wait import gone, wait_gone, wait_until
 
 HOST = textwrap.dedent(
     """
@@ -28,9 +27,8 @@ HOST = textwrap.dedent(
     if mode == "chained":
         seen = []
         signal.signal(signal.SIGTERM, lambda s, f: seen.append(s))
-        from aog_plugins.process import _registry
-        _registry._installed = False
-        _registry._install()
+        from aog_plugins.process import install_signal_handlers
+        install_signal_handlers()  # chains ours in front of the one just set
         print("ready", flush=True)
         while not seen:
             time.sleep(0.01)
@@ -56,24 +54,10 @@ def _run_host(mode: str, leak_check: LeakCheck) -> tuple[subprocess.Popen[str], 
     return host, pids
 
 
-def _gone(pids: list[int], timeout: float = 5.0) -> bool:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        alive = [
-            p
-            for p in pids
-            if psutil.pid_exists(p) and psutil.Process(p).status() != psutil.STATUS_ZOMBIE
-        ]
-        if not alive:
-            return True
-        time.sleep(0.05)
-    return False
-
-
 def test_plugins_are_killed_at_interpreter_exit(leak_check: LeakCheck) -> None:
     host, pids = _run_host("exit", leak_check)
     assert host.wait(timeout=30) == 0
-    assert _gone(pids)
+    wait_gone(pids, 5.0, "the plugins of the exited host to end")
 
 
 @pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGINT])
@@ -86,7 +70,7 @@ def test_plugins_are_killed_when_host_gets_signal(
     host.send_signal(sig)
     code = host.wait(timeout=30)
     assert code != 0  # default SIGTERM action / KeyboardInterrupt still happen after cleanup
-    assert _gone(pids)
+    wait_gone(pids, 5.0, "the plugins of the exited host to end")
 
 
 def test_existing_signal_handler_is_chained(leak_check: LeakCheck) -> None:
@@ -96,7 +80,7 @@ def test_existing_signal_handler_is_chained(leak_check: LeakCheck) -> None:
     host.send_signal(signal.SIGTERM)
     assert host.stdout.readline().strip() == "previous handler ran"
     assert host.wait(timeout=30) == 0
-    assert _gone(pids)
+    wait_gone(pids, 5.0, "the plugins of the exited host to end")
 
 
 def test_attach_to_running_plugin(leak_check: LeakCheck) -> None:
@@ -107,7 +91,7 @@ def test_attach_to_running_plugin(leak_check: LeakCheck) -> None:
         attached.ping()
         assert attached.handshake.address == owner.handshake.address
         attached.kill(grace=2.0)
-        assert owner.exited or _gone([owner.pid])
+        wait_until(lambda: owner.exited or gone(owner.pid), 5.0, "the killed plugin to end")
 
 
 def test_attach_to_dead_pid_fails(leak_check: LeakCheck) -> None:

@@ -20,6 +20,7 @@ from aog_plugins.handshake import generate_certificate
 from aog_plugins.process import TRACE, PluginState
 from aog_plugins.transport import ClientTLS, open_channel
 from tests.process.conftest import LeakCheck, plugin_cmd
+from tests.support.wait import wait_until
 
 
 def _echo(channel: grpc.Channel, payload: dict[str, object]) -> dict[str, object]:
@@ -118,11 +119,13 @@ def test_hclog_lines_become_log_records(
             plugin_cmd("misbehave.py", "hclog"), logger=logger, extra_env=leak_check.env
         ) as plugin,
     ):
-        deadline = time.monotonic() + 10
-        while time.monotonic() < deadline and not any(
-            r.levelno == logging.ERROR and "goroutine" in r.getMessage() for r in caplog.records
-        ):
-            time.sleep(0.05)
+        wait_until(
+            lambda: any(
+                r.levelno == logging.ERROR and "goroutine" in r.getMessage() for r in caplog.records
+            ),
+            10,
+            "the panic's goroutine line as an ERROR record",
+        )
         plugin.ping()
     levels = {r.levelno for r in caplog.records if r.name == name}
     assert {TRACE, logging.DEBUG, logging.INFO, logging.WARNING, logging.ERROR} <= levels
@@ -145,10 +148,11 @@ def test_flood_does_not_stall_calls(leak_check: LeakCheck) -> None:
     ) as plugin:
         for _ in range(50):
             plugin.ping(timeout=5)
-        deadline = time.monotonic() + 15
-        while received[0] < 2 * 1024 * 1024 and time.monotonic() < deadline:
-            time.sleep(0.05)
-    assert received[0] >= 2 * 1024 * 1024
+        wait_until(
+            lambda: received[0] >= 2 * 1024 * 1024,
+            15,
+            lambda: f"2 MiB of flooded output (got {received[0]} bytes)",
+        )
 
 
 def test_unhealthy_plugin_is_refused(leak_check: LeakCheck) -> None:
@@ -182,10 +186,7 @@ def test_plugin_death_is_detected(leak_check: LeakCheck) -> None:
         plugin_cmd("echo_plugin.py"), restart=no_restart, extra_env=leak_check.env
     ) as plugin:
         os.kill(plugin.pid, signal.SIGKILL)
-        deadline = time.monotonic() + 5
-        while not plugin.exited and time.monotonic() < deadline:
-            time.sleep(0.01)
-        assert plugin.exited
+        wait_until(lambda: plugin.exited, 5, "the SIGKILLed plugin to be seen exiting")
         assert plugin.exit_code == -signal.SIGKILL
         assert plugin.state is PluginState.EXITED
 
@@ -211,16 +212,15 @@ def test_grandchild_is_killed_with_the_plugin(
             logger=logging.getLogger(name),
             extra_env=leak_check.env,
         )
-        deadline = time.monotonic() + 10
-        pids: list[int] = []
-        while not pids and time.monotonic() < deadline:
-            pids = [
+        pids = wait_until(
+            lambda: [
                 int(r.getMessage().split()[-1])
                 for r in caplog.records
                 if "grandchild pid" in r.getMessage()
-            ]
-            time.sleep(0.02)
-        assert pids, "fixture did not report its grandchild"
+            ],
+            10,
+            "the fixture to report its grandchild's pid",
+        )
         grandchild = psutil.Process(pids[0])
         plugin.kill()
     grandchild.wait(timeout=3)

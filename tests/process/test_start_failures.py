@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from aog_plugins import HandshakeConfig, launch
+from aog_plugins import HandshakeConfig, RestartPolicy, launch
 from aog_plugins.errors import (
     ChecksumMismatchError,
     ConfigurationError,
@@ -28,22 +28,34 @@ from aog_plugins.errors import (
     UnknownNetworkError,
     UnsupportedProtocolError,
 )
+from tests.gofixtures.conftest import go_bins
 from tests.process.conftest import FIXTURES, LeakCheck, plugin_cmd
+from tests.support.gobuild import GoBinaries
+
+__all__ = ["go_bins"]  # the session fixture, used by the Go tests below
+
+LOOKUP_RULE = (
+    "a name without '/' is looked up on PATH; a path with '/' is relative to the current "
+    "directory (or to cwd= when given)"
+)
 
 
 @pytest.mark.parametrize(
-    ("mode", "error"),
+    ("mode", "error", "diagnosis"),
     [
-        ("garbage-first", MalformedHandshakeError),
-        ("wrong-core", IncompatibleCoreVersionError),
-        ("wrong-app", IncompatibleAppVersionError),
-        ("netrpc", UnsupportedProtocolError),
-        ("bad-network", UnknownNetworkError),
-        ("bad-cert", ServerCertificateError),
-        ("exit-early", PluginExitedError),
+        ("garbage-first", MalformedHandshakeError, "must be its handshake"),
+        ("wrong-core", IncompatibleCoreVersionError, "another core protocol"),
+        ("wrong-app", IncompatibleAppVersionError, "share no app protocol version"),
+        ("netrpc", UnsupportedProtocolError, "only gRPC plugins"),
+        ("bad-network", UnknownNetworkError, "a network other than unix or tcp"),
+        ("bad-cert", ServerCertificateError, "certificate is missing or unusable"),
+        ("huge-version", MalformedHandshakeError, "must be its handshake"),
+        ("exit-early", PluginExitedError, "exited (exit code 3) before printing its handshake"),
     ],
 )
-def test_bad_handshakes(mode: str, error: type[PluginStartError], leak_check: LeakCheck) -> None:
+def test_bad_handshakes(
+    mode: str, error: type[PluginStartError], diagnosis: str, leak_check: LeakCheck
+) -> None:
     start = time.monotonic()
     with pytest.raises(error) as info:
         launch(plugin_cmd("misbehave.py", mode), start_timeout=20, extra_env=leak_check.env)
@@ -52,7 +64,28 @@ def test_bad_handshakes(mode: str, error: type[PluginStartError], leak_check: Le
     assert type(exc) is error
     assert exc.command
     assert exc.command[-1] == mode
-    assert exc.diagnosis, "every start failure carries a diagnosis"
+    assert diagnosis in exc.diagnosis
+    assert f"diagnosis: {exc.diagnosis}" in str(exc)
+    if mode != "exit-early":
+        # Still running when we refused its handshake: our SIGKILL is not its exit.
+        assert exc.exit_code is None
+        assert "signal" not in str(exc)
+
+
+def test_huge_version_is_typed_and_short(leak_check: LeakCheck) -> None:
+    with pytest.raises(MalformedHandshakeError, match="not a 64-bit integer") as info:
+        launch(plugin_cmd("misbehave.py", "huge-version"), extra_env=leak_check.env)
+    assert len(str(info.value)) < 2000
+
+
+def test_unknown_key_algorithm_certificate(leak_check: LeakCheck) -> None:
+    with pytest.raises(ServerCertificateError, match="public key cannot be used") as info:
+        launch(
+            plugin_cmd("misbehave.py", "unknown-key-cert"),
+            auto_mtls=True,
+            extra_env=leak_check.env,
+        )
+    assert info.value.exit_code is None
 
 
 def test_exit_early_reports_exit_code_and_stderr(leak_check: LeakCheck) -> None:
@@ -63,6 +96,47 @@ def test_exit_early_reports_exit_code_and_stderr(leak_check: LeakCheck) -> None:
     assert exc.stderr_tail.strip(), "the stderr tail is included"
     assert "exit code 3" in str(exc)
     assert exc.stderr_tail.splitlines()[-1] in str(exc)
+    assert exc.diagnosis == (
+        "the plugin exited (exit code 3) before printing its handshake line: "
+        "its stderr is shown below"
+    )
+
+
+def test_exit_without_stderr_says_so(leak_check: LeakCheck) -> None:
+    with pytest.raises(PluginExitedError) as info:
+        launch(plugin_cmd("misbehave.py", "exit-silent"), extra_env=leak_check.env)
+    exc = info.value
+    assert exc.exit_code == 4
+    assert exc.stderr_tail == ""
+    assert "wrote nothing on stderr" in exc.diagnosis
+    assert "stderr above" not in str(exc)
+    assert "shown below" not in str(exc)
+
+
+def test_long_stderr_lines_are_capped(leak_check: LeakCheck) -> None:
+    with pytest.raises(PluginExitedError) as info:
+        launch(plugin_cmd("misbehave.py", "long-lines"), extra_env=leak_check.env)
+    exc = info.value
+    assert exc.exit_code == 6
+    # 50 lines of 100 kB each: the message keeps the last lines, each cut, in ~10 kB.
+    assert len(str(exc)) < 16 * 1024
+    assert "line 49 yyy" in exc.stderr_tail
+    assert "more characters]" in exc.stderr_tail
+    assert "earlier lines not shown" in exc.stderr_tail
+
+
+def test_crash_after_long_stderr_lines_has_a_capped_tail(leak_check: LeakCheck) -> None:
+    with launch(
+        plugin_cmd("misbehave.py", "long-lines-later"),
+        restart=RestartPolicy.never(),
+        extra_env=leak_check.env,
+    ) as plugin:
+        channel = plugin.channel
+        info = plugin.exit_info(channel, wait=60)
+        assert info is not None
+        assert info.exit_code == 5
+        assert "late line 49 yyy" in info.stderr_tail
+        assert len(info.reason) < 16 * 1024, "2.5 MB before the cap"
 
 
 def test_never_handshakes_times_out(leak_check: LeakCheck) -> None:
@@ -72,8 +146,12 @@ def test_never_handshakes_times_out(leak_check: LeakCheck) -> None:
             start_timeout=1.0,
             extra_env=leak_check.env,
         )
-    assert "1s" in str(info.value)
-    assert info.value.exit_code is not None  # it was killed and reaped
+    exc = info.value
+    assert "no handshake line within 1s" in str(exc)
+    # We killed it: no exit code of its own (errors.py), and not "killed by signal 9".
+    assert exc.exit_code is None
+    assert "signal" not in str(exc)
+    assert "did not print its handshake" in exc.diagnosis
 
 
 def test_cookie_mismatch(leak_check: LeakCheck) -> None:
@@ -85,52 +163,117 @@ def test_cookie_mismatch(leak_check: LeakCheck) -> None:
 
 
 def test_missing_executable(tmp_path: Path, leak_check: LeakCheck) -> None:
-    with pytest.raises(PluginNotFoundError, match="not found"):
+    with pytest.raises(PluginNotFoundError) as info:
         launch(tmp_path / "nope", extra_env=leak_check.env)
+    assert f"not at {tmp_path / 'nope'}" in str(info.value)
+    assert info.value.diagnosis.endswith(LOOKUP_RULE)
+
+
+def test_bare_name_is_looked_up_on_path(
+    tmp_path: Path, leak_check: LeakCheck, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # A file of that name in the current directory does not count: PATH does.
+    (tmp_path / "aog-no-such-plugin").write_text("#!/bin/sh\n")
+    monkeypatch.chdir(tmp_path)
+    with pytest.raises(PluginNotFoundError) as info:
+        launch("aog-no-such-plugin", extra_env=leak_check.env)
+    assert "'aog-no-such-plugin' is not on PATH" in str(info.value)
+    assert LOOKUP_RULE in info.value.diagnosis
+    script = tmp_path / "bin" / "aog-path-plugin"
+    script.parent.mkdir()
+    script.write_text("#!/nonexistent/python9\n")
+    script.chmod(0o755)
+    with pytest.raises(PluginNotFoundError, match="interpreter") as info:
+        launch("aog-path-plugin", env={"PATH": str(script.parent)}, extra_env=leak_check.env)
+    assert str(script) in str(info.value)
+
+
+def test_relative_path_is_relative_to_cwd_argument(tmp_path: Path, leak_check: LeakCheck) -> None:
+    (tmp_path / "plugin").write_text("#!/bin/sh\necho not a handshake\n")
+    (tmp_path / "plugin").chmod(0o755)
+    with pytest.raises(MalformedHandshakeError):
+        launch("./plugin", cwd=str(tmp_path), extra_env=leak_check.env)
+    (tmp_path / "sub").mkdir()
+    with pytest.raises(PluginNotFoundError) as info:
+        launch("./plugin", cwd=str(tmp_path / "sub"), extra_env=leak_check.env)
+    assert f"not at {tmp_path / 'sub' / 'plugin'}" in str(info.value)
+    with pytest.raises(PluginNotFoundError, match=r"cwd=.* does not exist"):
+        launch("./plugin", cwd=str(tmp_path / "nowhere"), extra_env=leak_check.env)
 
 
 def test_missing_interpreter(tmp_path: Path, leak_check: LeakCheck) -> None:
     script = tmp_path / "plugin"
     script.write_text("#!/nonexistent/python9\n")
     script.chmod(0o755)
-    with pytest.raises(PluginNotFoundError, match="interpreter"):
+    with pytest.raises(PluginNotFoundError, match="interpreter") as info:
         launch(script, extra_env=leak_check.env)
+    assert info.value.diagnosis == (
+        "missing interpreter or loader; check the first line of the script"
+    )
 
 
 def test_not_executable(tmp_path: Path, leak_check: LeakCheck) -> None:
     script = tmp_path / "plugin"
     script.write_text("#!/bin/sh\n")
     script.chmod(0o644)
-    with pytest.raises(PluginNotExecutableError, match="execute permission"):
+    with pytest.raises(PluginNotExecutableError, match="execute permission") as info:
         launch(script, extra_env=leak_check.env)
+    assert info.value.diagnosis == f"chmod +x {script}"
 
 
 def test_directory_is_not_executable(tmp_path: Path, leak_check: LeakCheck) -> None:
-    with pytest.raises(PluginNotExecutableError, match="directory"):
+    with pytest.raises(PluginNotExecutableError, match="it is a directory") as info:
         launch(tmp_path, extra_env=leak_check.env)
+    assert "chmod" not in str(info.value)
+    assert "not the directory" in info.value.diagnosis
 
 
-def test_wrong_architecture(tmp_path: Path, leak_check: LeakCheck) -> None:
-    machine = 183 if os.uname().machine == "x86_64" else 62  # arm64 on amd64, else amd64
-    header = (
+def _elf_header(machine: int) -> bytes:
+    return (
         b"\x7fELF\x02\x01\x01"
         + b"\0" * 9
         + (2).to_bytes(2, "little")
         + machine.to_bytes(2, "little")
     )
+
+
+def test_wrong_architecture(tmp_path: Path, leak_check: LeakCheck) -> None:
+    machine = 183 if os.uname().machine == "x86_64" else 62  # arm64 on amd64, else amd64
     binary = tmp_path / "plugin"
-    binary.write_bytes(header + b"\0" * 100)
+    binary.write_bytes(_elf_header(machine) + b"\0" * 100)
     binary.chmod(binary.stat().st_mode | stat.S_IXUSR)
-    with pytest.raises(PluginNotExecutableError, match="wrong architecture"):
+    with pytest.raises(PluginNotExecutableError, match="wrong architecture") as info:
         launch(binary, extra_env=leak_check.env)
+    name = "arm64" if machine == 183 else "amd64"
+    assert info.value.diagnosis.startswith(f"wrong architecture: built for {name}")
+
+
+@pytest.mark.parametrize(
+    "content",
+    [
+        b"\x7fELFabcdefghijklmnopqrstuvwxyz",  # text after the magic ("machine 26465" before)
+        b"\x7fELF\x02\x01\x01",  # cut inside e_ident
+    ],
+)
+def test_truncated_elf(content: bytes, tmp_path: Path, leak_check: LeakCheck) -> None:
+    binary = tmp_path / "plugin"
+    binary.write_bytes(content)
+    binary.chmod(0o755)
+    with pytest.raises(PluginNotExecutableError) as info:
+        launch(binary, extra_env=leak_check.env)
+    assert info.value.diagnosis == (
+        f"not a valid executable: a truncated or corrupt ELF file ({len(content)} bytes)"
+    )
+    assert "machine" not in str(info.value)
 
 
 def test_not_an_executable_format(tmp_path: Path, leak_check: LeakCheck) -> None:
     blob = tmp_path / "plugin"
     blob.write_bytes(b"\x00\x01binary garbage")
     blob.chmod(0o755)
-    with pytest.raises(PluginNotExecutableError, match="not a binary"):
+    with pytest.raises(PluginNotExecutableError, match="not a binary") as info:
         launch(blob, extra_env=leak_check.env)
+    assert "no #! line" in info.value.diagnosis
 
 
 def test_checksum(tmp_path: Path, leak_check: LeakCheck) -> None:
@@ -153,6 +296,42 @@ def test_bad_arguments(kwargs: dict[str, object], leak_check: LeakCheck) -> None
         launch(plugin_cmd("echo_plugin.py"), extra_env=leak_check.env, **kwargs)  # type: ignore[arg-type]
 
 
+def test_nul_bytes_in_the_command_are_a_configuration_error(leak_check: LeakCheck) -> None:
+    with pytest.raises(ConfigurationError, match="without NUL bytes"):
+        launch(["/bin/true\0/evil"], extra_env=leak_check.env)
+    with pytest.raises(ConfigurationError, match="without NUL bytes"):
+        launch("/bin/true", extra_env={**leak_check.env, "X": "a\0b"})
+    with pytest.raises(ConfigurationError, match="without NUL bytes"):
+        launch("/bin/true", cwd="/tmp\0x", extra_env=leak_check.env)
+
+
 def test_empty_command() -> None:
     with pytest.raises(ConfigurationError, match="empty"):
         launch([])
+
+
+@pytest.mark.timeout(600)  # the first Go test may pay for a cold build
+@pytest.mark.parametrize(
+    ("mode", "error", "diagnosis"),
+    [
+        ("write-before-handshake", MalformedHandshakeError, "must be its handshake"),
+        ("sleep-before-handshake", StartTimeoutError, "did not print its handshake"),
+    ],
+)
+def test_go_plugin_we_stopped_has_no_exit_code(
+    mode: str,
+    error: type[PluginStartError],
+    diagnosis: str,
+    go_bins: GoBinaries,
+    leak_check: LeakCheck,
+) -> None:
+    with pytest.raises(error) as info:
+        launch(
+            str(go_bins.misbehave),
+            start_timeout=2.0,
+            extra_env={**leak_check.env, "AOG_FIXTURE_MODE": mode},
+        )
+    exc = info.value
+    assert exc.exit_code is None
+    assert "signal" not in str(exc)
+    assert diagnosis in exc.diagnosis

@@ -19,8 +19,8 @@ from tests.server.test_provider_support import (
     rpc_error,
     run_fixture,
     streaming,
-    wait_until,
 )
+from tests.support.wait import wait_until
 
 __all__ = ["leak_check", "local", "remote"]
 
@@ -119,7 +119,7 @@ def test_host_ending_a_slow_stream_closes_the_provider_generator(
         call.cancel()
     expected = grpc.StatusCode.CANCELLED if end == "cancel" else grpc.StatusCode.DEADLINE_EXCEEDED
     assert rpc_error(call).code() is expected
-    assert provider.logs.wait_for("stream cancelled", 3.0, more_than=before)
+    provider.logs.wait_for("stream cancelled", 3.0, more_than=before)
 
 
 @pytest.mark.parametrize(("script", "stream"), [("local", False), ("remote", True)])
@@ -136,6 +136,6 @@ def test_crash_exits_the_plugin_mid_call(leak_check: LeakCheck, script: str, str
         # UNAVAILABLE when the socket drops first; CANCELLED ("Channel closed!") when the
         # host noticed the exit first and closed its channel.
         assert error.code() in (grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.CANCELLED)
-        assert wait_until(lambda: running.plugin.exited, 5.0)
+        wait_until(lambda: running.plugin.exited, 5.0, "the crashed plugin to be seen exiting")
         assert running.plugin.exit_code == 7
-        assert running.logs.wait_for("crashing on purpose")
+        running.logs.wait_for("crashing on purpose")

@@ -6,7 +6,6 @@ from __future__ import annotations
 import contextlib
 import logging
 import threading
-import time
 import uuid
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
@@ -20,6 +19,7 @@ from aog_plugins import Plugin, RestartPolicy, launch
 from aog_plugins._proto import provider_pb2 as pb
 from aog_plugins._proto import provider_pb2_grpc
 from tests.process.conftest import LeakCheck, leak_check, plugin_cmd
+from tests.support.wait import wait_until
 
 __all__ = [
     "AUTH_RPCS",
@@ -38,7 +38,6 @@ __all__ = [
     "run_fixture",
     "streaming",
     "text",
-    "wait_until",
 ]
 
 TIMEOUT = 10.0
@@ -112,18 +111,13 @@ class Collected(logging.Handler):
         """How many collected messages contain ``text``."""
         return sum(text in m for m in self.messages())
 
-    def wait_for(self, text: str, timeout: float = 5.0, *, more_than: int = 0) -> bool:
-        """True once more than ``more_than`` collected messages contain ``text``."""
-        return wait_until(lambda: self.count(text) > more_than, timeout)
-
-
-def wait_until(condition: object, timeout: float) -> bool:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if callable(condition) and condition():
-            return True
-        time.sleep(0.02)
-    return bool(callable(condition) and condition())
+    def wait_for(self, text: str, timeout: float = 5.0, *, more_than: int = 0) -> None:
+        """Wait until more than ``more_than`` collected messages contain ``text``."""
+        wait_until(
+            lambda: self.count(text) > more_than,
+            timeout,
+            lambda: f"more than {more_than} log lines with {text!r} in {self.messages()}",
+        )
 
 
 @dataclass

@@ -23,7 +23,7 @@ from aog_plugins.handshake import (
     host_plugin_env,
     parse_handshake_line,
 )
-from aog_plugins.transport import open_channel, start_client_relay
+from aog_plugins.transport import open_channel, start_client_relay, start_server_relay
 from tests.process.conftest import FIXTURES, LeakCheck, plugin_cmd
 
 
@@ -129,3 +129,39 @@ def test_python_plugin_accepts_a_go_style_p521_host(network: str, tmp_path: Path
         proc.wait(timeout=10)
     assert proc.returncode == 0
     assert not list(tmp_path.iterdir()), "the plugin left files in its socket dir"
+
+
+_opened_for_writing: list[str] | None = None
+
+
+def _audit(event: str, args: tuple[object, ...]) -> None:
+    if event != "open" or _opened_for_writing is None:
+        return
+    path, mode, flags = args
+    writes = isinstance(flags, int) and flags & (os.O_WRONLY | os.O_RDWR | os.O_CREAT)
+    if writes or (isinstance(mode, str) and any(c in mode for c in "wax+")):
+        _opened_for_writing.append(os.fsdecode(path) if isinstance(path, (str, bytes)) else "?")
+
+
+sys.addaudithook(_audit)
+
+
+def test_relays_never_write_their_private_key_to_a_file(tmp_path: Path) -> None:
+    """Issue 9 item 11: the key is loaded from memory (a memfd), not from a temp file."""
+    global _opened_for_writing
+    ours, peer = generate_certificate("P-521"), generate_certificate("P-521")
+    _opened_for_writing = []
+    try:
+        client = start_client_relay(str(tmp_path), ("unix", "/nonexistent"), ours, peer.cert_der)
+        server = start_server_relay(
+            ("unix", str(tmp_path / "tls")), str(tmp_path / "private"), ours, peer.cert_der
+        )
+        written, _opened_for_writing = _opened_for_writing, None
+    finally:
+        _opened_for_writing = None
+    try:
+        assert written == [], f"files written while starting the relays: {written}"
+    finally:
+        client.close()
+        server.close()
+    assert list(tmp_path.iterdir()) == [], "relay dirs and sockets are removed"

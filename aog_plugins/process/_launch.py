@@ -1,0 +1,113 @@
+"""``launch()``: start a plugin and hand it to a supervising :class:`Plugin`."""
+
+from __future__ import annotations
+
+import logging
+import os
+from collections.abc import Callable, Collection, Mapping, Sequence
+
+from aog_plugins.errors import AogPluginsError, ConfigurationError
+from aog_plugins.handshake import AOG_HANDSHAKE, HandshakeConfig
+from aog_plugins.process import _registry
+from aog_plugins.process._plugin import Plugin, PluginEvent
+from aog_plugins.process._policy import RestartPolicy
+from aog_plugins.process._start import (
+    Output,
+    StartSpec,
+    command_argv,
+    offered_for,
+    start_incarnation,
+    verify_checksum,
+)
+
+__all__ = ["launch"]
+
+
+def launch(
+    cmd: str | os.PathLike[str] | Sequence[str],
+    *,
+    handshake: HandshakeConfig = AOG_HANDSHAKE,
+    versions: Collection[int] | None = None,
+    auto_mtls: bool = False,
+    start_timeout: float = 60.0,
+    env: Mapping[str, str] | None = None,
+    extra_env: Mapping[str, str] | None = None,
+    inherit_env: bool = True,
+    restart: RestartPolicy | None = None,
+    on_event: Callable[[PluginEvent], None] | None = None,
+    kill_grace: float = 2.0,
+    stdout: Output | None = None,
+    stderr: Output | None = None,
+    logger: logging.Logger | None = None,
+    checksum: str | None = None,
+    unix_socket_group: str | None = None,
+    cwd: str | None = None,
+    install_signal_handlers: bool = True,
+    multiplex: bool = False,
+) -> Plugin:
+    """Start a plugin and return it connected, health-checked and supervised.
+
+    ``cmd`` is the executable's path or an argv list. ``versions`` are the app protocol
+    versions offered (default: the handshake's). ``env`` replaces the inherited
+    environment, ``extra_env`` adds to it; ``inherit_env=False`` (without ``env``) passes
+    only PATH, LANG, LC_ALL and TZ of the host's environment, so no secret in it reaches
+    the plugin. ``restart`` (default ``RestartPolicy()``:
+    on failure, a few quick retries, then FATAL) governs restarts after the plugin dies;
+    ``on_event`` sees every state transition. ``stdout``/``stderr`` receive what the plugin
+    writes after its handshake (GRPCStdio); without them it goes to ``logger`` (default
+    ``aog_plugins.plugin.<name>``). ``checksum`` (``sha256:<hex>``) is verified before
+    anything runs. ``start_timeout`` bounds handshake, connect and health check. A failed
+    first start is not retried: the typed error (see :mod:`aog_plugins.errors`) is raised
+    after the process is killed, reaped and its socket dir removed.
+
+    ``install_signal_handlers=False`` leaves SIGTERM/SIGINT to the application: no handler
+    is installed by this call and this plugin is not stopped from one (it is still stopped
+    at interpreter exit, and by the reaper if the host is SIGKILLed). See
+    :func:`~aog_plugins.process.install_signal_handlers`.
+
+    ``multiplex=True`` asks for gRPC broker multiplexing (PLUGIN_MULTIPLEX_GRPC): one
+    connection carries every channel and broker sub-connection.
+    """
+    argv = command_argv(cmd)
+    if start_timeout <= 0:
+        raise ConfigurationError(f"start_timeout must be positive, got {start_timeout}")
+    if restart is not None and not isinstance(restart, RestartPolicy):
+        raise ConfigurationError(f"restart must be a RestartPolicy, got {restart!r}")
+    offered = offered_for(handshake, versions)
+    if checksum is not None:
+        verify_checksum(argv[0], checksum)
+    name = os.path.basename(argv[0])
+    logger = logger or logging.getLogger(f"aog_plugins.plugin.{name}")
+    spec = StartSpec(
+        argv=argv,
+        handshake=handshake,
+        offered=offered,
+        auto_mtls=auto_mtls,
+        start_timeout=start_timeout,
+        env=dict(env) if env is not None else None,
+        extra_env=dict(extra_env) if extra_env else None,
+        logger=logger,
+        stdout=stdout,
+        stderr=stderr,
+        unix_socket_group=unix_socket_group,
+        cwd=cwd,
+        inherit_env=inherit_env,
+        multiplex=multiplex,
+        checksum=checksum,
+    )
+    incarnation = start_incarnation(spec)
+    try:
+        plugin = Plugin(
+            incarnation,
+            logger=logger,
+            kill_grace=kill_grace,
+            spec=spec,
+            restart=restart if restart is not None else RestartPolicy(),
+            on_event=on_event,
+        )
+    except AogPluginsError:
+        incarnation.stop(0.0, logger)
+        incarnation.release()
+        raise
+    _registry.register(plugin, signal_handlers=install_signal_handlers)
+    return plugin

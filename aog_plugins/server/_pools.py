@@ -1,0 +1,126 @@
+"""Threads for a plugin's gRPC server: go-plugin's own services never wait behind the
+plugin's calls.
+
+grpcio runs every call on a thread of a pool. With one bounded pool, long provider calls
+(streams) can take every thread; health checks, ``Shutdown`` and the stdio stream then
+queue behind them, and the host has to SIGKILL a plugin that never heard its Shutdown.
+So go-plugin's services (health, controller, stdio, broker) get a pool of their own,
+chosen per call by grpcio (a behaviour's ``experimental_thread_pool``) from a server
+interceptor, which runs on grpcio's polling thread and so needs no pool thread itself.
+
+The plugin's own calls run on the other pool: ``max_workers`` threads at most (calls
+beyond that wait for a free thread, grpcio's rule), or, by default, one thread per
+concurrent call, made when needed and reused afterwards (as a Go plugin serves each call
+on its own goroutine).
+"""
+
+from __future__ import annotations
+
+import concurrent.futures
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Generic, TypeVar
+
+import grpc
+
+from aog_plugins.errors import ConfigurationError
+
+__all__ = ["PLUMBING_SERVICES", "ServerThreads"]
+
+PLUMBING_SERVICES = (
+    "/grpc.health.v1.Health/",
+    "/plugin.GRPCController/",
+    "/plugin.GRPCStdio/",
+    "/plugin.GRPCBroker/",
+)
+"""Method prefixes of the services go-plugin adds around a plugin's own."""
+
+# ThreadPoolExecutor starts a thread only when no idle one is left, so a huge maximum
+# means "as many as there are concurrent calls", never threads made up front.
+_AS_NEEDED = 1 << 30
+_In = TypeVar("_In")
+
+if TYPE_CHECKING:
+    _Interceptor = grpc.ServerInterceptor[object, object]
+    _Handler = grpc.RpcMethodHandler[object, object]
+else:
+    _Interceptor = grpc.ServerInterceptor
+    _Handler = grpc.RpcMethodHandler
+
+
+class _OnPool(Generic[_In]):
+    """A handler's behaviour that grpcio runs on ``pool`` instead of its default pool."""
+
+    def __init__(
+        self,
+        behaviour: Callable[[_In, grpc.ServicerContext], object],
+        pool: concurrent.futures.ThreadPoolExecutor,
+    ) -> None:
+        self._behaviour = behaviour
+        self.experimental_thread_pool = pool
+
+    def __call__(self, request: _In, context: grpc.ServicerContext) -> object:
+        return self._behaviour(request, context)
+
+
+def _on_pool(handler: _Handler, pool: concurrent.futures.ThreadPoolExecutor) -> _Handler:
+    """The same handler, with its behaviour moved to ``pool``."""
+    decode, encode = handler.request_deserializer, handler.response_serializer
+    if handler.unary_unary is not None:
+        return grpc.unary_unary_rpc_method_handler(
+            _OnPool(handler.unary_unary, pool), decode, encode
+        )
+    if handler.unary_stream is not None:
+        return grpc.unary_stream_rpc_method_handler(
+            _OnPool(handler.unary_stream, pool), decode, encode
+        )
+    if handler.stream_unary is not None:
+        return grpc.stream_unary_rpc_method_handler(
+            _OnPool(handler.stream_unary, pool), decode, encode
+        )
+    if handler.stream_stream is not None:
+        return grpc.stream_stream_rpc_method_handler(
+            _OnPool(handler.stream_stream, pool), decode, encode
+        )
+    return handler
+
+
+class _PlumbingFirst(_Interceptor):
+    """Sends calls to go-plugin's services to the plumbing pool."""
+
+    def __init__(self, pool: concurrent.futures.ThreadPoolExecutor) -> None:
+        self._pool = pool
+
+    def intercept_service(
+        self,
+        continuation: Callable[[grpc.HandlerCallDetails], _Handler | None],
+        handler_call_details: grpc.HandlerCallDetails,
+    ) -> _Handler | None:
+        handler = continuation(handler_call_details)
+        if handler is None or not handler_call_details.method.startswith(PLUMBING_SERVICES):
+            return handler
+        return _on_pool(handler, self._pool)
+
+
+class ServerThreads:
+    """The two pools of one plugin server and the interceptor that picks between them."""
+
+    def __init__(self, max_workers: int | None) -> None:
+        if max_workers is not None and (
+            isinstance(max_workers, bool) or not isinstance(max_workers, int) or max_workers < 1
+        ):
+            raise ConfigurationError(
+                f"max_workers must be a positive int or None (a thread per call), "
+                f"got {max_workers!r}"
+            )
+        self.max_workers = max_workers
+        self.calls = concurrent.futures.ThreadPoolExecutor(
+            max_workers or _AS_NEEDED, thread_name_prefix="aog-plugin"
+        )
+        self.plumbing = concurrent.futures.ThreadPoolExecutor(
+            _AS_NEEDED, thread_name_prefix="aog-plugin-plumbing"
+        )
+        self.interceptor = _PlumbingFirst(self.plumbing)
+
+    def server(self, options: list[tuple[str, object]]) -> grpc.Server:
+        """A gRPC server that runs plugin calls and go-plugin's services apart."""
+        return grpc.server(self.calls, interceptors=[self.interceptor], options=options)

@@ -1,0 +1,210 @@
+"""Faults on demand for a running :class:`~aog_plugins.Plugin`: crash it, freeze it, wait
+for a state, make its next start fail. No pytest here: these work in any test runner."""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import signal
+import sys
+import threading
+import time
+import weakref
+from collections.abc import Iterable, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+from aog_plugins.errors import AogPluginsError, ConfigurationError
+from aog_plugins.process import Plugin, PluginState
+
+__all__ = [
+    "WaitTimeoutError",
+    "crash",
+    "fail_next_start",
+    "freeze",
+    "plugin_name",
+    "wait_for_state",
+]
+
+_POLL = 0.01
+
+
+class WaitTimeoutError(AogPluginsError, TimeoutError):
+    """A plugin did not reach the wanted state (or did not die) within the timeout."""
+
+
+@dataclass(frozen=True)
+class StartLink:
+    """Where a harness-started plugin's executable is reached: ``link`` (a symlink in a
+    private directory) points at ``target``; swapping the link changes the next start."""
+
+    link: Path
+    target: Path
+
+
+# Per process (xdist workers do not share it): which plugins can be made to fail a start.
+_links: weakref.WeakKeyDictionary[Plugin, StartLink] = weakref.WeakKeyDictionary()
+_links_lock = threading.Lock()
+
+
+def register_start_link(plugin: Plugin, link: StartLink) -> None:
+    with _links_lock:
+        _links[plugin] = link
+
+
+def plugin_name(plugin: Plugin) -> str:
+    """The plugin's name as its logger carries it (``aog_plugins.plugin.<name>...``)."""
+    name = plugin.logger.name
+    prefix = "aog_plugins.plugin."
+    return name[len(prefix) :] if name.startswith(prefix) else name
+
+
+def _group_of(pid: int) -> int | None:
+    """The plugin's own process group, or None when it shares ours (never signal that)."""
+    try:
+        pgid = os.getpgid(pid)
+    except ProcessLookupError:
+        return None
+    return None if pgid == os.getpgid(0) else pgid
+
+
+def crash(
+    plugin: Plugin, sig: int = signal.SIGKILL, *, wait: bool = True, timeout: float = 10.0
+) -> int:
+    """Send ``sig`` (default SIGKILL) to the plugin's current process and return its pid.
+
+    With ``wait`` (the default) return only once the host has seen the exit: the plugin
+    left RUNNING (BACKOFF, EXITED, FATAL) or already runs as a new process. Raises
+    :class:`WaitTimeoutError` if that does not happen within ``timeout`` s (e.g. the plugin
+    ignores ``sig``).
+    """
+    pid = plugin.pid
+    with contextlib.suppress(ProcessLookupError):  # already gone: the host sees it anyway
+        os.kill(pid, sig)
+    if not wait:
+        return pid
+    deadline = time.monotonic() + timeout
+    while plugin.pid == pid and plugin.state is PluginState.RUNNING:
+        if time.monotonic() >= deadline:
+            raise WaitTimeoutError(
+                f"plugin {plugin_name(plugin)} (pid {pid}) is still RUNNING {timeout:g}s after "
+                f"signal {_signame(sig)}: it ignores the signal; use SIGKILL to crash it"
+            )
+        time.sleep(_POLL)
+    return pid
+
+
+@contextlib.contextmanager
+def freeze(plugin: Plugin) -> Iterator[int]:
+    """Stop the plugin (SIGSTOP to its process group) for the ``with`` block, then SIGCONT.
+
+    A frozen plugin keeps its sockets open but answers nothing: calls time out instead of
+    failing fast, which is what a hung plugin looks like. Yields the frozen pid.
+    """
+    pid = plugin.pid
+    group = _group_of(pid)
+
+    def send(sig: int) -> None:
+        if group is not None:
+            os.killpg(group, sig)
+        else:
+            os.kill(pid, sig)
+
+    send(signal.SIGSTOP)
+    try:
+        yield pid
+    finally:
+        with contextlib.suppress(ProcessLookupError):
+            send(signal.SIGCONT)
+
+
+def wait_for_state(
+    plugin: Plugin,
+    state: PluginState | str | Iterable[PluginState | str],
+    timeout: float = 10.0,
+) -> PluginState:
+    """Wait until ``plugin.state`` is ``state`` (or one of several); return the state seen.
+
+    States may be given by name (``"RUNNING"``). Raises :class:`WaitTimeoutError` naming
+    the state the plugin is stuck in when ``timeout`` s pass first.
+    """
+    wanted = _states(state)
+    deadline = time.monotonic() + timeout
+    while True:
+        seen = plugin.state
+        if seen in wanted:
+            return seen
+        if time.monotonic() >= deadline:
+            names = " or ".join(sorted(s.value for s in wanted))
+            raise WaitTimeoutError(
+                f"plugin {plugin_name(plugin)} (pid {plugin.pid}) is {seen.value} after "
+                f"{timeout:g}s, waited for {names}"
+            )
+        time.sleep(_POLL)
+
+
+def fail_next_start(plugin: Plugin) -> None:
+    """Make the plugin's next start (its next restart) fail, once.
+
+    The process started then prints a line saying so on stderr and exits with status 1
+    before its handshake, so the host sees a :class:`~aog_plugins.errors.PluginExitedError`
+    and goes to BACKOFF (or FATAL when its restart budget is spent); the start after that
+    runs the real executable again. Works on plugins started from an executable path or a
+    plugin directory by the ``aog_plugin``/``aog_provider`` fixtures or a
+    :class:`~aog_plugins.testing.PluginHarness`: they run the plugin through a symlink in
+    a private directory, and this swaps the symlink for a one-shot failing script that
+    puts the symlink back.
+    """
+    with _links_lock:
+        start = _links.get(plugin)
+    if start is None:
+        raise ConfigurationError(
+            f"fail_next_start: plugin {plugin_name(plugin)} was not started by the "
+            "aog_plugin/aog_provider fixtures (or a PluginHarness) from an executable path; "
+            "start it with one of those (an argv list cannot be swapped)"
+        )
+    directory = start.link.parent
+    restore = directory / f".restore-{start.link.name}"
+    script = directory / f".fail-{start.link.name}"
+    with contextlib.suppress(FileNotFoundError):
+        restore.unlink()
+    os.symlink(start.target, restore)
+    message = (
+        f"aog_plugins.testing: this start of {start.link.name} was made to fail by "
+        "fail_next_start()\n"
+    )
+    script.write_text(
+        f"#!{sys.executable} -S\n"
+        "import os, sys\n"
+        f"os.replace({str(restore)!r}, {str(start.link)!r})\n"
+        f"sys.stderr.write({message!r})\n"
+        "sys.exit(1)\n"
+    )
+    script.chmod(0o755)
+    os.replace(script, start.link)
+
+
+def _states(state: PluginState | str | Iterable[PluginState | str]) -> frozenset[PluginState]:
+    items: Iterable[PluginState | str] = (
+        (state,) if isinstance(state, (PluginState, str)) else state
+    )
+    found: set[PluginState] = set()
+    for item in items:
+        if isinstance(item, PluginState):
+            found.add(item)
+            continue
+        try:
+            found.add(PluginState[item.upper()])
+        except KeyError:
+            names = ", ".join(s.value for s in PluginState)
+            raise ConfigurationError(f"unknown plugin state {item!r}; one of {names}") from None
+    if not found:
+        raise ConfigurationError("wait_for_state needs at least one state")
+    return frozenset(found)
+
+
+def _signame(sig: int) -> str:
+    try:
+        return signal.Signals(sig).name
+    except ValueError:
+        return str(sig)

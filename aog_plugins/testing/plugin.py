@@ -1,0 +1,183 @@
+"""The pytest plugin (loaded through the ``pytest11`` entry point ``aog_plugins``).
+
+Fixtures: ``aog_plugin`` (start a plugin executable or plugin directory), ``aog_provider``
+(a real Python provider process from plain callables), ``aog_plugin_manager`` (a
+``PluginManager`` over a directory). Everything they start is killed at teardown, and a
+test whose plugins left anything behind fails at teardown with the pids named. A failing
+test gets one report section per plugin: state, exit code, events, log records, stderr.
+
+Options: ``--aog-plugin-dir``, ``--aog-auto-mtls``, ``--aog-keep-plugin-logs DIR``.
+State lives in the test item (``item.stash``), so xdist workers share nothing.
+"""
+
+from __future__ import annotations
+
+import importlib
+import os
+from collections.abc import Callable, Generator, Iterable, Mapping
+from pathlib import Path
+from typing import Any
+
+import psutil
+import pytest
+
+from aog_plugins.process import Plugin, RestartPolicy
+from aog_plugins.testing._harness import Command, PluginHarness
+from aog_plugins.testing._leaks import MARKER_ENV
+from aog_plugins.types import PluginManifest
+
+__all__ = ["aog_plugin", "aog_plugin_manager", "aog_provider"]
+
+HARNESS = pytest.StashKey[PluginHarness]()
+
+
+def pytest_addoption(parser: pytest.Parser) -> None:
+    group = parser.getgroup("aog-plugins", "aog-plugins: plugin processes as fixtures")
+    group.addoption(
+        "--aog-plugin-dir",
+        metavar="DIR",
+        default=None,
+        help="directory of plugins: default for aog_plugin_manager, and where "
+        "aog_plugin('name') looks for a bare name",
+    )
+    group.addoption(
+        "--aog-auto-mtls",
+        action="store_true",
+        default=False,
+        help="aog_plugin and aog_provider start plugins with AutoMTLS unless told otherwise",
+    )
+    group.addoption(
+        "--aog-keep-plugin-logs",
+        metavar="DIR",
+        default=None,
+        help="write every plugin's log records, events and exit to DIR/<test>/ (passing tests too)",
+    )
+
+
+@pytest.hookimpl(wrapper=True)
+def pytest_runtest_makereport(
+    item: pytest.Item, call: pytest.CallInfo[None]
+) -> Generator[None, pytest.TestReport, pytest.TestReport]:
+    report = yield
+    harness = item.stash.get(HARNESS, None)
+    if harness is not None and report.failed:
+        for title, text in harness.sections():
+            report.sections.append((title, text))
+    return report
+
+
+@pytest.fixture
+def _aog_plugins_harness(request: pytest.FixtureRequest) -> Generator[PluginHarness, None, None]:
+    """The per-test harness behind the fixtures; fails the test if anything leaked."""
+    config = request.config
+    harness = PluginHarness(
+        auto_mtls=bool(config.getoption("aog_auto_mtls")),
+        plugin_dir=config.getoption("aog_plugin_dir"),
+        keep_logs=config.getoption("aog_keep_plugin_logs"),
+        label=request.node.nodeid,
+    )
+    request.node.stash[HARNESS] = harness
+    yield harness
+    problems = harness.close()
+    if problems:
+        pytest.fail("aog_plugins: " + "\n".join(problems), pytrace=False)
+
+
+@pytest.fixture
+def aog_plugin(_aog_plugins_harness: PluginHarness) -> Callable[..., Plugin]:
+    """Start a plugin: ``aog_plugin(cmd_or_plugin_dir, *, auto_mtls=<--aog-auto-mtls>,
+    env=None, restart=RestartPolicy.never(), **launch_kwargs) -> Plugin``.
+
+    ``cmd_or_plugin_dir``: an executable, an argv list, a directory with ``plugin.yaml``
+    (this platform's executable is started), or a bare name under ``--aog-plugin-dir``.
+    Killed at teardown; the test fails if a process, socket dir or relay outlives it.
+    """
+
+    def start(
+        cmd_or_plugin_dir: Command,
+        *,
+        auto_mtls: bool | None = None,
+        env: Mapping[str, str] | None = None,
+        restart: RestartPolicy | None = None,
+        **launch_kwargs: Any,
+    ) -> Plugin:
+        return _aog_plugins_harness.start(
+            cmd_or_plugin_dir, auto_mtls=auto_mtls, env=env, restart=restart, **launch_kwargs
+        )
+
+    return start
+
+
+@pytest.fixture
+def aog_provider(_aog_plugins_harness: PluginHarness) -> Callable[..., Plugin]:
+    """A real Python provider plugin process: ``aog_provider(services={"chat": fn},
+    streams={"chat": gen}, kind="local", manifest=None, name="aog-test-provider",
+    **aog_plugin_kwargs) -> Plugin``. Callables must be module-level (imported again by
+    name in the plugin process); see ``docs/testing.md``."""
+
+    def start(
+        services: Mapping[str, Callable[..., Any]] | None = None,
+        streams: Mapping[str, Callable[..., Iterable[Any]]] | None = None,
+        *,
+        kind: str = "local",
+        manifest: PluginManifest | Mapping[str, Any] | None = None,
+        name: str = "aog-test-provider",
+        **launch_kwargs: Any,
+    ) -> Plugin:
+        return _aog_plugins_harness.provider(
+            services, streams, kind=kind, manifest=manifest, name=name, **launch_kwargs
+        )
+
+    return start
+
+
+@pytest.fixture
+def aog_plugin_manager(request: pytest.FixtureRequest) -> Generator[Callable[..., Any], None, None]:
+    """``aog_plugin_manager(directory=<--aog-plugin-dir>, **kwargs) -> PluginManager``;
+    closed at teardown, and the test fails if a process started from that directory
+    outlives ``close()``."""
+    made: list[tuple[Any, Path, set[int]]] = []
+
+    def make(directory: str | os.PathLike[str] | None = None, **kwargs: Any) -> Any:
+        chosen = directory if directory is not None else request.config.getoption("aog_plugin_dir")
+        if chosen is None:
+            raise pytest.UsageError(
+                "aog_plugin_manager needs a directory: pass one, or run pytest with "
+                "--aog-plugin-dir DIR"
+            )
+        manager_class = importlib.import_module("aog_plugins").PluginManager
+        before = {p.pid for p in psutil.Process().children(recursive=True)}
+        manager = manager_class(chosen, **kwargs)
+        made.append((manager, Path(chosen).resolve(), before))
+        return manager
+
+    yield make
+    problems = []
+    for manager, directory, before in made:
+        manager.close()
+        left = _started_from(directory, before)
+        for proc in left:
+            proc.kill()
+        if left:
+            pids = ", ".join(str(p.pid) for p in left)
+            problems.append(f"PluginManager over {directory} left processes running: pids {pids}")
+    if problems:
+        pytest.fail("aog_plugins: " + "\n".join(problems) + " (now killed)", pytrace=False)
+
+
+def _started_from(directory: Path, before: set[int]) -> list[psutil.Process]:
+    """Our live descendants, new since ``before``, whose executable is under ``directory``."""
+    found = []
+    for proc in psutil.Process().children(recursive=True):
+        if proc.pid in before:
+            continue
+        try:
+            if proc.status() == psutil.STATUS_ZOMBIE or MARKER_ENV in proc.environ():
+                continue
+            argv = proc.cmdline()
+            paths = [proc.exe(), *argv[:2]]
+        except psutil.Error:
+            continue
+        if any(p and os.path.realpath(p).startswith(f"{directory}{os.sep}") for p in paths):
+            found.append(proc)
+    return found

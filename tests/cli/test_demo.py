@@ -1,0 +1,89 @@
+"""``aog-plugins demo`` works from anywhere, also from a plain install without the test
+extras, because its example plugin ships inside the package (issue 9, item 16)."""
+
+from __future__ import annotations
+
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from tests.cli.conftest import cli
+
+ROOT = Path(__file__).resolve().parents[2]
+
+# Imported by sitecustomize in the install test: any import of a test-only dependency fails
+# (in the CLI and in the plugin it starts, which inherits PYTHONPATH).
+_BLOCK_TEST_EXTRAS = """\
+import sys
+
+BLOCKED = {"pytest", "_pytest", "xdist", "pytest_timeout", "grpc_tools", "mypy_protobuf",
+           "mypy", "ruff", "tests", "_fixture_path", "_providers"}
+
+
+class _Blocker:
+    def find_spec(self, name, path=None, target=None):
+        if name.partition(".")[0] in BLOCKED:
+            raise ImportError(f"{name} is a test-only module; the demo must not need it")
+        return None
+
+
+sys.meta_path.insert(0, _Blocker())
+"""
+
+
+def _check_demo_output(out: str, network: str) -> None:
+    assert f"with AutoMTLS over {network}" in out
+    assert "health: SERVING" in out
+    assert "manifest: provider 'echo', services ['chat']" in out
+    assert """invoke_service('chat') -> {"hello": "aog"}""" in out
+    assert """chunk '{"index": 2}' final=False""" in out
+    assert "[INFO] invoke service=chat" in out
+    assert "plugin processes still running: none" in out
+
+
+@pytest.mark.parametrize("network", ["unix", "tcp"])
+def test_demo_from_outside_the_repository(tmp_path: Path, network: str) -> None:
+    result = cli("demo", *(["--tcp"] if network == "tcp" else []), cwd=tmp_path)
+    assert result.code == 0, result.output
+    _check_demo_output(result.out, network)
+    assert "Traceback" not in result.output
+
+
+def test_demo_after_a_plain_install_without_test_extras(tmp_path: Path) -> None:
+    # pip install of a copy of the sources (the build writes into its source tree), into
+    # a target dir; its console script runs with this interpreter, so the runtime
+    # dependencies come from here while the package itself comes only from the install.
+    source = tmp_path / "src"
+    source.mkdir()
+    shutil.copy(ROOT / "pyproject.toml", source)
+    shutil.copy(ROOT / "README.md", source)
+    shutil.copytree(
+        ROOT / "aog_plugins", source / "aog_plugins", ignore=shutil.ignore_patterns("__pycache__")
+    )
+    site = tmp_path / "site"
+    subprocess.run(
+        [
+            sys.executable, "-m", "pip", "install", "--quiet", "--disable-pip-version-check",
+            "--no-deps", "--no-build-isolation", "--no-index", "--target", str(site), str(source),
+        ],
+        check=True,
+        capture_output=True,
+    )  # fmt: skip
+    shutil.rmtree(source)  # nothing may refer back to the sources
+    blocker = tmp_path / "blocker"
+    blocker.mkdir()
+    (blocker / "sitecustomize.py").write_text(_BLOCK_TEST_EXTRAS)
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.mkdir()
+    result = cli(
+        "demo",
+        command=[str(site / "bin" / "aog-plugins")],
+        cwd=elsewhere,
+        env={"PYTHONPATH": f"{blocker}:{site}"},
+    )
+    assert result.code == 0, result.output
+    _check_demo_output(result.out, "unix")
+    assert f"({site}/aog_plugins/examples/echo)" in result.out  # the installed copy ran

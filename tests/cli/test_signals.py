@@ -1,0 +1,44 @@
+"""Ctrl-C: the CLI stops the plugin and exits 130, without a traceback (issue 9, item 15);
+and a reader that goes away (``| head``) ends it quietly too."""
+
+from __future__ import annotations
+
+import shlex
+import sys
+from collections.abc import Callable
+
+from tests.cli.conftest import Running, cli, fixture
+
+
+def test_sigint_during_a_stream_exits_130_quietly(start_cli: Callable[..., Running]) -> None:
+    running = start_cli("invoke", fixture("remote_provider.py"), "slow-stream", "--stream")
+    plugin = running.plugin("remote_provider.py")
+    assert running.proc.stdout is not None
+    assert running.proc.stdout.readline().startswith('{"index": 0}')  # streaming now
+    result = running.interrupt()  # also checks the plugin and socket dir are gone
+    assert result.code == 130
+    assert "Traceback" not in result.err
+    assert "interrupted" in result.err
+    assert not plugin.is_running() or plugin.status() == "zombie"
+
+
+def test_sigint_while_the_plugin_starts_exits_130_quietly(
+    start_cli: Callable[..., Running],
+) -> None:
+    running = start_cli("inspect", fixture("misbehave.py"), "--plugin-arg", "never-handshake")
+    running.plugin("never-handshake")  # spawned, waiting for a handshake that never comes
+    result = running.interrupt()
+    assert result.code == 130
+    assert "Traceback" not in result.err
+    assert result.out == ""
+
+
+def test_closed_stdout_ends_a_stream_without_a_traceback() -> None:
+    plugin = fixture("remote_provider.py")
+    args = ["invoke", plugin, "slow-stream", "--stream", "--data", '{"interval": 0.01}']
+    command = shlex.join([sys.executable, "-m", "aog_plugins", *args])
+    result = cli(command=["bash", "-o", "pipefail", "-c", f"{command} | head -n 2"])
+    assert result.out.splitlines() == ['{"index": 0}', '{"index": 1}']
+    assert result.code == 1  # pipefail: the CLI's status
+    assert "Traceback" not in result.err
+    assert "BrokenPipe" not in result.err

@@ -1,0 +1,62 @@
+"""Idempotent reads are retried once when the plugin dies under them (docs/lifecycle.md):
+the plugin is SIGKILLed while the call is in flight, and the call still answers, from the
+restarted plugin."""
+
+from __future__ import annotations
+
+import logging
+import os
+import signal
+import threading
+import uuid
+from collections.abc import Callable
+from pathlib import Path
+
+import pytest
+
+from aog_plugins import GRPCProviderClient, RestartPolicy, launch
+from aog_plugins.types import EngineVersionResponse, ListResponse
+from tests.process.conftest import LeakCheck, leak_check, plugin_cmd
+from tests.server.test_provider_support import Collected
+
+__all__ = ["leak_check"]
+
+QUICK = RestartPolicy(backoff_base=0.05, max_restarts=3, min_uptime=30)
+
+READS: dict[str, Callable[[GRPCProviderClient], object]] = {
+    "get_running_models": lambda client: client.get_running_models(timeout=60),
+    "get_version": lambda client: client.get_version(timeout=60),
+}
+
+
+@pytest.mark.parametrize("method", sorted(READS))
+def test_read_is_retried_when_the_plugin_dies_mid_call(
+    leak_check: LeakCheck, tmp_path: Path, method: str
+) -> None:
+    logger = logging.getLogger(f"tests.client.retries.{uuid.uuid4().hex}")
+    logger.setLevel(logging.DEBUG)
+    logger.propagate = False
+    logs = Collected()
+    logger.addHandler(logs)
+    env = {**leak_check.env, "AOG_FIXTURE_HANG_ONCE": str(tmp_path / "hung")}
+    with launch(
+        plugin_cmd("local_provider.py"), restart=QUICK, extra_env=env, logger=logger
+    ) as plugin:
+        first = plugin.pid
+        killed = threading.Event()
+
+        def kill_when_hung() -> None:
+            # The plugin logs "read hangs" once the call is inside the provider.
+            logs.wait_for("read hangs", 60)
+            os.kill(first, signal.SIGKILL)
+            killed.set()
+
+        killer = threading.Thread(target=kill_when_hung, daemon=True)
+        killer.start()
+        answer = READS[method](plugin.client)
+        killer.join()
+        assert killed.is_set(), "the call never reached the provider"
+        assert plugin.pid != first, "the answer came from the restarted plugin"
+        expected = ListResponse if method == "get_running_models" else EngineVersionResponse
+        assert isinstance(answer, expected)
+    logger.removeHandler(logs)

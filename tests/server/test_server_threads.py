@@ -1,0 +1,106 @@
+"""A plugin busy with many long calls still answers the host: health checks and Shutdown
+never wait behind provider calls (aog_plugins/server/_pools.py), in a Python plugin as in
+a Go one. "Graceful" is checked on the host's side: its kill ladder logs when a plugin
+ignored Shutdown and had to be signalled."""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import uuid
+from collections.abc import Iterator
+
+import pytest
+
+from aog_plugins import Plugin, RestartPolicy, launch
+from aog_plugins.client import ResponseStream
+from aog_plugins.errors import ConfigurationError
+from aog_plugins.server import PluginServer
+from aog_plugins.types import StreamChunk
+from tests.gofixtures.conftest import go_bins
+from tests.process.conftest import LeakCheck, leak_check, plugin_cmd
+from tests.server.test_provider_support import Collected
+from tests.support.gobuild import GoBinaries
+
+__all__ = ["go_bins", "leak_check"]
+
+STREAMS = 70  # more than the old fixed pool of 64 threads (2 of them held by stdio/broker)
+STREAM_TIMEOUT = 30.0  # bounds a stream that is never served, so a regression fails
+pytestmark = pytest.mark.timeout(240)
+
+
+@contextlib.contextmanager
+def _launched(cmd: list[str] | str, env: dict[str, str]) -> Iterator[tuple[Plugin, Collected]]:
+    logger = logging.getLogger(f"tests.server.threads.{uuid.uuid4().hex}")
+    logger.setLevel(logging.DEBUG)
+    logger.propagate = False
+    logs = Collected()
+    logger.addHandler(logs)
+    try:
+        with launch(cmd, extra_env=env, logger=logger, restart=RestartPolicy.never()) as plugin:
+            yield plugin, logs
+    finally:
+        logger.removeHandler(logs)
+
+
+def _open(
+    plugin: Plugin, count: int, service: str, body: bytes
+) -> list[ResponseStream[StreamChunk]]:
+    return [
+        plugin.client.invoke_service_stream(service, body, timeout=STREAM_TIMEOUT)
+        for _ in range(count)
+    ]
+
+
+def _kill_gracefully(plugin: Plugin, logs: Collected) -> None:
+    """kill() must end the plugin through its Shutdown RPC: no SIGTERM, no SIGKILL."""
+    plugin.kill(grace=30.0)
+    signalled = [m for m in logs.messages() if "ignored Shutdown" in m or "ignored SIGTERM" in m]
+    assert not signalled, f"the plugin did not exit via Shutdown: {signalled}"
+    assert plugin.exit_code == 0
+
+
+@pytest.mark.parametrize("script", ["local_provider.py", "remote_provider.py"])
+def test_python_plugin_serves_70_streams_and_still_answers(
+    leak_check: LeakCheck, script: str
+) -> None:
+    with _launched(plugin_cmd(script), leak_check.env) as (plugin, logs):
+        streams = _open(plugin, STREAMS, "slow-stream", b'{"interval": 0.2}')
+        # Every stream is being served at once: each delivers its first chunk.
+        for stream in streams:
+            assert next(stream).data == b'{"index": 0}'
+        plugin.ping(timeout=10)
+        assert plugin.client.get_manifest(timeout=10).provider.name
+        for stream in streams[:5]:
+            assert next(stream).data  # still flowing
+        _kill_gracefully(plugin, logs)
+
+
+def test_full_provider_pool_never_starves_health_or_shutdown(leak_check: LeakCheck) -> None:
+    # max_workers=4: four streams take every provider thread, two more wait for one.
+    env = {**leak_check.env, "AOG_FIXTURE_MAX_WORKERS": "4"}
+    with _launched(plugin_cmd("remote_provider.py"), env) as (plugin, logs):
+        streams = _open(plugin, 6, "slow-stream", b'{"interval": 0.2}')
+        assert next(streams[0]).data == b'{"index": 0}'
+        for _ in range(3):
+            plugin.ping(timeout=10)
+        _kill_gracefully(plugin, logs)
+
+
+def test_go_plugin_serves_70_streams_and_still_answers(
+    go_bins: GoBinaries, leak_check: LeakCheck
+) -> None:
+    env = {**leak_check.env, "AOG_FIXTURE_KIND": "remote"}
+    with _launched(str(go_bins.aog_provider), env) as (plugin, logs):
+        streams = _open(plugin, STREAMS, "slow", b'{"ms": 200, "chunks": 100000}')
+        for stream in streams:
+            assert next(stream).data.startswith(b'data: {"index":0')
+        plugin.ping(timeout=10)
+        assert plugin.client.get_manifest(timeout=10).provider.name
+        _kill_gracefully(plugin, logs)
+
+
+@pytest.mark.parametrize("bad", [0, -1, True])
+def test_max_workers_must_be_a_positive_int(bad: int) -> None:
+    with pytest.raises(ConfigurationError, match="max_workers"):
+        PluginServer(lambda server: None, max_workers=bad)

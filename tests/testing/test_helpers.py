@@ -1,0 +1,108 @@
+"""The helpers of aog_plugins.testing outside pytest fixtures, and how the plugin loads."""
+
+from __future__ import annotations
+
+import importlib.metadata
+import signal
+import socket
+import subprocess
+import sys
+import uuid
+from pathlib import Path
+
+import pytest
+
+from aog_plugins import PluginState, RestartPolicy, launch
+from aog_plugins.errors import ConfigurationError
+from aog_plugins.testing import (
+    PluginHarness,
+    WaitTimeoutError,
+    crash,
+    fail_next_start,
+    wait_for_state,
+)
+from aog_plugins.testing._leaks import find_leaks, kill_leaks
+from tests.testing.conftest import LOCAL_PROVIDER, MISBEHAVE
+
+
+def test_importing_the_helpers_does_not_import_pytest() -> None:
+    code = "import sys, aog_plugins.testing; print('pytest' in sys.modules)"
+    run = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, timeout=60, check=True
+    )
+    assert run.stdout.strip() == "False"
+
+
+def test_the_pytest11_entry_point_names_the_plugin_module() -> None:
+    (entry,) = [
+        e for e in importlib.metadata.entry_points(group="pytest11") if e.name == "aog_plugins"
+    ]
+    assert entry.value == "aog_plugins.testing.plugin"
+
+
+def test_fail_next_start_needs_a_harness_started_plugin() -> None:
+    with (
+        launch([sys.executable, str(LOCAL_PROVIDER)]) as plugin,
+        pytest.raises(ConfigurationError, match="fail_next_start"),
+    ):
+        fail_next_start(plugin)
+
+
+def test_wait_for_state_times_out_naming_the_state() -> None:
+    with PluginHarness() as harness:
+        plugin = harness.start([sys.executable, str(LOCAL_PROVIDER)])
+        with pytest.raises(WaitTimeoutError, match=r"is RUNNING after 0\.2s, waited for FATAL"):
+            wait_for_state(plugin, PluginState.FATAL, timeout=0.2)
+        with pytest.raises(ConfigurationError, match="unknown plugin state 'asleep'"):
+            wait_for_state(plugin, "asleep")
+        assert wait_for_state(plugin, ["exited", "RUNNING"]) is PluginState.RUNNING
+
+
+def test_crash_with_an_ignored_signal_says_so() -> None:
+    with PluginHarness() as harness:
+        plugin = harness.start([sys.executable, str(MISBEHAVE), "ignore-shutdown"], kill_grace=0.1)
+        with pytest.raises(WaitTimeoutError, match="ignores the signal"):
+            crash(plugin, signal.SIGTERM, timeout=0.3)
+        assert crash(plugin) > 0
+        assert plugin.state is PluginState.EXITED
+
+
+def echo(request: bytes) -> bytes:
+    return request
+
+
+def test_fail_next_start_fails_exactly_one_start() -> None:
+    events: list[str] = []
+    policy = RestartPolicy(backoff_base=0.01, jitter=0.0, max_restarts=5)
+    with PluginHarness() as harness:
+        plugin = harness.provider(
+            {"echo": echo}, restart=policy, on_event=lambda e: events.append(e.reason)
+        )
+        fail_next_start(plugin)
+        crash(plugin)
+        wait_for_state(plugin, "RUNNING")
+        crash(plugin)  # the next restart is normal again
+        wait_for_state(plugin, "RUNNING")
+        assert plugin.client.invoke_service("echo", b"[1]") == b"[1]"
+    failed = [r for r in events if "made to fail by fail_next_start" in r]
+    assert len(failed) == 1, events
+    assert sum("restarted" in r for r in events) == 2, events
+
+
+def test_a_socket_dir_and_a_socket_still_bound_here_are_leaks(tmp_path: Path) -> None:
+    """What a relay that was not closed looks like: its socket, bound by this process,
+    inside the plugin's socket dir; and the dir itself still there."""
+    socket_dir = tmp_path / "aogp-x"
+    socket_dir.mkdir()
+    path = socket_dir / "relay-1" / "s"
+    path.parent.mkdir()
+    with socket.socket(socket.AF_UNIX) as listener:
+        listener.bind(str(path))
+        listener.listen()
+        leaks = find_leaks(uuid.uuid4().hex, [], [str(socket_dir)])
+    assert [(leak.kind, leak.path) for leak in leaks] == [
+        ("relay", str(path)),
+        ("socket dir", str(socket_dir)),
+    ]
+    kill_leaks(leaks)
+    assert not socket_dir.exists()
