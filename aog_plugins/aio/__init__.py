@@ -7,6 +7,7 @@ threads, and never blocks the event loop; ``plugin.client`` is an
 """
 
 from aog_plugins.aio._client import AsyncGRPCProviderClient, AsyncProgress
+from aog_plugins.aio._manager import AsyncPluginManager
 from aog_plugins.aio._plugin import AsyncPlugin, launch
 from aog_plugins.aio._source import AsyncConnectionSource, Link, StaticAsyncSource
 from aog_plugins.aio._streams import AsyncBidiCall, AsyncResponseStream
@@ -16,6 +17,7 @@ __all__ = [
     "AsyncConnectionSource",
     "AsyncGRPCProviderClient",
     "AsyncPlugin",
+    "AsyncPluginManager",
     "AsyncProgress",
     "AsyncResponseStream",
     "Link",
