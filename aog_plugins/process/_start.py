@@ -46,6 +46,7 @@ from aog_plugins.process._connect import (
     request_shutdown,
 )
 from aog_plugins.process._failures import default_diagnosis, typed_start_error
+from aog_plugins.process._guard import StartGuard
 from aog_plugins.process._logs import LineSplitter
 from aog_plugins.process._spawn import (
     COOKIE_REJECTED_MARKER,
@@ -171,13 +172,17 @@ class Incarnation:
             remove_socket_dir(self.socket_dir)
 
 
-def start_incarnation(spec: StartSpec) -> Incarnation:
+def start_incarnation(spec: StartSpec, guard: StartGuard[Any] | None = None) -> Incarnation:
     """Start the plugin once and return it connected and health-checked.
 
     On any failure the process is killed, reaped and its socket dir removed before the
     typed error (see :mod:`aog_plugins.errors`) is raised: whatever goes wrong, the caller
     gets an :class:`~aog_plugins.errors.AogPluginsError`, never a bare OSError or the like.
+    With a ``guard`` (a start run for an interruptible caller, see :mod:`._guard`), a
+    cancel ends the start the same way, with :class:`StartCancelled`.
     """
+    if guard is not None:
+        guard.check()
     deadline = time.monotonic() + spec.start_timeout
     tls_bundle = generate_certificate() if spec.auto_mtls else None
     socket_dir = _prepare_socket_dir(spec)
@@ -198,6 +203,8 @@ def start_incarnation(spec: StartSpec) -> Incarnation:
         raise typed_start_error(exc, "spawning the plugin") from exc
     relay: Relay | None = None
     try:
+        if guard is not None:
+            guard.adopt(proc)  # a cancel kills it from now on; we reap it below
         line = _read_handshake(proc, deadline, spec.start_timeout)
         check_host_acceptance(line, spec.offered)
         check_plugin_address(line, socket_dir, proc.pid)
@@ -224,7 +231,7 @@ def start_incarnation(spec: StartSpec) -> Incarnation:
         if error is exc:
             raise error from None
         raise error from exc
-    return _connect(
+    incarnation = _connect(
         spec,
         proc=proc,
         line=line,
@@ -234,6 +241,9 @@ def start_incarnation(spec: StartSpec) -> Incarnation:
         relay=relay,
         deadline=deadline,
     )
+    if guard is not None:
+        guard.disown()
+    return incarnation
 
 
 def _connect(
