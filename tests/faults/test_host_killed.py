@@ -12,7 +12,6 @@ import os
 import signal
 import sys
 import textwrap
-import time
 from pathlib import Path
 from typing import Any
 
@@ -170,10 +169,13 @@ def test_reaper_spares_a_group_whose_leader_is_another_process(
 ) -> None:
     # A create_time that does not match stands for a pid reused by a stranger.
     host = make_host(TRACK_HOST, _track((SLEEPER, -100.0, False), (SLEEPER, 0.0, False)))
-    stranger, ours = host.read()["groups"]
+    info = host.read()
+    stranger, ours = info["groups"]
     _kill_host(host.kill, [ours], "our group to be killed")
     try:
-        time.sleep(0.3)
+        # The reaper decides on every group, kills, and only then exits: once it is gone,
+        # whatever it was going to do to the stranger is done.
+        wait_gone([info["reaper"]], 30, "the reaper to finish and exit")
         assert not gone(stranger), "the reaper killed a process it could not prove was ours"
     finally:
         _kill_and_wait(stranger)
