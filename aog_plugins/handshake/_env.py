@@ -73,10 +73,12 @@ def host_plugin_env(
     socket_group: str | None = None,
     min_port: int = DEFAULT_MIN_PORT,
     max_port: int = DEFAULT_MAX_PORT,
+    multiplex: bool = False,
 ) -> dict[str, str]:
     """The variables a host adds to a plugin's environment (cookie, versions, ports, TLS).
 
-    ``client_cert_pem`` turns on AutoMTLS in the plugin; PLUGIN_MULTIPLEX_GRPC is never set.
+    ``client_cert_pem`` turns on AutoMTLS in the plugin; ``multiplex`` asks for gRPC broker
+    multiplexing (PLUGIN_MULTIPLEX_GRPC=true, as go-plugin's GRPCBrokerMultiplex).
     """
     if not versions:
         raise ConfigurationError("a host must offer at least one app protocol version")
@@ -94,6 +96,8 @@ def host_plugin_env(
         env[ENV_UNIX_SOCKET_DIR] = check_env_text("socket_dir", socket_dir)
     if socket_group is not None:
         env[ENV_UNIX_SOCKET_GROUP] = check_env_text("socket_group", socket_group)
+    if multiplex:
+        env[ENV_MULTIPLEX_GRPC] = "true"
     return env
 
 

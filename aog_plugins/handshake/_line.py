@@ -232,10 +232,13 @@ def _parse(raw: str) -> HandshakeLine:
     )
 
 
-def check_host_acceptance(line: HandshakeLine, offered_versions: Collection[int]) -> None:
+def check_host_acceptance(
+    line: HandshakeLine, offered_versions: Collection[int], *, multiplex: bool = False
+) -> None:
     """Host side: reject a handshake this Python host cannot use, with a typed error.
 
-    Checks the app version against what was offered, then grpc, then no multiplexing.
+    Checks the app version against what was offered, then grpc, then that field 7 matches
+    ``multiplex`` (whether the host set PLUGIN_MULTIPLEX_GRPC).
     """
     shown = _safe_format(line)
     if line.core_version != CORE_PROTOCOL_VERSION:
@@ -258,11 +261,18 @@ def check_host_acceptance(line: HandshakeLine, offered_versions: Collection[int]
             f"cannot be hosted from Python; build the plugin with GRPC",
             line=shown,
         )
-    if line.multiplex:
+    if line.multiplex and not multiplex:
         raise UnsupportedProtocolError(
-            "the plugin announced gRPC broker multiplexing (handshake field 7 'true'), which "
-            "this host does not speak: expected no 7th field or 'false'. This host never sets "
+            "the plugin announced gRPC broker multiplexing (handshake field 7 'true') that "
+            "this host did not ask for: expected no 7th field or 'false'. The host did not set "
             "PLUGIN_MULTIPLEX_GRPC, so the plugin must not enable multiplexing on its own",
+            line=shown,
+        )
+    if multiplex and not line.multiplex:
+        raise UnsupportedProtocolError(
+            "the host asked for gRPC broker multiplexing (PLUGIN_MULTIPLEX_GRPC) but the "
+            "plugin does not support it (no 'true' in handshake field 7): rebuild a Go plugin "
+            "with go-plugin >= 1.6, or launch without multiplex=True",
             line=shown,
         )
 

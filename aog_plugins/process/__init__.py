@@ -5,6 +5,7 @@ them deterministically; see :func:`launch` and :class:`Plugin`.
 """
 
 from aog_plugins.process._attach import attach
+from aog_plugins.process._broker import Broker
 from aog_plugins.process._launch import launch
 from aog_plugins.process._logs import TRACE, parse_line
 from aog_plugins.process._plugin import Plugin, PluginEvent, PluginState
@@ -15,6 +16,7 @@ from aog_plugins.process._start import verify_checksum
 
 __all__ = [
     "TRACE",
+    "Broker",
     "Plugin",
     "PluginEvent",
     "PluginState",

@@ -11,15 +11,24 @@ from collections.abc import Callable
 
 import psutil
 
-from aog_plugins.errors import PluginConnectError, ReattachError
-from aog_plugins.handshake import HandshakeLine
+from aog_plugins.errors import AogPluginsError, PluginConnectError, ReattachError
+from aog_plugins.handshake import HandshakeLine, grpcio_can_verify
 from aog_plugins.process import _registry
+from aog_plugins.process._broker import Broker
 from aog_plugins.process._connect import health_check
 from aog_plugins.process._ioloop import io_loop
 from aog_plugins.process._plugin import Plugin
 from aog_plugins.process._reattach import ReattachConfig
 from aog_plugins.process._start import Incarnation
-from aog_plugins.transport import open_channel, wait_ready
+from aog_plugins.process._tempdir import make_socket_dir, remove_socket_dir
+from aog_plugins.transport import (
+    BrokerTLS,
+    ClientTLS,
+    Relay,
+    open_channel,
+    start_client_relay,
+    wait_ready,
+)
 
 __all__ = ["AttachedProcess", "attach"]
 
@@ -101,31 +110,63 @@ def attach(
     timeout: float = 10.0,
     kill_grace: float = 2.0,
     logger: logging.Logger | None = None,
+    broker: bool = False,
 ) -> Plugin:
-    """Connect to a running plugin; ``kill()`` then stops it (Shutdown, then its pid only)."""
+    """Connect to a running plugin; ``kill()`` then stops it (Shutdown, then its pid only),
+    ``detach()`` leaves it running.
+
+    A config with AutoMTLS presents the launching host's certificate again and pins
+    exactly the plugin's certificate (through the TLS relay for Go's P-521 keys).
+    ``broker=True`` also opens a GRPCBroker stream (``Plugin.broker``). It is off by
+    default: a Go plugin has one broker for all its hosts' streams, and the end of a
+    second host's stream closes it for the first host too.
+    """
     if config.protocol != "grpc":
         raise ReattachError(f"only grpc plugins can be reattached, got {config.protocol!r}")
     process = AttachedProcess(config.pid)
     line = HandshakeLine(
         core_version=1,
         app_version=config.protocol_version,
-        network=config.network,  # type: ignore[arg-type]
+        network="tcp" if config.network == "tcp" else "unix",
         address=config.address,
         protocol="grpc",
-        server_cert=None,
+        server_cert=config.server_cert_der,
     )
     logger = logger or logging.getLogger(f"aog_plugins.plugin.pid{config.pid}")
-    channel = open_channel(line.grpc_target)
+    bundle = config.client_bundle()
+    tls = None
+    if bundle is not None and config.server_cert_der is not None:
+        tls = ClientTLS(host=bundle, plugin_cert_der=config.server_cert_der)
+    private_dir: str | None = None
+    relay: Relay | None = None
+    try:
+        if tls is not None and not grpcio_can_verify(tls.plugin_cert_der):
+            private_dir = make_socket_dir()
+            relay = start_client_relay(
+                private_dir, (line.network, line.address), tls.host, tls.plugin_cert_der
+            )
+            channel = open_channel(f"unix:{relay.address}")
+        else:
+            channel = open_channel(line.grpc_target, tls)
+    except (OSError, AogPluginsError) as exc:
+        if relay is not None:
+            relay.close()
+        remove_socket_dir(private_dir)
+        raise ReattachError(f"cannot reattach to plugin pid {config.pid}: {exc}") from exc
+    incarnation = Incarnation(process, line, channel, socket_dir=private_dir, relay=relay, tls=tls)
     try:
         wait_ready(channel, line, timeout)
         health_check(channel, timeout)
+        if broker:
+            incarnation.broker = Broker(
+                channel,
+                network=line.network,
+                socket_dir=private_dir,
+                tls=None if tls is None else BrokerTLS(tls.host, tls.plugin_cert_der),
+            )
     except PluginConnectError as exc:
-        channel.close()
+        incarnation.release()
         raise ReattachError(f"cannot reattach to plugin pid {config.pid}: {exc}") from exc
-    plugin = Plugin(
-        Incarnation(process, line, channel, socket_dir=None),
-        logger=logger,
-        kill_grace=kill_grace,
-    )
+    plugin = Plugin(incarnation, logger=logger, kill_grace=kill_grace)
     _registry.register(plugin)
     return plugin

@@ -7,15 +7,13 @@ import logging
 import re
 import threading
 import time
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Iterable
 
 import grpc
 from google.protobuf import empty_pb2
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
 from aog_plugins._proto import (
-    grpc_broker_pb2,
-    grpc_broker_pb2_grpc,
     grpc_controller_pb2,
     grpc_controller_pb2_grpc,
     grpc_stdio_pb2,
@@ -26,7 +24,6 @@ from aog_plugins.transport import HEALTH_SERVICE
 
 __all__ = [
     "STDIO_MAX_MESSAGE",
-    "BrokerStream",
     "StdioPump",
     "health_check",
     "request_shutdown",
@@ -172,22 +169,3 @@ class StdioPump:
             self._call.cancel()  # type: ignore[no-untyped-call]  # untyped in grpc-stubs
         self._thread.join(timeout=2.0)
         self._channel.close()
-
-
-class BrokerStream:
-    """Holds GRPCBroker.StartStream open as go-plugin's host does (no broker features yet)."""
-
-    def __init__(self, channel: grpc.Channel) -> None:
-        self._closed = threading.Event()
-        stub = grpc_broker_pb2_grpc.GRPCBrokerStub(channel)
-        self._call = stub.StartStream(self._requests())
-
-    def _requests(self) -> Iterator[grpc_broker_pb2.ConnInfo]:
-        self._closed.wait()
-        return
-        yield  # pragma: no cover - makes this a generator
-
-    def close(self) -> None:
-        """End the stream."""
-        self._closed.set()
-        self._call.cancel()  # type: ignore[no-untyped-call]  # untyped in grpc-stubs

@@ -44,6 +44,7 @@ def launch(
     unix_socket_group: str | None = None,
     cwd: str | None = None,
     install_signal_handlers: bool = True,
+    multiplex: bool = False,
 ) -> Plugin:
     """Start a plugin and return it connected, health-checked and supervised.
 
@@ -64,6 +65,9 @@ def launch(
     is installed by this call and this plugin is not stopped from one (it is still stopped
     at interpreter exit, and by the reaper if the host is SIGKILLed). See
     :func:`~aog_plugins.process.install_signal_handlers`.
+
+    ``multiplex=True`` asks for gRPC broker multiplexing (PLUGIN_MULTIPLEX_GRPC): one
+    connection carries every channel and broker sub-connection.
     """
     argv = command_argv(cmd)
     if start_timeout <= 0:
@@ -89,6 +93,8 @@ def launch(
         unix_socket_group=unix_socket_group,
         cwd=cwd,
         inherit_env=inherit_env,
+        multiplex=multiplex,
+        checksum=checksum,
     )
 
     def start(guard: StartGuard[Plugin]) -> Plugin:

@@ -22,12 +22,16 @@ from typing import TYPE_CHECKING
 import grpc
 
 from aog_plugins.errors import (
+    BrokerError,
+    ConfigurationError,
     PluginCallError,
     PluginFatalError,
     PluginStartError,
+    ReattachError,
 )
 from aog_plugins.handshake import HandshakeLine
 from aog_plugins.process import _registry
+from aog_plugins.process._broker import Broker
 from aog_plugins.process._connect import health_check
 from aog_plugins.process._events import PluginEvent, PluginState, describe_error, wait_event
 from aog_plugins.process._lane import Lane
@@ -138,14 +142,38 @@ class Plugin:
                 self._client = GRPCProviderClient(self)
             return self._client
 
+    @property
+    def broker(self) -> Broker:
+        """The GRPCBroker of the current process: extra connections by id (see
+        :class:`~aog_plugins.process.Broker`). A restarted plugin has a new broker."""
+        broker = self._current.broker
+        if broker is None:
+            raise BrokerError(
+                "this plugin has no broker stream: attach(config, broker=True) opens one"
+            )
+        return broker
+
     def reattach_config(self) -> ReattachConfig:
-        """What another host needs to :func:`attach` to this plugin (not with AutoMTLS)."""
+        """What another host process needs to :func:`attach` to this plugin. With
+        AutoMTLS it holds this host's private key: persist it with
+        :meth:`ReattachConfig.write` (mode 0600), never in a world-readable place. A
+        multiplexed plugin cannot be reattached (its one connection is ours), as in
+        go-plugin: :class:`ReattachError`."""
+        if self.handshake.multiplex:
+            raise ReattachError(
+                "a plugin launched with multiplex=True serves one connection, this host's: "
+                "launch it without multiplexing to reattach to it from another host"
+            )
+        tls = self._current.tls
         return ReattachConfig(
             protocol=self.handshake.protocol,
             protocol_version=self.handshake.app_version,
             network=self.handshake.network,
             address=self.handshake.address,
             pid=self.pid,
+            client_cert_pem=None if tls is None else tls.host.cert_pem,
+            client_key_pem=None if tls is None else tls.host.key_pem,
+            server_cert_der=None if tls is None else tls.plugin_cert_der,
         )
 
     def ping(self, timeout: float = 5.0) -> None:
@@ -407,6 +435,32 @@ class Plugin:
             self._transition(PluginState.EXITED, f"stopped after an error: {exc!r}")
         finally:
             self._stopped.set()
+
+    def detach(self) -> None:
+        """Disconnect from a plugin that :func:`attach` connected to, leaving it running
+        (its launching host still owns it): closes the channel, streams and relay, and
+        this host no longer stops it at exit. A plugin this host launched is stopped with
+        :meth:`kill` instead (:class:`ConfigurationError`)."""
+        if self._spec is not None:
+            raise ConfigurationError(
+                "detach() is for plugins connected with attach(); a plugin this host "
+                "launched is stopped with kill() (hand it over with reattach_config())"
+            )
+        with self._cond:
+            if self._killed or self._stopper is not None:
+                return
+            self._killed = True
+            self._wakeup.set()
+            self._stopper = threading.current_thread()  # a later kill() finds it done
+        try:
+            if self._client is not None:
+                self._client.close()
+            self._current.release()
+            self._transition(PluginState.EXITED, "detached: the plugin keeps running")
+        finally:
+            self._stopped.set()
+        self._events.drain()
+        _registry.unregister(self)
 
     def __enter__(self) -> Plugin:
         return self

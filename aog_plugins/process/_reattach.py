@@ -5,24 +5,40 @@ The JSON form is Terraform's ``TF_REATTACH_PROVIDERS`` shape::
     {"name": {"Protocol": "grpc", "ProtocolVersion": 1, "Pid": 123, "Test": true,
               "Addr": {"Network": "unix", "String": "/tmp/plugin123"}}}
 
-As in go-plugin there is no AutoMTLS with reattach: the plugin must serve plaintext.
+go-plugin cannot reattach to a plugin started with AutoMTLS (its config has no
+certificates). Ours can: for such a plugin the object also carries ``"AutoMTLS"`` with
+the launching host's client certificate and private key (PEM) and the plugin's
+certificate (base64 DER, as in the handshake line), and :func:`attach` pins exactly that
+certificate, as at launch. Hosts that do not know the key ignore it. Because it holds a
+private key, persist it only with :meth:`ReattachConfig.write` (a file of mode 0600);
+:meth:`ReattachConfig.read` refuses a file that others can read.
 """
 
 from __future__ import annotations
 
 import json
+import os
+import stat
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
-from aog_plugins.errors import ReattachError
+from aog_plugins.errors import CertificateError, ReattachError, ServerCertificateError
+from aog_plugins.handshake import (
+    CertificateBundle,
+    certificate_curve,
+    decode_server_cert,
+    encode_server_cert,
+    pem_to_der,
+)
 
 __all__ = ["ReattachConfig"]
 
 
 @dataclass(frozen=True)
 class ReattachConfig:
-    """Protocol, version, address and pid of a running plugin."""
+    """Protocol, version, address and pid of a running plugin; with AutoMTLS also the
+    host's client certificate and key (PEM) and the plugin's certificate (DER)."""
 
     protocol: str
     protocol_version: int
@@ -30,16 +46,79 @@ class ReattachConfig:
     address: str
     pid: int
     test: bool = False
+    client_cert_pem: bytes | None = field(default=None, repr=False)
+    client_key_pem: bytes | None = field(default=None, repr=False)
+    server_cert_der: bytes | None = field(default=None, repr=False)
+
+    @property
+    def auto_mtls(self) -> bool:
+        """Whether the plugin serves AutoMTLS (the config then holds a private key)."""
+        return self.server_cert_der is not None
+
+    def client_bundle(self) -> CertificateBundle | None:
+        """The launching host's certificate and key, to present again (None: plaintext)."""
+        if self.client_cert_pem is None or self.client_key_pem is None:
+            return None
+        der = pem_to_der(self.client_cert_pem)
+        return CertificateBundle(
+            cert_pem=self.client_cert_pem,
+            key_pem=self.client_key_pem,
+            cert_der=der,
+            curve=certificate_curve(der),
+        )
 
     def to_dict(self) -> dict[str, Any]:
-        """The Terraform-style object for one plugin."""
-        return {
+        """The Terraform-style object for one plugin (plus ``AutoMTLS`` when it has TLS)."""
+        obj: dict[str, Any] = {
             "Protocol": self.protocol,
             "ProtocolVersion": self.protocol_version,
             "Pid": self.pid,
             "Test": self.test,
             "Addr": {"Network": self.network, "String": self.address},
         }
+        if self.auto_mtls:
+            assert self.server_cert_der is not None
+            obj["AutoMTLS"] = {
+                "ClientCert": (self.client_cert_pem or b"").decode("ascii"),
+                "ClientKey": (self.client_key_pem or b"").decode("ascii"),
+                "ServerCert": encode_server_cert(self.server_cert_der),
+            }
+        return obj
+
+    def write(self, path: str | os.PathLike[str], name: str = "plugin") -> None:
+        """Write :meth:`to_json` to ``path`` as a new file of mode 0600 (it may hold a
+        private key); an existing file or a symlink there is an error."""
+        flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_NOFOLLOW", 0)
+        try:
+            fd = os.open(path, flags, 0o600)
+        except OSError as exc:
+            raise ReattachError(
+                f"cannot create the reattach file {os.fspath(path)!r}: {exc.strerror}; "
+                "it must not exist yet (remove an old one first)"
+            ) from exc
+        with os.fdopen(fd, "w", encoding="utf-8") as out:
+            out.write(self.to_json(name))
+
+    @classmethod
+    def read(cls, path: str | os.PathLike[str], name: str | None = None) -> ReattachConfig:
+        """Read a file :meth:`write` made; refuses one that group or others may read
+        or write when it holds a private key."""
+        try:
+            with open(path, encoding="utf-8") as src:
+                mode = os.fstat(src.fileno()).st_mode
+                text = src.read()
+        except OSError as exc:
+            raise ReattachError(
+                f"cannot read the reattach file {os.fspath(path)!r}: {exc.strerror}"
+            ) from exc
+        config = cls.from_json(text, name)
+        if config.auto_mtls and stat.S_IMODE(mode) & 0o077:
+            raise ReattachError(
+                f"the reattach file {os.fspath(path)!r} holds a private key but has mode "
+                f"{stat.S_IMODE(mode):04o}: chmod 600 it (and regenerate the plugin's "
+                "certificates if others may have read it)"
+            )
+        return config
 
     def to_json(self, name: str) -> str:
         """``{"<name>": {...}}`` as a JSON string (for an env var)."""
@@ -57,8 +136,9 @@ class ReattachConfig:
                 address=str(addr["String"]),
                 pid=int(obj["Pid"]),
                 test=bool(obj.get("Test", False)),
+                **_tls_fields(obj.get("AutoMTLS")),
             )
-        except (KeyError, TypeError, ValueError) as exc:
+        except (KeyError, TypeError, ValueError, AttributeError) as exc:
             raise ReattachError(
                 f"invalid reattach config {dict(obj)!r}: needs Protocol, ProtocolVersion, "
                 f"Pid and Addr{{Network, String}} ({exc})"
@@ -95,3 +175,25 @@ class ReattachConfig:
         if not isinstance(entry, dict):
             raise ReattachError(f"reattach entry must be an object, got {entry!r}")
         return cls.from_dict(entry)
+
+
+def _tls_fields(obj: object) -> dict[str, bytes]:
+    """The certificate fields of an ``AutoMTLS`` object (none when absent)."""
+    if obj is None:
+        return {}
+    if not isinstance(obj, Mapping):
+        raise ReattachError(f"reattach AutoMTLS must be an object, got {obj!r}")
+    try:
+        cert = str(obj["ClientCert"]).encode("ascii")
+        key = str(obj["ClientKey"]).encode("ascii")
+        server = decode_server_cert(str(obj["ServerCert"]))
+        pem_to_der(cert)
+    except KeyError as exc:
+        raise ReattachError(
+            f"reattach AutoMTLS needs ClientCert, ClientKey and ServerCert (missing {exc})"
+        ) from exc
+    except (UnicodeError, CertificateError, ServerCertificateError) as exc:
+        raise ReattachError(f"reattach AutoMTLS holds an unusable certificate: {exc}") from exc
+    if b"PRIVATE KEY" not in key:
+        raise ReattachError("reattach AutoMTLS ClientKey is not a PEM private key")
+    return {"client_cert_pem": cert, "client_key_pem": key, "server_cert_der": server}

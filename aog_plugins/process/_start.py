@@ -38,9 +38,9 @@ from aog_plugins.handshake import (
     parse_handshake_line,
 )
 from aog_plugins.process._address import check_plugin_address
+from aog_plugins.process._broker import Broker
 from aog_plugins.process._connect import (
     STDIO_MAX_MESSAGE,
-    BrokerStream,
     StdioPump,
     health_check,
     request_shutdown,
@@ -64,6 +64,7 @@ from aog_plugins.process._startargs import (
 from aog_plugins.process._tempdir import make_socket_dir, remove_socket_dir
 from aog_plugins.transport import (
     ClientTLS,
+    Mux,
     Relay,
     open_channel,
     set_group_writable,
@@ -104,6 +105,8 @@ class StartSpec:
     unix_socket_group: str | None = None
     cwd: str | None = None
     inherit_env: bool = True
+    multiplex: bool = False
+    checksum: str | None = None  # verified before every start, restarts included
 
 
 class ProcessHandle(Protocol):
@@ -134,7 +137,10 @@ class Incarnation:
     socket_dir: str | None
     relay: Relay | None = None
     stdio: StdioPump | None = None
-    broker: BrokerStream | None = None
+    broker: Broker | None = None
+    mux: Mux | None = None
+    tls: ClientTLS | None = None
+    """The host's certificate and the pinned plugin certificate (AutoMTLS), for reattach."""
     started_at: float = field(default_factory=time.monotonic)
     _released: bool = False
     _release_lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
@@ -167,6 +173,8 @@ class Incarnation:
             if self.broker is not None:
                 self.broker.close()
             self.channel.close()
+            if self.mux is not None:
+                self.mux.close()
             if self.relay is not None:
                 self.relay.close()
             remove_socket_dir(self.socket_dir)
@@ -178,11 +186,12 @@ def start_incarnation(spec: StartSpec, guard: StartGuard[Any] | None = None) -> 
     On any failure the process is killed, reaped and its socket dir removed before the
     typed error (see :mod:`aog_plugins.errors`) is raised: whatever goes wrong, the caller
     gets an :class:`~aog_plugins.errors.AogPluginsError`, never a bare OSError or the like.
-    With a ``guard`` (a start run for an interruptible caller, see :mod:`._guard`), a
-    cancel ends the start the same way, with :class:`StartCancelled`.
+    With a ``guard`` (:mod:`._guard`) a cancel ends the start the same way.
     """
     if guard is not None:
         guard.check()
+    if spec.checksum is not None:  # the file may have changed since the last start
+        verify_checksum(spec.argv[0], spec.checksum)
     deadline = time.monotonic() + spec.start_timeout
     tls_bundle = generate_certificate() if spec.auto_mtls else None
     socket_dir = _prepare_socket_dir(spec)
@@ -193,6 +202,7 @@ def start_incarnation(spec: StartSpec, guard: StartGuard[Any] | None = None) -> 
             client_cert_pem=tls_bundle.cert_pem if tls_bundle else None,
             socket_dir=socket_dir,
             socket_group=spec.unix_socket_group,
+            multiplex=spec.multiplex,
         )
         full_env = plugin_env(spec.env, protocol_env, inherit=spec.inherit_env)
         if spec.extra_env:
@@ -202,14 +212,21 @@ def start_incarnation(spec: StartSpec, guard: StartGuard[Any] | None = None) -> 
         remove_socket_dir(socket_dir)
         raise typed_start_error(exc, "spawning the plugin") from exc
     relay: Relay | None = None
+    mux: Mux | None = None
     try:
         if guard is not None:
             guard.adopt(proc)  # a cancel kills it from now on; we reap it below
         line = _read_handshake(proc, deadline, spec.start_timeout)
-        check_host_acceptance(line, spec.offered)
+        check_host_acceptance(line, spec.offered, multiplex=spec.multiplex)
         check_plugin_address(line, socket_dir, proc.pid)
         tls = _client_tls(line, tls_bundle)
-        if tls is not None and not grpcio_can_verify(tls.plugin_cert_der):
+        relayed = tls is not None and not grpcio_can_verify(tls.plugin_cert_der)
+        if spec.multiplex:
+            # One connection, yamux on it; each channel is a stream (TLS inside it).
+            mux = Mux.dial(line.network, line.address, max(deadline - time.monotonic(), 0.1))
+            stream_tls = (tls.host, tls.plugin_cert_der) if tls is not None and relayed else None
+            dial = _Dial(f"unix:{mux.forward(tls=stream_tls)}", None if relayed else tls)
+        elif tls is not None and relayed:
             # A Go plugin's P-521 certificate: grpcio cannot do this TLS, our relay can.
             relay = start_client_relay(
                 socket_dir, (line.network, line.address), tls.host, tls.plugin_cert_der
@@ -222,6 +239,8 @@ def start_incarnation(spec: StartSpec, guard: StartGuard[Any] | None = None) -> 
         died_on_its_own = proc.exited
         if relay is not None:
             relay.close()
+        if mux is not None:
+            mux.close()
         _abort(proc, socket_dir)
         error = typed_start_error(exc, "reading the plugin's handshake")
         if isinstance(error, PluginStartError):
@@ -240,6 +259,8 @@ def start_incarnation(spec: StartSpec, guard: StartGuard[Any] | None = None) -> 
         socket_dir=socket_dir,
         relay=relay,
         deadline=deadline,
+        tls=tls,
+        mux=mux,
     )
     if guard is not None:
         guard.disown()
@@ -256,9 +277,11 @@ def _connect(
     socket_dir: str,
     relay: Relay | None,
     deadline: float,
+    tls: ClientTLS | None,
+    mux: Mux | None,
 ) -> Incarnation:
     logger = spec.logger
-    incarnation = Incarnation(proc, line, channel, socket_dir, relay)
+    incarnation = Incarnation(proc, line, channel, socket_dir, relay, mux=mux, tls=tls)
     pid = proc.pid
     try:
         wait_ready(channel, line, deadline - time.monotonic())
@@ -269,7 +292,9 @@ def _connect(
             spec.stderr or _stderr_to_parser(proc),
             logger,
         )
-        incarnation.broker = BrokerStream(channel)
+        incarnation.broker = Broker.for_launched(
+            channel, line, socket_dir, pid, tls=tls, group=spec.unix_socket_group, mux=mux
+        )
     except BaseException as exc:
         died_on_its_own = proc.exited
         incarnation.stop(0.0, logger)

@@ -6,6 +6,7 @@ A few lines serve a gRPC servicer the way go-plugin's ``plugin.Serve`` does::
     serve(lambda server: add_MyServicer_to_server(MyServicer(), server))
 """
 
+from aog_plugins.server._broker import Broker, current_broker
 from aog_plugins.server._hclog import HclogFormatter, configure_logging
 from aog_plugins.server._provider import ProviderServicer, serve_provider
 from aog_plugins.server._serve import (
@@ -19,6 +20,7 @@ from aog_plugins.server._serve import (
 
 __all__ = [
     "HEALTH_SERVICE",
+    "Broker",
     "CookieMissing",
     "HclogFormatter",
     "PluginServer",
@@ -26,6 +28,7 @@ __all__ = [
     "Register",
     "ServerOptions",
     "configure_logging",
+    "current_broker",
     "serve",
     "serve_provider",
 ]

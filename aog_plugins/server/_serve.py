@@ -14,14 +14,13 @@ import signal
 import sys
 import tempfile
 import threading
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Callable, Mapping
 from typing import IO, TYPE_CHECKING, Literal, TypedDict
 
 import grpc
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 
 from aog_plugins._proto import (
-    grpc_broker_pb2,
     grpc_broker_pb2_grpc,
     grpc_controller_pb2,
     grpc_controller_pb2_grpc,
@@ -42,11 +41,15 @@ from aog_plugins.handshake import (
     pem_to_der,
     read_plugin_env,
 )
+from aog_plugins.server._broker import Broker, BrokerServicer, set_current
 from aog_plugins.server._hclog import configure_logging
+from aog_plugins.server._mux import serve_multiplexed
 from aog_plugins.server._pools import ServerThreads
 from aog_plugins.server._stdio import STDERR, STDOUT, StdioBuffer, StdioServicer, text_stream
 from aog_plugins.transport import (
     HEALTH_SERVICE,
+    BrokerTLS,
+    MuxListener,
     Relay,
     grpc_target,
     listen,
@@ -106,29 +109,6 @@ class _Controller(grpc_controller_pb2_grpc.GRPCControllerServicer):
         return grpc_controller_pb2.Empty()
 
 
-class _Broker(grpc_broker_pb2_grpc.GRPCBrokerServicer):
-    """Accepts the host's broker stream and keeps it open until either side stops;
-    extra connections are not offered (no plugin of ours asks for one)."""
-
-    def __init__(self, stopped: threading.Event) -> None:
-        self._stopped = stopped
-
-    def StartStream(
-        self, request_iterator: Iterator[grpc_broker_pb2.ConnInfo], context: grpc.ServicerContext
-    ) -> Iterator[grpc_broker_pb2.ConnInfo]:
-        def drain() -> None:
-            try:
-                for info in request_iterator:
-                    _log.debug("broker: ignoring connection info for service %d", info.service_id)
-            except grpc.RpcError:
-                pass
-
-        threading.Thread(target=drain, name="aog-plugin-broker", daemon=True).start()
-        while context.is_active() and not self._stopped.wait(0.5):
-            pass
-        yield from ()
-
-
 class PluginServer:
     """One plugin's gRPC server, from environment checks to the printed handshake line.
 
@@ -177,9 +157,18 @@ class PluginServer:
         self._socket_path: str | None = None
         self._private_dir: str | None = None
         self._relay: Relay | None = None
+        self._mux: MuxListener | None = None
         self._line: HandshakeLine | None = None
         self.health = health.HealthServicer()
         self.env: PluginEnv | None = None
+        self._broker: Broker | None = None
+
+    @property
+    def broker(self) -> Broker:
+        """The plugin's GRPCBroker (after :meth:`start`): extra connections by id."""
+        if self._broker is None:
+            raise RuntimeError("the server has not been started")
+        return self._broker
 
     @property
     def handshake_line(self) -> HandshakeLine:
@@ -199,6 +188,19 @@ class PluginServer:
         for entry in env.invalid_versions:
             _log.warning("ignoring invalid entry %r in PLUGIN_PROTOCOL_VERSIONS", entry)
         version = choose_plugin_version(env.offered_versions, self._sets, min(self._sets))
+        bundle: CertificateBundle | None = None
+        host_der: bytes | None = None
+        if env.client_cert_pem is not None:
+            bundle = generate_certificate(self._curve)
+            host_der = pem_to_der(env.client_cert_pem)
+        self._broker = Broker(
+            network=self._network,
+            socket_dir=env.socket_dir,
+            tls=None if bundle is None or host_der is None else BrokerTLS(bundle, host_der),
+            socket_group=env.socket_group,
+            port_range=(env.min_port, env.max_port),
+        )
+        set_current(self._broker)
         server = self._threads.server(_SERVER_OPTIONS)
         self._sets[version](server)
         if self._health_service:
@@ -209,25 +211,36 @@ class PluginServer:
         )
         if self._stdio_service:
             grpc_stdio_pb2_grpc.add_GRPCStdioServicer_to_server(StdioServicer(self._stdio), server)
-        grpc_broker_pb2_grpc.add_GRPCBrokerServicer_to_server(_Broker(self._stopped), server)
-        cert_der: bytes | None = None
+        grpc_broker_pb2_grpc.add_GRPCBrokerServicer_to_server(
+            BrokerServicer(self._broker, self._stopped), server
+        )
+        cert_der = None if bundle is None else bundle.cert_der
+        native = bundle is None or host_der is None or grpcio_can_verify(bundle.cert_der)
+        native = native and (host_der is None or grpcio_can_verify(host_der))
         credentials: grpc.ServerCredentials | None = None
-        if env.client_cert_pem is None:
-            address = self._bind(server, env, None)
+        if bundle is not None and native and env.client_cert_pem is not None:
+            credentials = grpc.ssl_server_credentials(
+                [(bundle.key_pem, bundle.cert_pem)],
+                root_certificates=env.client_cert_pem,
+                require_client_auth=True,
+            )
+        if env.multiplex:
+            stream_tls = (
+                None if native or bundle is None or host_der is None else (bundle, host_der)
+            )
+            address, self._mux, self._private_dir = serve_multiplexed(
+                server,
+                socket_dir=env.socket_dir,
+                credentials=credentials,
+                stream_tls=stream_tls,
+                listen=lambda bind: self._listen(env, bind),
+            )
+            self._broker.set_mux(self._mux.current)
+        elif native or bundle is None or host_der is None:
+            address = self._bind(server, env, credentials)
         else:
-            bundle = generate_certificate(self._curve)
-            cert_der = bundle.cert_der
-            host_der = pem_to_der(env.client_cert_pem)
-            if grpcio_can_verify(host_der) and grpcio_can_verify(cert_der):
-                credentials = grpc.ssl_server_credentials(
-                    [(bundle.key_pem, bundle.cert_pem)],
-                    root_certificates=env.client_cert_pem,
-                    require_client_auth=True,
-                )
-                address = self._bind(server, env, credentials)
-            else:
-                # A Go host's P-521 client cert: grpcio cannot accept it, our ssl relay can.
-                address = self._bind_relay(server, env, bundle, host_der)
+            # A Go host's P-521 client cert: grpcio cannot accept it, our ssl relay can.
+            address = self._bind_relay(server, env, bundle, host_der)
         server.start()
         self._server = server
         self._line = HandshakeLine(
@@ -237,6 +250,7 @@ class PluginServer:
             address=address,
             protocol="grpc",
             server_cert=cert_der,
+            multiplex=env.multiplex,
         )
         return self._line
 
@@ -326,11 +340,16 @@ class PluginServer:
                 pass
         self._stdio.wait_empty(0.5)
         self._stdio.close()
+        if self._broker is not None:
+            self._broker.close()
+            set_current(None)
         if self._server is not None:
             # Returning from the Shutdown RPC first, then stopping, like go-plugin.
             self._server.stop(grace)
         if self._relay is not None:
             self._relay.close()
+        if self._mux is not None:
+            self._mux.close()
         if self._socket_path is not None:
             with contextlib.suppress(FileNotFoundError):
                 os.unlink(self._socket_path)

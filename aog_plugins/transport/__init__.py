@@ -6,6 +6,14 @@ pinning. ``process/`` (host) and ``server/`` (plugin) both build on this package
 on each other.
 """
 
+from aog_plugins.transport._broker import (
+    DIAL_TIMEOUT,
+    BrokerCore,
+    BrokerServer,
+    BrokerTLS,
+    ConnInfo,
+    Knock,
+)
 from aog_plugins.transport._dial import (
     CHANNEL_OPTIONS,
     HEALTH_SERVICE,
@@ -22,15 +30,25 @@ from aog_plugins.transport._listen import (
     set_group_writable,
     unix_socket_path,
 )
+from aog_plugins.transport._mux import Mux, MuxListener, StreamTLS
 from aog_plugins.transport._relay import Relay, start_client_relay, start_server_relay
 
 __all__ = [
     "CHANNEL_OPTIONS",
+    "DIAL_TIMEOUT",
     "HEALTH_SERVICE",
     "MAX_UNIX_PATH",
     "Bind",
+    "BrokerCore",
+    "BrokerServer",
+    "BrokerTLS",
     "ClientTLS",
+    "ConnInfo",
+    "Knock",
+    "Mux",
+    "MuxListener",
     "Relay",
+    "StreamTLS",
     "grpc_target",
     "listen",
     "open_channel",

@@ -24,6 +24,7 @@ import tempfile
 import threading
 from collections.abc import Awaitable, Callable
 from concurrent.futures import Future
+from typing import Protocol
 
 from aog_plugins.errors import HostResourceError, PluginConnectError
 from aog_plugins.handshake import CertificateBundle, der_to_pem, split_host_port
@@ -62,17 +63,45 @@ def _run(coro: Awaitable[object], timeout: float | None = None) -> object:
     return future.result(timeout)
 
 
+class _Flow(Protocol):
+    """The flow control a pipe asks of its peer's transport."""
+
+    def pause_reading(self) -> None: ...
+
+    def resume_reading(self) -> None: ...
+
+    def close(self) -> None: ...
+
+
+class PipePeer(Protocol):
+    """What a pipe forwards to: another pipe, or a multiplexed stream."""
+
+    @property
+    def transport(self) -> _Flow | None: ...
+
+    @property
+    def closed(self) -> asyncio.Future[None]: ...
+
+    def send(self, data: bytes) -> None: ...
+
+    def send_eof(self) -> None: ...
+
+    def attach(self, peer: PipePeer) -> None: ...
+
+    def abort(self) -> None: ...
+
+
 class _Pipe(asyncio.Protocol):
     """One direction-pair endpoint: forwards what it reads to its peer, with backpressure."""
 
     def __init__(self, on_made: Callable[[_Pipe], object] | None = None) -> None:
         self._on_made = on_made
         self.transport: asyncio.Transport | None = None
-        self.peer: _Pipe | None = None
+        self.peer: PipePeer | None = None
         self._pending: list[bytes] = []
         self._eof = False
         self._paused = False
-        self.closed = asyncio.get_running_loop().create_future()
+        self.closed: asyncio.Future[None] = asyncio.get_running_loop().create_future()
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         assert isinstance(transport, asyncio.Transport)
@@ -84,7 +113,7 @@ class _Pipe(asyncio.Protocol):
             # For TLS listeners this runs after the handshake: the peer cert is known.
             self._on_made(self)
 
-    def attach(self, peer: _Pipe) -> None:
+    def attach(self, peer: PipePeer) -> None:
         self.peer = peer
         for chunk in self._pending:
             peer.send(chunk)
@@ -212,7 +241,7 @@ class Relay:
         self.address = address
         self._server = server
         self._tmp = tmp
-        self._pipes: set[_Pipe] = set()
+        self._pipes: set[PipePeer] = set()
         self._closed = False
 
     def close(self) -> None:
@@ -240,7 +269,7 @@ class Relay:
 async def _bridge(
     relay: Relay,
     inbound: _Pipe,
-    connect: Callable[[], Awaitable[tuple[asyncio.BaseTransport, _Pipe]]],
+    connect: Callable[[], Awaitable[tuple[object, PipePeer]]],
 ) -> None:
     relay._pipes.add(inbound)
     try:

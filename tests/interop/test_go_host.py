@@ -205,18 +205,20 @@ def _check_remote(calls: dict[str, list[dict[str, Any]]]) -> None:
     assert all(c["metadata"] == {"ws_conn_id": "conn-7"} for c in bidi)
 
 
+@pytest.mark.parametrize("mux", [False, True], ids=["direct", "mux"])
 @pytest.mark.parametrize("tls", [False, True], ids=["plaintext", "automtls"])
 @pytest.mark.parametrize("network", ["unix", "tcp"])
 @pytest.mark.parametrize("family", SCRIPTS.keys())
 def test_go_host_drives_every_rpc_of_a_python_plugin(
-    family: str, network: str, tls: bool, run_host: RunHost, tmp_path: Path
+    family: str, network: str, *, tls: bool, mux: bool, run_host: RunHost, tmp_path: Path
 ) -> None:
     program, script = SCRIPTS[family]
     cert_file = tmp_path / "client-cert.pem"
     # Records the certificate the Go host handed the plugin, then becomes the plugin.
     record = 'printf %s "$PLUGIN_CLIENT_CERT" > "$0"; exec "$@"'
     plugin = ["/bin/sh", "-c", record, str(cert_file), *plugin_cmd(program)]
-    flags = ["-automtls"] if tls else []
+    # mux: go-plugin's GRPCBrokerMultiplex, every call a stream of one yamux connection.
+    flags = (["-automtls"] if tls else []) + (["-mux"] if mux else [])
     run = run_host(*flags, plugin=plugin, script=script, env={"AOG_PLUGINS_NETWORK": network})
     assert run.returncode == 0, run.stderr
     assert (run.start["network"], run.start["app_version"]) == (network, 1)

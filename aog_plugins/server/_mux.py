@@ -1,0 +1,50 @@
+"""The plugin's side of PLUGIN_MULTIPLEX_GRPC: one yamux connection from the host."""
+
+from __future__ import annotations
+
+import os
+import tempfile
+from collections.abc import Callable
+
+import grpc
+
+from aog_plugins.errors import ConfigurationError
+from aog_plugins.transport import Bind, MuxListener, StreamTLS
+
+__all__ = ["serve_multiplexed"]
+
+
+def serve_multiplexed(
+    server: grpc.Server,
+    *,
+    socket_dir: str | None,
+    credentials: grpc.ServerCredentials | None,
+    stream_tls: StreamTLS | None,
+    listen: Callable[[Bind], str],
+) -> tuple[str, MuxListener, str]:
+    """grpcio serves on a private socket (TLS by grpcio with ``credentials``, or by our
+    ssl per stream with ``stream_tls``); the handshake address accepts the host's one
+    connection and runs yamux on it. Returns the address, the listener and the private
+    directory (the caller removes it)."""
+    private_dir = tempfile.mkdtemp(prefix="aogp-mux-", dir=socket_dir)
+    private = os.path.join(private_dir, "s")
+    target = f"unix:{private}"
+    if credentials is None:
+        bound = server.add_insecure_port(target)
+    else:
+        bound = server.add_secure_port(target, credentials)
+    if not bound:
+        raise ConfigurationError(f"cannot listen on unix socket {private!r}")
+    listeners: list[MuxListener] = []
+
+    def bind(network: str, address: str) -> bool:
+        listener = MuxListener(network, address, private, stream_tls)
+        try:
+            listener.start()
+        except OSError:
+            return False
+        listeners.append(listener)
+        return True
+
+    address = listen(bind)
+    return address, listeners[-1], private_dir

@@ -1,0 +1,77 @@
+"""PLUGIN_MULTIPLEX_GRPC with our host: provider calls, streams and big payloads (yamux
+flow control), plugin stdio and refusal of a plugin that cannot multiplex."""
+
+from __future__ import annotations
+
+import json
+import uuid
+
+import pytest
+
+from aog_plugins.errors import UnsupportedProtocolError
+from tests.interop.conftest import Target, targets
+from tests.interop.test_plugin_output import PY_ECHO, Sink
+from tests.process.conftest import LeakCheck, plugin_cmd
+from tests.support.wait import wait_until
+
+
+@pytest.mark.parametrize("target", targets(lambda f: f.id in ("go-local", "py-remote")))
+def test_provider_calls_over_one_multiplexed_connection(
+    target: Target, leak_check: LeakCheck
+) -> None:
+    family = target.family
+    with target.launch(leak_check, multiplex=True) as plugin:
+        assert plugin.handshake.multiplex
+        plugin.ping()
+        assert plugin.client.get_manifest().provider.name == family.provider_name
+        marker = uuid.uuid4().hex
+        reply = plugin.client.invoke_service(
+            family.echo_service, family.echo_request(marker), timeout=30
+        )
+        assert marker in family.echoed(reply)
+        service, request, count = family.stream
+        chunks = list(
+            plugin.client.invoke_service_stream(service, json.dumps(request).encode(), timeout=30)
+        )
+        assert len(chunks) == count
+        # Far beyond yamux's 256 KiB stream window: only window updates get it across.
+        assert family.big is not None
+        size = 6 * 1024 * 1024 + 7
+        big = plugin.client.invoke_service("big", json.dumps({"size": size}).encode(), timeout=60)
+        assert big == family.big(size)
+    assert plugin.exit_code == 0
+
+
+def test_plugin_stdio_arrives_over_its_own_stream(leak_check: LeakCheck) -> None:
+    out, err = Sink(), Sink()
+    target = Target(PY_ECHO, "unix", True)
+    with target.launch(leak_check, stdout=out, stderr=err, multiplex=True) as plugin:
+        wait_until(lambda: out.data == b"echo plugin ready\n", 10, lambda: f"stdout: {out.data!r}")
+        wait_until(
+            lambda: err.data == b"echo plugin stderr note\n", 10, lambda: f"stderr: {err.data!r}"
+        )
+        plugin.ping()
+
+
+def test_plugin_without_multiplexing_is_refused(leak_check: LeakCheck) -> None:
+    from aog_plugins import RestartPolicy, launch
+
+    with pytest.raises(UnsupportedProtocolError, match="does not support it") as failed:
+        launch(
+            plugin_cmd("misbehave.py", "no-mux"),
+            multiplex=True,
+            extra_env=leak_check.env,
+            restart=RestartPolicy.never(),
+        )
+    assert failed.value.exit_code is None  # it was running: we stopped it
+
+
+def test_a_multiplexed_plugin_cannot_be_reattached(leak_check: LeakCheck) -> None:
+    from aog_plugins.errors import ReattachError
+
+    target = Target(PY_ECHO, "unix", False)
+    with (
+        target.launch(leak_check, multiplex=True) as plugin,
+        pytest.raises(ReattachError, match="one connection"),
+    ):
+        plugin.reattach_config()

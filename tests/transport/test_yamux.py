@@ -1,0 +1,206 @@
+"""The yamux session frame by frame, against a peer that writes frames by hand."""
+
+from __future__ import annotations
+
+import asyncio
+import socket
+import struct
+from collections.abc import Iterator
+
+import pytest
+
+from aog_plugins.transport._relay import _Pipe
+from aog_plugins.transport._yamux import (
+    ACK,
+    DATA,
+    FIN,
+    GO_AWAY,
+    PING,
+    RST,
+    SYN,
+    WINDOW,
+    WINDOW_UPDATE,
+    YamuxSession,
+    YamuxStream,
+    frame,
+)
+
+HEADER = struct.Struct(">BBHII")
+
+
+class Peer:
+    """The far end: a plain socket we read and write frames on (blocking, with timeouts)."""
+
+    def __init__(self, sock: socket.socket) -> None:
+        self.sock = sock
+        sock.settimeout(10)
+        self.buf = b""
+
+    def send(self, data: bytes) -> None:
+        self.sock.sendall(data)
+
+    def _fill(self, size: int) -> None:
+        while len(self.buf) < size:
+            chunk = self.sock.recv(65536)
+            if not chunk:
+                raise EOFError("the session closed the connection")
+            self.buf += chunk
+
+    def frame(self) -> tuple[int, int, int, int, bytes]:
+        self._fill(12)
+        _, kind, flags, sid, length = HEADER.unpack(self.buf[:12])
+        self.buf = self.buf[12:]
+        payload = b""
+        if kind == DATA:
+            self._fill(length)
+            payload, self.buf = self.buf[:length], self.buf[length:]
+        return kind, flags, sid, length, payload
+
+
+class Collect:
+    """A stand-in relay pipe: what the stream delivers lands in ``data``."""
+
+    transport = None
+
+    def __init__(self, loop: asyncio.AbstractEventLoop) -> None:
+        self.data = bytearray()
+        self.eof = False
+        self.aborted = False
+        self.closed: asyncio.Future[None] = loop.create_future()
+
+    def send(self, data: bytes) -> None:
+        self.data += data
+
+    def send_eof(self) -> None:
+        self.eof = True
+
+    def attach(self, peer: object) -> None:
+        pass
+
+    def abort(self) -> None:
+        self.aborted = True
+
+
+@pytest.fixture
+def loop() -> Iterator[asyncio.AbstractEventLoop]:
+    loop = asyncio.new_event_loop()
+    try:
+        yield loop
+    finally:
+        loop.close()
+
+
+def start(
+    loop: asyncio.AbstractEventLoop, *, client: bool
+) -> tuple[YamuxSession, Peer, list[YamuxStream]]:
+    ours, theirs = socket.socketpair()
+    accepted: list[YamuxStream] = []
+
+    async def make() -> YamuxSession:
+        session = YamuxSession(client=client, on_stream=accepted.append)
+        await loop.create_connection(lambda: session, sock=ours)
+        return session
+
+    return loop.run_until_complete(make()), Peer(theirs), accepted
+
+
+def run(loop: asyncio.AbstractEventLoop, peer: Peer) -> tuple[int, int, int, int, bytes]:
+    """Let the loop work until the peer has a frame to read."""
+    return loop.run_until_complete(loop.run_in_executor(None, peer.frame))
+
+
+def test_incoming_stream_is_acked_and_delivers_data_fin_and_window(
+    loop: asyncio.AbstractEventLoop,
+) -> None:
+    session, peer, accepted = start(loop, client=False)
+    peer.send(frame(WINDOW_UPDATE, SYN, 1, 0))
+    assert run(loop, peer)[:4] == (WINDOW_UPDATE, ACK, 1, 0)
+    (stream,) = accepted
+    sink = Collect(loop)
+    stream.attach(sink)
+    half = WINDOW // 2
+    peer.send(frame(DATA, 0, 1, half, b"a" * half))
+    # Half the window used: the session grants it back.
+    assert run(loop, peer)[:4] == (WINDOW_UPDATE, 0, 1, half)
+    assert bytes(sink.data) == b"a" * half
+    peer.send(frame(WINDOW_UPDATE, FIN, 1, 0))
+    loop.run_until_complete(asyncio.sleep(0.01))
+    assert sink.eof
+    session.close()
+
+
+def test_sending_respects_the_peer_window(loop: asyncio.AbstractEventLoop) -> None:
+    session, peer, _ = start(loop, client=True)
+
+    async def open_and_send() -> YamuxStream:
+        stream = session.open_stream()
+        stream.send(b"x" * (WINDOW + 100))
+        return stream
+
+    stream = loop.run_until_complete(open_and_send())
+    assert stream.id == 1  # the dialing side uses odd ids
+    assert run(loop, peer)[:3] == (WINDOW_UPDATE, SYN, 1)
+    sent = 0
+    while sent < WINDOW:
+        kind, _, sid, length, _ = run(loop, peer)
+        assert (kind, sid) == (DATA, 1)
+        sent += length
+    assert sent == WINDOW  # exactly the window, the rest waits
+    peer.send(frame(WINDOW_UPDATE, ACK, 1, 100))
+    kind, _, _, length, payload = run(loop, peer)
+    assert (kind, length, payload) == (DATA, 100, b"x" * 100)
+    loop.run_until_complete(asyncio.sleep(0))
+    stream.send_eof()
+    assert run(loop, peer)[:4] == (WINDOW_UPDATE, FIN, 1, 0)
+    session.close()
+
+
+def test_ping_is_answered_with_its_opaque_value(loop: asyncio.AbstractEventLoop) -> None:
+    session, peer, _ = start(loop, client=False)
+    peer.send(frame(PING, SYN, 0, 0xDEADBEEF))
+    assert run(loop, peer)[:4] == (PING, ACK, 0, 0xDEADBEEF)
+    session.close()
+
+
+def test_reset_and_protocol_errors(loop: asyncio.AbstractEventLoop) -> None:
+    session, peer, accepted = start(loop, client=False)
+    peer.send(frame(WINDOW_UPDATE, SYN, 1, 0))
+    run(loop, peer)
+    sink = Collect(loop)
+    accepted[0].attach(sink)
+    peer.send(frame(WINDOW_UPDATE, RST, 1, 0))
+    loop.run_until_complete(asyncio.sleep(0.01))
+    assert sink.aborted
+    # More than the window on one stream: a protocol error ends the session.
+    peer.send(frame(WINDOW_UPDATE, SYN, 3, 0))
+    run(loop, peer)
+    too_much = frame(DATA, 0, 3, WINDOW + 1, b"z" * (WINDOW + 1))
+    sending = loop.run_in_executor(None, peer.send, too_much)  # bigger than a socket buffer
+    assert run(loop, peer)[:4] == (GO_AWAY, 0, 0, 1)
+    loop.run_until_complete(asyncio.wait([sending], timeout=10))
+    with pytest.raises(EOFError):
+        run(loop, peer)
+    assert session.closed.done() or session.transport is None or session.transport.is_closing()
+
+
+def test_a_stream_bridges_to_a_relay_pipe(loop: asyncio.AbstractEventLoop) -> None:
+    # The piece the multiplexer is built from: yamux stream <-> real socket via _Pipe.
+    session, peer, accepted = start(loop, client=False)
+    near, far = socket.socketpair()
+    far.settimeout(10)
+
+    async def bridge() -> None:
+        _, pipe = await loop.create_connection(_Pipe, sock=near)
+        accepted[0].attach(pipe)
+        pipe.attach(accepted[0])
+
+    peer.send(frame(WINDOW_UPDATE, SYN, 1, 0))
+    run(loop, peer)
+    loop.run_until_complete(bridge())
+    peer.send(frame(DATA, 0, 1, 5, b"hello"))
+    assert loop.run_until_complete(loop.run_in_executor(None, far.recv, 5)) == b"hello"
+    far.sendall(b"world")
+    assert run(loop, peer)[:5] == (DATA, 0, 1, 5, b"world")
+    far.close()
+    assert run(loop, peer)[:4] == (WINDOW_UPDATE, FIN, 1, 0)
+    session.close()
