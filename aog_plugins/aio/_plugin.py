@@ -25,6 +25,7 @@ from aog_plugins.client import ExitInfo
 from aog_plugins.errors import PluginCallError, PluginFatalError
 from aog_plugins.handshake import AOG_HANDSHAKE, HandshakeConfig, HandshakeLine
 from aog_plugins.process import Plugin, PluginEvent, PluginState, ReattachConfig, RestartPolicy
+from aog_plugins.process import install_signal_handlers as install_handlers
 from aog_plugins.process import launch as launch_sync
 from aog_plugins.transport import open_aio_channel
 
@@ -43,11 +44,16 @@ class _Bridge:
     ) -> None:
         self._loop = loop
         self._chained = chained
+        self._first = True
         self.handlers: list[Callable[[PluginEvent], None]] = []
 
-    def on_event(self, event: PluginEvent) -> None:  # on a process-layer thread
-        with contextlib.suppress(RuntimeError):  # a closed loop: the sync side goes on
-            self._loop.call_soon_threadsafe(self._deliver, event)
+    def on_event(self, event: PluginEvent) -> None:  # on the plugin's event lane
+        first, self._first = self._first, False
+        # Events arrive asynchronously: the first start's STARTING -> RUNNING (always the
+        # first event) may come after launch() returned; it is not news to the loop.
+        if not (first and event.new is PluginState.RUNNING):
+            with contextlib.suppress(RuntimeError):  # a closed loop: the sync side goes on
+                self._loop.call_soon_threadsafe(self._deliver, event)
         if self._chained is not None:
             self._chained(event)
 
@@ -294,4 +300,8 @@ async def launch(
         )
 
     plugin = await in_thread(start, name="aog-aio-launch", orphan=lambda p: p.kill())
+    if install_signal_handlers:
+        # The start ran on a thread, where signal handlers cannot be installed; the loop
+        # usually runs on the main thread, where they can (elsewhere this does nothing).
+        install_handlers()
     return AsyncPlugin(plugin, bridge)
