@@ -295,7 +295,7 @@ def _connect(
     )
     pid = proc.pid
     try:
-        wait_ready(channel, line, deadline - time.monotonic())
+        wait_ready(channel, line, deadline - time.monotonic(), proc.add_exit_callback)
         health_check(channel, max(deadline - time.monotonic(), 0.1))
         incarnation.stdio = StdioPump(
             dial(max_receive=STDIO_MAX_MESSAGE),
