@@ -192,7 +192,7 @@ def _configure(parser: argparse.ArgumentParser) -> None:
 
 DEMO = Command(
     name="demo",
-    summary="the plugin manager end to end, on the bundled example plugin",
+    summary="the plugin manager on the bundled example plugin",
     description=(
         "Copy the echo example plugin that ships with aog-plugins into a temporary plugins\n"
         "directory and run a PluginManager over it (AutoMTLS): list it, start it on first\n"
