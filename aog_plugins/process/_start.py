@@ -46,6 +46,7 @@ from aog_plugins.process._connect import (
     request_shutdown,
 )
 from aog_plugins.process._failures import default_diagnosis, typed_start_error
+from aog_plugins.process._guard import StartGuard
 from aog_plugins.process._logs import LineSplitter
 from aog_plugins.process._spawn import (
     COOKIE_REJECTED_MARKER,
@@ -179,13 +180,16 @@ class Incarnation:
             remove_socket_dir(self.socket_dir)
 
 
-def start_incarnation(spec: StartSpec) -> Incarnation:
+def start_incarnation(spec: StartSpec, guard: StartGuard[Any] | None = None) -> Incarnation:
     """Start the plugin once and return it connected and health-checked.
 
     On any failure the process is killed, reaped and its socket dir removed before the
     typed error (see :mod:`aog_plugins.errors`) is raised: whatever goes wrong, the caller
     gets an :class:`~aog_plugins.errors.AogPluginsError`, never a bare OSError or the like.
+    With a ``guard`` (:mod:`._guard`) a cancel ends the start the same way.
     """
+    if guard is not None:
+        guard.check()
     if spec.checksum is not None:  # the file may have changed since the last start
         verify_checksum(spec.argv[0], spec.checksum)
     deadline = time.monotonic() + spec.start_timeout
@@ -210,6 +214,8 @@ def start_incarnation(spec: StartSpec) -> Incarnation:
     relay: Relay | None = None
     mux: Mux | None = None
     try:
+        if guard is not None:
+            guard.adopt(proc)  # a cancel kills it from now on; we reap it below
         line = _read_handshake(proc, deadline, spec.start_timeout)
         check_host_acceptance(line, spec.offered, multiplex=spec.multiplex)
         check_plugin_address(line, socket_dir, proc.pid)
@@ -244,7 +250,7 @@ def start_incarnation(spec: StartSpec) -> Incarnation:
         if error is exc:
             raise error from None
         raise error from exc
-    return _connect(
+    incarnation = _connect(
         spec,
         proc=proc,
         line=line,
@@ -256,6 +262,9 @@ def start_incarnation(spec: StartSpec) -> Incarnation:
         tls=tls,
         mux=mux,
     )
+    if guard is not None:
+        guard.disown()
+    return incarnation
 
 
 def _connect(
