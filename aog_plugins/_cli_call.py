@@ -104,7 +104,6 @@ def _configure_inspect(parser: argparse.ArgumentParser) -> None:
 
 
 def _inspect(args: argparse.Namespace) -> int:
-    args.plugin = None
     target = resolve_target(args.executable, plugins_dir=False)
     with _launch(args, target) as plugin:
         client = plugin.client

@@ -86,7 +86,8 @@ def open_target(
     """Start the plugin (never restarted); leaving the ``with`` block stops it."""
     from aog_plugins import RestartPolicy, launch
 
-    if args.plugin is not None and target.kind != "plugins-dir":
+    wanted: str | None = getattr(args, "plugin", None)  # invoke's --plugin
+    if wanted is not None and target.kind != "plugins-dir":
         raise ConfigurationError("--plugin picks a plugin of a plugins directory: pass one")
     if target.kind == "plugins-dir":
         if args.plugin_args:
@@ -121,7 +122,7 @@ def _routed(
         env=env,
         replace_env=env is not None,
     ) as manager:
-        name = _pick(manager, args.service, args.plugin)
+        name = _pick(manager, args.service, getattr(args, "plugin", None))
         yield manager.get(name)
 
 
