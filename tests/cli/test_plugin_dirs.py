@@ -5,6 +5,8 @@ as AOG deploys a plugin), and ``invoke`` given a plugins directory plus a servic
 from __future__ import annotations
 
 import json
+import os
+import sys
 from pathlib import Path
 
 import pytest
@@ -124,3 +126,18 @@ def test_a_plugin_directory_without_this_platform(plugins: Layout) -> None:
         assert result.code == 2, result.output
         assert "has no executable for this machine" in result.err
         assert "available: plan9_mips" in result.err
+
+
+def test_the_copied_example_runs_without_a_python3_that_has_aog_plugins(tmp_path: Path) -> None:
+    # What a pip install gives: plugin.py without its execute bit, and no python3 on PATH
+    # that can import aog_plugins. The copy's launcher names this interpreter instead.
+    copy = [sys.executable, "-m", "aog_plugins.examples", "--copy-to", str(tmp_path / "plugins")]
+    copied = cli(command=copy)
+    assert copied.code == 0, copied.output
+    directory = Path(copied.out.strip())
+    assert directory == tmp_path / "plugins" / "echo"
+    assert not os.access(directory / "plugin.py", os.X_OK)
+    env = {"PATH": "/usr/bin:/bin", "PYTHONPATH": ""}
+    result = cli("invoke", str(directory.parent), "chat", "--data", '{"a": 1}', env=env)
+    assert result.code == 0, result.output
+    assert json.loads(result.out) == {"a": 1}
