@@ -14,7 +14,12 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from aog_plugins.errors import ConfigurationError, ManifestKeyError
+from aog_plugins.errors import (
+    AmbiguousServiceError,
+    ConfigurationError,
+    ManifestKeyError,
+    NoPluginForServiceError,
+)
 from aog_plugins.types import MANIFEST_FILENAMES, PluginManifest
 
 if TYPE_CHECKING:
@@ -29,14 +34,6 @@ __all__ = [
     "open_target",
     "resolve_target",
 ]
-
-
-class NoPluginForServiceError(ConfigurationError):
-    """No usable plugin of the plugins directory serves the service asked for."""
-
-
-class AmbiguousServiceError(ConfigurationError):
-    """Several plugins of the plugins directory serve the service; ``--plugin`` picks one."""
 
 
 @dataclass(frozen=True)
