@@ -17,6 +17,7 @@ from collections.abc import AsyncIterator, Callable, Collection, Mapping, Sequen
 from types import TracebackType
 
 import grpc
+import grpc.aio
 
 from aog_plugins.aio._broker import AsyncBroker
 from aog_plugins.aio._client import AsyncGRPCProviderClient
@@ -153,6 +154,12 @@ class AsyncPlugin:
 
     def reattach_config(self) -> ReattachConfig:
         return self._plugin.reattach_config()
+
+    async def channel(self, timeout: float | None = None) -> grpc.aio.Channel:
+        """The ``grpc.aio`` channel to the running process, for services of your own on
+        the main connection (waits for a restart as calls do). It closes when that
+        process ends: ask again after a restart."""
+        return (await self.link(timeout)).channel
 
     @property
     def broker(self) -> AsyncBroker:

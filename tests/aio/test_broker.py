@@ -18,7 +18,6 @@ from aog_plugins import PluginState, RestartPolicy
 from aog_plugins._proto import callback_pb2, callback_pb2_grpc
 from aog_plugins.aio import launch
 from aog_plugins.errors import BrokerError
-from aog_plugins.transport import open_aio_channel
 from tests.aio.conftest import run
 from tests.interop.test_broker import Answer, Row
 from tests.process.conftest import LeakCheck, plugin_cmd
@@ -50,9 +49,7 @@ def test_async_broker_both_ways(row: Row, leak_check: LeakCheck) -> None:
         ) as plugin:
             broker = plugin.broker
             assert plugin.broker is broker
-            sync = plugin.plugin
-            main_channel = open_aio_channel(sync.dial_target(sync.current_channel())[0])
-            demo = callback_pb2_grpc.BrokerDemoStub(main_channel)
+            demo = callback_pb2_grpc.BrokerDemoStub(await plugin.channel())
             # Host serves, plugin dials during the call and calls back.
             first = broker.next_id()
             served = await broker.accept_and_serve(
@@ -73,7 +70,6 @@ def test_async_broker_both_ways(row: Row, leak_check: LeakCheck) -> None:
             sid2 = (await demo.Serve(callback_pb2.ServeRequest(prefix="q: "), timeout=30)).broker_id
             assert await call(await broker.dial(sid2), "x") == "q: x"
             assert await call(channel, "still") == "p: still"
-            await main_channel.close(None)
             address = served.address if served.network == "unix" else ""
             assert not address or os.path.exists(address)
         # The plugin is gone: so are the broker, its server's socket and its channels.
@@ -100,12 +96,9 @@ def test_async_dial_of_an_unknown_id_is_a_typed_error(lang: str, leak_check: Lea
             with pytest.raises(BrokerError, match="broker id 4242"):
                 await plugin.broker.dial(4242, timeout=0.2)
             # The broker still works afterwards, and the loop was free meanwhile.
-            sync = plugin.plugin
-            main_channel = open_aio_channel(sync.dial_target(sync.current_channel())[0])
-            demo = callback_pb2_grpc.BrokerDemoStub(main_channel)
+            demo = callback_pb2_grpc.BrokerDemoStub(await plugin.channel())
             sid = (await demo.Serve(callback_pb2.ServeRequest(prefix="ok "), timeout=30)).broker_id
             assert await call(await plugin.broker.dial(sid), "then") == "ok then"
-            await main_channel.close(None)
 
     run(main())
 
@@ -128,11 +121,8 @@ def test_a_restarted_plugin_has_a_new_async_broker(leak_check: LeakCheck) -> Non
             second = plugin.broker
             assert second is not first
             assert not second.closed
-            sync = plugin.plugin
-            main_channel = open_aio_channel(sync.dial_target(sync.current_channel())[0])
-            demo = callback_pb2_grpc.BrokerDemoStub(main_channel)
+            demo = callback_pb2_grpc.BrokerDemoStub(await plugin.channel())
             sid = (await demo.Serve(callback_pb2.ServeRequest(prefix="new "), timeout=30)).broker_id
             assert await call(await second.dial(sid), "one") == "new one"
-            await main_channel.close(None)
 
     run(main())
