@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 import signal
 import subprocess
 import sys
 import textwrap
+from collections.abc import Callable, Iterator
+from pathlib import Path
 
 import pytest
 
@@ -40,31 +43,59 @@ HOST = textwrap.dedent(
 )
 
 
-def _run_host(mode: str, leak_check: LeakCheck) -> tuple[subprocess.Popen[str], list[int]]:
-    code = HOST.format(plugin=str(FIXTURES / "echo_plugin.py"))
-    host = subprocess.Popen(
-        [sys.executable, "-c", code, mode],
-        stdout=subprocess.PIPE,
-        text=True,
-        env={**os.environ, **leak_check.env},
-    )
-    assert host.stdout is not None
-    pids = [int(p) for p in host.stdout.readline().split()]
-    assert len(pids) == 2
-    return host, pids
+HostRunner = Callable[[str], tuple[subprocess.Popen[str], list[int]]]
 
 
-def test_plugins_are_killed_at_interpreter_exit(leak_check: LeakCheck) -> None:
-    host, pids = _run_host("exit", leak_check)
+@pytest.fixture
+def run_host(leak_check: LeakCheck, tmp_path: Path) -> Iterator[HostRunner]:
+    """Start host processes; one still running at teardown has its threads dumped
+    (faulthandler, on SIGABRT) into the failure, then is killed and reaped, so a hung
+    host never leaves an unreaped child behind for the tests after it."""
+    hosts: list[tuple[subprocess.Popen[str], Path]] = []
+
+    def run(mode: str) -> tuple[subprocess.Popen[str], list[int]]:
+        code = HOST.format(plugin=str(FIXTURES / "echo_plugin.py"))
+        err = tmp_path / f"host-{len(hosts)}.stderr"
+        with err.open("w") as sink:
+            host = subprocess.Popen(
+                [sys.executable, "-X", "faulthandler", "-c", code, mode],
+                stdout=subprocess.PIPE,
+                stderr=sink,
+                text=True,
+                env={**os.environ, **leak_check.env},
+            )
+        hosts.append((host, err))
+        assert host.stdout is not None
+        pids = [int(p) for p in host.stdout.readline().split()]
+        assert len(pids) == 2
+        return host, pids
+
+    yield run
+    hung = []
+    for host, err in hosts:
+        if host.poll() is None:
+            host.send_signal(signal.SIGABRT)
+            with contextlib.suppress(subprocess.TimeoutExpired):
+                host.wait(10)
+            host.kill()
+            host.wait()
+            hung.append(err.read_text()[-6000:])
+        if host.stdout is not None:
+            host.stdout.close()
+    assert not hung, "a host did not exit; its threads:\n" + "\n".join(hung)
+
+
+def test_plugins_are_killed_at_interpreter_exit(run_host: HostRunner) -> None:
+    host, pids = run_host("exit")
     assert host.wait(timeout=30) == 0
     wait_gone(pids, 5.0, "the plugins of the exited host to end")
 
 
 @pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGINT])
 def test_plugins_are_killed_when_host_gets_signal(
-    sig: signal.Signals, leak_check: LeakCheck
+    sig: signal.Signals, run_host: HostRunner
 ) -> None:
-    host, pids = _run_host("wait", leak_check)
+    host, pids = run_host("wait")
     assert host.stdout is not None
     assert host.stdout.readline().strip() == "ready"
     host.send_signal(sig)
@@ -73,8 +104,8 @@ def test_plugins_are_killed_when_host_gets_signal(
     wait_gone(pids, 5.0, "the plugins of the exited host to end")
 
 
-def test_existing_signal_handler_is_chained(leak_check: LeakCheck) -> None:
-    host, pids = _run_host("chained", leak_check)
+def test_existing_signal_handler_is_chained(run_host: HostRunner) -> None:
+    host, pids = run_host("chained")
     assert host.stdout is not None
     assert host.stdout.readline().strip() == "ready"
     host.send_signal(signal.SIGTERM)
