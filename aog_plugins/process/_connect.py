@@ -6,7 +6,6 @@ import contextlib
 import logging
 import re
 import threading
-import time
 from collections.abc import Callable, Iterable
 
 import grpc
@@ -72,7 +71,9 @@ class StdioPump:
     opened with ``max_receive_message_length`` = :data:`STDIO_MAX_MESSAGE`: a plugin that
     sends a bigger message (one 200 MiB write, say) costs the host no more than that. Such a
     message is dropped and counted in :attr:`dropped`, one WARNING record says so (later
-    ones go to DEBUG), and the stream is opened again. Handlers get at most
+    ones go to DEBUG), and the stream is opened again (while the plugin still holds the
+    dropped one, the pump asks again, backing off, until it lets go, fails or the pump is
+    closed). Handlers get at most
     :data:`STDIO_CHUNK` bytes per call. The pump closes ``channel`` in :meth:`close`.
     """
 
@@ -92,6 +93,7 @@ class StdioPump:
         self._logger = logger
         self._lock = threading.Lock()
         self._closed = False
+        self._stop = threading.Event()
         self.dropped = 0
         """Bytes of plugin output dropped (messages over STDIO_MAX_MESSAGE)."""
         self.dropped_messages = 0
@@ -100,7 +102,7 @@ class StdioPump:
         self._thread.start()
 
     def _run(self) -> None:
-        busy = 0
+        busy = 0  # ALREADY_EXISTS answers in a row
         while True:
             try:
                 self._pump(self._call)
@@ -110,12 +112,16 @@ class StdioPump:
                 if code == grpc.StatusCode.RESOURCE_EXHAUSTED:
                     self._count_drop(exc)
                     busy = 0
-                elif (
-                    code == grpc.StatusCode.ALREADY_EXISTS and self.dropped_messages and busy < 100
-                ):
-                    # The plugin has not yet noticed that we dropped the previous stream.
+                elif code == grpc.StatusCode.ALREADY_EXISTS and self.dropped_messages:
+                    # The plugin has not yet let go of the stream we dropped. It will (or
+                    # it exits and the stream fails otherwise): ask again, backing off,
+                    # until then or until close(). A fixed number of tries gave up on a
+                    # plugin that was merely slow under load, and all later output was lost.
                     busy += 1
-                    time.sleep(0.1)
+                    if busy == 50:
+                        self._logger.debug("plugin stdio: the plugin still holds the old stream")
+                    if self._stop.wait(min(0.02 * busy, 1.0)):
+                        return
                 else:
                     if code not in (grpc.StatusCode.CANCELLED, grpc.StatusCode.UNAVAILABLE):
                         self._logger.debug("plugin stdio stream ended: %s", code)
@@ -154,8 +160,8 @@ class StdioPump:
 
     def _reopen(self) -> bool:
         """Open the stream again (False once closed)."""
-        if self.dropped_messages > 3:
-            time.sleep(min(0.05 * self.dropped_messages, 1.0))  # a plugin that keeps at it
+        if self.dropped_messages > 3 and self._stop.wait(min(0.05 * self.dropped_messages, 1.0)):
+            return False  # (the wait backs off from a plugin that keeps at it)
         with self._lock:
             if self._closed:
                 return False
@@ -166,6 +172,7 @@ class StdioPump:
         """Cancel the stream, wait for the reader thread and close the pump's channel."""
         with self._lock:
             self._closed = True
+            self._stop.set()
             self._call.cancel()  # type: ignore[no-untyped-call]  # untyped in grpc-stubs
         self._thread.join(timeout=2.0)
         self._channel.close()

@@ -72,6 +72,13 @@ class StdioBuffer:
             self._cond.notify_all()
             return channel, b"".join(parts)
 
+    def unget(self, channel: int, data: bytes) -> None:
+        """Put back, in front, what :meth:`get` returned to a reader that is gone."""
+        with self._cond:
+            self._items.appendleft((channel, data))
+            self._size += len(data)
+            self._cond.notify_all()
+
     def close(self) -> None:
         with self._cond:
             self._closed = True
@@ -117,24 +124,50 @@ def text_stream(buffer: StdioBuffer, channel: int, encoding: str = "utf-8") -> i
 
 
 class StdioServicer(grpc_stdio_pb2_grpc.GRPCStdioServicer):
-    """Streams the buffer to the host; only one reader at a time, as in go-plugin."""
+    """Streams the buffer to the host; only one reader at a time, as in go-plugin.
+
+    The reader's slot is freed as soon as gRPC ends its call (an RPC termination
+    callback), not when this generator gets to notice: gRPC stops resuming a streaming
+    handler whose call was cancelled while a response was in flight (the host drops an
+    oversized message that way), and the host's next StreamStdio must not find the slot
+    taken by a reader that is gone.
+    """
 
     def __init__(self, buffer: StdioBuffer) -> None:
         self._buffer = buffer
-        self._reader = threading.Lock()
+        self._lock = threading.Lock()
+        self._reader: object | None = None
+
+    def _claim(self) -> object | None:
+        with self._lock:
+            if self._reader is not None:
+                return None
+            self._reader = token = object()
+            return token
+
+    def _release(self, token: object) -> None:
+        with self._lock:
+            if self._reader is token:
+                self._reader = None
 
     def StreamStdio(
         self, request: empty_pb2.Empty, context: grpc.ServicerContext
     ) -> Iterator[grpc_stdio_pb2.StdioData]:
-        if not self._reader.acquire(blocking=False):
+        token = self._claim()
+        if token is None:
             context.abort(grpc.StatusCode.ALREADY_EXISTS, "stdio is already being streamed")
         try:
-            while context.is_active():
+            if not context.add_callback(lambda: self._release(token)):
+                return  # the call has already ended
+            while context.is_active() and self._reader is token:
                 item = self._buffer.get(timeout=0.2)
                 if item is None:
                     if self._buffer.closed:
                         return
                     continue
+                if self._reader is not token:  # the call ended while we waited
+                    self._buffer.unget(*item)
+                    return
                 yield grpc_stdio_pb2.StdioData(channel=item[0], data=item[1])  # type: ignore[arg-type]
         finally:
-            self._reader.release()
+            self._release(token)

@@ -3,8 +3,12 @@
 
 InvokeService / InvokeServiceStream / InvokeServiceBidi with service ``wait`` count
 themselves as started, then run (streams send a chunk every 50 ms, bidi echoes) until
-gRPC says the call is no longer active, and count themselves as cancelled. Service
-``state`` (unary) answers ``{"started": {...}, "cancelled": {...}}`` per kind.
+gRPC says the call is no longer active. A call counts as cancelled when gRPC ends it (an
+RPC termination callback): a streaming handler that is between two responses when the
+host cancels is never resumed by gRPC, so code after its loop cannot be relied on to
+count. ``wait`` calls never finish by themselves, so their end is the host's doing (or
+their 60 s deadline). Service ``state`` (unary) answers ``{"started": {...},
+"cancelled": {...}}`` per kind.
 """
 
 from __future__ import annotations
@@ -34,10 +38,14 @@ def _count(table: dict[str, int], kind: str) -> None:
         table[kind] += 1
 
 
-def _until_cancelled(context: grpc.ServicerContext, kind: str) -> None:
+def _start(context: grpc.ServicerContext, kind: str) -> None:
+    _count(_started, kind)
+    context.add_callback(lambda: _count(_cancelled, kind))
+
+
+def _until_cancelled(context: grpc.ServicerContext) -> None:
     while context.is_active():
         time.sleep(0.01)
-    _count(_cancelled, kind)
 
 
 class Watcher(provider_pb2_grpc.ProviderServiceServicer):
@@ -48,20 +56,19 @@ class Watcher(provider_pb2_grpc.ProviderServiceServicer):
             with _lock:
                 state = {"started": dict(_started), "cancelled": dict(_cancelled)}
             return pb.InvokeServiceResponse(response_data=json.dumps(state).encode())
-        _count(_started, "unary")
-        _until_cancelled(context, "unary")
+        _start(context, "unary")
+        _until_cancelled(context)
         return pb.InvokeServiceResponse(response_data=b"{}")
 
     def InvokeServiceStream(
         self, request: pb.InvokeServiceRequest, context: grpc.ServicerContext
     ) -> Iterator[pb.InvokeServiceStreamResponse]:
-        _count(_started, "stream")
+        _start(context, "stream")
         sent = 0
         while context.is_active():
             yield pb.InvokeServiceStreamResponse(chunk_data=json.dumps({"index": sent}).encode())
             sent += 1
             time.sleep(0.05)
-        _count(_cancelled, "stream")
 
     def InvokeServiceBidi(
         self,
@@ -69,9 +76,9 @@ class Watcher(provider_pb2_grpc.ProviderServiceServicer):
         context: grpc.ServicerContext,
     ) -> Iterator[pb.InvokeServiceBidiResponse]:
         first = next(request_iterator)
-        _count(_started, "bidi")
+        _start(context, "bidi")
         yield pb.InvokeServiceBidiResponse(data=first.data, message_type=first.message_type)
-        _until_cancelled(context, "bidi")
+        _until_cancelled(context)
 
 
 def _register(server: grpc.Server) -> None:
