@@ -68,7 +68,6 @@ from aog_plugins.transport import (
     open_channel,
     set_group_writable,
     start_client_relay,
-    wait_ready,
 )
 
 __all__ = [
@@ -272,8 +271,8 @@ def _connect(
     incarnation = Incarnation(proc, line, channel, socket_dir, relay, mux=mux, tls=tls)
     pid = proc.pid
     try:
-        wait_ready(channel, line, deadline - time.monotonic())
-        health_check(channel, max(deadline - time.monotonic(), 0.1))
+        # One call both waits for the connection and checks health (no readiness poll).
+        health_check(channel, max(deadline - time.monotonic(), 0.1), connecting=line)
         incarnation.stdio = StdioPump(
             dial(max_receive=STDIO_MAX_MESSAGE),
             spec.stdout or _line_logger(logger, logging.INFO, proc.pid),
