@@ -58,6 +58,8 @@ ROWS = [
     RowSpec("start_mtls", "cold start to first call, AutoMTLS", "ms", True),
     RowSpec("p50_plain", "unary p50, plaintext", "us", True),
     RowSpec("p50_mtls", "unary p50, AutoMTLS", "us", True),
+    RowSpec("cpu_plain", "  host CPU per call (all threads), plaintext", "us", True),
+    RowSpec("cpu_mtls", "  host CPU per call (all threads), AutoMTLS", "us", True),
     RowSpec("ops_plain", "8 threads x 500 calls, plaintext", "/s", False),
     RowSpec("ops_mtls", "8 threads x 500 calls, AutoMTLS", "/s", False),
     RowSpec("big", "16 MiB reply, plaintext", "ms", True),
@@ -112,8 +114,9 @@ def run_json(argv: list[str], env: dict[str, str] | None = None, timeout: float 
 class GoHost(Column):
     name = "Go host"
 
-    def __init__(self, bins: GoBinaries, plugin_rows: dict[str, list[str]]) -> None:
-        self.bins, self.plugin_rows = bins, plugin_rows
+    def __init__(self, bins: GoBinaries) -> None:
+        self.bins = bins
+        self._p50: dict[bool, dict[str, Any]] = {}
 
     def _events(self, flags: list[str], plugin: list[str]) -> dict[str, dict[str, Any]]:
         argv = [str(self.bins.go_host), *flags, "-log-level", "error", "-call-timeout", "300s"]
@@ -148,7 +151,10 @@ class GoHost(Column):
             return statistics.median(samples)
         if row.startswith("p50"):
             bench = self._bench(tls, f"health:{s.unary_calls}", bench_warmup=str(s.warmup))
+            self._p50[tls] = bench
             return float(bench["p50_ns"]) / 1000
+        if row.startswith("cpu"):
+            return float(self._p50[tls]["cpu_ns"]) / s.unary_calls / 1000
         if row.startswith("ops"):
             bench = self._bench(tls, f"health:{s.parallel * s.per_worker}", s.parallel)
             return float(bench["ops_per_sec"])
@@ -241,10 +247,10 @@ class DriverHost(Column):
             return statistics.median(samples)
         if row == "import":
             return statistics.median(self._imports) if self._imports else "not measured"
-        if row.startswith(("p50", "ops")) or row == "big":
-            # p50, ops and 16 MiB (plaintext only) come from one driver run.
+        if row.startswith(("p50", "cpu", "ops")) or row == "big":
+            # p50, CPU, ops and 16 MiB (plaintext only) come from one driver run.
             got = self._cached("calls", tls, s, big_bytes=0 if tls else s.big_bytes)
-            value = got.get({"p": "p50_us", "o": "ops_s", "b": "big_ms"}[row[0]])
+            value = got.get({"p": "p50_us", "c": "cpu_us", "o": "ops_s", "b": "big_ms"}[row[0]])
             return value if value is not None else "not measured"
         if row == "plugin_mtls":
             if not self.plugin_argv:
@@ -393,7 +399,7 @@ def main(argv: list[str] | None = None) -> int:
     info = environment()
     bins = build_go_binaries(cache_root())
     fixtures = REPO / "fixtures" / "plugins"
-    go = GoHost(bins, {})
+    go = GoHost(bins)
 
     def host_args(python: str, driver: str, plugin: list[str]) -> dict[str, Any]:
         return {"python": python, "driver": driver, "plugin_argv": plugin, "go": go, "bins": bins}

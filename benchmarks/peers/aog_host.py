@@ -67,8 +67,13 @@ def calls(spec: dict[str, Any]) -> dict[str, Any]:
         def health() -> None:
             client.health_check(timeout=30)
 
+        try:
+            p50, cpu = c.p50_us(health, spec["unary_calls"], spec["warmup"])
+        except Exception as exc:
+            p50 = cpu = c.reason(exc)
         out: dict[str, Any] = {
-            "p50_us": c.guarded(lambda: c.p50_us(health, spec["unary_calls"], spec["warmup"])),
+            "p50_us": p50,
+            "cpu_us": cpu,
             "ops_s": c.guarded(lambda: throughput(health, spec["parallel"], spec["per_worker"])),
         }
         if spec.get("big_bytes"):

@@ -76,16 +76,17 @@ async def cold(spec: dict[str, Any]) -> dict[str, Any]:
     return {"first_call_ms": first}
 
 
-async def p50(stub: Stub, n: int, warmup: int) -> float:
+async def p50(stub: Stub, n: int, warmup: int) -> tuple[float, float]:
     for _ in range(warmup):
         await health(stub)
     times = []
+    cpu = time.process_time_ns()
     for _ in range(n):
         began = time.perf_counter_ns()
         await health(stub)
         times.append(time.perf_counter_ns() - began)
     times.sort()
-    return times[len(times) // 2] / 1000
+    return times[len(times) // 2] / 1000, (time.process_time_ns() - cpu) / n / 1000
 
 
 async def throughput(stub: Stub, parallel: int, per_worker: int) -> float:
@@ -126,11 +127,16 @@ async def calls(spec: dict[str, Any]) -> dict[str, Any]:
     except Exception as exc:
         await client.close()
         reason = c.reason(exc)
-        return {"p50_us": reason, "ops_s": reason, "big_ms": reason}
+        return {"p50_us": reason, "cpu_us": reason, "ops_s": reason, "big_ms": reason}
     stub = Stub(client.grpc_channel)
     try:
+        try:
+            p50_us, cpu_us = await p50(stub, spec["unary_calls"], spec["warmup"])
+        except Exception as exc:
+            p50_us = cpu_us = c.reason(exc)
         out: dict[str, Any] = {
-            "p50_us": await guarded(p50(stub, spec["unary_calls"], spec["warmup"])),
+            "p50_us": p50_us,
+            "cpu_us": cpu_us,
             "ops_s": await guarded(throughput(stub, spec["parallel"], spec["per_worker"])),
         }
         if spec.get("big_bytes"):
