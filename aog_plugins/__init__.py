@@ -7,6 +7,7 @@ Errors live in :mod:`aog_plugins.errors` (one tree under :class:`AogPluginsError
 from aog_plugins.client import GRPCProviderClient
 from aog_plugins.errors import AogPluginsError, PluginError
 from aog_plugins.handshake import AOG_HANDSHAKE, HandshakeConfig
+from aog_plugins.manager import PluginEntry, PluginManager
 from aog_plugins.process import (
     Plugin,
     PluginEvent,
@@ -23,8 +24,10 @@ __all__ = [
     "GRPCProviderClient",
     "HandshakeConfig",
     "Plugin",
+    "PluginEntry",
     "PluginError",
     "PluginEvent",
+    "PluginManager",
     "PluginState",
     "ReattachConfig",
     "RestartPolicy",

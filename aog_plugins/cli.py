@@ -24,12 +24,13 @@ from aog_plugins._cli_base import (
 )
 from aog_plugins._cli_call import INSPECT, INVOKE
 from aog_plugins._cli_demo import DEMO
+from aog_plugins._cli_manager import LIST, RUN
 from aog_plugins._cli_show import CliLogFormatter, describe_error, hide_unimplemented_noise
 from aog_plugins.errors import AogPluginsError, ConfigurationError
 
 __all__ = ["COMMANDS", "build_parser", "main"]
 
-COMMANDS: dict[str, Command] = {c.name: c for c in (DEMO, INSPECT, INVOKE)}
+COMMANDS: dict[str, Command] = {c.name: c for c in (DEMO, INSPECT, INVOKE, LIST, RUN)}
 """Every subcommand, in the order ``--help`` lists them."""
 
 DESCRIPTION = """\

@@ -283,3 +283,83 @@ class PluginError(AogPluginsError):
         super().__init__(f"plugin error {code}: {message}")
         self.code = code
         self.message = message
+
+
+# ---- plugin manager (aog_plugins.manager) ----------------------------------------------
+# One contiguous block: every error about a plugin *directory* names the plugin, its
+# directory and what to do. Listed in ``__all__`` below, not in the tree above, so this
+# block merges cleanly with edits elsewhere in this file.
+
+__all__ += [
+    "DuplicatePluginError",
+    "ExecutableMissingError",
+    "ExecutableNotExecutableError",
+    "InvalidManifestError",
+    "InvalidProviderTypeError",
+    "MissingProviderNameError",
+    "NoPlatformError",
+    "PluginChecksumError",
+    "PluginEntryError",
+    "PluginRemovedError",
+    "UnknownPluginError",
+]
+
+
+class PluginEntryError(AogPluginsError):
+    """A plugin directory the manager cannot use (nothing of it was run).
+
+    ``plugin`` is the provider name (or the directory's name when the manifest has none),
+    ``directory`` the plugin's root, ``hint`` what to do about it.
+    """
+
+    def __init__(self, message: str, *, plugin: str, directory: str, hint: str = "") -> None:
+        super().__init__(message)
+        self.message = message
+        self.plugin = plugin
+        self.directory = directory
+        self.hint = hint
+
+    def __str__(self) -> str:
+        text = f"plugin {self.plugin!r} ({self.directory}): {self.message}"
+        return f"{text}; {self.hint}" if self.hint else text
+
+
+class InvalidManifestError(PluginEntryError):
+    """plugin.yaml / plugin.json cannot be read or parsed."""
+
+
+class MissingProviderNameError(PluginEntryError):
+    """The manifest has no ``provider.name``."""
+
+
+class InvalidProviderTypeError(PluginEntryError):
+    """``provider.type`` is neither ``local`` nor ``remote``."""
+
+
+class NoPlatformError(PluginEntryError):
+    """The manifest has no ``platforms.<goos>_<goarch>`` entry (or no executable) for this
+    machine."""
+
+
+class ExecutableMissingError(PluginEntryError):
+    """The executable the manifest names for this machine does not exist."""
+
+
+class ExecutableNotExecutableError(PluginEntryError):
+    """The executable exists but is not a runnable file (the manager never chmods it)."""
+
+
+class DuplicatePluginError(PluginEntryError):
+    """Another plugin directory already provides this name; the first one keeps it."""
+
+
+class PluginChecksumError(PluginEntryError, ChecksumMismatchError):
+    """The executable does not match the configured checksum: it was not run."""
+
+
+class UnknownPluginError(PluginEntryError, KeyError):
+    """No plugin of that name in the directory."""
+
+
+class PluginRemovedError(PluginFatalError):
+    """The plugin was removed from the directory (or the manager closed): calls fail fast."""

@@ -93,6 +93,7 @@ def launch(
         cwd=cwd,
         inherit_env=inherit_env,
         multiplex=multiplex,
+        checksum=checksum,
     )
     incarnation = start_incarnation(spec)
     try:

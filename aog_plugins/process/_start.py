@@ -104,6 +104,7 @@ class StartSpec:
     cwd: str | None = None
     inherit_env: bool = True
     multiplex: bool = False
+    checksum: str | None = None  # verified before every start, restarts included
 
 
 class ProcessHandle(Protocol):
@@ -184,6 +185,8 @@ def start_incarnation(spec: StartSpec) -> Incarnation:
     typed error (see :mod:`aog_plugins.errors`) is raised: whatever goes wrong, the caller
     gets an :class:`~aog_plugins.errors.AogPluginsError`, never a bare OSError or the like.
     """
+    if spec.checksum is not None:  # the file may have changed since the last start
+        verify_checksum(spec.argv[0], spec.checksum)
     deadline = time.monotonic() + spec.start_timeout
     tls_bundle = generate_certificate() if spec.auto_mtls else None
     socket_dir = _prepare_socket_dir(spec)

@@ -11,7 +11,6 @@ import os
 import signal
 import subprocess
 import sys
-import time
 import uuid
 from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass
@@ -19,6 +18,8 @@ from pathlib import Path
 
 import psutil
 import pytest
+
+from tests.support.wait import wait_until
 
 FIXTURES = Path(__file__).resolve().parents[2] / "fixtures" / "plugins"
 TAG = "AOG_PLUGINS_TEST_TAG"
@@ -100,19 +101,25 @@ class Running:
     tag: str
 
     def plugin(self, marker: str) -> psutil.Process:
-        """Wait until the CLI has spawned the plugin whose command line contains ``marker``."""
+        """Wait until the CLI has spawned the plugin whose command line contains ``marker``.
+
+        A child that has not exec'd yet still shows the CLI's own command line and
+        environment (which name the plugin too), so it only counts once it differs."""
         me = psutil.Process(self.proc.pid)
-        for _ in range(600):
+        own = me.cmdline()
+
+        def spawned() -> psutil.Process | None:
             for child in me.children(recursive=True):
                 try:
-                    if any(marker in part for part in child.cmdline()):
-                        return child
+                    argv = child.cmdline()
                 except psutil.Error:
                     continue
-            if self.proc.poll() is not None:
-                break
-            time.sleep(0.05)
-        raise AssertionError(f"the CLI never started a plugin matching {marker!r}")
+                if argv != own and any(marker in part for part in argv):
+                    return child
+            assert self.proc.poll() is None, f"the CLI exited before starting {marker!r}"
+            return None
+
+        return wait_until(spawned, 30.0, f"the CLI to start a plugin matching {marker!r}")
 
     def interrupt(self) -> Result:
         self.proc.send_signal(signal.SIGINT)

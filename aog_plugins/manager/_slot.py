@@ -1,0 +1,452 @@
+"""One plugin directory at run time: start once on first use, count calls, swap in a new
+build with zero downtime, stop when idle, removed or closed.
+
+Locking: ``_cond`` guards the fields and is never held while a process starts or stops;
+``_ops`` serializes the long operations (replace, stop, remove) of one plugin, so two
+of them never interleave; concurrent first uses share one start through ``_starting``.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import threading
+import time
+from collections.abc import Callable, Mapping
+from concurrent.futures import Future
+from dataclasses import dataclass, field
+
+import grpc
+
+from aog_plugins.errors import (
+    AogPluginsError,
+    PluginConnectError,
+    PluginFatalError,
+    PluginRemovedError,
+    PluginStartError,
+)
+from aog_plugins.handshake import AOG_HANDSHAKE, HandshakeConfig
+from aog_plugins.manager._discovery import Found, check_checksum
+from aog_plugins.manager._entry import EntryState, EventKind, ManagerEvent, PluginEntry
+from aog_plugins.manager._routing import TrackedChannel
+from aog_plugins.process import Plugin, PluginEvent, PluginState, RestartPolicy, launch
+
+__all__ = ["LaunchSettings", "Slot"]
+
+_DEAD = (PluginState.EXITED, PluginState.FATAL, PluginState.STOPPING)
+
+
+@dataclass(frozen=True)
+class LaunchSettings:
+    """How the manager starts every plugin (see :class:`PluginManager` for each field)."""
+
+    handshake: HandshakeConfig = AOG_HANDSHAKE
+    auto_mtls: bool = True
+    restart: RestartPolicy = field(default_factory=RestartPolicy)
+    start_timeout: float = 60.0
+    env: Mapping[str, str] | None = None
+    replace_env: bool = False
+    aog_version: str | None = None
+    checksums: Mapping[str, str] = field(default_factory=dict)
+    kill_grace: float = 2.0
+    drain_timeout: float = 30.0
+
+    def environment(self) -> tuple[dict[str, str] | None, dict[str, str]]:
+        """(``env`` for launch: replaces the host's, or None), (``extra_env``: added)."""
+        extra = dict(self.env or {})
+        if self.aog_version is not None:
+            extra["AOG_VERSION"] = self.aog_version
+        if self.replace_env:
+            return extra, {}
+        return None, extra
+
+
+def _alive(plugin: Plugin) -> bool:
+    return plugin.state not in _DEAD
+
+
+class Slot:
+    """The run-time state of one plugin directory (see the module docstring)."""
+
+    def __init__(
+        self, found: Found, settings: LaunchSettings, post: Callable[[ManagerEvent], None]
+    ) -> None:
+        self.found = found
+        self._settings = settings
+        self._post = post
+        self._cond = threading.Condition()
+        self._ops = threading.Lock()
+        self._plugin: Plugin | None = None
+        self._starting: Future[Plugin] | None = None
+        self._error: AogPluginsError | None = None
+        self._gone: str | None = None
+        self._hurry = False  # closing: stop draining
+        self._target: Found | None = None  # the newest files handed to replace()
+        self._calls: dict[int, int] = {}
+        self._ours: set[int] = set()  # launched by us and not being stopped by us
+        self._ran: set[int] = set()  # whose first RUNNING event has been seen
+        self._tracked: dict[int, TrackedChannel] = {}
+        self._last_used = time.monotonic()
+
+    @property
+    def name(self) -> str:
+        return self.found.name
+
+    @property
+    def target(self) -> Found:
+        """The files this slot is (or is about to be) running: what a rescan compares."""
+        with self._cond:
+            return self._target or self.found
+
+    def event(
+        self,
+        kind: EventKind,
+        reason: str,
+        *,
+        pid: int | None = None,
+        old_pid: int | None = None,
+        error: AogPluginsError | None = None,
+    ) -> None:
+        found = self.found
+        self._post(ManagerEvent(kind, found.name, found.directory, reason, pid, old_pid, error))
+
+    # ---- starting -----------------------------------------------------------------------
+    def acquire(self) -> Plugin:
+        """The running plugin, started now if needed (once, whoever else is asking)."""
+        dead: Plugin | None = None
+        with self._cond:
+            if self._gone is not None:
+                raise self._removed_error()
+            plugin = self._plugin
+            if plugin is not None and _alive(plugin):
+                self._last_used = time.monotonic()
+                return plugin
+            future = self._starting
+            leader = future is None
+            if leader:
+                if self.found.error is not None:
+                    raise self.found.error
+                future = self._starting = Future()
+                found = self.found
+                dead, self._plugin = plugin, None
+        assert future is not None
+        if leader:
+            if dead is not None:
+                self._discard(dead)
+            self._lead_start(future, found)
+        return future.result()  # a failed shared start raises its error in every caller
+
+    def _lead_start(self, future: Future[Plugin], found: Found) -> None:
+        try:
+            plugin = self.launch(found)
+        except BaseException as exc:
+            with self._cond:
+                self._starting = None
+                if isinstance(exc, AogPluginsError):
+                    self._error = exc
+            if isinstance(exc, AogPluginsError):
+                self.event("failed", f"start failed: {exc}", error=exc)
+            future.set_exception(exc)
+            return
+        with self._cond:
+            self._starting = None
+            gone = self._gone is not None
+            if not gone:
+                self._plugin = plugin
+                self._error = None
+                self._last_used = time.monotonic()
+        if gone:
+            self._discard(plugin)
+            future.set_exception(self._removed_error())
+            return
+        self.event("started", "started on first use", pid=plugin.pid)
+        future.set_result(plugin)
+
+    def launch(self, found: Found) -> Plugin:
+        """Start ``found``'s executable (checksum first) as a supervised plugin."""
+        if found.error is not None:
+            raise found.error
+        assert found.executable is not None  # set whenever there is no error
+        settings = self._settings
+        checksum = settings.checksums.get(found.name)
+        bad = check_checksum(found, checksum)
+        if bad is not None:
+            raise bad
+        env, extra_env = settings.environment()
+        prefix = f"plugin {found.name!r} ({found.directory})"
+        try:
+            plugin = launch(
+                str(found.executable),
+                handshake=settings.handshake,
+                auto_mtls=settings.auto_mtls,
+                start_timeout=settings.start_timeout,
+                env=env,
+                extra_env=extra_env,
+                restart=settings.restart,
+                on_event=self._on_plugin_event,
+                kill_grace=settings.kill_grace,
+                logger=logging.getLogger(f"aog_plugins.plugin.{found.name}"),
+                checksum=checksum,
+                cwd=str(found.directory),
+            )
+        except PluginStartError as exc:
+            exc.message = f"{prefix}: {exc.message}"
+            raise
+        except PluginConnectError as exc:
+            raise type(exc)(f"{prefix}: {exc}") from exc
+        with self._cond:
+            self._ours.add(id(plugin))
+        return plugin
+
+    def _on_plugin_event(self, event: PluginEvent) -> None:
+        # Called on the process layer's threads (the I/O loop among them): only post.
+        new = event.new
+        key = id(event.plugin)
+        with self._cond:
+            if new is PluginState.RUNNING and key not in self._ran:
+                self._ran.add(key)
+                return  # its first start: reported by us (delivery is asynchronous)
+            if key not in self._ours:
+                return  # our own stop: reported by us
+        if new is PluginState.RUNNING:
+            self.event("started", event.reason, pid=event.pid)
+        elif new in (PluginState.BACKOFF, PluginState.FATAL):
+            self.event("failed", event.reason, pid=event.pid)
+        elif new is PluginState.EXITED:
+            self.event("stopped", event.reason, pid=event.pid)
+
+    # ---- calls (the CallRouter of TrackedChannel) ---------------------------------------
+    def channel(self, timeout: float | None) -> TrackedChannel:
+        """The channel a client should use now: the running plugin's, counted per call."""
+        plugin, raw = self._current_channel(timeout)
+        with self._cond:
+            tracked = self._tracked.get(id(raw))
+            if tracked is None or tracked.raw is not raw:
+                current = self._plugin
+                self._tracked = {k: t for k, t in self._tracked.items() if t.plugin is current}
+                tracked = self._tracked[id(raw)] = TrackedChannel(self, plugin, raw)
+            return tracked
+
+    def begin_call(self, channel: TrackedChannel) -> tuple[Plugin, grpc.Channel]:
+        with self._cond:
+            plugin = channel.plugin
+            if plugin is self._plugin and self._gone is None:
+                self._calls[id(plugin)] = self._calls.get(id(plugin), 0) + 1
+                self._last_used = time.monotonic()
+                return plugin, channel.raw
+        # That process was swapped out or stopped after the client picked it: re-route.
+        while True:
+            plugin, raw = self._current_channel(self._settings.start_timeout)
+            with self._cond:
+                if plugin is self._plugin and self._gone is None:
+                    self._calls[id(plugin)] = self._calls.get(id(plugin), 0) + 1
+                    self._last_used = time.monotonic()
+                    return plugin, raw
+
+    def _current_channel(self, timeout: float | None) -> tuple[Plugin, grpc.Channel]:
+        """The running plugin and its channel. A plugin swapped out or stopped between the
+        two steps (its channel refuses with PluginFatalError) is replaced by the current
+        one instead of failing the call."""
+        while True:
+            plugin = self.acquire()
+            try:
+                return plugin, plugin.current_channel(timeout)
+            except PluginFatalError:
+                with self._cond:
+                    if self._plugin is plugin or self._gone is not None:
+                        raise
+
+    def end_call(self, plugin: Plugin) -> None:
+        with self._cond:
+            left = self._calls.get(id(plugin), 0) - 1
+            if left > 0:
+                self._calls[id(plugin)] = left
+            else:
+                self._calls.pop(id(plugin), None)
+            self._last_used = time.monotonic()
+            self._cond.notify_all()
+
+    # ---- replacing and stopping ---------------------------------------------------------
+    def replace(self, found: Found) -> AogPluginsError | None:
+        """The files changed: adopt ``found``; a running plugin is swapped with zero
+        downtime, or keeps serving when the new build cannot start (returned)."""
+        with self._cond:
+            self._target = found  # what a rescan compares with, until the swap is over
+        with self._ops:
+            self._wait_start()
+            with self._cond:
+                if self._target is not found:
+                    return None  # newer files arrived meanwhile: their replace() handles them
+            try:
+                return self._swap(found)
+            finally:
+                with self._cond:
+                    if self._target is found:
+                        self._target = None
+
+    def _swap(self, found: Found) -> AogPluginsError | None:
+        """Swap in ``found`` (the body of :meth:`replace`, under ``_ops``)."""
+        with self._cond:
+            if self._gone is not None:
+                return None
+            old = self._plugin
+            running = old is not None and _alive(old)
+            if not running or found.error is not None:
+                self.found = found
+                self._error = None if not running else found.error
+        if not running:
+            self.event("replaced", "its files changed (not running)")
+            return None
+        if found.error is not None:
+            self.event(
+                "failed",
+                f"replacement unusable, the old process keeps serving: {found.error}",
+                error=found.error,
+            )
+            return found.error
+        try:
+            new = self.launch(found)
+        except AogPluginsError as exc:
+            with self._cond:
+                self.found = found
+                self._error = exc
+            self.event(
+                "failed", f"replacement failed, the old process keeps serving: {exc}", error=exc
+            )
+            return exc
+        with self._cond:
+            gone = self._gone is not None
+            if not gone:
+                old = self._plugin
+                self._plugin = new
+                self.found = found
+                self._error = None
+                if old is not None:
+                    self._ours.discard(id(old))
+        if gone:
+            self._discard(new)
+            return None
+        self.event("started", "replacement started", pid=new.pid)
+        self.event(
+            "replaced",
+            "new calls go to the new process",
+            pid=new.pid,
+            old_pid=old.pid if old is not None else None,
+        )
+        if old is not None:
+            self._retire(old, "replaced by a new build", drain=True)
+        return None
+
+    def stop(self, reason: str, *, drain: bool = False) -> bool:
+        """Stop the running process (the next use starts it again); False if none ran."""
+        with self._ops:
+            self._wait_start()
+            with self._cond:
+                plugin, self._plugin = self._plugin, None
+                if plugin is not None:
+                    self._ours.discard(id(plugin))
+            if plugin is None:
+                return False
+            self._retire(plugin, reason, drain=drain)
+            return True
+
+    def remove(self, reason: str, *, drain: bool) -> None:
+        """Stop for good: no new start, calls fail fast with PluginRemovedError."""
+        with self._cond:
+            if self._gone is None:
+                self._gone = reason
+            if not drain:
+                self._hurry = True  # a drain in progress (a replace) ends now
+            self._cond.notify_all()
+        self.stop(reason, drain=drain)
+
+    def idle_stop(self, idle_timeout: float) -> None:
+        if not self._ops.acquire(blocking=False):
+            return  # busy replacing or stopping
+        try:
+            with self._cond:
+                plugin = self._plugin
+                if plugin is None or self._starting is not None or self._calls.get(id(plugin)):
+                    return
+                if time.monotonic() - self._last_used < idle_timeout:
+                    return
+                self._plugin = None
+                self._ours.discard(id(plugin))
+            self._retire(
+                plugin, f"idle for {idle_timeout:g}s (the next use starts it again)", drain=False
+            )
+        finally:
+            self._ops.release()
+
+    def _wait_start(self) -> None:
+        with self._cond:
+            future = self._starting
+        if future is not None:
+            with contextlib.suppress(BaseException):  # the starter reported it
+                future.result()
+
+    def _retire(self, plugin: Plugin, reason: str, *, drain: bool) -> None:
+        """Let calls on ``plugin`` finish (bounded), then stop it and report it."""
+        if drain:
+            deadline = time.monotonic() + self._settings.drain_timeout
+            with self._cond:
+                while self._calls.get(id(plugin)) and not self._hurry:
+                    left = deadline - time.monotonic()
+                    if left <= 0:
+                        break
+                    self._cond.wait(left)
+                pending = self._calls.get(id(plugin), 0)
+            if pending:
+                reason += (
+                    f" ({pending} calls still in flight after {self._settings.drain_timeout:g}s)"
+                )
+        pid = plugin.pid
+        was_alive = _alive(plugin)
+        self._discard(plugin)
+        if was_alive:
+            self.event("stopped", reason, pid=pid)
+
+    def _discard(self, plugin: Plugin) -> None:
+        with self._cond:
+            self._ours.discard(id(plugin))
+        plugin.kill()  # returns once its events up to EXITED are delivered
+        with self._cond:
+            self._ran.discard(id(plugin))
+            self._calls.pop(id(plugin), None)
+            self._tracked = {k: t for k, t in self._tracked.items() if t.plugin is not plugin}
+
+    def _removed_error(self) -> PluginRemovedError:
+        return PluginRemovedError(
+            f"plugin {self.found.name!r} ({self.found.directory}) is gone: {self._gone}",
+            code="REMOVED",
+        )
+
+    # ---- reporting ----------------------------------------------------------------------
+    def snapshot(self) -> PluginEntry:
+        with self._cond:
+            found, plugin, error = self.found, self._plugin, self._error
+            starting = self._starting is not None
+        state: PluginState | EntryState
+        pid = None
+        if plugin is not None:
+            state = plugin.state
+            pid = plugin.pid if _alive(plugin) else None
+        elif starting:
+            state = PluginState.STARTING
+        elif found.error is not None:
+            state = EntryState.BROKEN
+        elif error is not None:
+            state = EntryState.FAILED
+        else:
+            state = EntryState.NOT_STARTED
+        services = tuple(s.service_name for s in found.manifest.services) if found.manifest else ()
+        return PluginEntry(
+            name=found.name,
+            directory=found.directory,
+            manifest=found.manifest,
+            executable=found.executable,
+            state=state,
+            pid=pid,
+            error=found.error or error,
+            services=services,
+        )

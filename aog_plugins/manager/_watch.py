@@ -1,0 +1,114 @@
+"""Notice changes in the plugins directory: file events from ``watchfiles`` (inotify on
+Linux), or stat polling where events are unavailable. Either way a change is acted on only
+once the relevant files have stopped changing, so a slow copy counts as one change.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from collections.abc import Callable, Hashable
+from pathlib import Path
+from typing import Literal
+
+__all__ = ["WatchMode", "Watcher"]
+
+_log = logging.getLogger("aog_plugins.manager")
+
+WatchMode = Literal["events", "poll"]
+
+
+class Watcher:
+    """A thread that calls ``apply()`` after ``root`` changed and ``snapshot()`` (a cheap
+    stat-based summary of what matters) stayed the same for ``settle`` seconds.
+
+    ``mode="events"`` waits on file events and also applies every ``safety_interval``
+    seconds (events can be lost, e.g. on inotify queue overflow); if events cannot be had
+    (no watchfiles, no inotify) it falls back to polling every ``poll_interval``.
+    """
+
+    def __init__(
+        self,
+        root: Path,
+        snapshot: Callable[[], Hashable],
+        apply: Callable[[], None],
+        *,
+        mode: WatchMode = "events",
+        settle: float = 0.3,
+        poll_interval: float = 0.5,
+        safety_interval: float = 10.0,
+        max_settle: float = 10.0,
+    ) -> None:
+        self._root = root
+        self._snapshot = snapshot
+        self._apply = apply
+        self.mode: WatchMode = mode
+        self._settle = settle
+        self._poll_interval = poll_interval
+        self._safety_interval = safety_interval
+        self._max_settle = max_settle
+        self._stop = threading.Event()
+        self._applied: Hashable = None
+        self._thread = threading.Thread(target=self._run, name="aog-plugins-watch", daemon=True)
+
+    def start(self, applied: Hashable) -> None:
+        """Start watching; ``applied`` is the snapshot the caller has already acted on."""
+        self._applied = applied
+        self._thread.start()
+
+    def stop(self) -> None:
+        self._stop.set()
+        if self._thread.is_alive() and self._thread is not threading.current_thread():
+            self._thread.join(10.0)
+
+    def _run(self) -> None:
+        try:
+            if self.mode == "events":
+                try:
+                    self._watch_events()
+                except Exception as exc:
+                    if self._stop.is_set():
+                        return
+                    _log.warning("file events unavailable for %s (%s); polling", self._root, exc)
+                    self.mode = "poll"
+            if self.mode == "poll":
+                while not self._stop.wait(self._poll_interval):
+                    if self._snapshot() != self._applied:
+                        self._settle_and_apply()
+        except Exception:
+            _log.exception("the plugins directory watcher stopped")
+
+    def _watch_events(self) -> None:
+        import watchfiles
+
+        for _changes in watchfiles.watch(
+            self._root,
+            watch_filter=None,
+            debounce=400,
+            step=50,
+            stop_event=self._stop,
+            rust_timeout=int(self._safety_interval * 1000),
+            yield_on_timeout=True,
+            raise_interrupt=False,
+            ignore_permission_denied=True,
+        ):
+            if self._stop.is_set():
+                return
+            self._settle_and_apply()  # also on a timeout: the periodic safety rescan
+
+    def _settle_and_apply(self) -> None:
+        """Wait until the snapshot holds still for ``settle`` s (bounded), then apply."""
+        limit = time.monotonic() + self._max_settle
+        before = self._snapshot()
+        while time.monotonic() < limit:
+            if self._stop.wait(self._settle):
+                return
+            now = self._snapshot()
+            if now == before:
+                break
+            before = now
+        if self._stop.is_set():
+            return
+        self._apply()
+        self._applied = before

@@ -1,0 +1,129 @@
+"""``aog-plugins list DIR`` and ``aog-plugins run DIR`` as a user runs them."""
+
+from __future__ import annotations
+
+import json
+import os
+import queue
+import signal
+import subprocess
+import sys
+import threading
+import time
+from collections.abc import Iterable
+from pathlib import Path
+
+import pytest
+
+from aog_plugins.cli import main
+from tests.manager.conftest import Layout, Leaks
+
+
+def test_list_shows_every_plugin_without_starting_any(
+    layout: Layout, leaks: Leaks, capsys: pytest.CaptureFixture[str]
+) -> None:
+    layout.add("alpha", services=[("chat", "chat"), ("embed", "embed")], version="2.1.0")
+    layout.add("broken", exe_mode=0o644)
+    assert main(["list", str(layout.root), "--json"]) == 0
+    doc = json.loads(capsys.readouterr().out)
+    plugins = {p["name"]: p for p in doc["plugins"]}
+    assert plugins["alpha"]["services"] == ["chat", "embed"]
+    assert plugins["alpha"]["version"] == "2.1.0"
+    assert plugins["alpha"]["type"] == "local"
+    assert plugins["alpha"]["executable"] == str(layout.exe("alpha"))
+    assert plugins["alpha"]["error"] is None
+    assert plugins["broken"]["error_type"] == "ExecutableNotExecutableError"
+    assert "chmod +x" in plugins["broken"]["error"]
+    assert main(["list", str(layout.root)]) == 0
+    text = capsys.readouterr().out
+    assert "alpha" in text
+    assert "chat,embed" in text
+    assert "broken: ExecutableNotExecutableError" in text
+    assert leaks.processes() == []
+
+
+def test_list_of_a_missing_directory_is_an_error(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    assert main(["list", str(tmp_path / "nope")]) == 2  # a usage error
+    assert "does not exist" in capsys.readouterr().err
+
+
+class Lines:
+    """The stdout lines of a child process, read on a thread."""
+
+    def __init__(self, proc: subprocess.Popen[str]) -> None:
+        self.seen: list[str] = []
+        self._queue: queue.Queue[str] = queue.Queue()
+        assert proc.stdout is not None
+        stream = proc.stdout
+        threading.Thread(target=self._read, args=(stream,), daemon=True).start()
+
+    def _read(self, stream: Iterable[str]) -> None:
+        for line in stream:
+            self._queue.put(line)
+
+    def until(self, text: str, timeout: float = 60.0) -> str:
+        deadline = time.monotonic() + timeout
+        while True:
+            for line in self.seen:
+                if text in line:
+                    self.seen.remove(line)
+                    return line
+            left = deadline - time.monotonic()
+            if left <= 0:
+                raise AssertionError(f"no line with {text!r}; saw {self.seen}")
+            try:
+                self.seen.append(self._queue.get(timeout=left))
+            except queue.Empty:
+                continue
+
+
+@pytest.mark.parametrize("sig", [signal.SIGINT, signal.SIGTERM])
+def test_run_supervises_prints_events_and_stops_cleanly(
+    layout: Layout, leaks: Leaks, sig: signal.Signals
+) -> None:
+    layout.add("alpha")
+    layout.add("beta")
+    err_path = layout.root.parent / "run.stderr"
+    with err_path.open("w") as err:
+        proc = subprocess.Popen(
+            [
+                sys.executable,
+                "-X",
+                "faulthandler",
+                "-m",
+                "aog_plugins",
+                "run",
+                str(layout.root),
+                "--eager",
+            ],
+            stdout=subprocess.PIPE,
+            stderr=err,
+            text=True,
+            env={**os.environ, **leaks.env},
+        )
+    try:
+        lines = Lines(proc)
+        try:
+            lines.until("started  alpha")
+            lines.until("started  beta")
+            lines.until("supervising 2 plugin(s)")
+            layout.add("gamma")
+            lines.until("added    gamma")
+            lines.until("started  gamma")  # --eager applies to newcomers too
+            proc.send_signal(sig)
+            code = proc.wait(60)
+        except (AssertionError, subprocess.TimeoutExpired) as exc:
+            proc.send_signal(signal.SIGABRT)  # faulthandler prints every thread's stack
+            proc.wait()
+            raise AssertionError(f"{exc}\n{err_path.read_text()}") from None
+        assert code == 0, err_path.read_text()
+        lines.until("all plugins stopped")
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+        assert proc.stdout is not None
+        proc.stdout.close()
+    assert leaks.processes() == []

@@ -1,0 +1,178 @@
+"""Discovery: every broken form of a plugin directory gets its own typed error, naming the
+plugin and its directory, and never stops the others from loading."""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import shutil
+import stat
+from pathlib import Path
+
+import pytest
+
+from aog_plugins import PluginManager
+from aog_plugins.errors import (
+    AogPluginsError,
+    ChecksumMismatchError,
+    ConfigurationError,
+    DuplicatePluginError,
+    ExecutableMissingError,
+    ExecutableNotExecutableError,
+    InvalidManifestError,
+    InvalidProviderTypeError,
+    MissingProviderNameError,
+    NoPlatformError,
+    PluginChecksumError,
+    PluginEntryError,
+    UnknownPluginError,
+)
+from aog_plugins.manager import EntryState
+from tests.manager.conftest import BIN_DIR, Layout, Leaks, manifest_doc
+
+
+def sha256(path: Path) -> str:
+    return "sha256:" + hashlib.sha256(path.read_bytes()).hexdigest()
+
+
+def broken_directory(layout: Layout) -> dict[str, type[PluginEntryError]]:
+    """One good plugin and one of each broken form; returns dir name -> expected error."""
+    layout.add("good")
+    (layout.root / "unparseable").mkdir()
+    (layout.root / "unparseable" / "plugin.yaml").write_text("provider: [unclosed\n")
+    layout.add("noname", manifest=manifest_doc(""))
+    layout.add("badtype", kind="cloud")
+    layout.add(
+        "noplatform",
+        manifest={**manifest_doc("noplatform"), "platforms": {"plan9_mips": {"executable": "x"}}},
+    )
+    layout.add("missingexe", write_exe=False)
+    layout.add("notexec", exe_mode=0o644)
+    layout.add("zdupe", name="good")  # sorts after "good": the second one is the duplicate
+    layout.add("badsum")
+    return {
+        "unparseable": InvalidManifestError,
+        "noname": MissingProviderNameError,
+        "badtype": InvalidProviderTypeError,
+        "noplatform": NoPlatformError,
+        "missingexe": ExecutableMissingError,
+        "notexec": ExecutableNotExecutableError,
+        "zdupe": DuplicatePluginError,
+        "badsum": PluginChecksumError,
+    }
+
+
+def test_every_broken_form_is_listed_with_its_own_error(layout: Layout, leaks: Leaks) -> None:
+    expected = broken_directory(layout)
+    (layout.root / ".hidden").mkdir()
+    layout.add("ignored", into=layout.root / ".hidden")  # inside a hidden entry
+    layout.add(".dotplugin")
+    (layout.root / "not-a-plugin").mkdir()  # no manifest: not a plugin
+    (layout.root / "stray-file.yaml").write_text("x: 1\n")
+    checksums = {"badsum": "sha256:" + "0" * 64}
+    with PluginManager(layout.root, watch=False, checksums=checksums, env=leaks.env) as manager:
+        entries = {e.directory.name: e for e in manager.entries()}
+        assert sorted(entries) == sorted([*expected, "good"])
+        for dirname, kind in expected.items():
+            entry = entries[dirname]
+            assert type(entry.error) is kind, (dirname, entry.error)
+            assert entry.state is EntryState.BROKEN
+            assert entry.pid is None
+            assert str(layout.root / dirname) in str(entry.error)
+        assert entries["noname"].name == "noname"  # the directory's name stands in
+        good = entries["good"]
+        assert good.error is None
+        assert good.state is EntryState.NOT_STARTED
+        assert good.services == ("chat",)
+        assert good.executable == layout.exe("good")
+        # The good one works although everything around it is broken.
+        assert b'"name": "good"' in manager.client("good").invoke_service("chat", b"{}")
+
+
+def test_errors_say_what_to_do(layout: Layout) -> None:
+    broken_directory(layout)
+    mode_before = stat.S_IMODE(os.stat(layout.exe("notexec")).st_mode)
+    with PluginManager(layout.root, watch=False) as manager:
+        errors = {e.directory.name: e.error for e in manager.entries()}
+    not_exec = errors["notexec"]
+    assert isinstance(not_exec, ExecutableNotExecutableError)
+    assert f"chmod +x {layout.exe('notexec')}" in str(not_exec)
+    # Never chmod it for the user.
+    assert stat.S_IMODE(os.stat(layout.exe("notexec")).st_mode) == mode_before
+    assert "provider.name" in str(errors["noname"])
+    assert "'local'" in str(errors["badtype"])
+    assert "'cloud'" in str(errors["badtype"])
+    platform_error = str(errors["noplatform"])
+    assert "plan9_mips" in platform_error
+    assert BIN_DIR.split("/")[1].replace("-", "_") in platform_error
+    assert "already provided by" in str(errors["zdupe"])
+    assert str(layout.root / "good") in str(errors["zdupe"])
+    assert "does not exist" in str(errors["missingexe"])
+
+
+def test_get_and_client_raise_the_entry_error(layout: Layout, leaks: Leaks) -> None:
+    layout.add("notexec", exe_mode=0o644)
+    with PluginManager(layout.root, watch=False, env=leaks.env) as manager:
+        with pytest.raises(ExecutableNotExecutableError) as caught:
+            manager.get("notexec")
+        assert caught.value.plugin == "notexec"
+        assert caught.value.directory == str(layout.root / "notexec")
+        with pytest.raises(ExecutableNotExecutableError):
+            manager.client("notexec")
+        with pytest.raises(UnknownPluginError) as unknown:
+            manager.get("nope")
+        assert isinstance(unknown.value, KeyError)
+        assert "nope" in str(unknown.value)
+        assert "notexec" in str(unknown.value)
+        assert leaks.processes() == []
+
+
+def test_checksum_mismatch_is_listed_and_a_match_starts(layout: Layout, leaks: Leaks) -> None:
+    layout.add("ok")
+    layout.add("bad")
+    sums = {"ok": sha256(layout.exe("ok")), "bad": "sha256:" + "1" * 64}
+    with PluginManager(layout.root, watch=False, checksums=sums, env=leaks.env) as manager:
+        bad = manager.entry("bad")
+        assert isinstance(bad.error, PluginChecksumError)
+        assert isinstance(bad.error, ChecksumMismatchError)  # catchable as the process-layer one
+        manager.get("ok").ping()
+
+
+def test_manifest_variants_json_and_yml(layout: Layout, leaks: Leaks) -> None:
+    layout.add("as-json", manifest_name="plugin.json")
+    layout.add("as-yml", manifest_name="plugin.yml")
+    with PluginManager(layout.root, watch=False, env=leaks.env) as manager:
+        assert [e.name for e in manager.entries() if e.error is None] == ["as-json", "as-yml"]
+        assert b"as-json" in manager.client("as-json").invoke_service("chat", b"{}")
+
+
+def test_a_known_name_keeps_its_directory_when_a_duplicate_arrives(layout: Layout) -> None:
+    layout.add("zeta", name="shared")
+    with PluginManager(layout.root, watch=False) as manager:
+        layout.add("alpha", name="shared")  # sorts first, but arrives second
+        manager.rescan()
+        errors = {e.directory.name: e.error for e in manager.entries()}
+        assert errors["zeta"] is None
+        assert isinstance(errors["alpha"], DuplicatePluginError)
+        assert manager.entry("shared").directory == layout.root / "zeta"
+        # Once the owner is gone, the other one takes the name.
+        shutil.rmtree(layout.root / "zeta")
+        manager.rescan()
+        assert manager.entry("shared").directory == layout.root / "alpha"
+        assert manager.entry("shared").error is None
+
+
+def test_bad_arguments(tmp_path: Path, layout: Layout) -> None:
+    with pytest.raises(ConfigurationError, match="does not exist"):
+        PluginManager(tmp_path / "missing")
+    with pytest.raises(ConfigurationError):
+        PluginManager(layout.root, start_timeout=0)
+    with pytest.raises(ConfigurationError):
+        PluginManager(layout.root, idle_timeout=-1)
+    with pytest.raises(ConfigurationError):
+        PluginManager(layout.root, watch="sometimes")
+    with pytest.raises(ConfigurationError):
+        PluginManager(layout.root, checksums={"x": ""})
+    with pytest.raises(ConfigurationError):
+        PluginManager(layout.root, drain_timeout=-1)
+    assert issubclass(PluginEntryError, AogPluginsError)

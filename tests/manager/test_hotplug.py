@@ -1,0 +1,377 @@
+"""Hot-plug while the host runs: new (also slowly copied or renamed-in), removed and
+replaced plugins, with calls flowing the whole time."""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import shutil
+import sys
+import threading
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+
+import psutil
+import pytest
+
+from aog_plugins import GRPCProviderClient, PluginManager, PluginState
+from aog_plugins.errors import (
+    AogPluginsError,
+    ExecutableNotExecutableError,
+    PluginCallError,
+    PluginExitedError,
+    PluginRemovedError,
+)
+from tests.manager.conftest import (
+    BIN_DIR,
+    EventLog,
+    Layout,
+    Leaks,
+    manifest_doc,
+    wait_until,
+    wrapper_script,
+    write_atomic,
+)
+
+WATCH_MODES = [pytest.param(True, id="events"), pytest.param("poll", id="poll")]
+
+
+class Caller:
+    """Threads calling a plugin back to back, recording every reply and failure."""
+
+    def __init__(self, client: GRPCProviderClient, service: str, request: bytes) -> None:
+        self.client = client
+        self.service = service
+        self.request = request
+        self.replies: list[bytes] = []
+        self.failures: list[BaseException] = []
+        self._stop = threading.Event()
+        self._threads = [threading.Thread(target=self._run) for _ in range(3)]
+        self._lock = threading.Lock()
+
+    def _run(self) -> None:
+        while not self._stop.is_set():
+            try:
+                reply = self.client.invoke_service(self.service, self.request, timeout=30)
+            except AogPluginsError as exc:
+                with self._lock:
+                    self.failures.append(exc)
+            else:
+                with self._lock:
+                    self.replies.append(reply)
+
+    def count(self) -> int:
+        with self._lock:
+            return len(self.replies)
+
+    def last(self) -> bytes:
+        with self._lock:
+            return self.replies[-1]
+
+    def __enter__(self) -> Caller:
+        for t in self._threads:
+            t.start()
+        wait_until(lambda: self.count() > 5, what="calls to flow")
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._stop.set()
+        for t in self._threads:
+            t.join()
+
+
+def gone(pid: int) -> bool:
+    try:
+        return psutil.Process(pid).status() == psutil.STATUS_ZOMBIE
+    except psutil.NoSuchProcess:
+        return True
+
+
+def pid_of(reply: bytes) -> int:
+    value = json.loads(reply)["pid"]
+    assert isinstance(value, int)
+    return value
+
+
+@contextmanager
+def managed(
+    layout: Layout, leaks: Leaks, watch: bool | str, drain_timeout: float = 30.0
+) -> Iterator[tuple[PluginManager, EventLog]]:
+    events = EventLog()
+    manager = PluginManager(
+        layout.root, watch=watch, env=leaks.env, on_event=events, drain_timeout=drain_timeout
+    )
+    try:
+        yield manager, events
+    finally:
+        manager.close()
+
+
+@pytest.mark.parametrize("watch", WATCH_MODES)
+def test_a_new_plugin_is_listed_and_usable(layout: Layout, leaks: Leaks, watch: bool | str) -> None:
+    layout.add("first")
+    with managed(layout, leaks, watch) as (manager, events):
+        layout.add("second")
+        added = events.wait("added", "second")
+        assert added.error is None
+        assert [e.name for e in manager.entries()] == ["first", "second"]
+        assert pid_of(manager.client("second").invoke_service("chat", b"{}")) > 0
+
+
+@pytest.mark.parametrize("watch", WATCH_MODES)
+def test_a_slow_copy_is_one_change(layout: Layout, leaks: Leaks, watch: bool | str) -> None:
+    with managed(layout, leaks, watch) as (manager, events):
+        directory = layout.root / "slow"
+        layout.write_manifest(directory, manifest_doc("slow"))
+        exe = directory / BIN_DIR / "slow"
+        exe.parent.mkdir(parents=True)
+        script = wrapper_script().encode()
+        fd = os.open(exe, os.O_WRONLY | os.O_CREAT, 0o755)
+        try:
+            os.write(fd, b"#!/bin/sh\n")
+            for i in range(30):  # 1.5 s of trickling writes, well under the 0.3 s settle
+                os.write(fd, f"# padding {i}\n".encode())
+                time.sleep(0.05)
+            os.write(fd, script.split(b"\n", 1)[1])
+        finally:
+            os.close(fd)
+        events.wait("added", "slow")
+        time.sleep(1.0)  # room for any spurious second change to show up
+        assert events.kinds("slow") == ["added"]
+        assert events.of("added", "slow")[0].error is None
+        assert pid_of(manager.client("slow").invoke_service("chat", b"{}")) > 0
+
+
+@pytest.mark.parametrize("watch", WATCH_MODES)
+def test_a_renamed_in_directory_is_picked_up(
+    layout: Layout, leaks: Leaks, watch: bool | str, tmp_path: Path
+) -> None:
+    staging = tmp_path / "staging"
+    staging.mkdir()
+    layout.add("moved", into=staging)
+    with managed(layout, leaks, watch) as (manager, events):
+        os.rename(staging / "moved", layout.root / "moved")
+        assert events.wait("added", "moved").error is None
+        assert manager.entry("moved").executable == layout.exe("moved")
+
+
+@pytest.mark.parametrize("watch", WATCH_MODES)
+def test_a_removed_plugin_is_stopped_and_dropped(
+    layout: Layout, leaks: Leaks, watch: bool | str
+) -> None:
+    layout.add("p")
+    layout.add("other")
+    with managed(layout, leaks, watch) as (manager, events):
+        client = manager.client("p")
+        pid = pid_of(client.invoke_service("chat", b"{}"))
+        shutil.rmtree(layout.root / "p")
+        events.wait("removed", "p")
+        assert gone(pid)
+        assert [e.name for e in manager.entries()] == ["other"]
+        with pytest.raises(PluginRemovedError):
+            client.invoke_service("chat", b"{}")
+        with pytest.raises(PluginRemovedError):
+            manager.get("p")
+        # Back again: the client a caller kept works again.
+        layout.add("p")
+        events.wait("added", "p", count=2)
+        assert pid_of(client.invoke_service("chat", b"{}")) != pid
+    assert events.kinds("p")[:4] == ["added", "started", "stopped", "removed"]
+
+
+@pytest.mark.parametrize("watch", WATCH_MODES)
+def test_replace_while_calling_loses_no_call(
+    layout: Layout, leaks: Leaks, watch: bool | str
+) -> None:
+    layout.add("p", version="1.0.0")
+    with managed(layout, leaks, watch) as (manager, events):
+        client = manager.client("p")
+        with Caller(client, "chat", b"{}") as caller:
+            old_pid = pid_of(caller.last())
+            layout.add("p", version="2.0.0")  # the manifest changes (atomic rename)
+            replaced = events.wait("replaced", "p")
+            assert replaced.old_pid == old_pid
+            wait_until(lambda: json.loads(caller.last())["version"] == "2.0.0")
+            # ... and the executable itself changes.
+            write_atomic(
+                layout.exe("p"),
+                wrapper_script(["DISK_PLUGIN_EXTRA=v3", "export DISK_PLUGIN_EXTRA"]).encode(),
+                0o755,
+            )
+            events.wait("replaced", "p", count=2)
+            wait_until(lambda: json.loads(caller.last())["extra"] == "v3")
+            done = caller.count()
+            wait_until(lambda: caller.count() > done + 5)
+        assert caller.failures == []
+        versions = [json.loads(r)["version"] for r in caller.replies]
+        assert "1.0.0" in versions
+        assert versions[-1] == "2.0.0"
+        wait_until(
+            lambda: not psutil.pid_exists(old_pid) or psutil.Process(old_pid).status() == "zombie"
+        )
+        assert manager.entry("p").state is PluginState.RUNNING
+    kinds = events.kinds("p")
+    assert kinds.count("replaced") == 2
+    assert "failed" not in kinds
+
+
+def test_replace_a_go_plugin_while_calling(go_layout: Layout, leaks: Leaks) -> None:
+    go_layout.add_go("g")
+    with managed(go_layout, leaks, True) as (manager, events):
+        with Caller(manager.client("g"), "echo", b"x") as caller:
+            old = manager.entry("g").pid
+            go_layout.add_go("g")  # a fresh copy of the binary renamed over the old one
+            replaced = events.wait("replaced", "g")
+            assert replaced.old_pid == old
+            done = caller.count()
+            wait_until(lambda: caller.count() > done + 20)
+        assert caller.failures == []
+        assert manager.entry("g").pid == replaced.pid != old
+
+
+def test_a_failed_replacement_keeps_the_old_one_serving(layout: Layout, leaks: Leaks) -> None:
+    layout.add("p", version="1.0.0")
+    with managed(layout, leaks, True) as (manager, events):
+        with Caller(manager.client("p"), "chat", b"{}") as caller:
+            old_pid = pid_of(caller.last())
+            layout.add("p", version="2.0.0", test={"exit_at_start": 4})
+            failed = events.wait("failed", "p")
+            assert isinstance(failed.error, PluginExitedError)
+            assert "keeps serving" in failed.reason
+            entry = manager.entry("p")
+            assert entry.state is PluginState.RUNNING
+            assert entry.pid == old_pid
+            assert isinstance(entry.error, PluginExitedError)
+            # A broken build (not executable) is refused the same way.
+            write_atomic(layout.exe("p"), wrapper_script().encode(), 0o644)
+            broken = events.wait("failed", "p", count=2)
+            assert isinstance(broken.error, ExecutableNotExecutableError)
+            done = caller.count()
+            wait_until(lambda: caller.count() > done + 5)
+        assert caller.failures == []
+        assert {pid_of(r) for r in caller.replies} == {old_pid}
+        assert {json.loads(r)["version"] for r in caller.replies} == {"1.0.0"}
+    assert "replaced" not in events.kinds("p")
+
+
+def test_a_call_in_flight_finishes_on_the_old_process(layout: Layout, leaks: Leaks) -> None:
+    layout.add("p", version="1.0.0")
+    with managed(layout, leaks, False) as (manager, events):
+        client = manager.client("p")
+        old_pid = pid_of(client.invoke_service("chat", b"{}"))
+        result: list[bytes] = []
+        slow = threading.Thread(
+            target=lambda: result.append(client.invoke_service("chat", b'{"ms": 2000}'))
+        )
+        slow.start()
+        wait_until(lambda: manager.entry("p").pid is not None)
+        time.sleep(0.3)  # the slow call is under way on the old process
+        layout.add("p", version="2.0.0")
+        manager.rescan()  # returns once the old process is drained and stopped
+        slow.join()
+        assert pid_of(result[0]) == old_pid
+        assert json.loads(client.invoke_service("chat", b"{}"))["version"] == "2.0.0"
+    kinds = events.kinds("p")
+    assert kinds.index("replaced") < kinds.index("stopped")
+
+
+def test_the_drain_is_bounded(layout: Layout, leaks: Leaks) -> None:
+    layout.add("p", version="1.0.0")
+    with managed(layout, leaks, False, drain_timeout=0.5) as (manager, events):
+        client = manager.client("p")
+        client.invoke_service("chat", b"{}")
+        errors: list[BaseException] = []
+
+        def too_slow() -> None:
+            try:
+                client.invoke_service("chat", b'{"ms": 20000}')
+            except PluginCallError as exc:
+                errors.append(exc)
+
+        slow = threading.Thread(target=too_slow)
+        slow.start()
+        time.sleep(0.3)
+        layout.add("p", version="2.0.0")
+        manager.rescan()
+        slow.join()
+        assert len(errors) == 1
+        assert "in flight" in events.wait("stopped", "p").reason
+
+
+def test_reload_swaps_in_a_fresh_process_or_raises_keeping_the_old(
+    layout: Layout, leaks: Leaks
+) -> None:
+    layout.add("p")
+    with managed(layout, leaks, False) as (manager, events):
+        with Caller(manager.client("p"), "chat", b"{}") as caller:
+            first = pid_of(caller.last())
+            manager.reload("p")  # same files: a rolling restart
+            second = manager.entry("p").pid
+            assert second != first
+            layout.add("p", test={"exit_at_start": 5})
+            with pytest.raises(PluginExitedError):
+                manager.reload("p")
+            assert manager.entry("p").pid == second
+            done = caller.count()
+            wait_until(lambda: caller.count() > done + 5)
+        assert caller.failures == []
+        assert {pid_of(r) for r in caller.replies} == {first, second}
+    assert events.kinds("p").count("replaced") == 1
+
+
+def test_close_does_not_wait_for_a_drain(layout: Layout, leaks: Leaks) -> None:
+    layout.add("p")
+    events = EventLog()
+    manager = PluginManager(
+        layout.root, watch=False, env=leaks.env, on_event=events, drain_timeout=600
+    )
+    client = manager.client("p")
+    client.invoke_service("chat", b"{}")
+    outcome: list[BaseException] = []
+
+    def endless() -> None:
+        try:
+            client.invoke_service("chat", b'{"ms": 600000}', timeout=700)
+        except AogPluginsError as exc:
+            outcome.append(exc)
+
+    caller = threading.Thread(target=endless)
+    caller.start()
+    time.sleep(0.3)
+    reloader = threading.Thread(target=manager.reload, args=("p",))
+    reloader.start()
+    events.wait("replaced", "p")  # the old process is now draining its endless call
+    manager.close()  # returns (within pytest's timeout) although the drain allows 600 s
+    caller.join()
+    reloader.join()
+    assert len(outcome) == 1
+
+
+def test_without_file_events_it_falls_back_to_polling(
+    layout: Layout, leaks: Leaks, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    monkeypatch.setitem(sys.modules, "watchfiles", None)  # as if it could not be imported
+    with (
+        caplog.at_level(logging.WARNING, logger="aog_plugins.manager"),
+        managed(layout, leaks, True) as (_manager, events),
+    ):
+        layout.add("late")
+        assert events.wait("added", "late").error is None
+    assert any("polling" in r.getMessage() for r in caplog.records)
+
+
+def test_a_rescan_during_a_replacement_does_not_swap_twice(layout: Layout, leaks: Leaks) -> None:
+    layout.add("p", version="1.0.0")
+    with managed(layout, leaks, False) as (manager, events):
+        manager.get("p")
+        # The new build takes a second to start, so the second rescan comes mid-swap.
+        layout.add("p", version="2.0.0", wrapper_lines=["sleep 1"])
+        first = threading.Thread(target=manager.rescan)
+        first.start()
+        time.sleep(0.3)  # sequencing only: with or without it one swap must happen
+        manager.rescan()
+        first.join()
+    assert events.kinds("p").count("replaced") == 1

@@ -1,0 +1,244 @@
+"""Starting on first use (once), find, stop, idle stop, environment, checksums before every
+start and restart, events, eager start and close()."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import signal
+import threading
+from pathlib import Path
+
+import psutil
+import pytest
+
+from aog_plugins import Plugin, PluginManager, PluginState, RestartPolicy
+from aog_plugins.errors import (
+    AogPluginsError,
+    PluginChecksumError,
+    PluginExitedError,
+    PluginRemovedError,
+)
+from aog_plugins.manager import EntryState
+from tests.manager.conftest import EventLog, Layout, Leaks, wait_until, wrapper_script, write_atomic
+
+
+def whoami(manager: PluginManager, name: str, request: bytes = b"{}") -> dict[str, object]:
+    reply = json.loads(manager.client(name).invoke_service("chat", request))
+    assert isinstance(reply, dict)
+    return reply
+
+
+def test_sixteen_concurrent_gets_start_it_once(layout: Layout, leaks: Leaks) -> None:
+    layout.add("p")
+    events = EventLog()
+    with PluginManager(layout.root, watch=False, env=leaks.env, on_event=events) as manager:
+        assert manager.entry("p").state is EntryState.NOT_STARTED
+        assert leaks.processes() == []  # lazy: nothing runs before the first use
+        barrier = threading.Barrier(16)
+        got: list[Plugin] = []
+        lock = threading.Lock()
+
+        def use() -> None:
+            barrier.wait()
+            plugin = manager.get("p")
+            with lock:
+                got.append(plugin)
+
+        threads = [threading.Thread(target=use) for _ in range(16)]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join()
+        assert len(got) == 16
+        assert len({id(p) for p in got}) == 1
+        assert len(leaks.processes()) == 1
+        assert manager.entry("p").state is PluginState.RUNNING
+        assert manager.entry("p").pid == got[0].pid
+    assert len(events.of("started", "p")) == 1
+
+
+def test_a_failed_start_is_shared_reported_and_retried(layout: Layout, leaks: Leaks) -> None:
+    # The wrapper sleeps first so every caller arrives while the one start is under way.
+    layout.add("p", test={"exit_at_start": 3}, wrapper_lines=["sleep 1"])
+    events = EventLog()
+    with PluginManager(layout.root, watch=False, env=leaks.env, on_event=events) as manager:
+        barrier = threading.Barrier(8)
+        errors: list[BaseException] = []
+
+        def use() -> None:
+            barrier.wait()
+            try:
+                manager.get("p")
+            except PluginExitedError as exc:
+                errors.append(exc)
+
+        threads = [threading.Thread(target=use) for _ in range(8)]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join()
+        assert len(errors) == 8
+        assert len(events.wait("failed", "p").reason) > 0
+        text = str(errors[0])
+        assert "plugin 'p'" in text
+        assert str(layout.root / "p") in text
+        assert "exit code 3" in text
+        entry = manager.entry("p")
+        assert entry.state is EntryState.FAILED
+        assert isinstance(entry.error, PluginExitedError)
+        # Fixed on disk: the next use tries again and works.
+        layout.add("p")
+        manager.rescan()
+        assert whoami(manager, "p")["name"] == "p"
+        assert manager.entry("p").error is None
+    assert len(events.of("failed", "p")) == 1
+
+
+def test_find_by_service_and_task_type(layout: Layout) -> None:
+    layout.add("a", services=[("chat", "chat"), ("embed", "embed")])
+    layout.add("b", services=[("embed", "embed")])
+    layout.add("c", services=[("tts", "text-to-speech")])
+    layout.add("d", services=[("chat", "chat")], exe_mode=0o600)  # broken
+    with PluginManager(layout.root, watch=False) as manager:
+        assert [e.name for e in manager.find(service="chat")] == ["a"]
+        assert [e.name for e in manager.find(task_type="embed")] == ["a", "b"]
+        assert [e.name for e in manager.find(service="embed", task_type="embed")] == ["a", "b"]
+        assert [e.name for e in manager.find(service="chat", task_type="embed")] == []
+        assert [e.name for e in manager.find(task_type="text-to-speech")] == ["c"]
+        assert [e.name for e in manager.find()] == ["a", "b", "c"]
+        assert manager.entry("a").task_types == ("chat", "embed")
+
+
+def test_stop_then_the_next_use_starts_it_again(layout: Layout, leaks: Leaks) -> None:
+    layout.add("p")
+    events = EventLog()
+    with PluginManager(layout.root, watch=False, env=leaks.env, on_event=events) as manager:
+        first = whoami(manager, "p")["pid"]
+        manager.stop("p")
+        assert leaks.processes() == []
+        assert manager.entry("p").state is EntryState.NOT_STARTED
+        second = whoami(manager, "p")["pid"]
+        assert second != first
+    assert events.kinds("p") == ["added", "started", "stopped", "started", "stopped"]
+    assert set(events.threads) == {"aog-plugins-manager-events"}  # never the I/O thread
+
+
+def test_idle_plugin_is_stopped_and_restarted_on_next_use(layout: Layout, leaks: Leaks) -> None:
+    layout.add("p")
+    events = EventLog()
+    with PluginManager(
+        layout.root, watch=False, env=leaks.env, on_event=events, idle_timeout=0.5
+    ) as manager:
+        client = manager.client("p")
+        # A call longer than the idle timeout is in use the whole time: never cut off.
+        first = json.loads(client.invoke_service("chat", b'{"ms": 1500}'))["pid"]
+        stopped = events.wait("stopped", "p")
+        assert "idle" in stopped.reason
+        assert stopped.pid == first
+        wait_until(lambda: leaks.processes() == [], what="the idle plugin to exit")
+        assert manager.entry("p").state is EntryState.NOT_STARTED
+        second = json.loads(client.invoke_service("chat", b"{}"))["pid"]  # the same client
+        assert second != first
+        assert len(events.of("started", "p")) == 2
+
+
+def test_environment_cwd_and_aog_version(layout: Layout, leaks: Leaks) -> None:
+    directory = layout.add("p")
+    env = {"DISK_PLUGIN_EXTRA": "added", **leaks.env}
+    with PluginManager(layout.root, watch=False, env=env, aog_version="1.2.3") as manager:
+        me = whoami(manager, "p")
+    assert me["cwd"] == str(directory)
+    assert me["aog_version"] == "1.2.3"
+    assert me["extra"] == "added"
+    assert me["home"] == os.environ.get("HOME")  # added to the host's environment
+    replaced = {"DISK_PLUGIN_EXTRA": "only", "PATH": os.environ["PATH"], **leaks.env}
+    with PluginManager(layout.root, watch=False, env=replaced, replace_env=True) as manager:
+        me = whoami(manager, "p")
+    assert me["extra"] == "only"
+    assert me["home"] is None
+    assert me["aog_version"] is None  # not given: not passed
+
+
+def test_checksum_is_checked_before_every_start_and_restart(
+    layout: Layout, leaks: Leaks, tmp_path: Path
+) -> None:
+    layout.add("p")
+    exe = layout.exe("p")
+    checksum = "sha256:" + hashlib.sha256(exe.read_bytes()).hexdigest()
+    marker = tmp_path / "impostor-ran"
+    events = EventLog()
+    policy = RestartPolicy(max_restarts=2, backoff_base=0.05, backoff_max=0.1)
+    with PluginManager(
+        layout.root,
+        watch=False,
+        env=leaks.env,
+        checksums={"p": checksum},
+        restart=policy,
+        on_event=events,
+    ) as manager:
+        pid = manager.get("p").pid
+        # Swap the file under the running plugin, then crash it: the supervisor's restart
+        # must refuse to run the new file.
+        write_atomic(exe, wrapper_script([f"touch {marker}"]).encode(), 0o755)
+        os.kill(pid, signal.SIGKILL)
+        wait_until(lambda: manager.entry("p").state is PluginState.FATAL, what="FATAL")
+        assert any("checksum" in e.reason for e in events.of("failed", "p"))
+        # A fresh start (next use) is checked too.
+        with pytest.raises(PluginChecksumError) as caught:
+            manager.get("p")
+        assert caught.value.plugin == "p"
+    assert not marker.exists()
+
+
+def test_a_crashed_plugin_is_restarted_and_the_client_follows(layout: Layout, leaks: Leaks) -> None:
+    layout.add("p")
+    events = EventLog()
+    with PluginManager(layout.root, watch=False, env=leaks.env, on_event=events) as manager:
+        first = whoami(manager, "p")["pid"]
+        assert isinstance(first, int)
+        os.kill(first, signal.SIGKILL)
+        events.wait("started", "p", count=2)
+        assert whoami(manager, "p")["pid"] != first
+    kinds = events.kinds("p")
+    assert kinds[:4] == ["added", "started", "failed", "started"]
+
+
+def test_eager_starts_every_usable_plugin(layout: Layout, leaks: Leaks) -> None:
+    for name in ("a", "b", "c"):
+        layout.add(name)
+    layout.add("broken", write_exe=False)
+    with PluginManager(layout.root, watch=False, env=leaks.env, eager=True) as manager:
+        states = {e.name: e.state for e in manager.entries()}
+        assert states == {
+            "a": PluginState.RUNNING,
+            "b": PluginState.RUNNING,
+            "c": PluginState.RUNNING,
+            "broken": EntryState.BROKEN,
+        }
+        assert len(leaks.processes()) == 3
+
+
+def test_close_leaves_nothing_and_later_use_fails_fast(layout: Layout, leaks: Leaks) -> None:
+    for name in ("a", "b", "c"):
+        layout.add(name)
+    manager = PluginManager(layout.root, env=leaks.env)  # watching too
+    clients = [manager.client(name) for name in ("a", "b", "c")]
+    pids = [json.loads(c.invoke_service("chat", b"{}"))["pid"] for c in clients]
+    held = manager.client("a")
+    manager.close()
+    manager.close()  # idempotent
+    assert not any(psutil.pid_exists(p) and psutil.Process(p).status() != "zombie" for p in pids)
+    with pytest.raises(PluginRemovedError):
+        manager.get("a")
+    with pytest.raises(AogPluginsError, match="closed"):  # close() closed its clients
+        held.invoke_service("chat", b"{}")
+
+
+def test_go_plugin_in_an_aog_layout(go_layout: Layout, leaks: Leaks) -> None:
+    go_layout.add_go("gofx")
+    with PluginManager(go_layout.root, watch=False, env=leaks.env) as manager:
+        reply = json.loads(manager.client("gofx").invoke_service("echo", b"hello"))
+        assert reply["request"] == "hello"
+        assert manager.entry("gofx").state is PluginState.RUNNING
