@@ -238,12 +238,12 @@ class DriverHost(Column):
             samples = []
             for _ in range(s.start_samples):
                 got = self._drive("start", tls, s)
+                if "import_ms" in got:
+                    self._imports.append(got["import_ms"])
                 if isinstance(got["first_call_ms"], str):
                     self._broken[f"start/{tls}"] = got["first_call_ms"]
                     return str(got["first_call_ms"])
                 samples.append(got["first_call_ms"])
-                if "import_ms" in got:
-                    self._imports.append(got["import_ms"])
             return statistics.median(samples)
         if row == "import":
             return statistics.median(self._imports) if self._imports else "not measured"

@@ -27,7 +27,10 @@ os.environ.update(
 )
 logging.disable(logging.WARNING)
 
+began_import = time.perf_counter()
 from pyvider.rpcplugin import RPCPluginClient  # noqa: E402
+
+IMPORT_MS = (time.perf_counter() - began_import) * 1000
 
 PB = c.provider_pb2()
 
@@ -71,9 +74,9 @@ async def cold(spec: dict[str, Any]) -> dict[str, Any]:
         first = (time.perf_counter() - began) * 1000
     except Exception as exc:
         await client.close()
-        return {"first_call_ms": c.reason(exc)}
+        return {"first_call_ms": c.reason(exc), "import_ms": IMPORT_MS}
     await stop(client)
-    return {"first_call_ms": first}
+    return {"first_call_ms": first, "import_ms": IMPORT_MS}
 
 
 async def p50(stub: Stub, n: int, warmup: int) -> tuple[float, float]:
