@@ -13,10 +13,12 @@ import json
 import os
 import sys
 from collections.abc import Callable
+from contextlib import AbstractContextManager
 from typing import TYPE_CHECKING, Any
 
 from aog_plugins._cli_base import Command
 from aog_plugins._cli_show import handshake_doc, table
+from aog_plugins._cli_target import Target, add_target_args, open_target, resolve_target
 from aog_plugins.errors import (
     ConfigurationError,
     ManifestKeyError,
@@ -33,11 +35,8 @@ __all__ = ["INSPECT", "INVOKE"]
 NOT_IMPLEMENTED = "not implemented"
 
 
-def _add_launch_args(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument(
-        "executable",
-        help="the plugin executable (its path)",
-    )
+def _add_launch_args(parser: argparse.ArgumentParser, *, plugins_dir: bool = False) -> None:
+    add_target_args(parser, plugins_dir=plugins_dir)
     parser.add_argument(
         "--auto-mtls",
         action="store_true",
@@ -60,16 +59,10 @@ def _add_launch_args(parser: argparse.ArgumentParser) -> None:
     )
 
 
-def _launch(args: argparse.Namespace, env: dict[str, str] | None = None) -> Plugin:
-    from aog_plugins import RestartPolicy, launch
-
-    return launch(
-        [args.executable, *args.plugin_args],
-        auto_mtls=args.auto_mtls,
-        start_timeout=args.start_timeout,
-        restart=RestartPolicy.never(),
-        env=env,
-    )
+def _launch(
+    args: argparse.Namespace, target: Target, env: dict[str, str] | None = None
+) -> AbstractContextManager[Plugin]:
+    return open_target(args, target, env)
 
 
 def _optional(call: Callable[[], object]) -> object:
@@ -111,13 +104,15 @@ def _configure_inspect(parser: argparse.ArgumentParser) -> None:
 
 
 def _inspect(args: argparse.Namespace) -> int:
-    with _launch(args) as plugin:
+    target = resolve_target(args.executable, plugins_dir=False)
+    with _launch(args, target) as plugin:
         client = plugin.client
         timeout = args.timeout
         plugin.ping()
         manifest = _optional(lambda: client.get_manifest(timeout=timeout))
         doc: dict[str, Any] = {
-            "executable": args.executable,
+            "executable": str(target.executable),
+            "plugin_dir": str(target.path) if target.kind == "plugin-dir" else None,
             "pid": plugin.pid,
             "handshake": handshake_doc(plugin.handshake),
             "health": "SERVING",
@@ -136,6 +131,7 @@ def _inspect(args: argparse.Namespace) -> int:
 def _print_inspect(doc: dict[str, Any], manifest: object) -> None:
     hs = doc["handshake"]
     rows: list[tuple[str, object]] = [
+        *([("plugin dir", doc["plugin_dir"])] if doc["plugin_dir"] else []),
         ("executable", doc["executable"]),
         ("pid", doc["pid"]),
         ("handshake", f"core {hs['core_version']}, app {hs['app_version']}"),
@@ -177,12 +173,15 @@ INSPECT = Command(
     name="inspect",
     summary="start a plugin and show what it offers",
     description=(
-        "Start a plugin, show its handshake, health, status, manifest and services, then\n"
-        "stop it. An RPC the plugin does not implement shows as 'not implemented'."
+        "Start a plugin (an executable, or a plugin directory: this machine's executable\n"
+        "from its plugin.yaml, run in that directory), show its handshake, health, status,\n"
+        "manifest and services, then stop it. An RPC the plugin does not implement shows\n"
+        "as 'not implemented'."
     ),
     examples="""\
 examples:
   aog-plugins inspect ./my-plugin
+  aog-plugins inspect ./plugins/ollama            # a plugin directory (plugin.yaml)
   aog-plugins inspect ./my-plugin --auto-mtls --json
   aog-plugins inspect /usr/bin/python3 --plugin-arg ./my_plugin.py""",
     configure=_configure_inspect,
@@ -255,9 +254,10 @@ def _invoke(args: argparse.Namespace) -> int:
     except ValueError as exc:
         raise ConfigurationError(f"--data is not valid JSON: {exc}") from None
     credentials, used_env = _credentials(args)
+    target = resolve_target(args.executable, plugins_dir=True)
     # The plugin inherits our environment, minus the variables that held secrets.
     env = {k: v for k, v in os.environ.items() if k not in used_env} if used_env else None
-    with _launch(args, env=env) as plugin:
+    with _launch(args, target, env=env) as plugin:
         client = plugin.client
         try:
             _check_service(_optional(lambda: client.get_manifest(timeout=30)), args.service)
@@ -284,8 +284,14 @@ def _invoke(args: argparse.Namespace) -> int:
 
 
 def _configure_invoke(parser: argparse.ArgumentParser) -> None:
-    _add_launch_args(parser)
+    _add_launch_args(parser, plugins_dir=True)
     parser.add_argument("service", help="the service to call, as the manifest names it")
+    parser.add_argument(
+        "--plugin",
+        default=None,
+        metavar="NAME",
+        help="with a plugins directory: the plugin to call (when several serve the service)",
+    )
     parser.add_argument(
         "--data", default="{}", metavar="JSON", help="the JSON request body (default {})"
     )
@@ -346,11 +352,15 @@ INVOKE = Command(
     description=(
         "Start a plugin, call one service with a JSON request, print the answer (each\n"
         "chunk on its own line with --stream) and stop the plugin. With credentials,\n"
-        "SetAuth is called first. The plugin is not restarted if it dies."
+        "SetAuth is called first. The plugin is not restarted if it dies. PLUGIN may be a\n"
+        "plugin directory, or a plugins directory: then the one plugin whose manifest lists\n"
+        "the service is started (--plugin NAME picks one when several do)."
     ),
     examples="""\
 examples:
   aog-plugins invoke ./my-plugin chat --data '{"messages": []}'
+  aog-plugins invoke ./plugins chat --data '{}'   # the plugin of ./plugins serving chat
+  aog-plugins invoke ./plugins chat --plugin ollama   # when several serve it
   aog-plugins invoke ./my-plugin chat --stream --data '{"stream": true}'
   aog-plugins invoke ./my-plugin chat --auth-env api_key=MY_API_KEY   # exported earlier
   aog-plugins invoke ./my-plugin chat --auth-file api_key=~/.config/my-plugin/key

@@ -1,7 +1,12 @@
-"""``aog-plugins demo``: start the bundled echo plugin and show everything a host does.
+"""``aog-plugins demo``: the plugin manager end to end over the bundled example plugin.
 
-The plugin ships inside the package (:mod:`aog_plugins.examples`), so the demo works
-after a plain ``pip install`` from any directory.
+The example ships inside the package (:mod:`aog_plugins.examples`); the demo writes a
+runnable copy of it into a temporary plugins directory (a launcher naming this interpreter,
+since an install keeps neither the execute bit nor a ``python3`` that has aog-plugins), so
+it works after a plain ``pip install`` from any directory. Then: list, start on first use,
+a unary and a streamed call, a plugin added and one replaced while the manager runs
+(watched directory, zero-downtime swap), everything stopped, and a check that nothing is
+left running.
 """
 
 from __future__ import annotations
@@ -10,16 +15,27 @@ import argparse
 import json
 import logging
 import os
-import time
-from typing import Literal
+import tempfile
+import threading
+from collections.abc import Callable
+from pathlib import Path
 
 import psutil
 
 from aog_plugins._cli_base import EXIT_FAILED, EXIT_OK, Command
-from aog_plugins._cli_show import handshake_doc
-from aog_plugins.examples import ECHO_DIR, echo_command, echo_env
+from aog_plugins._cli_show import handshake_doc, table
+from aog_plugins.errors import AogPluginsError
+from aog_plugins.examples import ECHO_DIR, NETWORK_ENV, install_example
+from aog_plugins.manager import ManagerEvent, PluginManager
 
 __all__ = ["DEMO"]
+
+STEP_TIMEOUT = 30.0
+"""How long the demo waits for the manager to notice a change on disk (normally < 2 s)."""
+
+
+class DemoStepError(AogPluginsError):
+    """A step of the demo did not happen (the manager did not report it in time)."""
 
 
 class _Collect(logging.Handler):
@@ -31,6 +47,37 @@ class _Collect(logging.Handler):
         self.records.append(record)
 
 
+class _Events:
+    """The manager's events, waited on by the main thread and printed by it (in order)."""
+
+    def __init__(self) -> None:
+        self._events: list[ManagerEvent] = []
+        self._shown = 0
+        self._cond = threading.Condition()
+
+    def __call__(self, event: ManagerEvent) -> None:
+        with self._cond:
+            self._events.append(event)
+            self._cond.notify_all()
+
+    def wait(self, what: str, match: Callable[[ManagerEvent], bool]) -> ManagerEvent:
+        with self._cond:
+            if not self._cond.wait_for(
+                lambda: any(match(e) for e in self._events), timeout=STEP_TIMEOUT
+            ):
+                raise DemoStepError(
+                    f"demo: the manager reported no {what} within {STEP_TIMEOUT:g}s "
+                    "(is the machine overloaded? try again)"
+                )
+            return next(e for e in self._events if match(e))
+
+    def show_new(self) -> None:
+        with self._cond:
+            new, self._shown = self._events[self._shown :], len(self._events)
+        for event in new:
+            print(f"    event: {event}")
+
+
 def _alive(proc: psutil.Process) -> bool:
     try:
         return proc.is_running() and proc.status() != psutil.STATUS_ZOMBIE
@@ -38,62 +85,103 @@ def _alive(proc: psutil.Process) -> bool:
         return False
 
 
-def _demo(args: argparse.Namespace) -> int:
-    from aog_plugins import RestartPolicy, launch
+class _Seen:
+    """Every plugin process the demo saw (with its children) and its socket dir."""
 
-    logger = logging.getLogger("aog_plugins.plugin.echo")
+    def __init__(self, manager: PluginManager) -> None:
+        self.manager = manager
+        self.processes: dict[int, psutil.Process] = {}
+        self.socket_dirs: set[str] = set()
+
+    def note(self, name: str) -> int:
+        plugin = self.manager.get(name)  # running already: no start
+        process = psutil.Process(plugin.pid)
+        for proc in (process, *process.children(recursive=True)):
+            self.processes.setdefault(proc.pid, proc)
+        if plugin.handshake.network == "unix":
+            self.socket_dirs.add(os.path.dirname(plugin.handshake.address))
+        return process.pid
+
+
+def _chat(manager: PluginManager, name: str, body: object) -> str:
+    return manager.client(name).invoke_service("chat", json.dumps(body).encode()).decode()
+
+
+def _show_entries(manager: PluginManager) -> None:
+    rows = [
+        [e.name, e.manifest.provider.version if e.manifest else "-", ",".join(e.services),
+         e.state.value, e.pid or "-"]
+        for e in manager.entries()
+    ]  # fmt: skip
+    print(table(rows, ["NAME", "VERSION", "SERVICES", "STATE", "PID"]))
+
+
+def _walk_through(manager: PluginManager, plugins: Path, events: _Events, seen: _Seen) -> None:
+    print("1. listed, nothing started yet (aog-plugins list does this):")
+    _show_entries(manager)
+    print("2. first call starts the plugin (once, however many callers):")
+    reply = _chat(manager, "echo", {"hello": "aog"})
+    pid = seen.note("echo")
+    print(f"  invoke_service('chat') -> {reply}")
+    hs = handshake_doc(manager.get("echo").handshake)
+    tls = f", AutoMTLS {hs['server_cert_curve']}" if hs["auto_mtls"] else ""
+    print(f"  echo started on first use, pid {pid}: {hs['network']} {hs['address']}{tls}")
+    print("  invoke_service_stream('chat'):")
+    stream = manager.client("echo").invoke_service_stream("chat", b'{"chunks": 3}')
+    for chunk in stream:
+        print(f"    chunk {chunk.data.decode()!r} final={chunk.is_final}")
+    events.show_new()
+    print("3. a plugin added while running (the directory is watched):")
+    install_example(plugins, "echo-2")
+    events.wait("added echo-2", lambda e: e.kind == "added" and e.name == "echo-2")
+    print(f"  wrote {plugins / 'echo-2'}; listed: {[e.name for e in manager.entries()]}")
+    print(f"  plugins serving chat: {[e.name for e in manager.find(service='chat')]}")
+    reply = _chat(manager, "echo-2", {"to": "echo-2"})
+    print(f"  echo-2 -> {reply} (pid {seen.note('echo-2')})")
+    events.wait("start of echo-2", lambda e: e.kind == "started" and e.name == "echo-2")
+    events.show_new()
+    print("4. echo replaced while running (new build started first, then the old one stopped):")
+    install_example(plugins, "echo", version="0.2.0")
+    events.wait("replace of echo", lambda e: e.kind == "replaced" and e.name == "echo")
+    events.wait("stop of the old echo", lambda e: e.kind == "stopped" and e.pid == pid)
+    version = manager.client("echo").get_manifest().provider.version
+    new_pid = seen.note("echo")
+    print(f"  echo now runs version {version}, pid {new_pid} (was {pid})")
+    events.show_new()
+    _show_entries(manager)
+
+
+def _demo(args: argparse.Namespace) -> int:
+    logger = logging.getLogger("aog_plugins.plugin")
     logger.setLevel(logging.DEBUG - 5)
     logger.propagate = False
     collected = _Collect()
     logger.addHandler(collected)
-    network: Literal["unix", "tcp"] = "tcp" if args.tcp else "unix"
-    print(f"starting the echo example plugin ({ECHO_DIR}) with AutoMTLS over {network}")
-    started = time.monotonic()
-    plugin = launch(
-        echo_command(network),
-        auto_mtls=True,
-        extra_env=echo_env(),
-        logger=logger,
-        restart=RestartPolicy.never(),
-    )
-    with plugin:
-        hs = handshake_doc(plugin.handshake)
-        print(f"  started in {time.monotonic() - started:.2f}s, pid {plugin.pid}")
-        print(
-            f"  handshake: core {hs['core_version']}, app {hs['app_version']}, {hs['network']} "
-            f"{hs['address']}, {hs['protocol']}"
-        )
-        if hs["auto_mtls"]:
-            print(
-                f"  plugin certificate: {hs['server_cert_curve']}, "
-                f"sha256 {hs['server_cert_sha256'][:16]}..."
-            )
-        plugin.ping()
-        print("  health: SERVING")
-        client = plugin.client
-        manifest = client.get_manifest()
-        services = [s.service_name for s in manifest.services]
-        print(f"  manifest: provider {manifest.provider.name!r}, services {services}")
-        reply = client.invoke_service("chat", json.dumps({"hello": "aog"}).encode())
-        print(f"  invoke_service('chat') -> {reply.decode()}")
-        print("  invoke_service_stream('chat'):")
-        for chunk in client.invoke_service_stream("chat", json.dumps({"chunks": 3}).encode()):
-            print(f"    chunk {chunk.data.decode()!r} final={chunk.is_final}")
-        time.sleep(0.2)  # let the plugin's last log lines arrive
-        print("  plugin logs:")
-        for record in collected.records:
-            print(f"    [{record.levelname}] {record.getMessage()}")
-        socket_dir = os.path.dirname(plugin.handshake.address) if hs["network"] == "unix" else None
-        process = psutil.Process(plugin.pid)
-        tree = [process, *process.children(recursive=True)]
-    print("shut down:")
-    print(f"  exit code {plugin.exit_code}, state {plugin.state.value}")
-    left = [p.pid for p in tree if _alive(p)]
+    network = "tcp" if args.tcp else "unix"
+    events = _Events()
+    with tempfile.TemporaryDirectory(prefix="aog-plugins-demo-") as tmp:
+        plugins = Path(tmp) / "plugins"
+        install_example(plugins, "echo")
+        print(f"plugins directory {plugins}: a runnable copy of the bundled echo example")
+        print(f"  ({ECHO_DIR}); plugins serve over {network} with AutoMTLS")
+        with PluginManager(
+            plugins, auto_mtls=True, env={NETWORK_ENV: network}, on_event=events
+        ) as manager:
+            seen = _Seen(manager)
+            _walk_through(manager, plugins, events, seen)
+            print("5. plugin logs (the host turns them into logging records):")
+            for record in collected.records:
+                source = record.name.removeprefix("aog_plugins.plugin.")
+                print(f"    {source} [{record.levelname}] {record.getMessage()}")
+            print("6. stopping the manager (every plugin, the watcher):")
+        events.show_new()
+    left = [p.pid for p in seen.processes.values() if _alive(p)]
+    print(f"  plugin processes seen: {sorted(seen.processes)}")
     print(f"  plugin processes still running: {left or 'none'}")
-    dir_left = socket_dir is not None and os.path.exists(socket_dir)
-    if socket_dir:
-        print(f"  socket dir {socket_dir} exists: {'yes' if dir_left else 'no'}")
-    return EXIT_FAILED if left or dir_left else EXIT_OK
+    dirs_left = sorted(d for d in seen.socket_dirs if os.path.exists(d))
+    if seen.socket_dirs:
+        print(f"  socket dirs left: {dirs_left or 'none'}")
+    return EXIT_FAILED if left or dirs_left else EXIT_OK
 
 
 def _configure(parser: argparse.ArgumentParser) -> None:
@@ -104,11 +192,12 @@ def _configure(parser: argparse.ArgumentParser) -> None:
 
 DEMO = Command(
     name="demo",
-    summary="start the bundled example plugin and talk to it",
+    summary="the plugin manager on the bundled example plugin",
     description=(
-        "Start the echo example plugin that ships with aog-plugins (AutoMTLS), print its\n"
-        "handshake, health, manifest, a unary and a streamed call and its logs, then shut\n"
-        "it down and show that nothing is left running."
+        "Copy the echo example plugin that ships with aog-plugins into a temporary plugins\n"
+        "directory and run a PluginManager over it (AutoMTLS): list it, start it on first\n"
+        "use, a unary and a streamed call, add a plugin and replace one while it runs,\n"
+        "show the plugins' logs, stop everything and show that nothing is left running."
     ),
     examples="""\
 examples:

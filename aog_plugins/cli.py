@@ -10,7 +10,6 @@ from __future__ import annotations
 import argparse
 import logging
 import os
-import signal
 import sys
 from collections.abc import Sequence
 from typing import Any
@@ -103,36 +102,6 @@ def _setup_logging(level: str) -> None:
     root.setLevel(getattr(logging, level))
 
 
-def _stop_unowned_plugins() -> None:
-    """Kill children of ours that carry the plugin cookie, and remove their socket dirs.
-
-    Ctrl-C can land inside ``launch()`` after the plugin was spawned but before the
-    library took charge of it (it kills and cleans up only what it owns); such a plugin
-    and its socket dir would outlive us. A plugin leads its own process group.
-    """
-    import shutil
-
-    import psutil
-
-    from aog_plugins.handshake import AOG_HANDSHAKE, ENV_UNIX_SOCKET_DIR
-
-    for child in psutil.Process().children():
-        try:
-            env = child.environ()
-            if AOG_HANDSHAKE.magic_cookie_key not in env:
-                continue
-            if os.getpgid(child.pid) == child.pid:
-                os.killpg(child.pid, signal.SIGKILL)
-            else:
-                child.kill()
-            child.wait(timeout=5)
-        except (psutil.Error, OSError):
-            continue
-        socket_dir = env.get(ENV_UNIX_SOCKET_DIR)
-        if socket_dir:
-            shutil.rmtree(socket_dir, ignore_errors=True)
-
-
 def _error(text: str) -> None:
     print(f"aog-plugins: error: {text}", file=sys.stderr, flush=True)
 
@@ -145,7 +114,6 @@ def main(argv: Sequence[str] | None = None) -> int:
         code: int = args.run(args)
         return code
     except KeyboardInterrupt:
-        _stop_unowned_plugins()
         print("aog-plugins: interrupted", file=sys.stderr, flush=True)
         return EXIT_INTERRUPTED
     except ConfigurationError as exc:

@@ -4,7 +4,19 @@ Everything this library raises on purpose derives from :class:`AogPluginsError`:
 
     AogPluginsError
     ├── ConfigurationError            a bad argument from the caller (nothing was started)
-    │   └── ManifestKeyError            no such service/platform in a manifest (also a KeyError)
+    │   ├── ManifestKeyError            no such service/platform in a manifest (also a KeyError)
+    │   ├── NoPluginForServiceError     no usable plugin of a plugins directory serves a service
+    │   └── AmbiguousServiceError       several plugins serve it: name the one to use
+    ├── PluginEntryError              a plugin directory the manager cannot use (nothing was run)
+    │   ├── InvalidManifestError        plugin.yaml / plugin.json cannot be read or parsed
+    │   ├── MissingProviderNameError    the manifest has no ``provider.name``
+    │   ├── InvalidProviderTypeError    ``provider.type`` is neither local nor remote
+    │   ├── NoPlatformError             no executable for this machine's ``<goos>_<goarch>``
+    │   ├── ExecutableMissingError      the executable it names does not exist
+    │   ├── ExecutableNotExecutableError  it exists but is not runnable (never chmodded for you)
+    │   ├── DuplicatePluginError        another directory already provides the name
+    │   ├── PluginChecksumError         its checksum does not match (a ChecksumMismatchError too)
+    │   └── UnknownPluginError          no plugin of that name (also a KeyError)
     ├── PluginStartError              the plugin could not be started; nothing is left running
     │   ├── PluginNotFoundError         the executable does not exist
     │   ├── PluginNotExecutableError    it exists but cannot be executed (mode, format, arch)
@@ -30,6 +42,7 @@ Everything this library raises on purpose derives from :class:`AogPluginsError`:
     ├── PluginCallError               an RPC failed in transport (carries whether the process died)
     │   ├── PluginCrashedError          the plugin died during the call (exit code, stderr tail)
     │   └── PluginFatalError            the plugin is FATAL or stopped: calls fail fast
+    │       └── PluginRemovedError          its directory was removed (or the manager closed)
     └── PluginError                   the plugin answered with an AOG failure ``code``/``message``
 
 Start failures carry what the plugin left behind: ``exit_code`` (``None`` while it was
@@ -39,34 +52,47 @@ still running, negative for a signal), ``stderr_tail`` and a one-line ``diagnosi
 from __future__ import annotations
 
 __all__ = [
+    "AmbiguousServiceError",
     "AogPluginsError",
     "BrokerError",
     "CertificateError",
     "ChecksumMismatchError",
     "ConfigurationError",
     "CookieRejectedError",
+    "DuplicatePluginError",
+    "ExecutableMissingError",
+    "ExecutableNotExecutableError",
     "HandshakeError",
     "HostResourceError",
     "IncompatibleAppVersionError",
     "IncompatibleCoreVersionError",
+    "InvalidManifestError",
+    "InvalidProviderTypeError",
     "MalformedHandshakeError",
     "ManifestKeyError",
+    "MissingProviderNameError",
+    "NoPlatformError",
+    "NoPluginForServiceError",
     "PayloadError",
     "PluginAddressError",
     "PluginCallError",
+    "PluginChecksumError",
     "PluginConnectError",
     "PluginCrashedError",
+    "PluginEntryError",
     "PluginError",
     "PluginExitedError",
     "PluginFatalError",
     "PluginNotExecutableError",
     "PluginNotFoundError",
+    "PluginRemovedError",
     "PluginStartError",
     "PluginUnhealthyError",
     "ReattachError",
     "ServerCertificateError",
     "StartTimeoutError",
     "UnknownNetworkError",
+    "UnknownPluginError",
     "UnsupportedProtocolError",
 ]
 
@@ -290,20 +316,6 @@ class PluginError(AogPluginsError):
 # directory and what to do. Listed in ``__all__`` below, not in the tree above, so this
 # block merges cleanly with edits elsewhere in this file.
 
-__all__ += [
-    "DuplicatePluginError",
-    "ExecutableMissingError",
-    "ExecutableNotExecutableError",
-    "InvalidManifestError",
-    "InvalidProviderTypeError",
-    "MissingProviderNameError",
-    "NoPlatformError",
-    "PluginChecksumError",
-    "PluginEntryError",
-    "PluginRemovedError",
-    "UnknownPluginError",
-]
-
 
 class PluginEntryError(AogPluginsError):
     """A plugin directory the manager cannot use (nothing of it was run).
@@ -363,3 +375,11 @@ class UnknownPluginError(PluginEntryError, KeyError):
 
 class PluginRemovedError(PluginFatalError):
     """The plugin was removed from the directory (or the manager closed): calls fail fast."""
+
+
+class NoPluginForServiceError(ConfigurationError):
+    """No usable plugin of the plugins directory serves the service asked for."""
+
+
+class AmbiguousServiceError(ConfigurationError):
+    """Several plugins of the plugins directory serve the service; name the one to use."""

@@ -1,12 +1,22 @@
 """The host's typed view of an AOG provider plugin: :class:`GRPCProviderClient` and the
 provider interfaces it satisfies."""
 
+from aog_plugins.client import _methods as methods
+from aog_plugins.client import _rpcs as rpcs
+from aog_plugins.client._calls import limit_of
 from aog_plugins.client._client import (
     DEFAULT_STREAM_TIMEOUT,
     DEFAULT_UNARY_TIMEOUT,
     GRPCProviderClient,
 )
-from aog_plugins.client._source import ConnectionSource, ExitInfo, StaticSource
+from aog_plugins.client._pull import stream_missing
+from aog_plugins.client._source import (
+    ConnectionSource,
+    ExitInfo,
+    StaticSource,
+    call_error,
+    exit_wait,
+)
 from aog_plugins.client._streams import BidiSender, ResponseStream
 from aog_plugins.contract import (
     BidirectionalPlugin,
@@ -32,4 +42,11 @@ __all__ = [
     "ResponseStream",
     "StaticSource",
     "StreamablePlugin",
+    # For aog_plugins.aio's client, so each RPC's semantics live in one place:
+    "call_error",
+    "exit_wait",
+    "limit_of",
+    "methods",
+    "rpcs",
+    "stream_missing",
 ]

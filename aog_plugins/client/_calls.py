@@ -17,19 +17,17 @@ from typing import TypeVar
 import grpc
 
 from aog_plugins._proto import provider_pb2_grpc
-from aog_plugins.client._rpcs import BidiRpc, Coded, StreamCall, StreamRpc, Stub, UnaryRpc
-from aog_plugins.client._source import ConnectionSource, check_code, transport_error
+from aog_plugins.client._methods import Streamed, Unary
+from aog_plugins.client._rpcs import BidiRpc, StreamCall, StreamRpc, Stub, UnaryRpc
+from aog_plugins.client._source import ConnectionSource, transport_error
 from aog_plugins.client._streams import ResponseStream, StreamRegistry
-from aog_plugins.errors import AogPluginsError, PayloadError, PluginCrashedError
-from aog_plugins.types import GoStruct
+from aog_plugins.errors import AogPluginsError, PluginCrashedError
 
 __all__ = ["RpcCalls", "limit_of"]
 
 _Q = TypeVar("_Q")
 _R = TypeVar("_R")
-_C = TypeVar("_C", bound=Coded)
 _T = TypeVar("_T")
-_G = TypeVar("_G", bound=GoStruct)
 
 
 def limit_of(timeout: float | None) -> float | None:
@@ -82,10 +80,12 @@ class RpcCalls:
                 raise error from None
         raise AssertionError("unreachable")  # pragma: no cover
 
-    def _checked(self, rpc: UnaryRpc[_Q, _C], request: _Q, timeout: float | None) -> _C:
-        response = self._unary(rpc, request, timeout)
-        check_code(response.code, response.message)
-        return response
+    def _call(self, call: Unary[_Q, _R, _T], timeout: float | None) -> _T:
+        """A client method's unary call (see ``_methods``): run, then make its result."""
+        return call.result(self._unary(call.rpc, call.request, timeout))
+
+    def _stream(self, call: Streamed[_Q, _R, _T], timeout: float | None) -> ResponseStream[_T]:
+        return self._open_stream(call.rpc, call.request, timeout, call.convert)
 
     def _open_stream(
         self,
@@ -119,10 +119,3 @@ class RpcCalls:
         stream = ResponseStream(name, call, convert, self._source, channel)
         self._streams.add(stream)
         return stream
-
-    @staticmethod
-    def _decode(kind: type[_G], data: bytes, what: str) -> _G:
-        try:
-            return kind.from_json(data)
-        except PayloadError as exc:
-            raise PayloadError(f"the plugin's {what} is not valid: {exc}") from None

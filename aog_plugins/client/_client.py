@@ -17,15 +17,11 @@ from collections.abc import Iterable, Iterator, Mapping
 
 import grpc
 
-from aog_plugins._proto import provider_pb2
+from aog_plugins.client import _methods as methods
 from aog_plugins.client import _rpcs as rpcs
 from aog_plugins.client._calls import RpcCalls
-from aog_plugins.client._pull import MODEL_PULL_FAILED, error_item, stream_missing
-from aog_plugins.client._source import (
-    ConnectionSource,
-    StaticSource,
-    check_code,
-)
+from aog_plugins.client._pull import stream_missing
+from aog_plugins.client._source import ConnectionSource, StaticSource
 from aog_plugins.client._streams import BidiSender, ResponseStream, pump
 from aog_plugins.contract import ProgressCallback
 from aog_plugins.errors import AogPluginsError, PluginCallError, PluginError
@@ -95,28 +91,21 @@ class GRPCProviderClient(RpcCalls):
 
     def get_manifest(self, *, timeout: float | None = None) -> PluginManifest:
         """The plugin's manifest (raises on failure, unlike Go's nil)."""
-        response = self._checked(rpcs.GET_MANIFEST, provider_pb2.GetManifestRequest(), timeout)
-        manifest = self._decode(PluginManifest, response.manifest_json, "manifest JSON")
+        manifest = self._call(methods.get_manifest(), timeout)
         with self._lock:
             self._manifest = manifest
         return manifest
 
     def get_operate_status(self, *, timeout: float | None = None) -> int:
         """The plugin's operate status (raises on transport failure, unlike Go's 0)."""
-        return int(
-            self._unary(
-                rpcs.GET_OPERATE_STATUS, provider_pb2.GetOperateStatusRequest(), timeout
-            ).status
-        )
+        return self._call(methods.get_operate_status(), timeout)
 
     def set_operate_status(self, status: int, *, timeout: float | None = None) -> None:
-        self._unary(
-            rpcs.SET_OPERATE_STATUS, provider_pb2.SetOperateStatusRequest(status=status), timeout
-        )
+        self._call(methods.set_operate_status(status), timeout)
 
     def health_check(self, *, timeout: float | None = None) -> None:
         """ProviderService.HealthCheck; raises :class:`PluginError` when unhealthy."""
-        self._checked(rpcs.HEALTH_CHECK, provider_pb2.HealthCheckRequest(), timeout)
+        self._call(methods.health_check(), timeout)
 
     def invoke_service(
         self,
@@ -129,10 +118,7 @@ class GRPCProviderClient(RpcCalls):
         """One unary service call: request bytes (usually JSON) in, response bytes out."""
         if timeout is None:
             timeout = self._service_timeout(service_name, streaming=False)
-        message = provider_pb2.InvokeServiceRequest(
-            service_name=service_name, request_data=bytes(request), auth_info=auth_info
-        )
-        return bytes(self._checked(rpcs.INVOKE_SERVICE, message, timeout).response_data)
+        return self._call(methods.invoke_service(service_name, request, auth_info), timeout)
 
     def get_support_model_list(self, *, timeout: float | None = None) -> list[RecommendModelData]:
         """One entry per (service, supported model) of the manifest, as AOG's host builds it."""
@@ -152,18 +138,8 @@ class GRPCProviderClient(RpcCalls):
         :class:`PluginError` on a failure chunk. Stop iterating (or ``close()``) to cancel."""
         if timeout is None:
             timeout = self._service_timeout(service_name, streaming=True)
-        message = provider_pb2.InvokeServiceRequest(
-            service_name=service_name, request_data=bytes(request), auth_info=auth_info
-        )
-
-        def convert(item: provider_pb2.InvokeServiceStreamResponse) -> tuple[StreamChunk, bool]:
-            check_code(item.code, item.message)
-            chunk = StreamChunk(
-                data=bytes(item.chunk_data), is_final=item.is_final, metadata=dict(item.metadata)
-            )
-            return chunk, item.is_final
-
-        return self._open_stream(rpcs.INVOKE_SERVICE_STREAM, message, timeout, convert)
+        call = methods.invoke_service_stream(service_name, request, auth_info)
+        return self._stream(call, timeout)
 
     def invoke_service_bidi(
         self,
@@ -178,15 +154,9 @@ class GRPCProviderClient(RpcCalls):
         if timeout is None:
             timeout = self._service_timeout(service_name, streaming=True)
         sender = BidiSender(service_name, auth_info, ws_conn_id)
-
-        def convert(item: provider_pb2.InvokeServiceBidiResponse) -> tuple[BidiMessage, bool]:
-            check_code(item.code, item.message)
-            message = BidiMessage(
-                data=bytes(item.data), message_type=item.message_type, metadata=dict(item.metadata)
-            )
-            return message, False
-
-        stream = self._open_bidi(rpcs.INVOKE_SERVICE_BIDI, sender.requests(), timeout, convert)
+        stream = self._open_bidi(
+            rpcs.INVOKE_SERVICE_BIDI, sender.requests(), timeout, methods.bidi_reply
+        )
         sender.call = stream.call
         return sender, stream
 
@@ -253,43 +223,39 @@ class GRPCProviderClient(RpcCalls):
     def set_auth(
         self, auth_type: str, credentials: Mapping[str, str], *, timeout: float | None = None
     ) -> None:
-        request = provider_pb2.SetAuthRequest(auth_type=auth_type, credentials=dict(credentials))
-        self._checked(rpcs.SET_AUTH, request, timeout)
+        self._call(methods.set_auth(auth_type, dict(credentials)), timeout)
 
     def validate_auth(self, *, timeout: float | None = None) -> None:
-        self._checked(rpcs.VALIDATE_AUTH, provider_pb2.ValidateAuthRequest(), timeout)
+        self._call(methods.validate_auth(), timeout)
 
     def refresh_auth(self, *, timeout: float | None = None) -> None:
-        self._checked(rpcs.REFRESH_AUTH, provider_pb2.RefreshAuthRequest(), timeout)
+        self._call(methods.refresh_auth(), timeout)
 
     # ---- LocalPluginProvider ----------------------------------------------------------
 
     def start_engine(self, mode: str, *, timeout: float | None = None) -> None:
         """Start the engine; AOG passes ``"daemon"`` or ``"standard"``."""
-        self._checked(rpcs.START_ENGINE, provider_pb2.StartEngineRequest(mode=mode), timeout)
+        self._call(methods.start_engine(mode), timeout)
 
     def stop_engine(self, *, timeout: float | None = None) -> None:
-        self._checked(rpcs.STOP_ENGINE, provider_pb2.StopEngineRequest(), timeout)
+        self._call(methods.stop_engine(), timeout)
 
     def get_config(self, *, timeout: float | None = None) -> EngineRecommendConfig:
-        response = self._checked(rpcs.GET_CONFIG, provider_pb2.GetConfigRequest(), timeout)
-        return self._decode(EngineRecommendConfig, response.config_json, "engine config JSON")
+        return self._call(methods.get_config(), timeout)
 
     def check_engine(self, *, timeout: float | None = None) -> bool:
         """True when the engine is installed."""
-        return bool(
-            self._checked(rpcs.CHECK_ENGINE, provider_pb2.CheckEngineRequest(), timeout).installed
-        )
+        return self._call(methods.check_engine(), timeout)
 
     def install_engine(self, cover: bool = False, *, timeout: float | None = None) -> None:
         """Install the engine (``cover``: reinstall over an existing one; Go never sends it)."""
-        self._checked(rpcs.INSTALL_ENGINE, provider_pb2.InstallEngineRequest(cover=cover), timeout)
+        self._call(methods.install_engine(cover), timeout)
 
     def init_env(self, *, timeout: float | None = None) -> None:
-        self._checked(rpcs.INIT_ENV, provider_pb2.InitEnvRequest(), timeout)
+        self._call(methods.init_env(), timeout)
 
     def upgrade_engine(self, *, timeout: float | None = None) -> None:
-        self._checked(rpcs.UPGRADE_ENGINE, provider_pb2.UpgradeEngineRequest(), timeout)
+        self._call(methods.upgrade_engine(), timeout)
 
     def pull_model(
         self,
@@ -309,7 +275,7 @@ class GRPCProviderClient(RpcCalls):
         :meth:`pull_model_stream`.
         """
         if progress is None:
-            return self._pull_once(request, timeout)
+            return self._call(methods.pull_model(request), timeout)
         started = time.monotonic()
         last: ProgressResponse | None = None
         try:
@@ -327,14 +293,9 @@ class GRPCProviderClient(RpcCalls):
         _log.debug("PullModelStream unusable (%s); pulling with PullModel", why)
         if timeout is not None:
             timeout = max(timeout - (time.monotonic() - started), 0.001)
-        answer = self._pull_once(request, timeout)
+        answer = self._call(methods.pull_model(request), timeout)
         progress(answer)
         return answer
-
-    def _pull_once(self, request: PullModelRequest, timeout: float | None) -> ProgressResponse:
-        message = provider_pb2.PullModelRequest(request_json=request.to_json())
-        response = self._checked(rpcs.PULL_MODEL, message, timeout)
-        return self._decode(ProgressResponse, response.response_json, "pull response JSON")
 
     def pull_model_stream(
         self, request: PullModelRequest, *, timeout: float | None = None
@@ -342,49 +303,28 @@ class GRPCProviderClient(RpcCalls):
         """Progress items of a pull. A failure code raises :class:`PluginError` with the
         plugin's code and message; an ``{"error": "..."}`` item (no code of its own) raises
         ``PluginError(3001, "...")``: AOG's ErrCodeModelPullFailed, the plugin's text."""
-        message = provider_pb2.PullModelStreamRequest(request_json=request.to_json())
-
-        def convert(item: provider_pb2.PullModelStreamResponse) -> tuple[ProgressResponse, bool]:
-            check_code(item.code, item.message)
-            data = bytes(item.data)
-            error = error_item(data)
-            if error is not None:
-                raise PluginError(MODEL_PULL_FAILED, error)
-            return self._decode(ProgressResponse, data, "pull progress JSON"), False
-
-        return self._open_stream(rpcs.PULL_MODEL_STREAM, message, timeout, convert)
+        return self._stream(methods.pull_model_stream(request), timeout)
 
     def delete_model(self, request: DeleteRequest, *, timeout: float | None = None) -> None:
-        message = provider_pb2.DeleteModelRequest(request_json=request.to_json())
-        self._checked(rpcs.DELETE_MODEL, message, timeout)
+        self._call(methods.delete_model(request), timeout)
 
     def list_models(self, *, timeout: float | None = None) -> ListResponse:
-        response = self._checked(rpcs.LIST_MODELS, provider_pb2.ListModelsRequest(), timeout)
-        return self._decode(ListResponse, response.response_json, "model list JSON")
+        return self._call(methods.list_models(), timeout)
 
     def load_model(self, request: LoadRequest, *, timeout: float | None = None) -> None:
-        message = provider_pb2.LoadModelRequest(request_json=request.to_json())
-        self._checked(rpcs.LOAD_MODEL, message, timeout)
+        self._call(methods.load_model(request), timeout)
 
     def unload_model(self, request: UnloadModelRequest, *, timeout: float | None = None) -> None:
-        message = provider_pb2.UnloadModelRequest(request_json=request.to_json())
-        self._checked(rpcs.UNLOAD_MODEL, message, timeout)
+        self._call(methods.unload_model(request), timeout)
 
     def get_running_models(self, *, timeout: float | None = None) -> ListResponse:
-        response = self._checked(
-            rpcs.GET_RUNNING_MODELS, provider_pb2.GetRunningModelsRequest(), timeout
-        )
-        return self._decode(ListResponse, response.response_json, "running model list JSON")
+        return self._call(methods.get_running_models(), timeout)
 
     def get_version(
         self, request: EngineVersionResponse | None = None, *, timeout: float | None = None
     ) -> EngineVersionResponse:
         """The engine version (Go sends an EngineVersionResponse as the request, too)."""
-        body = (request or EngineVersionResponse()).to_json()
-        response = self._checked(
-            rpcs.GET_VERSION, provider_pb2.GetVersionRequest(request_json=body), timeout
-        )
-        return self._decode(EngineVersionResponse, response.response_json, "version JSON")
+        return self._call(methods.get_version(request), timeout)
 
     # ---- lifetime ---------------------------------------------------------------------
 

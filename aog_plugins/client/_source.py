@@ -18,7 +18,9 @@ __all__ = [
     "ConnectionSource",
     "ExitInfo",
     "StaticSource",
+    "call_error",
     "check_code",
+    "exit_wait",
     "is_success",
     "transport_error",
 ]
@@ -77,15 +79,19 @@ _MAYBE_DEATH = frozenset(
 )
 
 
-def transport_error(
-    rpc: str, exc: grpc.RpcError, source: ConnectionSource, channel: grpc.Channel
+def exit_wait(code: grpc.StatusCode | None) -> float:
+    """How long to wait for a plugin's exit to be seen before calling a failure with
+    ``code`` a slow plugin's: a dead plugin's socket may close a moment before its exit is
+    observed."""
+    return 0.5 if code in _MAYBE_DEATH else 0.0
+
+
+def call_error(
+    rpc: str, code: grpc.StatusCode | None, details: str | None, info: ExitInfo | None
 ) -> PluginCallError:
-    """A typed error for a failed RPC, saying whether the plugin process is gone."""
-    code = exc.code() if isinstance(exc, grpc.Call) else None
-    details = exc.details() if isinstance(exc, grpc.Call) else str(exc)
+    """The typed error for a failed RPC; ``info`` (how the process ended, or None while it
+    runs) makes it a :class:`PluginCrashedError`."""
     name = code.name if code is not None else "UNKNOWN"
-    # A dead plugin's socket may close a moment before its exit is observed.
-    info = source.exit_info(channel, wait=0.5 if code in _MAYBE_DEATH else 0.0)
     if info is not None:
         return PluginCrashedError(
             f"{rpc} failed: the plugin process is gone ({info.reason}); gRPC said {name}",
@@ -100,3 +106,12 @@ def transport_error(
     else:
         text = f"{rpc} failed: {name}: {details}"
     return PluginCallError(text, code=name, process_exited=False)
+
+
+def transport_error(
+    rpc: str, exc: grpc.RpcError, source: ConnectionSource, channel: grpc.Channel
+) -> PluginCallError:
+    """A typed error for a failed RPC, saying whether the plugin process is gone."""
+    code = exc.code() if isinstance(exc, grpc.Call) else None
+    details = exc.details() if isinstance(exc, grpc.Call) else str(exc)
+    return call_error(rpc, code, details, source.exit_info(channel, wait=exit_wait(code)))

@@ -12,6 +12,7 @@ from typing import Generic, TypeVar
 import grpc
 
 from aog_plugins._proto import provider_pb2
+from aog_plugins.client._methods import bidi_message, bidi_request
 from aog_plugins.client._rpcs import Cancellable, StreamCall
 from aog_plugins.client._source import ConnectionSource, transport_error
 from aog_plugins.errors import ConfigurationError
@@ -148,24 +149,14 @@ class BidiSender:
 
     def send(self, message: BidiMessage | bytes | str, message_type: str = "text") -> None:
         """Queue one message; bytes/str are wrapped with ``message_type``."""
-        if not isinstance(message, BidiMessage):
-            data = message.encode() if isinstance(message, str) else bytes(message)
-            message = BidiMessage(data=data, message_type=message_type)
+        message = bidi_message(message, message_type)
         with self._lock:
             if self._closed:
                 raise ConfigurationError("this bidi stream is closed for sending")
-            request = provider_pb2.InvokeServiceBidiRequest(
-                data=message.data,
-                message_type=message.message_type,
-                metadata=dict(message.metadata or {}),
+            request = bidi_request(
+                message, self._first, self._service_name, self._auth_info, self._ws_conn_id
             )
-            if self._first:
-                self._first = False
-                request.is_first = True
-                request.service_name = self._service_name
-                request.auth_info = self._auth_info
-                if self._ws_conn_id:
-                    request.metadata["ws_conn_id"] = self._ws_conn_id
+            self._first = False
             self._queue.put(request)
 
     def close(self) -> None:

@@ -6,9 +6,10 @@ import logging
 import os
 from collections.abc import Callable, Collection, Mapping, Sequence
 
-from aog_plugins.errors import AogPluginsError, ConfigurationError
+from aog_plugins.errors import ConfigurationError
 from aog_plugins.handshake import AOG_HANDSHAKE, HandshakeConfig
 from aog_plugins.process import _registry
+from aog_plugins.process._guard import StartGuard
 from aog_plugins.process._plugin import Plugin, PluginEvent
 from aog_plugins.process._policy import RestartPolicy
 from aog_plugins.process._start import (
@@ -95,19 +96,33 @@ def launch(
         multiplex=multiplex,
         checksum=checksum,
     )
-    incarnation = start_incarnation(spec)
-    try:
-        plugin = Plugin(
-            incarnation,
-            logger=logger,
-            kill_grace=kill_grace,
-            spec=spec,
-            restart=restart if restart is not None else RestartPolicy(),
-            on_event=on_event,
-        )
-    except AogPluginsError:
-        incarnation.stop(0.0, logger)
-        incarnation.release()
-        raise
-    _registry.register(plugin, signal_handlers=install_signal_handlers)
+
+    def start(guard: StartGuard[Plugin]) -> Plugin:
+        incarnation = start_incarnation(spec, guard)
+        try:
+            plugin = Plugin(
+                incarnation,
+                logger=logger,
+                kill_grace=kill_grace,
+                spec=spec,
+                restart=restart if restart is not None else RestartPolicy(),
+                on_event=on_event,
+            )
+        except BaseException:
+            incarnation.stop(0.0, logger)
+            incarnation.release()
+            raise
+        # Handlers are installed below, on the caller's thread (only the main one can).
+        _registry.register(plugin, signal_handlers=install_signal_handlers)
+        return plugin
+
+    # On the main thread the start runs where Ctrl-C cannot orphan the plugin (._guard).
+    guard: StartGuard[Plugin] = StartGuard(lambda started: started.kill(0.0))
+    plugin = guard.run(start)
+    if install_signal_handlers:
+        try:
+            _registry.install_signal_handlers()  # does nothing off the main thread
+        except BaseException:
+            plugin.kill(0.0)
+            raise
     return plugin

@@ -39,6 +39,7 @@ from aog_plugins.process._policy import RestartHistory, RestartPolicy
 from aog_plugins.process._reattach import ReattachConfig
 from aog_plugins.process._spawn import describe_exit
 from aog_plugins.process._start import Incarnation, StartSpec, start_incarnation
+from aog_plugins.transport import DialTarget
 
 if TYPE_CHECKING:
     from aog_plugins.client import ExitInfo, GRPCProviderClient
@@ -220,6 +221,15 @@ class Plugin:
         if tail:
             reason += f"; last stderr lines:\n{tail}"
         return ExitInfo(reason, proc.exit_code, tail)
+
+    def dial_target(self, channel: grpc.Channel) -> tuple[DialTarget, int]:
+        """Where the process behind ``channel`` (from :meth:`current_channel`) listens, with
+        its pinned TLS, and its pid: for a second channel to it (``aog_plugins.aio``)."""
+        inc = self._by_channel.get(id(channel), self._current)
+        dial = inc.dial  # None when attached: the relay's socket, or the address and TLS
+        if dial is None and inc.relay is not None:
+            dial = DialTarget(f"unix:{inc.relay.address}")
+        return dial or DialTarget(inc.line.grpc_target, inc.tls), inc.process.pid
 
     # ---- supervision ------------------------------------------------------------------
     def _transition(

@@ -46,6 +46,7 @@ from aog_plugins.process._connect import (
     request_shutdown,
 )
 from aog_plugins.process._failures import default_diagnosis, typed_start_error
+from aog_plugins.process._guard import StartGuard
 from aog_plugins.process._logs import LineSplitter
 from aog_plugins.process._spawn import (
     COOKIE_REJECTED_MARKER,
@@ -63,6 +64,7 @@ from aog_plugins.process._startargs import (
 from aog_plugins.process._tempdir import make_socket_dir, remove_socket_dir
 from aog_plugins.transport import (
     ClientTLS,
+    DialTarget,
     Mux,
     Relay,
     open_channel,
@@ -140,6 +142,7 @@ class Incarnation:
     tls: ClientTLS | None = None
     """The host's certificate and the pinned plugin certificate (AutoMTLS), for reattach."""
     started_at: float = field(default_factory=time.monotonic)
+    dial: DialTarget | None = None  # where ``channel`` goes, for a second (aio) channel
     _released: bool = False
     _release_lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
 
@@ -178,13 +181,16 @@ class Incarnation:
             remove_socket_dir(self.socket_dir)
 
 
-def start_incarnation(spec: StartSpec) -> Incarnation:
+def start_incarnation(spec: StartSpec, guard: StartGuard[Any] | None = None) -> Incarnation:
     """Start the plugin once and return it connected and health-checked.
 
     On any failure the process is killed, reaped and its socket dir removed before the
     typed error (see :mod:`aog_plugins.errors`) is raised: whatever goes wrong, the caller
     gets an :class:`~aog_plugins.errors.AogPluginsError`, never a bare OSError or the like.
+    With a ``guard`` (:mod:`._guard`) a cancel ends the start the same way.
     """
+    if guard is not None:
+        guard.check()
     if spec.checksum is not None:  # the file may have changed since the last start
         verify_checksum(spec.argv[0], spec.checksum)
     deadline = time.monotonic() + spec.start_timeout
@@ -209,6 +215,8 @@ def start_incarnation(spec: StartSpec) -> Incarnation:
     relay: Relay | None = None
     mux: Mux | None = None
     try:
+        if guard is not None:
+            guard.adopt(proc)  # a cancel kills it from now on; we reap it below
         line = _read_handshake(proc, deadline, spec.start_timeout)
         check_host_acceptance(line, spec.offered, multiplex=spec.multiplex)
         check_plugin_address(line, socket_dir, proc.pid)
@@ -243,7 +251,7 @@ def start_incarnation(spec: StartSpec) -> Incarnation:
         if error is exc:
             raise error from None
         raise error from exc
-    return _connect(
+    incarnation = _connect(
         spec,
         proc=proc,
         line=line,
@@ -255,6 +263,9 @@ def start_incarnation(spec: StartSpec) -> Incarnation:
         tls=tls,
         mux=mux,
     )
+    if guard is not None:
+        guard.disown()
+    return incarnation
 
 
 def _connect(
@@ -271,7 +282,16 @@ def _connect(
     mux: Mux | None,
 ) -> Incarnation:
     logger = spec.logger
-    incarnation = Incarnation(proc, line, channel, socket_dir, relay, mux=mux, tls=tls)
+    incarnation = Incarnation(
+        proc,
+        line,
+        channel,
+        socket_dir,
+        relay,
+        mux=mux,
+        tls=tls,
+        dial=DialTarget(dial.target, dial.tls),
+    )
     pid = proc.pid
     try:
         # One call both waits for the connection and checks health (no readiness poll).

@@ -12,8 +12,8 @@ State lives in the test item (``item.stash``), so xdist workers share nothing.
 
 from __future__ import annotations
 
-import importlib
 import os
+import uuid
 from collections.abc import Callable, Generator, Iterable, Mapping
 from pathlib import Path
 from typing import Any
@@ -21,9 +21,10 @@ from typing import Any
 import psutil
 import pytest
 
+from aog_plugins.manager import PluginManager
 from aog_plugins.process import Plugin, RestartPolicy
 from aog_plugins.testing._harness import Command, PluginHarness
-from aog_plugins.testing._leaks import MARKER_ENV
+from aog_plugins.testing._leaks import MARKER_ENV, find_leaks, kill_leaks
 from aog_plugins.types import PluginManifest
 
 __all__ = ["aog_plugin", "aog_plugin_manager", "aog_provider"]
@@ -132,37 +133,54 @@ def aog_provider(_aog_plugins_harness: PluginHarness) -> Callable[..., Plugin]:
 
 
 @pytest.fixture
-def aog_plugin_manager(request: pytest.FixtureRequest) -> Generator[Callable[..., Any], None, None]:
+def aog_plugin_manager(
+    request: pytest.FixtureRequest,
+) -> Generator[Callable[..., PluginManager], None, None]:
     """``aog_plugin_manager(directory=<--aog-plugin-dir>, **kwargs) -> PluginManager``;
-    closed at teardown, and the test fails if a process started from that directory
-    outlives ``close()``."""
-    made: list[tuple[Any, Path, set[int]]] = []
+    closed at teardown, and the test fails if a process of its plugins (or one they
+    forked, also outside their process group) outlives ``close()``."""
+    made: list[tuple[PluginManager, Path, set[int], str]] = []
 
-    def make(directory: str | os.PathLike[str] | None = None, **kwargs: Any) -> Any:
+    def make(directory: str | os.PathLike[str] | None = None, **kwargs: Any) -> PluginManager:
         chosen = directory if directory is not None else request.config.getoption("aog_plugin_dir")
         if chosen is None:
             raise pytest.UsageError(
                 "aog_plugin_manager needs a directory: pass one, or run pytest with "
                 "--aog-plugin-dir DIR"
             )
-        manager_class = importlib.import_module("aog_plugins").PluginManager
+        marker = uuid.uuid4().hex
+        # Inherited by every plugin and whatever it forks, also children that leave the group.
+        kwargs["env"] = {**(kwargs.get("env") or {}), MARKER_ENV: marker}
         before = {p.pid for p in psutil.Process().children(recursive=True)}
-        manager = manager_class(chosen, **kwargs)
-        made.append((manager, Path(chosen).resolve(), before))
+        manager = PluginManager(chosen, **kwargs)
+        made.append((manager, Path(chosen).resolve(), before, marker))
         return manager
 
     yield make
     problems = []
-    for manager, directory, before in made:
+    for manager, directory, before, marker in made:
         manager.close()
-        left = _started_from(directory, before)
+        leaks = find_leaks(marker, (), ())
+        marked = {leak.pid for leak in leaks if leak.pid is not None}
+        left = [p for p in _started_from(directory, before) if p.pid not in marked]
+        found = [_describe(pid) for pid in sorted(marked)] + [_describe(p.pid) for p in left]
+        kill_leaks(leaks)
         for proc in left:
             proc.kill()
-        if left:
-            pids = ", ".join(str(p.pid) for p in left)
-            problems.append(f"PluginManager over {directory} left processes running: pids {pids}")
+        if found:
+            problems.append(
+                f"PluginManager over {directory} left processes running after close(): "
+                + "; ".join(found)
+            )
     if problems:
         pytest.fail("aog_plugins: " + "\n".join(problems) + " (now killed)", pytrace=False)
+
+
+def _describe(pid: int) -> str:
+    try:
+        return f"pid {pid} ({' '.join(psutil.Process(pid).cmdline())[:200]})"
+    except psutil.Error:
+        return f"pid {pid}"
 
 
 def _started_from(directory: Path, before: set[int]) -> list[psutil.Process]:

@@ -5,11 +5,20 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import grpc
+import grpc.aio
 
 from aog_plugins.errors import PluginConnectError
 from aog_plugins.handshake import CertificateBundle, HandshakeLine, der_to_pem
 
-__all__ = ["CHANNEL_OPTIONS", "HEALTH_SERVICE", "ClientTLS", "open_channel", "wait_ready"]
+__all__ = [
+    "CHANNEL_OPTIONS",
+    "HEALTH_SERVICE",
+    "ClientTLS",
+    "DialTarget",
+    "open_aio_channel",
+    "open_channel",
+    "wait_ready",
+]
 
 HEALTH_SERVICE = "plugin"
 """The grpc.health.v1 service name every go-plugin server reports SERVING."""
@@ -37,6 +46,37 @@ class ClientTLS:
     plugin_cert_der: bytes
 
 
+@dataclass(frozen=True)
+class DialTarget:
+    """Where a host's channels to one plugin process go (``target``), the pinned TLS
+    they use, if any, and their receive cap: enough to open a second channel to the same
+    process, e.g. a ``grpc.aio`` one."""
+
+    target: str
+    tls: ClientTLS | None = None
+    max_receive: int | None = None
+
+
+def _options(
+    tls: ClientTLS | None, max_receive: int | None
+) -> tuple[grpc.ChannelCredentials | None, list[tuple[str, int | str]]]:
+    base = CHANNEL_OPTIONS
+    if max_receive is not None:
+        base = [
+            *(o for o in CHANNEL_OPTIONS if o[0] != "grpc.max_receive_message_length"),
+            ("grpc.max_receive_message_length", max_receive),
+        ]
+    if tls is None:
+        return None, base
+    creds = grpc.ssl_channel_credentials(
+        root_certificates=der_to_pem(tls.plugin_cert_der),
+        private_key=tls.host.key_pem,
+        certificate_chain=tls.host.cert_pem,
+    )
+    # The certificate says localhost; the target is a socket path or 127.0.0.1.
+    return creds, [*base, ("grpc.ssl_target_name_override", "localhost")]
+
+
 def open_channel(
     target: str, tls: ClientTLS | None = None, *, max_receive: int | None = None
 ) -> grpc.Channel:
@@ -45,22 +85,19 @@ def open_channel(
     ``max_receive`` caps the size of one received message (default: unlimited, like
     go-plugin's host); a bigger one fails that call with RESOURCE_EXHAUSTED.
     """
-    base = CHANNEL_OPTIONS
-    if max_receive is not None:
-        base = [
-            *(o for o in CHANNEL_OPTIONS if o[0] != "grpc.max_receive_message_length"),
-            ("grpc.max_receive_message_length", max_receive),
-        ]
-    if tls is None:
-        return grpc.insecure_channel(target, options=base)
-    creds = grpc.ssl_channel_credentials(
-        root_certificates=der_to_pem(tls.plugin_cert_der),
-        private_key=tls.host.key_pem,
-        certificate_chain=tls.host.cert_pem,
-    )
-    # The certificate says localhost; the target is a socket path or 127.0.0.1.
-    options = [*base, ("grpc.ssl_target_name_override", "localhost")]
+    creds, options = _options(tls, max_receive)
+    if creds is None:
+        return grpc.insecure_channel(target, options=options)
     return grpc.secure_channel(target, creds, options=options)
+
+
+def open_aio_channel(dial: DialTarget) -> grpc.aio.Channel:
+    """A ``grpc.aio`` channel to the same place with the same pinning and options (call
+    it on the event loop that will use the channel)."""
+    creds, options = _options(dial.tls, dial.max_receive)
+    if creds is None:
+        return grpc.aio.insecure_channel(dial.target, options=options)
+    return grpc.aio.secure_channel(dial.target, creds, options=options)
 
 
 def wait_ready(channel: grpc.Channel, line: HandshakeLine, timeout: float) -> None:

@@ -1,8 +1,10 @@
-"""``aog-plugins demo`` works from anywhere, also from a plain install without the test
-extras, because its example plugin ships inside the package (issue 9, item 16)."""
+"""``aog-plugins demo`` (the plugin manager's demo, issue 11) works from anywhere, also from
+a plain install without the test extras, because its example plugin ships inside the
+package (issue 9, item 16) and the demo runs a copy of it through a launcher."""
 
 from __future__ import annotations
 
+import re
 import shutil
 import subprocess
 import sys
@@ -35,13 +37,22 @@ sys.meta_path.insert(0, _Blocker())
 
 
 def _check_demo_output(out: str, network: str) -> None:
-    assert f"with AutoMTLS over {network}" in out
-    assert "health: SERVING" in out
-    assert "manifest: provider 'echo', services ['chat']" in out
+    assert f"plugins serve over {network} with AutoMTLS" in out
+    listed = out.split("1. listed", 1)[1].split("2. first call", 1)[0]
+    assert re.search(r"^echo +0\.1\.0 +chat +NOT_STARTED", listed, re.M), listed
     assert """invoke_service('chat') -> {"hello": "aog"}""" in out
+    first = re.search(r"echo started on first use, pid (\d+): " + network, out)
+    assert first, out
     assert """chunk '{"index": 2}' final=False""" in out
-    assert "[INFO] invoke service=chat" in out
+    assert "event: added    echo-2: appeared in the plugins directory" in out
+    assert """echo-2 -> {"to": "echo-2"}""" in out
+    assert "echo now runs version 0.2.0, pid " in out
+    assert f"event: stopped  echo pid {first.group(1)}: replaced by a new build" in out
+    assert re.search(r"^echo +0\.2\.0 +chat +RUNNING", out, re.M), out
+    assert "echo [INFO] invoke service=chat" in out
     assert "plugin processes still running: none" in out
+    if network == "unix":
+        assert "socket dirs left: none" in out
 
 
 @pytest.mark.parametrize("network", ["unix", "tcp"])

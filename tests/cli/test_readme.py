@@ -28,3 +28,7 @@ def test_readme_command_line_block_runs(tmp_path: Path) -> None:
     assert '"provider": {' in result.out  # inspect --json
     assert '{"q": 1}' in result.out  # invoke echoes
     assert '{"index": 1}' in result.out  # invoke --stream
+    assert "echo  remote  0.1.0" in result.out  # list
+    assert "supervising 1 plugin(s)" in result.out  # run, stopped by SIGTERM
+    assert "started  echo pid" in result.out
+    assert "all plugins stopped" in result.out

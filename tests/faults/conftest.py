@@ -38,12 +38,25 @@ class Host:
     """A host process (``python -c code``) that prints one JSON line when it is ready.
 
     Its stderr goes to a file (read with :meth:`stderr_text`), so it can never block.
+    Its TMPDIR is :attr:`tmpdir`, a private short dir: the socket dirs it makes (and
+    those its plugins make) live there, where no other host looks. Every host removes
+    the socket dirs of dead hosts from its own temp dir and /tmp on its first start, so a
+    dir that a test's host leaves behind on purpose, or one the test waits for the reaper
+    to remove, would otherwise be fair game for any host started meanwhile (another
+    xdist worker, a CLI test, another checkout's test run).
     """
 
     def __init__(
         self, code: str, args: list[str], leak: LeakCheck, env: Mapping[str, str] | None
     ) -> None:
-        full_env = {**os.environ, **leak.env, "PYTHONPATH": str(ROOT), **(env or {})}
+        self.tmpdir = tempfile.mkdtemp(prefix="aogt-", dir="/tmp")
+        full_env = {
+            **os.environ,
+            **leak.env,
+            "PYTHONPATH": str(ROOT),
+            "TMPDIR": self.tmpdir,
+            **(env or {}),
+        }
         self._stderr = tempfile.TemporaryFile()  # noqa: SIM115 - closed in kill()
         self.proc = subprocess.Popen(
             [sys.executable, "-c", code, *args],
@@ -71,8 +84,13 @@ class Host:
         assert line, f"the host exited with {self.proc.wait()}"
         return json.loads(line)
 
+    def in_tmpdir(self, path: str) -> bool:
+        """Whether ``path`` is directly in this host's private TMPDIR."""
+        return os.path.dirname(path) == self.tmpdir
+
     def kill(self) -> None:
-        """SIGKILL the host and reap it."""
+        """SIGKILL the host and reap it (its TMPDIR stays: what the reaper removes there
+        is for the test to see; the fixture removes the dir at the end)."""
         self.proc.kill()
         self.proc.wait()
         if self.proc.stdout is not None:
@@ -95,6 +113,7 @@ def make_host(leak_check: LeakCheck) -> Iterator[HostFactory]:
     yield make
     for host in hosts:
         host.kill()
+        shutil.rmtree(host.tmpdir, ignore_errors=True)
 
 
 @pytest.fixture

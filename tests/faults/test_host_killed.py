@@ -12,7 +12,6 @@ import os
 import signal
 import sys
 import textwrap
-import time
 from pathlib import Path
 from typing import Any
 
@@ -141,7 +140,7 @@ def test_sigkilled_host_loses_every_plugin_and_grandchild_within_2s(
     assert set(info["plugins"]) <= set(info["tracked"]), "spawn() did not track its plugins"
     victims = [p.pid for p in leak_check.tagged() if p.pid != host.proc.pid]
     assert set(info["plugins"]) < set(victims), "the grandchild is missing"
-    assert all(Path(d).is_dir() for d in info["dirs"])
+    assert all(Path(d).is_dir() and host.in_tmpdir(d) for d in info["dirs"])
 
     _kill_host(host.kill, victims, "the killed host's plugins and grandchild to end")
 
@@ -158,6 +157,7 @@ def test_sigkilled_host_loses_its_go_plugins_within_2s(
     assert set(info["plugins"]) <= set(info["tracked"])
     victims = [p.pid for p in leak_check.tagged() if p.pid != host.proc.pid]
     assert set(info["plugins"]) <= set(victims)
+    assert all(Path(d).is_dir() and host.in_tmpdir(d) for d in info["dirs"])
 
     _kill_host(host.kill, victims, "the killed host's Go plugins to end")
 
@@ -169,10 +169,13 @@ def test_reaper_spares_a_group_whose_leader_is_another_process(
 ) -> None:
     # A create_time that does not match stands for a pid reused by a stranger.
     host = make_host(TRACK_HOST, _track((SLEEPER, -100.0, False), (SLEEPER, 0.0, False)))
-    stranger, ours = host.read()["groups"]
+    info = host.read()
+    stranger, ours = info["groups"]
     _kill_host(host.kill, [ours], "our group to be killed")
     try:
-        time.sleep(0.3)
+        # The reaper decides on every group, kills, and only then exits: once it is gone,
+        # whatever it was going to do to the stranger is done.
+        wait_gone([info["reaper"]], 30, "the reaper to finish and exit")
         assert not gone(stranger), "the reaper killed a process it could not prove was ours"
     finally:
         _kill_and_wait(stranger)
@@ -196,6 +199,7 @@ def test_dead_reaper_is_restarted_with_the_tracked_set(make_host: HostFactory) -
     info = host.read()
     assert info["reaper"] != info["first_reaper"]
     assert sorted(info["tracked"]) == sorted(info["groups"])
+    assert all(host.in_tmpdir(d) for d in info["dirs"])
     _kill_host(host.kill, info["groups"], "the restarted reaper to kill the replayed groups")
     _wait_removed(info["dirs"], "the restarted reaper to remove the socket dirs")
 
@@ -234,7 +238,9 @@ def test_clean_exit_spares_untracked_groups_and_ends_the_reaper(
     try:
         wait_gone([info["reaper"]], KILL_DEADLINE, "the reaper to end with its host")
         assert not gone(info["groups"][0]), "an untracked group was killed"
-        assert all(os.path.isdir(d) for d in info["dirs"])
+        # In the host's private TMPDIR: no other host's stale-dir cleanup reaches them.
+        assert all(host.in_tmpdir(d) for d in info["dirs"])
+        assert all(os.path.isdir(d) for d in info["dirs"]), "the reaper removed them"
     finally:
         _kill_and_wait(info["groups"][0])
         for d in info["dirs"]:

@@ -4,9 +4,9 @@
 ``chat`` answers a request with the request itself; streamed, it sends ``{"chunks": N}``
 (default 3) numbered chunks and a final one. SetAuth keeps the credentials (a remote
 provider would send them upstream); only their names are logged. Every call is logged
-(the host turns the plugin's log lines into ``logging`` records). ``--network tcp``
-listens on TCP instead of a unix socket. Run it from a go-plugin host (``aog-plugins
-inspect``), not by hand.
+(the host turns the plugin's log lines into ``logging`` records). ``--network tcp`` (or
+``AOG_EXAMPLE_NETWORK=tcp`` in its environment) listens on TCP instead of a unix socket.
+Run it from a go-plugin host (``aog-plugins inspect``), not by hand.
 """
 
 from __future__ import annotations
@@ -14,6 +14,7 @@ from __future__ import annotations
 import argparse
 import json
 import logging
+import os
 import sys
 from collections.abc import Iterator, Mapping
 from pathlib import Path
@@ -24,6 +25,7 @@ from aog_plugins.types import PluginManifest, StreamChunk
 
 log = logging.getLogger("echo")
 
+NETWORK_ENV = "AOG_EXAMPLE_NETWORK"
 UNKNOWN_SERVICE = 4000
 NO_CREDENTIALS = 1002
 
@@ -90,7 +92,9 @@ class EchoProvider:
 
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__)
-    parser.add_argument("--network", choices=["unix", "tcp"], default="unix")
+    parser.add_argument(
+        "--network", choices=["unix", "tcp"], default=os.environ.get(NETWORK_ENV, "unix")
+    )
     args = parser.parse_args(argv)
     manifest = PluginManifest.load(Path(__file__).resolve().parent)
 

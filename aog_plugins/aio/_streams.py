@@ -1,0 +1,215 @@
+"""Streaming calls as async iterators that cancel their RPC when the caller stops."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import weakref
+from collections.abc import Callable, Coroutine
+from typing import Generic, Protocol, TypeVar
+
+import grpc
+
+from aog_plugins._proto import provider_pb2
+from aog_plugins.aio._source import (
+    AsyncCall,
+    AsyncConnectionSource,
+    AsyncStreamCall,
+    Link,
+    failure,
+    lost_under_us,
+)
+from aog_plugins.client import methods
+from aog_plugins.errors import ConfigurationError
+from aog_plugins.types import BidiMessage
+
+__all__ = ["AsyncBidiCall", "AsyncResponseStream", "Registry"]
+
+T = TypeVar("T")
+_R = TypeVar("_R")
+
+
+class Registry:
+    """The open streams of one client, so ``close()`` can cancel them all."""
+
+    def __init__(self) -> None:
+        self._streams: weakref.WeakSet[AsyncCall] = weakref.WeakSet()
+
+    def add(self, stream: AsyncCall) -> None:
+        self._streams.add(stream)
+
+    def cancel_all(self) -> None:
+        for stream in list(self._streams):
+            stream.cancel()
+
+
+class AsyncResponseStream(Generic[T]):
+    """``async for`` over a server stream's items; ``cancel()``/``aclose()`` end the RPC.
+
+    Cancelling the task that awaits the next item cancels the RPC on the plugin, as do
+    ``async with`` exit and garbage collection. A crash of the plugin mid-stream raises
+    :class:`~aog_plugins.errors.PluginCrashedError` from the pending ``__anext__``.
+    """
+
+    def __init__(
+        self,
+        rpc: str,
+        call: AsyncStreamCall[_R],
+        convert: Callable[[_R], tuple[T | None, bool]],
+        source: AsyncConnectionSource,
+        link: Link,
+    ) -> None:
+        self._rpc = rpc
+        self._call: AsyncCall = call
+        responses = call.__aiter__()
+
+        async def receive() -> Callable[[], tuple[T | None, bool]]:
+            # Receiving (may end or raise) is apart from converting.
+            response = await responses.__anext__()
+            return lambda: convert(response)
+
+        self._receive = receive
+        self._source = source
+        self._link = link
+        self._cancelled = False
+        self._done = False
+        link.track(call)
+
+    def __aiter__(self) -> AsyncResponseStream[T]:
+        return self
+
+    async def __anext__(self) -> T:
+        while not self._done:
+            try:
+                convert = await self._receive()
+            except StopAsyncIteration:
+                self._finish()
+                break
+            except grpc.RpcError as exc:
+                self._finish()
+                if self._cancelled:
+                    break
+                raise await failure(self._source, self._rpc, self._link, exc) from None
+            except asyncio.CancelledError:
+                self._finish()
+                if self._cancelled and not lost_under_us(self._link):
+                    break  # cancelled by us (cancel/aclose): just stop
+                if lost_under_us(self._link):
+                    raise await failure(self._source, self._rpc, self._link, None) from None
+                raise  # the awaiting task was cancelled; grpc has cancelled the RPC
+            try:
+                item, last = convert()
+            except BaseException:
+                self.cancel()
+                raise
+            if last:
+                self._cancelled = True
+                self._finish()
+                self._call.cancel()
+            if item is not None:
+                return item
+        raise StopAsyncIteration
+
+    def _finish(self) -> None:
+        self._done = True
+        self._link.untrack(self._call)
+
+    @property
+    def call(self) -> AsyncCall:
+        """The underlying ``grpc.aio`` call."""
+        return self._call
+
+    def cancel(self) -> bool:
+        """Stop the stream now (the plugin sees the cancellation)."""
+        self._cancelled = True
+        self._finish()
+        return self._call.cancel()
+
+    async def aclose(self) -> None:
+        self.cancel()
+
+    async def __aenter__(self) -> AsyncResponseStream[T]:
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        self.cancel()
+
+    def __del__(self) -> None:
+        if not self._done:
+            with contextlib.suppress(Exception):  # e.g. the loop is gone
+                self._call.cancel()
+
+
+class _Writable(AsyncStreamCall[provider_pb2.InvokeServiceBidiResponse], Protocol):
+    async def write(self, request: provider_pb2.InvokeServiceBidiRequest) -> None: ...
+
+    async def done_writing(self) -> None: ...
+
+
+class AsyncBidiCall(AsyncResponseStream[BidiMessage]):
+    """A bidi call: ``await send(...)`` messages, ``await close()`` to half-close, and
+    ``async for`` over the plugin's messages (a failure code raises
+    :class:`~aog_plugins.errors.PluginError`). ``cancel()`` aborts both directions. A
+    message sent after the call ended is dropped, as with the sync sender: reading the
+    replies tells why (a crash raises at once, from both sides).
+
+    The first message sent carries ``is_first``, the service name, auth info and the
+    ``ws_conn_id`` metadata, as AOG's host sends them.
+    """
+
+    def __init__(
+        self,
+        call: _Writable,
+        source: AsyncConnectionSource,
+        link: Link,
+        *,
+        service_name: str,
+        auth_info: str,
+        ws_conn_id: str,
+    ) -> None:
+        super().__init__("InvokeServiceBidi", call, methods.bidi_reply, source, link)
+        self._writer = call
+        self._service_name = service_name
+        self._auth_info = auth_info
+        self._ws_conn_id = ws_conn_id
+        self._first = True
+        self._send_closed = False
+        self._ended = False
+        self._send_lock = asyncio.Lock()
+
+    async def send(self, message: BidiMessage | bytes | str, message_type: str = "text") -> None:
+        """Send one message; bytes/str are wrapped with ``message_type``."""
+        message = methods.bidi_message(message, message_type)
+        async with self._send_lock:  # keeps is_first on the message that goes first
+            if self._send_closed or self._cancelled:
+                raise ConfigurationError("this bidi stream is closed for sending")
+            if self._ended:
+                return  # dropped, as the sync sender drops it: the replies say why
+            request = methods.bidi_request(
+                message, self._first, self._service_name, self._auth_info, self._ws_conn_id
+            )
+            self._first = False
+            await self._io(self._writer.write(request))
+
+    async def close(self) -> None:
+        """No more messages (the plugin sees end of stream); receiving goes on."""
+        async with self._send_lock:
+            if self._send_closed or self._cancelled:
+                return
+            self._send_closed = True
+            if self._ended:
+                return
+            await self._io(self._writer.done_writing())
+
+    async def _io(self, step: Coroutine[object, object, None]) -> None:
+        try:
+            await step
+        except grpc.RpcError:
+            # The call has ended (the plugin answered and finished, failed, or the
+            # deadline passed): like the sync sender, the message is dropped and the
+            # replies say why.
+            self._ended = True
+        except asyncio.CancelledError:
+            if lost_under_us(self._link):
+                raise await failure(self._source, self._rpc, self._link, None) from None
+            raise

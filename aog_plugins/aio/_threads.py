@@ -1,0 +1,75 @@
+"""Hand blocking process work to a thread and its result back to the event loop.
+
+The process layer's threads keep doing what they do for the sync API (spawn, handshake,
+supervision, the kill ladder); here a coroutine starts such work on a thread of its own
+and awaits a future the thread completes with ``loop.call_soon_threadsafe``, so the loop
+never blocks on a process.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import threading
+from collections.abc import Callable
+from typing import TypeVar
+
+__all__ = ["cancelling", "in_thread"]
+
+_T = TypeVar("_T")
+_log = logging.getLogger("aog_plugins.aio")
+
+
+async def in_thread(
+    work: Callable[[], _T], *, name: str, orphan: Callable[[_T], None] | None = None
+) -> _T:
+    """Run ``work()`` on a new daemon thread and await its result.
+
+    If the awaiting task is cancelled first, the work still finishes (a half-done start
+    or kill would leak), and its result goes to ``orphan`` (e.g. kill the plugin nobody
+    will receive) on a thread, never on the loop.
+    """
+    loop = asyncio.get_running_loop()
+    future: asyncio.Future[_T] = loop.create_future()
+
+    def succeed(value: _T) -> None:  # on the loop
+        if not future.cancelled():
+            future.set_result(value)
+        elif orphan is not None:
+            threading.Thread(target=_quietly, args=(orphan, value), name=name, daemon=True).start()
+
+    def fail(error: BaseException) -> None:  # on the loop
+        if not future.cancelled():
+            future.set_exception(error)
+
+    def run() -> None:
+        try:
+            value = work()
+        except BaseException as exc:
+            with contextlib.suppress(RuntimeError):  # a closed loop: nobody waits
+                loop.call_soon_threadsafe(fail, exc)
+            return
+        try:
+            loop.call_soon_threadsafe(succeed, value)
+        except RuntimeError:  # the loop is closed: nobody will receive the result
+            if orphan is not None:
+                _quietly(orphan, value)
+
+    threading.Thread(target=run, name=name, daemon=True).start()
+    return await future
+
+
+def _quietly(orphan: Callable[[_T], None], value: _T) -> None:
+    try:
+        orphan(value)
+    except Exception:
+        _log.exception("cleaning up after a cancelled operation failed")
+
+
+def cancelling() -> bool:
+    """True when the current task has been asked to cancel (Python >= 3.11 can tell; on
+    3.10 a CancelledError is then taken as the RPC's own)."""
+    task = asyncio.current_task()
+    count = getattr(task, "cancelling", None)
+    return bool(count()) if callable(count) else False

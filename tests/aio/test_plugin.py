@@ -1,0 +1,102 @@
+"""AsyncPlugin mirrors Plugin: facts, ping, kill, events as an async iterator; a failed
+start raises the sync API's typed error; a cancelled launch leaves nothing running."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import signal
+
+import pytest
+
+from aog_plugins import PluginState, RestartPolicy
+from aog_plugins.aio import AsyncGRPCProviderClient, launch
+from aog_plugins.errors import AogPluginsError, ConfigurationError, PluginExitedError
+from tests.aio.conftest import run
+from tests.process.conftest import LeakCheck, _socket_dirs, plugin_cmd
+from tests.support.wait import wait_until
+
+QUICK = RestartPolicy(backoff_base=0.05, jitter=0.0, min_uptime=0.0)
+
+
+def test_async_plugin_mirrors_plugin(leak_check: LeakCheck) -> None:
+    async def main() -> None:
+        cmd = plugin_cmd("local_provider.py")
+        plugin = await launch(cmd, auto_mtls=True, extra_env=leak_check.env)
+        async with plugin:
+            assert plugin.state is PluginState.RUNNING
+            assert plugin.pid == plugin.plugin.pid
+            assert plugin.handshake == plugin.plugin.handshake
+            assert plugin.handshake.server_cert is not None
+            assert plugin.app_version == 1
+            assert not plugin.exited
+            assert plugin.restart_policy == plugin.plugin.restart_policy
+            assert "fixture provider serving" in await plugin.stderr_tail()
+            await plugin.ping()
+            assert isinstance(plugin.client, AsyncGRPCProviderClient)
+            assert plugin.client is plugin.client
+            events = plugin.events()
+        assert plugin.plugin.state is PluginState.EXITED  # (mypy keeps the narrowed .state)
+        assert plugin.exit_code == 0  # it left through the Shutdown RPC
+        seen = [(e.old, e.new) async for e in events]
+        assert seen == [
+            (PluginState.RUNNING, PluginState.STOPPING),
+            (PluginState.STOPPING, PluginState.EXITED),
+        ]
+        await plugin.kill()  # idempotent
+        assert [e async for e in plugin.events()] == []  # already EXITED: ends at once
+        with pytest.raises(AogPluginsError, match="closed"):  # as the sync client after kill
+            await plugin.client.get_manifest()
+
+    run(main())
+
+
+def test_events_follow_a_crash_and_the_restart(leak_check: LeakCheck) -> None:
+    async def main() -> None:
+        cmd = plugin_cmd("local_provider.py")
+        async with await launch(cmd, restart=QUICK, extra_env=leak_check.env) as plugin:
+            events = plugin.events()
+            first = plugin.pid
+            os.kill(first, signal.SIGKILL)
+            seen = []
+            async for event in events:
+                seen.append(event.new)
+                if event.new is PluginState.RUNNING:
+                    break
+            assert seen == [PluginState.BACKOFF, PluginState.STARTING, PluginState.RUNNING]
+            assert plugin.pid != first
+            await plugin.ping()
+
+    run(main())
+
+
+def test_a_failed_start_raises_the_typed_error(leak_check: LeakCheck) -> None:
+    async def main() -> None:
+        with pytest.raises(PluginExitedError) as info:
+            await launch(plugin_cmd("misbehave.py", "exit-early"), extra_env=leak_check.env)
+        assert info.value.exit_code == 3
+        with pytest.raises(ConfigurationError):
+            await launch(plugin_cmd("local_provider.py"), start_timeout=0)
+
+    run(main())
+
+
+def test_a_cancelled_launch_leaves_nothing_running(leak_check: LeakCheck) -> None:
+    async def main() -> None:
+        cmd = plugin_cmd("local_provider.py")
+        task = asyncio.ensure_future(launch(cmd, extra_env=leak_check.env))
+        while not await asyncio.to_thread(leak_check.tagged):  # the plugin is spawned
+            await asyncio.sleep(0.01)
+        task.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await task
+
+    dirs = _socket_dirs()
+    run(main())
+    # The start completes on its thread, then the plugin nobody received is killed (and
+    # its socket dir removed) on another thread.
+    wait_until(
+        lambda: not leak_check.tagged() and not _socket_dirs() - dirs,
+        30,
+        "the orphaned plugin to be killed and its socket dir removed",
+    )
