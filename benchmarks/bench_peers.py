@@ -254,7 +254,7 @@ class DriverHost(Column):
             return value if value is not None else "not measured"
         if row == "plugin_mtls":
             if not self.plugin_argv:
-                return "no plugin side"
+                return "same plugin as the sync column"
             return plugin_row(self.go, self.name, self.plugin_argv, s)
         if row in ("fleet", "fleet_rss"):
             if not s.fleet:
@@ -411,6 +411,13 @@ def main(argv: list[str] | None = None) -> int:
     columns.append(
         DriverHost(ours, **host_args(sys.executable, "aog_host.py", own_plugin), pythonpath=here)
     )
+    try:
+        import aog_plugins.aio  # noqa: F401  (the asyncio API, where this checkout has it)
+    except ImportError:
+        pass
+    else:
+        aio = host_args(sys.executable, "aog_aio_host.py", [])
+        columns.append(DriverHost(f"{ours} (asyncio)", **aio, pythonpath=here))
     if args.baseline:
         base = Path(args.baseline).resolve()
         old_plugin = [sys.executable, str(base / "fixtures" / "plugins" / "remote_provider.py")]
