@@ -21,7 +21,7 @@ ALLOWED: dict[str, set[str]] = {
     "handshake": {"errors"},
     "types": {"errors"},
     "contract": {"errors", "types"},
-    "transport": {"errors", "handshake"},
+    "transport": {"errors", "_proto", "handshake"},
     "client": {"errors", "_proto", "handshake", "types", "contract"},
     "process": {"errors", "_proto", "handshake", "types", "contract", "transport", "client"},
     "server": {"errors", "_proto", "handshake", "types", "contract", "transport"},

@@ -27,11 +27,12 @@ from aog_plugins.transport import (
     BrokerTLS,
     ClientTLS,
     ConnInfo,
-    Knock,
     Mux,
+    conninfo_from_pb,
+    conninfo_to_pb,
 )
 
-__all__ = ["Broker", "conninfo_from_pb", "conninfo_to_pb"]
+__all__ = ["Broker"]
 
 _log = logging.getLogger("aog_plugins.broker")
 _END = object()
@@ -39,26 +40,6 @@ _END = object()
 
 class _Cancellable(Protocol):
     def cancel(self) -> bool: ...
-
-
-def conninfo_to_pb(info: ConnInfo) -> grpc_broker_pb2.ConnInfo:
-    msg = grpc_broker_pb2.ConnInfo(
-        service_id=info.service_id, network=info.network, address=info.address
-    )
-    if info.knock is not None:
-        msg.knock.CopyFrom(
-            grpc_broker_pb2.ConnInfo.Knock(
-                knock=info.knock.knock, ack=info.knock.ack, error=info.knock.error
-            )
-        )
-    return msg
-
-
-def conninfo_from_pb(msg: grpc_broker_pb2.ConnInfo) -> ConnInfo:
-    knock = None
-    if msg.HasField("knock"):
-        knock = Knock(msg.knock.knock, msg.knock.ack, msg.knock.error)
-    return ConnInfo(msg.service_id, msg.network, msg.address, knock)
 
 
 class Broker:

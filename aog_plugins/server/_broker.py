@@ -24,8 +24,9 @@ from aog_plugins.transport import (
     BrokerServer,
     BrokerTLS,
     ConnInfo,
-    Knock,
     Mux,
+    conninfo_from_pb,
+    conninfo_to_pb,
 )
 
 __all__ = ["Broker", "BrokerServicer", "current_broker"]
@@ -40,26 +41,6 @@ def current_broker() -> Broker:
     if _current is None:
         raise BrokerError("no plugin server is running in this process: call serve() first")
     return _current
-
-
-def _to_pb(info: ConnInfo) -> grpc_broker_pb2.ConnInfo:
-    msg = grpc_broker_pb2.ConnInfo(
-        service_id=info.service_id, network=info.network, address=info.address
-    )
-    if info.knock is not None:
-        msg.knock.CopyFrom(
-            grpc_broker_pb2.ConnInfo.Knock(
-                knock=info.knock.knock, ack=info.knock.ack, error=info.knock.error
-            )
-        )
-    return msg
-
-
-def _from_pb(msg: grpc_broker_pb2.ConnInfo) -> ConnInfo:
-    knock = None
-    if msg.HasField("knock"):
-        knock = Knock(msg.knock.knock, msg.knock.ack, msg.knock.error)
-    return ConnInfo(msg.service_id, msg.network, msg.address, knock)
 
 
 class Broker:
@@ -212,7 +193,7 @@ class BrokerServicer(grpc_broker_pb2_grpc.GRPCBrokerServicer):
         def read() -> None:
             try:
                 for msg in request_iterator:
-                    core.received(_from_pb(msg))
+                    core.received(conninfo_from_pb(msg))
             except grpc.RpcError:
                 pass
             except Exception:
@@ -230,7 +211,7 @@ class BrokerServicer(grpc_broker_pb2_grpc.GRPCBrokerServicer):
                     if ended.is_set():
                         break
                     continue
-                yield _to_pb(info)
+                yield conninfo_to_pb(info)
         finally:
             ended.set()
             self._broker._end_stream(core)

@@ -14,6 +14,7 @@ from aog_plugins.transport._broker import (
     ConnInfo,
     Knock,
 )
+from aog_plugins.transport._brokerbind import conninfo_from_pb, conninfo_to_pb
 from aog_plugins.transport._dial import (
     CHANNEL_OPTIONS,
     HEALTH_SERVICE,
@@ -53,6 +54,8 @@ __all__ = [
     "MuxListener",
     "Relay",
     "StreamTLS",
+    "conninfo_from_pb",
+    "conninfo_to_pb",
     "grpc_target",
     "listen",
     "open_aio_channel",

@@ -13,6 +13,7 @@ from dataclasses import dataclass
 
 import grpc
 
+from aog_plugins._proto import grpc_broker_pb2
 from aog_plugins.errors import BrokerError
 from aog_plugins.handshake import CertificateBundle, der_to_pem, grpcio_can_verify
 from aog_plugins.transport._listen import grpc_target, listen, set_group_writable
@@ -27,6 +28,8 @@ __all__ = [
     "Knock",
     "bind_multiplexed",
     "bind_served",
+    "conninfo_from_pb",
+    "conninfo_to_pb",
     "stream_tls",
 ]
 
@@ -61,6 +64,28 @@ class BrokerTLS:
     def grpcio_native(self) -> bool:
         """Whether grpcio can do this TLS itself (no relay needed)."""
         return grpcio_can_verify(self.ours.cert_der) and grpcio_can_verify(self.peer_cert_der)
+
+
+def conninfo_to_pb(info: ConnInfo) -> grpc_broker_pb2.ConnInfo:
+    """The broker stream's wire message for ``info`` (both sides send the same one)."""
+    msg = grpc_broker_pb2.ConnInfo(
+        service_id=info.service_id, network=info.network, address=info.address
+    )
+    if info.knock is not None:
+        msg.knock.CopyFrom(
+            grpc_broker_pb2.ConnInfo.Knock(
+                knock=info.knock.knock, ack=info.knock.ack, error=info.knock.error
+            )
+        )
+    return msg
+
+
+def conninfo_from_pb(msg: grpc_broker_pb2.ConnInfo) -> ConnInfo:
+    """The :class:`ConnInfo` a broker stream message carries."""
+    knock = None
+    if msg.HasField("knock"):
+        knock = Knock(msg.knock.knock, msg.knock.ack, msg.knock.error)
+    return ConnInfo(msg.service_id, msg.network, msg.address, knock)
 
 
 class BrokerServer:
