@@ -3,7 +3,8 @@
 
     python benchmarks/bench_peers.py [--quick] [--rounds N] [--baseline DIR] [--name NAME]
 
-Columns: go-plugin's Go host (``fixtures/hosts/go``), aog-plugins (this checkout), and
+Columns: go-plugin's Go host (``fixtures/hosts/go``), aog-plugins (this checkout; and its
+asyncio API ``aog_plugins.aio`` as a column of its own where the checkout has it), and
 python-plugin 0.1.0 (grpclib) and pyvider-rpcplugin 0.5.5 (grpc.aio), each installed by this
 script into a throwaway venv of its own (``--venvs``, default under
 ``~/.cache/aog-plugins/bench-venvs``; never a test dependency). ``--baseline DIR`` adds a
