@@ -6,6 +6,7 @@ threads, and never blocks the event loop; ``plugin.client`` is an
 :class:`AsyncGRPCProviderClient` on ``grpc.aio``. See ``docs/asyncio.md``.
 """
 
+from aog_plugins.aio._broker import AsyncBroker
 from aog_plugins.aio._client import AsyncGRPCProviderClient, AsyncProgress
 from aog_plugins.aio._manager import AsyncPluginManager
 from aog_plugins.aio._plugin import AsyncPlugin, launch
@@ -14,6 +15,7 @@ from aog_plugins.aio._streams import AsyncBidiCall, AsyncResponseStream
 
 __all__ = [
     "AsyncBidiCall",
+    "AsyncBroker",
     "AsyncConnectionSource",
     "AsyncGRPCProviderClient",
     "AsyncPlugin",

@@ -86,11 +86,18 @@ class _ManagedLinks:
                 with contextlib.suppress(asyncio.TimeoutError):
                     await asyncio.wait_for(changed.wait(), wait)
                 continue
+            # Counted on the manager (atomically with "still the one serving"), so a
+            # replacement drains this call before stopping the process.
+            end = self._owner.manager.track_call(self._name, plugin)
+            if end is None:
+                ended, self._plugin = plugin, None  # swapped out just now: ask again
+                continue
             link = self._links.get(id(channel))
             if link is None or link.key is not channel:
                 dial, pid = plugin.dial_target(channel)
                 link = self._links[id(channel)] = Link(open_aio_channel(dial), channel, pid)
                 self._owners[link] = plugin
+            link.hold(end)
             return link
 
     async def exit_info(self, link: Link, wait: float = 0.0) -> ExitInfo | None:

@@ -17,7 +17,9 @@ from collections.abc import AsyncIterator, Callable, Collection, Mapping, Sequen
 from types import TracebackType
 
 import grpc
+import grpc.aio
 
+from aog_plugins.aio._broker import AsyncBroker
 from aog_plugins.aio._client import AsyncGRPCProviderClient
 from aog_plugins.aio._source import Link, close_quietly
 from aog_plugins.aio._threads import in_thread
@@ -107,6 +109,8 @@ class AsyncPlugin:
         self._subscribers: set[_Events] = set()
         self._client: AsyncGRPCProviderClient | None = None
         self._closing: set[asyncio.Task[None]] = set()
+        self._broker: AsyncBroker | None = None
+        self._broker_pid: int | None = None
         bridge.handlers.append(self._on_event)
 
     # ---- facts ------------------------------------------------------------------------
@@ -151,6 +155,30 @@ class AsyncPlugin:
     def reattach_config(self) -> ReattachConfig:
         return self._plugin.reattach_config()
 
+    async def channel(self, timeout: float | None = None) -> grpc.aio.Channel:
+        """The ``grpc.aio`` channel to the running process, for services of your own on
+        the main connection (waits for a restart as calls do). It closes when that
+        process ends: ask again after a restart."""
+        return (await self.link(timeout)).channel
+
+    @property
+    def broker(self) -> AsyncBroker:
+        """The GRPCBroker of the current process, for asyncio (see :class:`AsyncBroker`;
+        :class:`~aog_plugins.errors.BrokerError` when there is no broker stream). A
+        restarted plugin has a new one."""
+        pid, sync = self._plugin.pid, self._plugin.broker
+        if self._broker is None or self._broker.sync is not sync:
+            self._drop_broker()
+            self._broker, self._broker_pid = AsyncBroker(sync), pid
+        return self._broker
+
+    def _drop_broker(self) -> None:
+        broker, self._broker = self._broker, None
+        if broker is not None:
+            task = asyncio.get_running_loop().create_task(broker.close())
+            self._closing.add(task)
+            task.add_done_callback(self._closing.discard)
+
     @property
     def client(self) -> AsyncGRPCProviderClient:
         """An :class:`AsyncGRPCProviderClient` that follows restarts."""
@@ -175,6 +203,9 @@ class AsyncPlugin:
         await in_thread(lambda: self._plugin.kill(grace), name="aog-aio-kill")
         if self._client is not None:
             await self._client.close()
+        broker, self._broker = self._broker, None
+        if broker is not None:
+            await broker.close()
         links, self._links = list(self._links.values()), {}
         for link in links:
             link.lose()
@@ -232,6 +263,8 @@ class AsyncPlugin:
 
     def _on_event(self, event: PluginEvent) -> None:  # on the loop
         if event.new in _GONE:
+            if self._broker is not None and self._broker_pid == event.pid:
+                self._drop_broker()  # its process is gone: so are its sub-connections
             for key, link in list(self._links.items()):
                 if link.pid == event.pid:
                     del self._links[key]

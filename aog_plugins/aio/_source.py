@@ -9,8 +9,9 @@ its link is *lost*: the calls on it are cancelled at once and fail with
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from typing import TYPE_CHECKING, Protocol, TypeVar, runtime_checkable
 
 import grpc
@@ -65,21 +66,47 @@ class Link:
         self.pid = pid
         self.lost = False
         self._calls: set[AsyncCall] = set()
+        self._held: list[Callable[[], None]] = []
+        self._ends: dict[AsyncCall, Callable[[], None]] = {}
+
+    def hold(self, end: Callable[[], None]) -> None:
+        """A count the source took for a call about to start on this link (a manager's
+        drain waits for it): the next :meth:`track` adopts it and ends it with the call.
+        One not adopted by the time the loop runs its next callback is ended then (the
+        client asks for a link and starts its call in one step)."""
+        self._held.append(end)
+        asyncio.get_running_loop().call_soon(self._release_held)
+
+    def _release_held(self) -> None:
+        held, self._held = self._held, []
+        for end in held:
+            end()
 
     def track(self, call: AsyncCall) -> None:
         if self.lost:
             call.cancel()
         self._calls.add(call)
+        if self._held:
+            end = self._ends[call] = self._held.pop()
+            done = getattr(call, "add_done_callback", None)
+            if done is not None:  # a stream left unread still ends its count when over
+                done(lambda _call: end())
 
     def untrack(self, call: AsyncCall) -> None:
         self._calls.discard(call)
+        end = self._ends.pop(call, None)
+        if end is not None:
+            end()
 
     def lose(self) -> None:
         """The process is gone: cancel every call on this link (they raise the crash)."""
         self.lost = True
         calls, self._calls = self._calls, set()
+        ends, self._ends = self._ends, {}
         for call in calls:
             call.cancel()
+        for end in ends.values():
+            end()
 
 
 @runtime_checkable

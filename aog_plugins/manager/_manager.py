@@ -182,6 +182,23 @@ class PluginManager:
                 client = self._clients[name] = GRPCProviderClient(ManagedSource(self._slot, name))
             return client
 
+    def track_call(self, name: str, plugin: Plugin) -> Callable[[], None] | None:
+        """For a client of your own over :meth:`get`'s plugin (``aog_plugins.aio`` uses
+        it): count a call about to go to ``plugin``, so a replacement drains it and an idle
+        stop waits for it. Returns the function to call once the call is over (later calls
+        of it do nothing), or None when ``plugin`` no longer serves ``name`` (swapped out
+        or stopped meanwhile: :meth:`get` the current one). Never blocks."""
+        slot = self._slot(name)
+        if not slot.enter(plugin):
+            return None
+        held = [plugin]
+
+        def end() -> None:
+            with contextlib.suppress(IndexError):  # the call was already ended
+                slot.end_call(held.pop())
+
+        return end
+
     def stop(self, name: str) -> None:
         """Stop plugin ``name`` now (its next use starts it again)."""
         self._slot(name).stop("stop() called")

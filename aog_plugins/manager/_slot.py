@@ -228,20 +228,24 @@ class Slot:
             return tracked
 
     def begin_call(self, channel: TrackedChannel) -> tuple[Plugin, grpc.Channel]:
-        with self._cond:
-            plugin = channel.plugin
-            if plugin is self._plugin and self._gone is None:
-                self._calls[id(plugin)] = self._calls.get(id(plugin), 0) + 1
-                self._last_used = time.monotonic()
-                return plugin, channel.raw
+        if self.enter(channel.plugin):
+            return channel.plugin, channel.raw
         # That process was swapped out or stopped after the client picked it: re-route.
         while True:
             plugin, raw = self._current_channel(self._settings.start_timeout)
-            with self._cond:
-                if plugin is self._plugin and self._gone is None:
-                    self._calls[id(plugin)] = self._calls.get(id(plugin), 0) + 1
-                    self._last_used = time.monotonic()
-                    return plugin, raw
+            if self.enter(plugin):
+                return plugin, raw
+
+    def enter(self, plugin: Plugin) -> bool:
+        """Count a call about to go to ``plugin`` if it still serves this slot (then
+        :meth:`end_call` it when done); False when it was swapped out or stopped meanwhile.
+        Never blocks (the aio client calls it on its event loop)."""
+        with self._cond:
+            if plugin is not self._plugin or self._gone is not None:
+                return False
+            self._calls[id(plugin)] = self._calls.get(id(plugin), 0) + 1
+            self._last_used = time.monotonic()
+            return True
 
     def _current_channel(self, timeout: float | None) -> tuple[Plugin, grpc.Channel]:
         """The running plugin and its channel. A plugin swapped out or stopped between the

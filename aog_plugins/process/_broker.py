@@ -27,6 +27,7 @@ from aog_plugins.transport import (
     BrokerTLS,
     ClientTLS,
     ConnInfo,
+    DialTarget,
     Mux,
     conninfo_from_pb,
     conninfo_to_pb,
@@ -157,6 +158,12 @@ class Broker:
         """A channel to what the plugin serves under ``service_id``; waits up to
         ``timeout`` s for the plugin's connection info (:class:`BrokerError` after)."""
         return self._core.dial(service_id, timeout)
+
+    def dial_target(self, service_id: int, timeout: float = DIAL_TIMEOUT) -> DialTarget:
+        """Where :meth:`dial` would connect for ``service_id``, with the pinned TLS (waits
+        the same way): for a channel of your own, e.g. ``transport.open_aio_channel``
+        (``aog_plugins.aio``'s broker uses it). You close that channel."""
+        return self._core.dial_target(service_id, timeout)
 
     @property
     def closed(self) -> bool:

@@ -32,19 +32,36 @@ __all__ = [
 
 
 def health_check(
-    channel: grpc.Channel, timeout: float, *, connecting: HandshakeLine | None = None
+    channel: grpc.Channel,
+    timeout: float,
+    *,
+    connecting: HandshakeLine | None = None,
+    on_exit: Callable[[Callable[[object], None]], None] | None = None,
 ) -> None:
     """Check ``grpc.health.v1`` service ``plugin``; UNIMPLEMENTED counts as reachable.
 
     With ``connecting`` (the handshake of a plugin just started) the call also waits for
     the channel to connect (``wait_for_ready``), so connecting and checking take one round
     trip instead of a readiness poll plus a call; a plugin that cannot be reached within
-    ``timeout`` gives :class:`PluginConnectError` naming its address.
+    ``timeout`` gives :class:`PluginConnectError` naming its address. ``on_exit`` (a
+    process's ``add_exit_callback``) ends the wait as soon as the plugin exits.
     """
     stub = health_pb2_grpc.HealthStub(channel)
     request = health_pb2.HealthCheckRequest(service=HEALTH_SERVICE)
+    call = stub.Check.future(request, timeout=timeout, wait_for_ready=connecting is not None)
+    if on_exit is not None:
+
+        def give_up(_process: object) -> None:
+            call.cancel()
+
+        on_exit(give_up)
     try:
-        reply = stub.Check(request, timeout=timeout, wait_for_ready=connecting is not None)
+        reply = call.result()
+    except grpc.FutureCancelledError as exc:
+        where = f" at {connecting.network} {connecting.address}" if connecting else ""
+        raise PluginConnectError(
+            f"could not connect to the plugin{where}: it exited before the host had connected"
+        ) from exc
     except grpc.RpcError as exc:
         code = exc.code() if isinstance(exc, grpc.Call) else None
         if code == grpc.StatusCode.UNIMPLEMENTED:

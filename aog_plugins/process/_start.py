@@ -294,8 +294,14 @@ def _connect(
     )
     pid = proc.pid
     try:
-        # One call both waits for the connection and checks health (no readiness poll).
-        health_check(channel, max(deadline - time.monotonic(), 0.1), connecting=line)
+        # One call both waits for the connection and checks health (no readiness poll);
+        # the plugin's exit ends the wait at once.
+        health_check(
+            channel,
+            max(deadline - time.monotonic(), 0.1),
+            connecting=line,
+            on_exit=proc.add_exit_callback,
+        )
         incarnation.stdio = StdioPump(
             dial(max_receive=STDIO_MAX_MESSAGE),
             spec.stdout or _line_logger(logger, logging.INFO, proc.pid),

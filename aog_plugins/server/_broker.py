@@ -71,12 +71,15 @@ class Broker:
         self._streams: list[BrokerCore] = []
         self._closed = False
         self._mux: Callable[[], Mux | None] | None = None
+        self._on_close: dict[BrokerCore, Callable[[], None]] = {}
 
     def set_mux(self, source: Callable[[], Mux | None]) -> None:
         """Multiplexed connection: sub-connections are streams of this session."""
         self._mux = source
 
-    def _open_stream(self, send: Callable[[ConnInfo], None]) -> BrokerCore:
+    def _open_stream(
+        self, send: Callable[[ConnInfo], None], on_close: Callable[[], None]
+    ) -> BrokerCore:
         core = BrokerCore(
             send,
             network=self._network,
@@ -92,6 +95,7 @@ class Broker:
                 core.close()
             else:
                 self._streams.append(core)
+                self._on_close[core] = on_close
                 self._cond.notify_all()
         return core
 
@@ -103,6 +107,7 @@ class Broker:
         with self._cond:
             if core in self._streams:
                 self._streams.remove(core)
+            self._on_close.pop(core, None)
         core.close()
 
     def _stream(self, timeout: float) -> BrokerCore:
@@ -160,9 +165,12 @@ class Broker:
         with self._cond:
             self._closed = True
             streams, self._streams = self._streams, []
+            wakers, self._on_close = list(self._on_close.values()), {}
             self._cond.notify_all()
         for core in streams:
             core.close()
+        for wake in wakers:
+            wake()
 
 
 def set_current(broker: Broker | None) -> None:
@@ -173,6 +181,9 @@ def set_current(broker: Broker | None) -> None:
 class BrokerServicer(grpc_broker_pb2_grpc.GRPCBrokerServicer):
     """Serves the host's broker stream for :class:`Broker` until either side stops."""
 
+    poll_interval = 0.25
+    """How often the stream looks at its flags when nothing woke it (a fallback)."""
+
     def __init__(self, broker: Broker, stopped: threading.Event) -> None:
         self._broker = broker
         self._stopped = stopped
@@ -180,15 +191,18 @@ class BrokerServicer(grpc_broker_pb2_grpc.GRPCBrokerServicer):
     def StartStream(
         self, request_iterator: Iterator[grpc_broker_pb2.ConnInfo], context: grpc.ServicerContext
     ) -> Iterator[grpc_broker_pb2.ConnInfo]:
-        outbox: queue.Queue[ConnInfo] = queue.Queue()
+        outbox: queue.Queue[ConnInfo | None] = queue.Queue()  # None: look at the flags
         ended = threading.Event()
+        # Woken when the call ends or the broker closes, so a stop does not wait for a
+        # poll: the plugin's exit joins the thread this runs on.
+        context.add_callback(lambda: outbox.put(None))
 
         def send(info: ConnInfo) -> None:
             if ended.is_set():
                 raise BrokerError("the host's broker stream has ended")
             outbox.put(info)
 
-        core = self._broker._open_stream(send)
+        core = self._broker._open_stream(send, lambda: outbox.put(None))
 
         def read() -> None:
             try:
@@ -200,14 +214,17 @@ class BrokerServicer(grpc_broker_pb2_grpc.GRPCBrokerServicer):
                 _log.exception("broker stream reader failed")
             finally:
                 ended.set()
+                outbox.put(None)
                 self._broker._end_stream(core)
 
         threading.Thread(target=read, name="aog-plugin-broker", daemon=True).start()
         try:
             while context.is_active() and not self._stopped.is_set() and not core.closed:
                 try:
-                    info = outbox.get(timeout=0.25)
+                    info = outbox.get(timeout=self.poll_interval)
                 except queue.Empty:
+                    info = None
+                if info is None:
                     if ended.is_set():
                         break
                     continue

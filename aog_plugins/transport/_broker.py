@@ -37,7 +37,7 @@ from aog_plugins.transport._brokerbind import (
     bind_served,
     stream_tls,
 )
-from aog_plugins.transport._dial import ClientTLS, open_channel
+from aog_plugins.transport._dial import ClientTLS, DialTarget, open_channel
 from aog_plugins.transport._listen import grpc_target
 from aog_plugins.transport._mux import Mux
 from aog_plugins.transport._relay import Relay
@@ -229,9 +229,23 @@ class BrokerCore:
         """A channel to what the peer serves under ``service_id``, once its connection
         info has arrived (waiting up to ``timeout`` s). The channel is closed with the
         broker; closing it earlier is fine."""
+        target = self.dial_target(service_id, timeout)
+        channel = open_channel(target.target, target.tls)
+        with self._cond:
+            if self._closed:
+                channel.close()
+                raise BrokerError("the broker closed while dialing")
+            self._channels.append(channel)
+        return channel
+
+    def dial_target(self, service_id: int, timeout: float = DIAL_TIMEOUT) -> DialTarget:
+        """Where a channel to what the peer serves under ``service_id`` goes, with its
+        pinned TLS (waiting as :meth:`dial` does): for a channel of the caller's own, such
+        as a ``grpc.aio`` one, which the caller closes. A relay it needs (P-521) closes
+        with the broker."""
         mux = self._mux()
         if mux is not None:
-            return self._dial_mux(mux, service_id, timeout)
+            return self._target_mux(mux, service_id, timeout)
         deadline = time.monotonic() + timeout
         with self._cond:
             while True:
@@ -250,9 +264,9 @@ class BrokerCore:
                         f"({timeout:g}s): the other side did not accept_and_serve that id"
                     )
                 self._cond.wait(left)
-        return self._open(info)
+        return self._target(info)
 
-    def _dial_mux(self, mux: Mux, service_id: int, timeout: float) -> grpc.Channel:
+    def _target_mux(self, mux: Mux, service_id: int, timeout: float) -> DialTarget:
         def knock() -> None:
             self._knock(service_id, timeout)
 
@@ -261,12 +275,9 @@ class BrokerCore:
         path = mux.forward(tls=stream_tls(self._tls), knock=knock)
         tls = self._tls
         native = None if tls is None or not tls.grpcio_native else tls
-        channel = open_channel(
+        return DialTarget(
             f"unix:{path}", None if native is None else ClientTLS(native.ours, native.peer_cert_der)
         )
-        with self._cond:
-            self._channels.append(channel)
-        return channel
 
     def _knock(self, service_id: int, timeout: float) -> None:
         """Announce our next stream for ``service_id`` and wait for the peer's ack."""
@@ -288,7 +299,7 @@ class BrokerCore:
         if ack.error:
             raise BrokerError(f"the peer refused broker id {service_id}: {ack.error}")
 
-    def _open(self, info: ConnInfo) -> grpc.Channel:
+    def _target(self, info: ConnInfo) -> DialTarget:
         if info.network not in ("unix", "tcp"):
             raise BrokerError(
                 f"broker id {info.service_id}: unknown network {info.network!r} "
@@ -298,24 +309,22 @@ class BrokerCore:
             self._check(info.network, info.address)
         tls = self._tls
         if tls is None:
-            channel = open_channel(grpc_target(info.network, info.address))
-        elif tls.grpcio_native:
-            channel = open_channel(
+            return DialTarget(grpc_target(info.network, info.address))
+        if tls.grpcio_native:
+            return DialTarget(
                 grpc_target(info.network, info.address), ClientTLS(tls.ours, tls.peer_cert_der)
             )
-        else:
-            relay = start_client_relay(
-                self._dir(), (info.network, info.address), tls.ours, tls.peer_cert_der
-            )
-            with self._cond:
-                self._relays.append(relay)
-            channel = open_channel(f"unix:{relay.address}")
+        relay = start_client_relay(
+            self._dir(), (info.network, info.address), tls.ours, tls.peer_cert_der
+        )
         with self._cond:
-            if self._closed:
-                channel.close()
-                raise BrokerError("the broker closed while dialing")
-            self._channels.append(channel)
-        return channel
+            closed = self._closed
+            if not closed:
+                self._relays.append(relay)
+        if closed:
+            relay.close()
+            raise BrokerError("the broker closed while dialing")
+        return DialTarget(f"unix:{relay.address}")
 
     # ---- the end ----------------------------------------------------------------------
     def close(self) -> None:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import grpc
@@ -100,10 +101,30 @@ def open_aio_channel(dial: DialTarget) -> grpc.aio.Channel:
     return grpc.aio.secure_channel(dial.target, creds, options=options)
 
 
-def wait_ready(channel: grpc.Channel, line: HandshakeLine, timeout: float) -> None:
-    """Block until ``channel`` connects, or raise :class:`PluginConnectError`."""
+def wait_ready(
+    channel: grpc.Channel,
+    line: HandshakeLine,
+    timeout: float,
+    on_exit: Callable[[Callable[[object], None]], None] | None = None,
+) -> None:
+    """Block until ``channel`` connects, or raise :class:`PluginConnectError`.
+
+    ``on_exit`` (a process's ``add_exit_callback``) ends the wait as soon as the plugin
+    exits: a dead plugin is not waited for until ``timeout``."""
+    ready = grpc.channel_ready_future(channel)
+    if on_exit is not None:
+
+        def give_up(_process: object) -> None:
+            ready.cancel()
+
+        on_exit(give_up)
     try:
-        grpc.channel_ready_future(channel).result(timeout=max(timeout, 0.0))
+        ready.result(timeout=max(timeout, 0.0))
+    except grpc.FutureCancelledError as exc:
+        raise PluginConnectError(
+            f"could not connect to the plugin at {line.network} {line.address}: "
+            "it exited before the host had connected"
+        ) from exc
     except grpc.FutureTimeoutError as exc:
         raise PluginConnectError(
             f"could not connect to the plugin at {line.network} {line.address} within "

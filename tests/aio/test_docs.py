@@ -6,6 +6,8 @@ import re
 from pathlib import Path
 from typing import Any
 
+import pytest
+
 from tests.aio.conftest import run
 from tests.process.conftest import LeakCheck, plugin_cmd
 
@@ -22,3 +24,17 @@ def test_the_readme_asyncio_example_runs(leak_check: LeakCheck) -> None:
     namespace: dict[str, Any] = {}
     exec(compile(code, str(README), "exec"), namespace)
     run(namespace["main"]())
+
+
+def test_the_broker_example_in_docs_asyncio_runs(
+    leak_check: LeakCheck, capfd: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.chdir(README.parent)  # the example runs from the repository root
+    text = (README.parent / "docs" / "asyncio.md").read_text()
+    section = text.split("## The GRPCBroker", 1)[1]
+    match = re.search(r"```python\n(.*?)```", section, re.DOTALL)
+    assert match is not None
+    code = match.group(1).replace("auto_mtls=True", f"auto_mtls=True, extra_env={leak_check.env!r}")
+    exec(compile(code, "docs/asyncio.md", "exec"), {"__name__": "__main__"})
+    out = capfd.readouterr().out.splitlines()
+    assert out[-2:] == ["py-plugin got host answered hi", "plugin: yo"]

@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 
 from aog_plugins import Plugin, PluginEvent, PluginState, RestartPolicy, launch
-from aog_plugins.errors import PluginFatalError, PluginStartError
+from aog_plugins.errors import PluginFatalError
 from tests.faults.conftest import gone, short_tmpdir
 from tests.process.conftest import LeakCheck, leak_check, plugin_cmd
 from tests.support.wait import wait_until
@@ -104,7 +104,9 @@ def _restart_thread_appears(before: set[threading.Thread]) -> None:
         time.sleep(0)
 
 
-def test_kill_racing_the_plugins_own_exit_never_raises(leak_check: LeakCheck) -> None:
+def test_kill_racing_the_plugins_own_exit_never_raises(
+    leak_check: LeakCheck, tmp_path: Path
+) -> None:
     # kill() runs (on another thread) the moment the plugin's own exit is reported, while
     # the supervisor is still starting the thread that releases the dead process; its
     # STOPPING event waits until that thread is being started. Each round is one chance.
@@ -132,19 +134,19 @@ def test_kill_racing_the_plugins_own_exit_never_raises(leak_check: LeakCheck) ->
             elif event.new is PluginState.STOPPING:
                 _restart_thread_appears(before_round)
 
-        try:
-            plugin = launch(
-                plugin_cmd("misbehave.py", "crash-soon"),
-                restart=RestartPolicy.never(),
-                on_event=on_event,
-                extra_env={**leak_check.env, "AOG_FIXTURE_DELAY": "0.5"},
-            )
-        except PluginStartError:
-            continue  # a loaded machine: it crashed before the host had connected
+        # It crashes once the gate exists: after launch() returned, however slow the start.
+        gate = tmp_path / f"crash-{len(states)}"
+        plugin = launch(
+            plugin_cmd("misbehave.py", "crash-soon"),
+            restart=RestartPolicy.never(),
+            on_event=on_event,
+            extra_env={**leak_check.env, "AOG_FIXTURE_GATE": str(gate)},
+        )
+        gate.touch()
         wait_until(partial(bool, killers), 30, "the plugin's exit to be reported")
         killers[0].join(30)
         plugin.kill()
         states.append(plugin.state)
     assert not errors, f"kill() raised {len(errors)} times in {len(states)} rounds: {errors[0]!r}"
-    assert len(states) >= 10, "too few rounds got past the start to test anything"
+    assert len(states) == 20
     assert set(states) == {PluginState.EXITED}

@@ -39,6 +39,9 @@ def test_provider_calls_over_one_multiplexed_connection(
         size = 6 * 1024 * 1024 + 7
         big = plugin.client.invoke_service("big", json.dumps({"size": size}).encode(), timeout=60)
         assert big == family.big(size)
+        # Shutdown must stop it: within a grace no loaded machine outruns (the default 2 s
+        # was, and the SIGTERM that followed met a plugin already exiting: -15).
+        plugin.kill(grace=60)
     assert plugin.exit_code == 0
 
 

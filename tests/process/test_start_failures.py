@@ -347,3 +347,16 @@ def test_go_plugin_we_stopped_has_no_exit_code(
     assert exc.exit_code is None
     assert "signal" not in str(exc)
     assert diagnosis in exc.diagnosis
+
+
+def test_a_plugin_gone_right_after_its_handshake_is_not_waited_for(leak_check: LeakCheck) -> None:
+    # The address it announced was never served; its exit ends the connect, which would
+    # otherwise retry the dead address until start_timeout, then blame the address.
+    with pytest.raises(PluginConnectError, match="exited before the host had connected") as info:
+        launch(
+            plugin_cmd("misbehave.py", "gone-after-handshake"),
+            restart=RestartPolicy.never(),
+            start_timeout=60.0,
+            extra_env=leak_check.env,
+        )
+    assert "exited on its own (exit code 5)" in str(info.value)

@@ -4,6 +4,7 @@ codes, errors mid-stream, a 16 MiB response, a crash, timeouts and host cancella
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
 import grpc
 import pytest
@@ -123,11 +124,19 @@ def test_host_ending_a_slow_stream_closes_the_provider_generator(
 
 
 @pytest.mark.parametrize(("script", "stream"), [("local", False), ("remote", True)])
-def test_crash_exits_the_plugin_mid_call(leak_check: LeakCheck, script: str, stream: bool) -> None:
+def test_crash_exits_the_plugin_mid_call(
+    leak_check: LeakCheck, script: str, stream: bool, tmp_path: Path
+) -> None:
     with run_fixture(SCRIPTS[script], leak_check.env) as running:
         if stream:
-            call = streaming(running.stub.InvokeServiceStream(_request("crash"), timeout=T))
+            # The plugin exits once the chunk was read: an exit that overtook it (the
+            # chunk dying in flight, or the host closing its channel on seeing the exit
+            # before the chunk was read) would be a race of this test, not its subject.
+            go = tmp_path / "crash-now"
+            request = _request("crash", {"after": str(go)})
+            call = streaming(running.stub.InvokeServiceStream(request, timeout=T))
             assert next(call).chunk_data == b'{"index": 0}'
+            go.touch()
             error = rpc_error(call)
         else:
             with pytest.raises(grpc.RpcError) as info:
