@@ -76,8 +76,11 @@ class Broker:
             socket_group=socket_group,
             mux=mux,
         )
-        stub = grpc_broker_pb2_grpc.GRPCBrokerStub(channel)
-        self._call = stub.StartStream(self._requests())
+        self._stub = grpc_broker_pb2_grpc.GRPCBrokerStub(channel)
+        # The stream is opened on the reader's thread: grpcio starts two threads for it
+        # (request iterator, polling), and those starts stay off launch()'s path.
+        self._call_lock = threading.Lock()
+        self._call: grpc.CallIterator[grpc_broker_pb2.ConnInfo] | None = None
         self._reader = threading.Thread(target=self._read, name="aog-plugins-broker", daemon=True)
         self._reader.start()
 
@@ -90,6 +93,10 @@ class Broker:
             yield conninfo_to_pb(item)
 
     def _read(self) -> None:
+        with self._call_lock:
+            if self._closed.is_set():
+                return
+            self._call = self._stub.StartStream(self._requests())
         try:
             for msg in self._call:
                 self._core.received(conninfo_from_pb(msg))
@@ -169,5 +176,7 @@ class Broker:
         self._closed.set()
         self._outbox.put(_END)
         self._core.close()
-        cast(_Cancellable, self._call).cancel()
+        with self._call_lock:
+            if self._call is not None:
+                cast(_Cancellable, self._call).cancel()
         self._reader.join(timeout=2.0)

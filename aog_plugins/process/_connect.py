@@ -19,6 +19,7 @@ from aog_plugins._proto import (
     grpc_stdio_pb2_grpc,
 )
 from aog_plugins.errors import PluginConnectError, PluginUnhealthyError
+from aog_plugins.handshake import HandshakeLine
 from aog_plugins.transport import HEALTH_SERVICE
 
 __all__ = [
@@ -29,15 +30,43 @@ __all__ = [
 ]
 
 
-def health_check(channel: grpc.Channel, timeout: float) -> None:
-    """Check ``grpc.health.v1`` service ``plugin``; UNIMPLEMENTED counts as reachable."""
+def health_check(
+    channel: grpc.Channel,
+    timeout: float,
+    *,
+    connecting: HandshakeLine | None = None,
+    on_exit: Callable[[Callable[[object], None]], None] | None = None,
+) -> None:
+    """Check ``grpc.health.v1`` service ``plugin``; UNIMPLEMENTED counts as reachable.
+
+    With ``connecting`` (the handshake of a plugin just started) the call also waits for
+    the channel to connect (``wait_for_ready``), so connecting and checking take one round
+    trip instead of a readiness poll plus a call; a plugin that cannot be reached within
+    ``timeout`` gives :class:`PluginConnectError` naming its address. ``on_exit`` (a
+    process's ``add_exit_callback``) ends the wait as soon as the plugin exits.
+    """
     stub = health_pb2_grpc.HealthStub(channel)
+    request = health_pb2.HealthCheckRequest(service=HEALTH_SERVICE)
+    call = stub.Check.future(request, timeout=timeout, wait_for_ready=connecting is not None)
+    if on_exit is not None:
+
+        def give_up(_process: object) -> None:
+            call.cancel()
+
+        on_exit(give_up)
     try:
-        reply = stub.Check(health_pb2.HealthCheckRequest(service=HEALTH_SERVICE), timeout=timeout)
+        reply = call.result()
+    except grpc.FutureCancelledError as exc:
+        where = f" at {connecting.network} {connecting.address}" if connecting else ""
+        raise PluginConnectError(
+            f"could not connect to the plugin{where}: it exited before the host had connected"
+        ) from exc
     except grpc.RpcError as exc:
         code = exc.code() if isinstance(exc, grpc.Call) else None
         if code == grpc.StatusCode.UNIMPLEMENTED:
             return
+        if connecting is not None and code == grpc.StatusCode.DEADLINE_EXCEEDED:
+            _raise_if_not_connected(channel, connecting, timeout)
         detail = exc.details() if isinstance(exc, grpc.Call) else str(exc)
         raise PluginConnectError(
             f"health check failed: {getattr(code, 'name', code)}: {detail}"
@@ -45,6 +74,17 @@ def health_check(channel: grpc.Channel, timeout: float) -> None:
     if reply.status != health_pb2.HealthCheckResponse.SERVING:
         status = health_pb2.HealthCheckResponse.ServingStatus.Name(reply.status)
         raise PluginUnhealthyError(f"the plugin's health service reports {status} for 'plugin'")
+
+
+def _raise_if_not_connected(channel: grpc.Channel, line: HandshakeLine, timeout: float) -> None:
+    try:
+        grpc.channel_ready_future(channel).result(timeout=0)
+    except grpc.FutureTimeoutError:
+        raise PluginConnectError(
+            f"could not connect to the plugin at {line.network} {line.address} within "
+            f"{timeout:.1f}s: the plugin printed its handshake but does not accept "
+            "connections there (or the TLS handshake fails)"
+        ) from None
 
 
 def request_shutdown(channel: grpc.Channel, timeout: float) -> None:
@@ -97,14 +137,19 @@ class StdioPump:
         self.dropped = 0
         """Bytes of plugin output dropped (messages over STDIO_MAX_MESSAGE)."""
         self.dropped_messages = 0
-        self._call = self._stub.StreamStdio(empty_pb2.Empty())
+        # The stream is opened on the pump's thread: grpcio starts a thread of its own for
+        # it, and that start (a wait for a CPU on a loaded host) stays off launch()'s path.
+        self._call: grpc.CallIterator[grpc_stdio_pb2.StdioData] | None = None
         self._thread = threading.Thread(target=self._run, name="aog-plugins-stdio", daemon=True)
         self._thread.start()
 
     def _run(self) -> None:
         busy = 0  # ALREADY_EXISTS answers in a row
+        if not self._reopen():
+            return
         while True:
             try:
+                assert self._call is not None  # opened by _reopen()
                 self._pump(self._call)
                 return
             except grpc.RpcError as exc:
@@ -159,7 +204,7 @@ class StdioPump:
         )
 
     def _reopen(self) -> bool:
-        """Open the stream again (False once closed)."""
+        """Open the stream (again); False once closed."""
         if self.dropped_messages > 3 and self._stop.wait(min(0.05 * self.dropped_messages, 1.0)):
             return False  # (the wait backs off from a plugin that keeps at it)
         with self._lock:
@@ -173,6 +218,7 @@ class StdioPump:
         with self._lock:
             self._closed = True
             self._stop.set()
-            self._call.cancel()  # type: ignore[no-untyped-call]  # untyped in grpc-stubs
+            if self._call is not None:
+                self._call.cancel()  # type: ignore[no-untyped-call]  # untyped in grpc-stubs
         self._thread.join(timeout=2.0)
         self._channel.close()

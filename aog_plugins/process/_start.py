@@ -70,7 +70,6 @@ from aog_plugins.transport import (
     open_channel,
     set_group_writable,
     start_client_relay,
-    wait_ready,
 )
 
 __all__ = [
@@ -295,8 +294,14 @@ def _connect(
     )
     pid = proc.pid
     try:
-        wait_ready(channel, line, deadline - time.monotonic(), proc.add_exit_callback)
-        health_check(channel, max(deadline - time.monotonic(), 0.1))
+        # One call both waits for the connection and checks health (no readiness poll);
+        # the plugin's exit ends the wait at once.
+        health_check(
+            channel,
+            max(deadline - time.monotonic(), 0.1),
+            connecting=line,
+            on_exit=proc.add_exit_callback,
+        )
         incarnation.stdio = StdioPump(
             dial(max_receive=STDIO_MAX_MESSAGE),
             spec.stdout or _line_logger(logger, logging.INFO, proc.pid),

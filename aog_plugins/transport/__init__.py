@@ -34,7 +34,8 @@ from aog_plugins.transport._listen import (
     unix_socket_path,
 )
 from aog_plugins.transport._mux import Mux, MuxListener, StreamTLS
-from aog_plugins.transport._relay import Relay, start_client_relay, start_server_relay
+from aog_plugins.transport._relay import Relay
+from aog_plugins.transport._tlsrelay import start_client_relay, start_server_relay
 
 __all__ = [
     "CHANNEL_OPTIONS",

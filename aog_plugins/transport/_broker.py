@@ -40,7 +40,8 @@ from aog_plugins.transport._brokerbind import (
 from aog_plugins.transport._dial import ClientTLS, DialTarget, open_channel
 from aog_plugins.transport._listen import grpc_target
 from aog_plugins.transport._mux import Mux
-from aog_plugins.transport._relay import Relay, start_client_relay
+from aog_plugins.transport._relay import Relay
+from aog_plugins.transport._tlsrelay import start_client_relay
 
 __all__ = [
     "DIAL_TIMEOUT",

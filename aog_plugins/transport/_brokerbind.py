@@ -18,7 +18,8 @@ from aog_plugins.errors import BrokerError
 from aog_plugins.handshake import CertificateBundle, der_to_pem, grpcio_can_verify
 from aog_plugins.transport._listen import grpc_target, listen, set_group_writable
 from aog_plugins.transport._mux import Mux, StreamTLS
-from aog_plugins.transport._relay import Relay, start_server_relay
+from aog_plugins.transport._relay import Relay
+from aog_plugins.transport._tlsrelay import start_server_relay
 
 __all__ = [
     "BrokerServer",

@@ -30,6 +30,12 @@ CHANNEL_OPTIONS: list[tuple[str, int | str]] = [
     ("grpc.max_receive_message_length", -1),
     # No keepalive pings: grpc-go servers answer them with GOAWAY too_many_pings.
     ("grpc.keepalive_time_ms", 2**31 - 1),
+    # A plugin is a local socket: never route it through an HTTP(S)_PROXY from the
+    # environment (go-plugin dials directly), and skip the proxy-mapper lookups.
+    ("grpc.enable_http_proxy", 0),
+    # grpcio's retry machinery costs ~10 us of host CPU per call; the client retries
+    # idempotent reads itself (once, after a restart), and no service config asks for more.
+    ("grpc.enable_retries", 0),
 ]
 
 

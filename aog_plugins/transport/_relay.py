@@ -6,11 +6,10 @@ verify a Go plugin's certificate nor accept a Go host's client certificate. Pyth
 certificate and presenting ours, and forwards plaintext over a private unix socket in a
 0700 directory, where grpcio speaks h2c.
 
-* host side (:func:`start_client_relay`): grpcio -> ``unix:relay`` -> TLS -> plugin.
-* plugin side (:func:`start_server_relay`): host -> TLS -> relay -> ``unix:private`` -> grpcio.
-
-All relays of a process share one asyncio event loop thread; bytes move through
-transports with flow control (no thread per connection, 256 KiB reads).
+The main and broker connections are relayed by :mod:`._tlsrelay` (a thread per
+connection). This module has what both use (the TLS context, the pinning) and the asyncio
+pipes that the yamux streams (:mod:`._mux`) are relayed with: all of those share one
+event loop thread; bytes move through transports with flow control (256 KiB reads).
 """
 
 from __future__ import annotations
@@ -20,16 +19,15 @@ import contextlib
 import errno
 import os
 import ssl
-import tempfile
 import threading
 from collections.abc import Awaitable, Callable
 from concurrent.futures import Future
 from typing import Protocol
 
 from aog_plugins.errors import HostResourceError, PluginConnectError
-from aog_plugins.handshake import CertificateBundle, der_to_pem, split_host_port
+from aog_plugins.handshake import CertificateBundle, der_to_pem
 
-__all__ = ["Relay", "start_client_relay", "start_server_relay"]
+__all__ = ["Relay"]
 
 _READ_SIZE = 256 * 1024
 _HIGH_WATER = 4 * 1024 * 1024
@@ -166,8 +164,8 @@ class _Pipe(asyncio.Protocol):
             self.transport.abort()
 
 
-def _pin(expected_der: bytes) -> Callable[[ssl.SSLObject], None]:
-    def check(obj: ssl.SSLObject) -> None:
+def _pin(expected_der: bytes) -> Callable[[ssl.SSLObject | ssl.SSLSocket], None]:
+    def check(obj: ssl.SSLObject | ssl.SSLSocket) -> None:
         if obj.getpeercert(binary_form=True) != expected_der:
             raise ssl.SSLError("peer certificate is not the pinned one")
 
@@ -285,114 +283,3 @@ async def _bridge(
     await outbound.closed
     relay._pipes.discard(inbound)
     relay._pipes.discard(outbound)
-
-
-def start_client_relay(
-    socket_dir: str,
-    plugin_target: tuple[str, str],
-    host: CertificateBundle,
-    plugin_cert_der: bytes,
-    timeout: float = 10.0,
-) -> Relay:
-    """Host side: a plaintext unix listener in ``socket_dir`` whose connections are relayed
-    over mutual TLS to the plugin at ``plugin_target`` (``("unix", path)`` or
-    ``("tcp", "host:port")``)."""
-    try:
-        tmp = tempfile.mkdtemp(prefix="relay-", dir=socket_dir)
-    except OSError as exc:
-        raise HostResourceError(
-            f"cannot create the TLS relay's directory in {socket_dir}: {exc}",
-            diagnosis="free space or inodes in the temp directory (TMPDIR)",
-        ) from exc
-    try:
-        ctx = _context(ssl.PROTOCOL_TLS_CLIENT, host, plugin_cert_der, tmp)
-    except BaseException:
-        os.rmdir(tmp)
-        raise
-    path = os.path.join(tmp, "s")
-    network, address = plugin_target
-    loop = _Loop.get()
-    pin = _pin(plugin_cert_der)
-
-    async def start() -> Relay:
-        holder: list[Relay] = []
-
-        def made(pipe: _Pipe) -> None:
-            async def connect() -> tuple[asyncio.BaseTransport, _Pipe]:
-                if network == "unix":
-                    made = loop.create_unix_connection(
-                        _Pipe, address, ssl=ctx, server_hostname="localhost"
-                    )
-                else:
-                    host_name, port = split_host_port(address)
-                    made = loop.create_connection(
-                        _Pipe, host_name, port, ssl=ctx, server_hostname="localhost"
-                    )
-                transport, out = await asyncio.wait_for(made, timeout)
-                obj = transport.get_extra_info("ssl_object")
-                try:
-                    pin(obj)
-                except ssl.SSLError:
-                    transport.abort()
-                    raise
-                return transport, out
-
-            loop.create_task(_bridge(holder[0], pipe, connect))
-
-        server = await loop.create_unix_server(lambda: _Pipe(made), path)
-        relay = Relay(path, server, tmp)
-        holder.append(relay)
-        return relay
-
-    try:
-        relay = _run(start(), timeout=timeout)
-    except OSError as exc:
-        raise PluginConnectError(f"cannot start the TLS relay in {tmp}: {exc}") from exc
-    assert isinstance(relay, Relay)
-    os.chmod(path, 0o600)
-    return relay
-
-
-def start_server_relay(
-    listen: tuple[str, str],
-    private_path: str,
-    ours: CertificateBundle,
-    host_cert_der: bytes,
-    timeout: float = 10.0,
-) -> Relay:
-    """Plugin side: a TLS listener at ``listen`` (``("unix", path)`` or ``("tcp", "h:p")``)
-    requiring exactly the host's certificate, relaying plaintext to ``private_path``."""
-    tmp = tempfile.mkdtemp(prefix="relay-", dir=os.path.dirname(private_path))
-    try:
-        ctx = _context(ssl.PROTOCOL_TLS_SERVER, ours, host_cert_der, tmp)
-    except BaseException:
-        os.rmdir(tmp)
-        raise
-    loop = _Loop.get()
-    pin = _pin(host_cert_der)
-    network, address = listen
-
-    async def start() -> Relay:
-        holder: list[Relay] = []
-
-        def made(pipe: _Pipe) -> None:
-            async def connect() -> tuple[asyncio.BaseTransport, _Pipe]:
-                assert pipe.transport is not None
-                pin(pipe.transport.get_extra_info("ssl_object"))
-                opening = loop.create_unix_connection(_Pipe, private_path)
-                return await asyncio.wait_for(opening, timeout)
-
-            loop.create_task(_bridge(holder[0], pipe, connect))
-
-        if network == "unix":
-            server = await loop.create_unix_server(lambda: _Pipe(made), address, ssl=ctx)
-        else:
-            host_name, port = split_host_port(address)
-            server = await loop.create_server(lambda: _Pipe(made), host_name, port, ssl=ctx)
-        relay = Relay(address, server, tmp)
-        holder.append(relay)
-        return relay
-
-    relay = _run(start(), timeout=timeout)
-    assert isinstance(relay, Relay)
-    return relay

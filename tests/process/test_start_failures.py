@@ -152,6 +152,20 @@ def test_never_handshakes_times_out(leak_check: LeakCheck) -> None:
     assert "did not print its handshake" in exc.diagnosis
 
 
+def test_handshake_without_a_listener_is_a_connect_error(leak_check: LeakCheck) -> None:
+    # The start's one health check also waits for the connection: it must still say
+    # that nothing accepts connections at the announced address (not a bare deadline).
+    with pytest.raises(PluginConnectError) as info:
+        launch(
+            plugin_cmd("misbehave.py", "not-listening"),
+            start_timeout=4.0,
+            extra_env=leak_check.env,
+            restart=RestartPolicy.never(),
+        )
+    assert "could not connect to the plugin at unix" in str(info.value)
+    assert "does not accept connections there" in str(info.value)
+
+
 def test_cookie_mismatch(leak_check: LeakCheck) -> None:
     config = HandshakeConfig(1, "AOG_PLUGIN", "wrong-cookie")
     with pytest.raises(CookieRejectedError) as info:

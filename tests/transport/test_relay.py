@@ -8,6 +8,7 @@ import socket
 import ssl
 import subprocess
 import sys
+import threading
 from pathlib import Path
 
 import grpc
@@ -164,4 +165,60 @@ def test_relays_never_write_their_private_key_to_a_file(tmp_path: Path) -> None:
     finally:
         client.close()
         server.close()
+    assert list(tmp_path.iterdir()) == [], "relay dirs and sockets are removed"
+
+
+def _echo_server(path: str) -> tuple[socket.socket, threading.Thread]:
+    listener = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    listener.bind(path)
+    listener.listen(1)
+
+    def serve() -> None:
+        conn, _ = listener.accept()
+        with conn:
+            while data := conn.recv(65536):
+                conn.sendall(data)
+
+    thread = threading.Thread(target=serve, daemon=True)
+    thread.start()
+    return listener, thread
+
+
+def _relay_threads() -> set[threading.Thread]:
+    return {t for t in threading.enumerate() if t.name.startswith("aog-plugins-relay")}
+
+
+def test_relay_pair_moves_more_than_its_buffers_both_ways_and_close_ends_it(
+    tmp_path: Path,
+) -> None:
+    """Host relay -> mutual TLS -> plugin relay -> an echo server: 24 MiB each way (over
+    the 4 MiB a side may buffer, so backpressure works), then close() drops the live
+    connection and leaves no thread, socket or directory behind."""
+    host, plugin = generate_certificate("P-521"), generate_certificate("P-521")
+    before = _relay_threads()
+    listener, echo = _echo_server(str(tmp_path / "private"))
+    server = start_server_relay(
+        ("unix", str(tmp_path / "tls")), str(tmp_path / "private"), plugin, host.cert_der
+    )
+    client = start_client_relay(str(tmp_path), ("unix", server.address), host, plugin.cert_der)
+    payload = os.urandom(24 * 1024 * 1024)
+    got = bytearray()
+    with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as conn:
+        conn.settimeout(60)
+        conn.connect(client.address)
+        writer = threading.Thread(target=conn.sendall, args=(payload,), daemon=True)
+        writer.start()
+        while len(got) < len(payload):
+            chunk = conn.recv(1 << 20)
+            assert chunk, f"connection ended after {len(got)} bytes"
+            got += chunk
+        writer.join(timeout=60)
+        assert bytes(got) == payload
+        client.close()
+        assert conn.recv(1) == b"", "close() ends the relayed connection"
+    server.close()
+    echo.join(timeout=10)
+    listener.close()
+    os.unlink(tmp_path / "private")
+    assert _relay_threads() - before == set()
     assert list(tmp_path.iterdir()) == [], "relay dirs and sockets are removed"

@@ -1,0 +1,326 @@
+"""The TLS relays of the main and broker connections: a thread per connection.
+
+* host side (:func:`start_client_relay`): grpcio -> ``unix:relay`` -> TLS -> plugin.
+* plugin side (:func:`start_server_relay`): host -> TLS -> relay -> ``unix:private`` -> grpcio.
+
+Why threads and not the shared asyncio loop (which the yamux streams still use): a call
+crosses the relay four times (request and reply, each in and out), and asyncio's pure-Python
+TLS layer costs tens of microseconds of CPU per crossing, under the GIL of the process the
+calls come from. Here one thread owns one connection's two sockets (so its ``SSLSocket`` is
+never used by two threads at once) and moves bytes with ``poll``/``recv``/``send`` on
+non-blocking sockets, where OpenSSL and the kernel do the work with the GIL released.
+
+The TLS is the same: mutual, at least TLS 1.2, ALPN h2, the peer's certificate the whole
+trust store and then pinned byte for byte (:func:`._relay._context`, :func:`._relay._pin`).
+Backpressure: a side is not read while more than 4 MiB wait to be written to the other.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import select
+import socket
+import ssl
+import tempfile
+import threading
+from collections import deque
+from collections.abc import Callable
+
+from aog_plugins.errors import HostResourceError, PluginConnectError
+from aog_plugins.handshake import CertificateBundle, split_host_port
+from aog_plugins.transport._relay import Relay, _context, _pin
+
+__all__ = ["ThreadRelay", "start_client_relay", "start_server_relay"]
+
+_READ_SIZE = 256 * 1024
+_HIGH_WATER = 4 * 1024 * 1024
+_IN, _OUT = select.POLLIN, select.POLLOUT
+_GONE = select.POLLHUP | select.POLLERR | select.POLLNVAL
+
+
+class _Outbox:
+    """Bytes waiting to be written to one socket (chunks, no copying on partial writes)."""
+
+    def __init__(self) -> None:
+        self._chunks: deque[memoryview] = deque()
+        self.size = 0
+
+    def add(self, data: bytes) -> None:
+        self._chunks.append(memoryview(data))
+        self.size += len(data)
+
+    def flush(self, sock: socket.socket) -> None:
+        """Write what the socket takes now; raises only for a broken connection."""
+        while self._chunks:
+            head = self._chunks[0]
+            try:
+                sent = sock.send(head)
+            except (BlockingIOError, ssl.SSLWantWriteError, ssl.SSLWantReadError):
+                return
+            self.size -= sent
+            if sent < len(head):
+                self._chunks[0] = head[sent:]
+            else:
+                self._chunks.popleft()
+
+    def drain(self, sock: socket.socket) -> None:
+        """Write everything, blocking (the socket has a timeout)."""
+        while self._chunks:
+            sock.sendall(self._chunks.popleft())
+        self.size = 0
+
+
+def _read(sock: socket.socket, into: _Outbox) -> bool:
+    """Move what can be read now into ``into``; False at end of stream."""
+    while into.size < _HIGH_WATER:
+        try:
+            data = sock.recv(_READ_SIZE)
+        except (BlockingIOError, ssl.SSLWantReadError, ssl.SSLWantWriteError):
+            return True
+        if not data:
+            return False
+        into.add(data)
+        if not isinstance(sock, ssl.SSLSocket):
+            return True  # one read per wake-up; TLS drains its decrypted records too
+    return True
+
+
+def _mask(incoming: _Outbox, outgoing: _Outbox) -> int:
+    """Poll for reading unless backpressured, for writing while something waits."""
+    return (_IN if incoming.size < _HIGH_WATER else 0) | (_OUT if outgoing.size else 0)
+
+
+def _pump(tls: ssl.SSLSocket, plain: socket.socket, wake: int) -> None:
+    """Move bytes both ways until either side ends or ``wake`` becomes readable."""
+    tls.setblocking(False)
+    plain.setblocking(False)
+    to_tls, to_plain = _Outbox(), _Outbox()
+    poller = select.poll()
+    poller.register(wake, _IN)
+    tls_fd, plain_fd = tls.fileno(), plain.fileno()
+    open_ = True
+    while open_:
+        poller.register(tls_fd, _mask(to_plain, to_tls))
+        poller.register(plain_fd, _mask(to_tls, to_plain))
+        events = dict(poller.poll())
+        if wake in events:
+            return
+        if events.get(tls_fd, 0) & (_IN | _GONE):
+            open_ = _read(tls, to_plain)
+        if events.get(plain_fd, 0) & (_IN | _GONE):
+            open_ = _read(plain, to_tls) and open_
+        to_plain.flush(plain)
+        to_tls.flush(tls)
+    # One side ended: hand the other what is already here (bounded), then both close.
+    with contextlib.suppress(OSError):
+        for box, sock in ((to_plain, plain), (to_tls, tls)):
+            sock.settimeout(1.0)
+            box.drain(sock)
+
+
+class ThreadRelay(Relay):
+    """A running relay: ``address`` is where its listener is; ``close()`` stops it all."""
+
+    def __init__(
+        self,
+        address: str,
+        listener: socket.socket,
+        tmp: str,
+        connect: Callable[[socket.socket], tuple[ssl.SSLSocket, socket.socket]],
+    ) -> None:
+        self.address = address
+        self._listener = listener
+        self._tmp = tmp
+        self._connect = connect
+        self._wake_r, self._wake_w = os.pipe2(os.O_CLOEXEC)
+        self._closed = False
+        self._lock = threading.Lock()
+        self._threads: set[threading.Thread] = set()
+        self._accept = threading.Thread(
+            target=self._accepting, name="aog-plugins-relay", daemon=True
+        )
+        self._accept.start()
+
+    def _accepting(self) -> None:
+        poller = select.poll()
+        poller.register(self._wake_r, _IN)
+        poller.register(self._listener.fileno(), _IN)
+        while True:
+            if any(fd == self._wake_r for fd, _ in poller.poll()):
+                return
+            try:
+                inbound, _ = self._listener.accept()
+            except (BlockingIOError, InterruptedError):
+                continue
+            except OSError:
+                return
+            with self._lock:
+                if self._closed:
+                    inbound.close()
+                    return
+                thread = threading.Thread(
+                    target=self._serve, args=(inbound,), name="aog-plugins-relay-conn", daemon=True
+                )
+                self._threads.add(thread)
+            thread.start()
+
+    def _serve(self, inbound: socket.socket) -> None:
+        pair: tuple[ssl.SSLSocket, socket.socket] | None = None
+        try:
+            pair = self._connect(inbound)
+            _pump(*pair, self._wake_r)
+        except (OSError, ValueError):
+            pass  # a refused TLS handshake, a wrong certificate, a peer gone: drop it
+        finally:
+            for sock in (inbound, *(pair or ())):
+                with contextlib.suppress(OSError):
+                    sock.close()
+            with self._lock:
+                self._threads.discard(threading.current_thread())
+
+    def close(self) -> None:
+        """Stop listening, drop every connection and remove the socket (idempotent)."""
+        with self._lock:
+            if self._closed:
+                return
+            self._closed = True
+            threads = list(self._threads)
+        os.write(self._wake_w, b"x")  # never read: every poller of this relay wakes up
+        for thread in (self._accept, *threads):
+            if thread is not threading.current_thread():
+                thread.join(timeout=2.0)
+        self._listener.close()
+        if not any(t.is_alive() for t in (self._accept, *threads)):
+            # (A thread still in a TLS handshake polls the pipe when it is done.)
+            os.close(self._wake_r)
+            os.close(self._wake_w)
+        if self.address.startswith("/"):
+            with contextlib.suppress(FileNotFoundError):
+                os.unlink(self.address)
+        with contextlib.suppress(OSError):
+            os.rmdir(self._tmp)
+
+
+def _dial(network: str, address: str, timeout: float) -> socket.socket:
+    if network == "unix":
+        sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        target: str | tuple[str, int] = address
+    else:
+        host, port = split_host_port(address)
+        sock = socket.socket(socket.AF_INET6 if ":" in host else socket.AF_INET)
+        sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        target = (host, port)
+    sock.settimeout(timeout)
+    try:
+        sock.connect(target)
+    except BaseException:
+        sock.close()
+        raise
+    return sock
+
+
+def _handshake(
+    ctx: ssl.SSLContext, raw: socket.socket, *, server: bool, pinned: bytes, timeout: float
+) -> ssl.SSLSocket:
+    raw.settimeout(timeout)
+    tls = ctx.wrap_socket(
+        raw,
+        server_side=server,
+        server_hostname=None if server else "localhost",
+        do_handshake_on_connect=False,
+    )
+    try:
+        tls.do_handshake()
+        _pin(pinned)(tls)
+    except BaseException:
+        tls.close()
+        raise
+    return tls
+
+
+def _private_tmp(directory: str) -> str:
+    try:
+        return tempfile.mkdtemp(prefix="relay-", dir=directory)
+    except OSError as exc:
+        raise HostResourceError(
+            f"cannot create the TLS relay's directory in {directory}: {exc}",
+            diagnosis="free space or inodes in the temp directory (TMPDIR)",
+        ) from exc
+
+
+def _listen(network: str, address: str) -> tuple[socket.socket, str]:
+    if network == "unix":
+        sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        bound: str | tuple[str, int] = address
+    else:
+        host, port = split_host_port(address)
+        sock = socket.socket(socket.AF_INET6 if ":" in host else socket.AF_INET)
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        bound = (host, port)
+    try:
+        sock.bind(bound)
+        sock.listen(128)
+        sock.setblocking(False)
+    except BaseException:
+        sock.close()
+        raise
+    return sock, address
+
+
+def start_client_relay(
+    socket_dir: str,
+    plugin_target: tuple[str, str],
+    host: CertificateBundle,
+    plugin_cert_der: bytes,
+    timeout: float = 10.0,
+) -> Relay:
+    """Host side: a plaintext unix listener in ``socket_dir`` whose connections are relayed
+    over mutual TLS to the plugin at ``plugin_target`` (``("unix", path)`` or
+    ``("tcp", "host:port")``)."""
+    tmp = _private_tmp(socket_dir)
+    try:
+        ctx = _context(ssl.PROTOCOL_TLS_CLIENT, host, plugin_cert_der, tmp)
+        path = os.path.join(tmp, "s")
+        listener, _ = _listen("unix", path)
+    except BaseException as exc:
+        os.rmdir(tmp)
+        if isinstance(exc, OSError):
+            raise PluginConnectError(f"cannot start the TLS relay in {tmp}: {exc}") from exc
+        raise
+    os.chmod(path, 0o600)
+    network, address = plugin_target
+
+    def connect(inbound: socket.socket) -> tuple[ssl.SSLSocket, socket.socket]:
+        raw = _dial(network, address, timeout)
+        return _handshake(ctx, raw, server=False, pinned=plugin_cert_der, timeout=timeout), inbound
+
+    return ThreadRelay(path, listener, tmp, connect)
+
+
+def start_server_relay(
+    listen: tuple[str, str],
+    private_path: str,
+    ours: CertificateBundle,
+    host_cert_der: bytes,
+    timeout: float = 10.0,
+) -> Relay:
+    """Plugin side: a TLS listener at ``listen`` (``("unix", path)`` or ``("tcp", "h:p")``)
+    requiring exactly the host's certificate, relaying plaintext to ``private_path``."""
+    tmp = tempfile.mkdtemp(prefix="relay-", dir=os.path.dirname(private_path))
+    try:
+        ctx = _context(ssl.PROTOCOL_TLS_SERVER, ours, host_cert_der, tmp)
+        listener, address = _listen(*listen)
+    except BaseException:
+        os.rmdir(tmp)
+        raise
+
+    def connect(inbound: socket.socket) -> tuple[ssl.SSLSocket, socket.socket]:
+        tls = _handshake(ctx, inbound, server=True, pinned=host_cert_der, timeout=timeout)
+        try:
+            return tls, _dial("unix", private_path, timeout)
+        except BaseException:
+            tls.close()
+            raise
+
+    return ThreadRelay(address, listener, tmp, connect)

@@ -1,0 +1,86 @@
+"""Shared by the benchmark drivers: each runs in its own interpreter (ours, or a peer's
+throwaway venv), reads one JSON spec from argv[1] and prints one JSON result line.
+
+Only the standard library and google.protobuf are assumed here, so every venv can use it.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+import statistics
+import sys
+import time
+from collections.abc import Callable
+from pathlib import Path
+from types import ModuleType
+from typing import Any
+
+REPO = Path(__file__).resolve().parents[2]
+HEALTH = "/protocol.ProviderService/HealthCheck"
+INVOKE = "/protocol.ProviderService/InvokeService"
+COOKIE_KEY, COOKIE_VALUE, APP_VERSION = "AOG_PLUGIN", "aog-provider-plugin-v1", 1
+
+
+def provider_pb2() -> ModuleType:
+    """Our generated provider messages, loaded by path (needs only google.protobuf)."""
+    path = REPO / "aog_plugins" / "_proto" / "provider_pb2.py"
+    spec = importlib.util.spec_from_file_location("bench_provider_pb2", path)
+    assert spec is not None
+    assert spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def spec_from_argv() -> dict[str, Any]:
+    return dict(json.loads(sys.argv[1]))
+
+
+def emit(result: dict[str, Any]) -> None:
+    print(json.dumps(result), flush=True)
+
+
+def rss_kb() -> int:
+    with open("/proc/self/status") as f:
+        for line in f:
+            if line.startswith("VmRSS:"):
+                return int(line.split()[1])
+    return 0
+
+
+def guarded(fn: Callable[[], float]) -> float | str:
+    """A figure, or the reason the row could not be done (first line of the error)."""
+    try:
+        return fn()
+    except Exception as exc:  # the cell says why
+        return reason(exc)
+
+
+def reason(exc: BaseException) -> str:
+    """One line saying why: gRPC errors by code and details."""
+    code, details = getattr(exc, "code", None), getattr(exc, "details", None)
+    if callable(code) and callable(details):
+        text = [f"{type(exc).__name__} {code()}: {details()}"]
+    else:
+        text = f"{type(exc).__name__}: {exc}".strip().splitlines()
+    return text[0][:160] if text else type(exc).__name__
+
+
+def p50_us(call: Callable[[], object], n: int, warmup: int) -> tuple[float, float]:
+    """Median latency of ``call`` and the host process's CPU time per call (all threads:
+    the relay's too), both in microseconds."""
+    for _ in range(warmup):
+        call()
+    times = []
+    cpu = time.process_time_ns()
+    for _ in range(n):
+        began = time.perf_counter_ns()
+        call()
+        times.append(time.perf_counter_ns() - began)
+    return statistics.median(times) / 1000, (time.process_time_ns() - cpu) / n / 1000
+
+
+def big_request(pb2: ModuleType, size: int) -> Any:
+    data = json.dumps({"size": size}).encode()
+    return pb2.InvokeServiceRequest(service_name="big", request_data=data)

@@ -1,0 +1,116 @@
+"""Driver: aog-plugins as the host through its asyncio API (aog_plugins.aio, grpc.aio
+calls), the checkout on PYTHONPATH. See _common.py."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import time
+from typing import Any
+
+import _common as c
+
+began_import = time.perf_counter()
+from aog_plugins import RestartPolicy  # noqa: E402
+from aog_plugins.aio import AsyncPlugin, launch  # noqa: E402
+
+IMPORT_MS = (time.perf_counter() - began_import) * 1000
+QUIET = logging.getLogger("bench.plugin")
+QUIET.setLevel(logging.ERROR)
+
+
+async def start(spec: dict[str, Any]) -> AsyncPlugin:
+    return await launch(
+        spec["plugin"],
+        auto_mtls=spec["tls"],
+        extra_env=spec.get("env") or {},
+        restart=RestartPolicy.never(),
+        logger=QUIET,
+        install_signal_handlers=False,
+    )
+
+
+async def cold(spec: dict[str, Any]) -> dict[str, Any]:
+    began = time.perf_counter()
+    plugin = await start(spec)
+    await plugin.client.health_check(timeout=30)
+    first = (time.perf_counter() - began) * 1000
+    await plugin.kill()
+    return {"first_call_ms": first, "import_ms": IMPORT_MS}
+
+
+async def p50(plugin: AsyncPlugin, n: int, warmup: int) -> tuple[float, float]:
+    for _ in range(warmup):
+        await plugin.client.health_check(timeout=30)
+    times = []
+    cpu = time.process_time_ns()
+    for _ in range(n):
+        began = time.perf_counter_ns()
+        await plugin.client.health_check(timeout=30)
+        times.append(time.perf_counter_ns() - began)
+    times.sort()
+    return times[len(times) // 2] / 1000, (time.process_time_ns() - cpu) / n / 1000
+
+
+async def throughput(plugin: AsyncPlugin, parallel: int, per_worker: int) -> float:
+    for _ in range(20):
+        await plugin.client.health_check(timeout=30)
+
+    async def work() -> None:
+        for _ in range(per_worker):
+            await plugin.client.health_check(timeout=30)
+
+    began = time.perf_counter()
+    await asyncio.gather(*(work() for _ in range(parallel)))
+    return parallel * per_worker / (time.perf_counter() - began)
+
+
+async def calls(spec: dict[str, Any]) -> dict[str, Any]:
+    plugin = await start(spec)
+    try:
+        try:
+            p50_us, cpu_us = await p50(plugin, spec["unary_calls"], spec["warmup"])
+        except Exception as exc:
+            p50_us = cpu_us = c.reason(exc)
+        out: dict[str, Any] = {"p50_us": p50_us, "cpu_us": cpu_us}
+        try:
+            out["ops_s"] = await throughput(plugin, spec["parallel"], spec["per_worker"])
+        except Exception as exc:
+            out["ops_s"] = c.reason(exc)
+        if spec.get("big_bytes"):
+            data = json.dumps({"size": spec["big_bytes"]}).encode()
+            try:
+                best = float("inf")
+                for _ in range(spec["big_rounds"] + 1):
+                    began = time.perf_counter()
+                    got = await plugin.client.invoke_service("big", data, timeout=120)
+                    assert len(got) == spec["big_bytes"], len(got)
+                    best = min(best, (time.perf_counter() - began) * 1000)
+                out["big_ms"] = best
+            except Exception as exc:
+                out["big_ms"] = c.reason(exc)
+        return out
+    finally:
+        await plugin.kill()
+
+
+async def fleet(spec: dict[str, Any]) -> dict[str, Any]:
+    before = c.rss_kb()
+    began = time.perf_counter()
+
+    async def one() -> AsyncPlugin:
+        plugin = await start(spec)
+        await plugin.client.health_check(timeout=60)
+        return plugin
+
+    plugins = await asyncio.gather(*(one() for _ in range(spec["fleet"])))
+    wall = (time.perf_counter() - began) * 1000
+    after = c.rss_kb()
+    await asyncio.gather(*(p.kill() for p in plugins))
+    return {"wall_ms": wall, "rss_kb_per_plugin": (after - before) / spec["fleet"]}
+
+
+if __name__ == "__main__":
+    s = c.spec_from_argv()
+    c.emit(asyncio.run({"start": cold, "calls": calls, "fleet": fleet}[s["mode"]](s)))

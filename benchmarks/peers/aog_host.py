@@ -1,0 +1,117 @@
+"""Driver: aog-plugins as the host (the checkout on PYTHONPATH). See _common.py."""
+
+from __future__ import annotations
+
+import json
+import logging
+import threading
+import time
+from concurrent.futures import ThreadPoolExecutor
+from typing import Any
+
+import _common as c
+
+began_import = time.perf_counter()
+from aog_plugins import RestartPolicy, launch  # noqa: E402
+
+IMPORT_MS = (time.perf_counter() - began_import) * 1000
+QUIET = logging.getLogger("bench.plugin")
+QUIET.setLevel(logging.ERROR)
+
+
+def start(spec: dict[str, Any]) -> Any:
+    return launch(
+        spec["plugin"],
+        auto_mtls=spec["tls"],
+        extra_env=spec.get("env") or {},
+        restart=RestartPolicy.never(),
+        logger=QUIET,
+        install_signal_handlers=False,
+    )
+
+
+def cold(spec: dict[str, Any]) -> dict[str, Any]:
+    began = time.perf_counter()
+    plugin = start(spec)
+    plugin.client.health_check(timeout=30)
+    first = (time.perf_counter() - began) * 1000
+    plugin.kill()
+    return {"first_call_ms": first, "import_ms": IMPORT_MS}
+
+
+def throughput(call: Any, parallel: int, per_worker: int) -> float:
+    for _ in range(20):
+        call()
+    gate = threading.Barrier(parallel + 1)
+
+    def work() -> None:
+        gate.wait()
+        for _ in range(per_worker):
+            call()
+
+    threads = [threading.Thread(target=work) for _ in range(parallel)]
+    for t in threads:
+        t.start()
+    gate.wait()
+    began = time.perf_counter()
+    for t in threads:
+        t.join()
+    return parallel * per_worker / (time.perf_counter() - began)
+
+
+def calls(spec: dict[str, Any]) -> dict[str, Any]:
+    plugin = start(spec)
+    client = plugin.client
+    try:
+
+        def health() -> None:
+            client.health_check(timeout=30)
+
+        try:
+            p50, cpu = c.p50_us(health, spec["unary_calls"], spec["warmup"])
+        except Exception as exc:
+            p50 = cpu = c.reason(exc)
+        out: dict[str, Any] = {
+            "p50_us": p50,
+            "cpu_us": cpu,
+            "ops_s": c.guarded(lambda: throughput(health, spec["parallel"], spec["per_worker"])),
+        }
+        if spec.get("big_bytes"):
+            data = json.dumps({"size": spec["big_bytes"]}).encode()
+
+            def big() -> float:
+                best = float("inf")
+                for _ in range(spec["big_rounds"] + 1):  # the first one warms up
+                    began = time.perf_counter()
+                    got = client.invoke_service("big", data, timeout=120)
+                    assert len(got) == spec["big_bytes"], len(got)
+                    best = min(best, (time.perf_counter() - began) * 1000)
+                return best
+
+            out["big_ms"] = c.guarded(big)
+        return out
+    finally:
+        plugin.kill()
+
+
+def fleet(spec: dict[str, Any]) -> dict[str, Any]:
+    before = c.rss_kb()
+    began = time.perf_counter()
+
+    def one(_: int) -> Any:
+        plugin = start(spec)
+        plugin.client.health_check(timeout=60)
+        return plugin
+
+    with ThreadPoolExecutor(spec["fleet"]) as pool:
+        plugins = list(pool.map(one, range(spec["fleet"])))
+    wall = (time.perf_counter() - began) * 1000
+    after = c.rss_kb()
+    with ThreadPoolExecutor(spec["fleet"]) as pool:
+        list(pool.map(lambda p: p.kill(), plugins))
+    return {"wall_ms": wall, "rss_kb_per_plugin": (after - before) / spec["fleet"]}
+
+
+if __name__ == "__main__":
+    s = c.spec_from_argv()
+    c.emit({"start": cold, "calls": calls, "fleet": fleet}[s["mode"]](s))

@@ -1,0 +1,149 @@
+"""Driver: python-plugin 0.1.0 (grpclib, asyncio) as the host. Runs in its own venv."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from typing import Any
+
+import _common as c
+
+began_import = time.perf_counter()
+from grpclib.client import UnaryUnaryMethod  # noqa: E402
+from pyplugin import Client, ClientConfig, HandshakeConfig, Plugin  # noqa: E402
+
+IMPORT_MS = (time.perf_counter() - began_import) * 1000
+
+logging.disable(logging.WARNING)
+PB = c.provider_pb2()
+
+
+class Stub:
+    def __init__(self, channel: Any) -> None:
+        self.health = UnaryUnaryMethod(
+            channel, c.HEALTH, PB.HealthCheckRequest, PB.HealthCheckResponse
+        )
+        self.invoke = UnaryUnaryMethod(
+            channel, c.INVOKE, PB.InvokeServiceRequest, PB.InvokeServiceResponse
+        )
+
+
+class Provider(Plugin):
+    def servicers(self, broker: Any) -> list[Any]:
+        return []
+
+    def stub(self, broker: Any, channel: Any) -> Stub:
+        return Stub(channel)
+
+
+def config(spec: dict[str, Any]) -> ClientConfig:
+    return ClientConfig(
+        handshake_config=HandshakeConfig(c.APP_VERSION, c.COOKIE_KEY, c.COOKIE_VALUE),
+        plugins={"provider": Provider()},
+        cmd=spec["plugin"],
+        auto_mtls=spec["tls"],
+        env=spec.get("env") or {},
+    )
+
+
+async def health(stub: Stub) -> None:
+    reply = await stub.health(PB.HealthCheckRequest())
+    assert reply.code == 0, reply
+
+
+async def cold(spec: dict[str, Any]) -> dict[str, Any]:
+    began = time.perf_counter()
+    client = Client(config(spec))
+    await client.start()
+    await health(client.dispense("provider"))
+    first = (time.perf_counter() - began) * 1000
+    await client.kill()
+    return {"first_call_ms": first, "import_ms": IMPORT_MS}
+
+
+async def p50(stub: Stub, n: int, warmup: int) -> tuple[float, float]:
+    for _ in range(warmup):
+        await health(stub)
+    times = []
+    cpu = time.process_time_ns()
+    for _ in range(n):
+        began = time.perf_counter_ns()
+        await health(stub)
+        times.append(time.perf_counter_ns() - began)
+    times.sort()
+    return times[len(times) // 2] / 1000, (time.process_time_ns() - cpu) / n / 1000
+
+
+async def throughput(stub: Stub, parallel: int, per_worker: int) -> float:
+    for _ in range(20):
+        await health(stub)
+
+    async def work() -> None:
+        for _ in range(per_worker):
+            await health(stub)
+
+    began = time.perf_counter()
+    await asyncio.gather(*(work() for _ in range(parallel)))
+    return parallel * per_worker / (time.perf_counter() - began)
+
+
+async def big(stub: Stub, spec: dict[str, Any]) -> float:
+    best = float("inf")
+    request = c.big_request(PB, spec["big_bytes"])
+    for _ in range(spec["big_rounds"] + 1):
+        began = time.perf_counter()
+        reply = await stub.invoke(request)
+        assert len(reply.response_data) == spec["big_bytes"], (reply.code, reply.message)
+        best = min(best, (time.perf_counter() - began) * 1000)
+    return best
+
+
+async def guarded(coro: Any) -> float | str:
+    try:
+        return float(await asyncio.wait_for(coro, 300))
+    except Exception as exc:
+        return c.reason(exc)  # same formatting
+
+
+async def calls(spec: dict[str, Any]) -> dict[str, Any]:
+    client = Client(config(spec))
+    await client.start()
+    stub = client.dispense("provider")
+    try:
+        try:
+            p50_us, cpu_us = await p50(stub, spec["unary_calls"], spec["warmup"])
+        except Exception as exc:
+            p50_us = cpu_us = c.reason(exc)
+        out: dict[str, Any] = {
+            "p50_us": p50_us,
+            "cpu_us": cpu_us,
+            "ops_s": await guarded(throughput(stub, spec["parallel"], spec["per_worker"])),
+        }
+        if spec.get("big_bytes"):
+            out["big_ms"] = await guarded(big(stub, spec))
+        return out
+    finally:
+        await client.kill()
+
+
+async def fleet(spec: dict[str, Any]) -> dict[str, Any]:
+    before = c.rss_kb()
+    began = time.perf_counter()
+
+    async def one() -> Client:
+        client = Client(config(spec))
+        await client.start()
+        await health(client.dispense("provider"))
+        return client
+
+    clients = await asyncio.gather(*(one() for _ in range(spec["fleet"])))
+    wall = (time.perf_counter() - began) * 1000
+    after = c.rss_kb()
+    await asyncio.gather(*(cl.kill() for cl in clients))
+    return {"wall_ms": wall, "rss_kb_per_plugin": (after - before) / spec["fleet"]}
+
+
+if __name__ == "__main__":
+    s = c.spec_from_argv()
+    c.emit(asyncio.run({"start": cold, "calls": calls, "fleet": fleet}[s["mode"]](s)))
