@@ -6,12 +6,13 @@ Only the standard library and google.protobuf are assumed here, so every venv ca
 
 from __future__ import annotations
 
+import asyncio
 import importlib.util
 import json
 import statistics
 import sys
 import time
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from pathlib import Path
 from types import ModuleType
 from typing import Any
@@ -79,6 +80,46 @@ def p50_us(call: Callable[[], object], n: int, warmup: int) -> tuple[float, floa
         call()
         times.append(time.perf_counter_ns() - began)
     return statistics.median(times) / 1000, (time.process_time_ns() - cpu) / n / 1000
+
+
+async def async_p50_us(
+    call: Callable[[], Awaitable[object]], n: int, warmup: int
+) -> tuple[float, float]:
+    """:func:`p50_us` for a coroutine call (the middle sample, as the async drivers took)."""
+    for _ in range(warmup):
+        await call()
+    times = []
+    cpu = time.process_time_ns()
+    for _ in range(n):
+        began = time.perf_counter_ns()
+        await call()
+        times.append(time.perf_counter_ns() - began)
+    times.sort()
+    return times[len(times) // 2] / 1000, (time.process_time_ns() - cpu) / n / 1000
+
+
+async def async_throughput(
+    call: Callable[[], Awaitable[object]], parallel: int, per_worker: int
+) -> float:
+    """Calls per second of ``parallel`` tasks making ``per_worker`` calls each."""
+    for _ in range(20):
+        await call()
+
+    async def work() -> None:
+        for _ in range(per_worker):
+            await call()
+
+    began = time.perf_counter()
+    await asyncio.gather(*(work() for _ in range(parallel)))
+    return parallel * per_worker / (time.perf_counter() - began)
+
+
+async def async_guarded(coro: Awaitable[float]) -> float | str:
+    """The figure ``coro`` returns, or why it failed (at most 300 s)."""
+    try:
+        return float(await asyncio.wait_for(coro, 300))
+    except Exception as exc:
+        return reason(exc)
 
 
 def big_request(pb2: ModuleType, size: int) -> Any:

@@ -40,42 +40,20 @@ async def cold(spec: dict[str, Any]) -> dict[str, Any]:
     return {"first_call_ms": first, "import_ms": IMPORT_MS}
 
 
-async def p50(plugin: AsyncPlugin, n: int, warmup: int) -> tuple[float, float]:
-    for _ in range(warmup):
-        await plugin.client.health_check(timeout=30)
-    times = []
-    cpu = time.process_time_ns()
-    for _ in range(n):
-        began = time.perf_counter_ns()
-        await plugin.client.health_check(timeout=30)
-        times.append(time.perf_counter_ns() - began)
-    times.sort()
-    return times[len(times) // 2] / 1000, (time.process_time_ns() - cpu) / n / 1000
-
-
-async def throughput(plugin: AsyncPlugin, parallel: int, per_worker: int) -> float:
-    for _ in range(20):
-        await plugin.client.health_check(timeout=30)
-
-    async def work() -> None:
-        for _ in range(per_worker):
-            await plugin.client.health_check(timeout=30)
-
-    began = time.perf_counter()
-    await asyncio.gather(*(work() for _ in range(parallel)))
-    return parallel * per_worker / (time.perf_counter() - began)
-
-
 async def calls(spec: dict[str, Any]) -> dict[str, Any]:
     plugin = await start(spec)
     try:
         try:
-            p50_us, cpu_us = await p50(plugin, spec["unary_calls"], spec["warmup"])
+            p50_us, cpu_us = await c.async_p50_us(
+                lambda: plugin.client.health_check(timeout=30), spec["unary_calls"], spec["warmup"]
+            )
         except Exception as exc:
             p50_us = cpu_us = c.reason(exc)
         out: dict[str, Any] = {"p50_us": p50_us, "cpu_us": cpu_us}
         try:
-            out["ops_s"] = await throughput(plugin, spec["parallel"], spec["per_worker"])
+            out["ops_s"] = await c.async_throughput(
+                lambda: plugin.client.health_check(timeout=30), spec["parallel"], spec["per_worker"]
+            )
         except Exception as exc:
             out["ops_s"] = c.reason(exc)
         if spec.get("big_bytes"):

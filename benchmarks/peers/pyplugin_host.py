@@ -62,32 +62,6 @@ async def cold(spec: dict[str, Any]) -> dict[str, Any]:
     return {"first_call_ms": first, "import_ms": IMPORT_MS}
 
 
-async def p50(stub: Stub, n: int, warmup: int) -> tuple[float, float]:
-    for _ in range(warmup):
-        await health(stub)
-    times = []
-    cpu = time.process_time_ns()
-    for _ in range(n):
-        began = time.perf_counter_ns()
-        await health(stub)
-        times.append(time.perf_counter_ns() - began)
-    times.sort()
-    return times[len(times) // 2] / 1000, (time.process_time_ns() - cpu) / n / 1000
-
-
-async def throughput(stub: Stub, parallel: int, per_worker: int) -> float:
-    for _ in range(20):
-        await health(stub)
-
-    async def work() -> None:
-        for _ in range(per_worker):
-            await health(stub)
-
-    began = time.perf_counter()
-    await asyncio.gather(*(work() for _ in range(parallel)))
-    return parallel * per_worker / (time.perf_counter() - began)
-
-
 async def big(stub: Stub, spec: dict[str, Any]) -> float:
     best = float("inf")
     request = c.big_request(PB, spec["big_bytes"])
@@ -99,29 +73,26 @@ async def big(stub: Stub, spec: dict[str, Any]) -> float:
     return best
 
 
-async def guarded(coro: Any) -> float | str:
-    try:
-        return float(await asyncio.wait_for(coro, 300))
-    except Exception as exc:
-        return c.reason(exc)  # same formatting
-
-
 async def calls(spec: dict[str, Any]) -> dict[str, Any]:
     client = Client(config(spec))
     await client.start()
     stub = client.dispense("provider")
     try:
         try:
-            p50_us, cpu_us = await p50(stub, spec["unary_calls"], spec["warmup"])
+            p50_us, cpu_us = await c.async_p50_us(
+                lambda: health(stub), spec["unary_calls"], spec["warmup"]
+            )
         except Exception as exc:
             p50_us = cpu_us = c.reason(exc)
         out: dict[str, Any] = {
             "p50_us": p50_us,
             "cpu_us": cpu_us,
-            "ops_s": await guarded(throughput(stub, spec["parallel"], spec["per_worker"])),
+            "ops_s": await c.async_guarded(
+                c.async_throughput(lambda: health(stub), spec["parallel"], spec["per_worker"])
+            ),
         }
         if spec.get("big_bytes"):
-            out["big_ms"] = await guarded(big(stub, spec))
+            out["big_ms"] = await c.async_guarded(big(stub, spec))
         return out
     finally:
         await client.kill()
