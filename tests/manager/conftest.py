@@ -8,9 +8,8 @@ import os
 import shutil
 import sys
 import threading
-import time
 import uuid
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -21,6 +20,7 @@ import yaml
 from aog_plugins.manager import ManagerEvent
 from aog_plugins.types import go_arch, go_os
 from tests.support.gobuild import GoBinaries, go_binaries
+from tests.support.wait import wait_until
 
 DISK_PLUGIN = Path(__file__).resolve().parent / "disk_plugin.py"
 PLATFORM = f"{go_os()}_{go_arch()}"
@@ -193,15 +193,6 @@ def leaks() -> Iterator[Leaks]:
     assert not zombies, f"unreaped children: {zombies}"
     assert _socket_dirs() - before == set(), "socket dirs left behind"
     assert manager_threads() == [], f"manager threads left: {manager_threads()}"
-
-
-def wait_until(predicate: Callable[[], object], timeout: float = 30.0, what: str = "") -> None:
-    """Poll ``predicate`` until true; a generous bound, not a timing assertion."""
-    deadline = time.monotonic() + timeout
-    while not predicate():
-        if time.monotonic() > deadline:
-            raise AssertionError(f"gave up waiting for {what or predicate}")
-        time.sleep(0.05)
 
 
 class EventLog:

@@ -13,7 +13,8 @@ import time
 
 import psutil
 
-from tests.manager.conftest import Layout, Leaks, wait_until
+from tests.manager.conftest import Layout, Leaks
+from tests.support.wait import wait_until
 
 HOST = textwrap.dedent(
     """
@@ -55,13 +56,13 @@ def test_sigkilled_host_with_five_plugins_leaves_nothing(layout: Layout, leaks: 
         host.send_signal(signal.SIGKILL)
         host.wait()
         started = time.monotonic()
-        wait_until(lambda: all(gone(p) for p in info["pids"]), what="the plugins to die")
+        wait_until(lambda: all(gone(p) for p in info["pids"]), 30.0, "the plugins to die")
         wait_until(
-            lambda: not any(os.path.exists(d) for d in info["dirs"]), what="socket dirs removed"
+            lambda: not any(os.path.exists(d) for d in info["dirs"]), 30.0, "socket dirs removed"
         )
         # Measured, not asserted (the process layer's own tests hold the 2 s bound).
         print(f"plugins gone {time.monotonic() - started:.2f}s after the host's SIGKILL")
-        wait_until(lambda: leaks.processes() == [], what="the reaper to exit")
+        wait_until(lambda: leaks.processes() == [], 30.0, "the reaper to exit")
     finally:
         if host.poll() is None:
             host.kill()

@@ -31,10 +31,10 @@ from tests.manager.conftest import (
     Layout,
     Leaks,
     manifest_doc,
-    wait_until,
     wrapper_script,
     write_atomic,
 )
+from tests.support.wait import wait_until
 
 WATCH_MODES = [pytest.param(True, id="events"), pytest.param("poll", id="poll")]
 
@@ -74,7 +74,7 @@ class Caller:
     def __enter__(self) -> Caller:
         for t in self._threads:
             t.start()
-        wait_until(lambda: self.count() > 5, what="calls to flow")
+        wait_until(lambda: self.count() > 5, 30.0, "calls to flow")
         return self
 
     def __exit__(self, *exc: object) -> None:
@@ -194,7 +194,9 @@ def test_replace_while_calling_loses_no_call(
             layout.add("p", version="2.0.0")  # the manifest changes (atomic rename)
             replaced = events.wait("replaced", "p")
             assert replaced.old_pid == old_pid
-            wait_until(lambda: json.loads(caller.last())["version"] == "2.0.0")
+            wait_until(
+                lambda: json.loads(caller.last())["version"] == "2.0.0", 30.0, "version 2.0.0"
+            )
             # ... and the executable itself changes.
             write_atomic(
                 layout.exe("p"),
@@ -202,15 +204,17 @@ def test_replace_while_calling_loses_no_call(
                 0o755,
             )
             events.wait("replaced", "p", count=2)
-            wait_until(lambda: json.loads(caller.last())["extra"] == "v3")
+            wait_until(lambda: json.loads(caller.last())["extra"] == "v3", 30.0, "extra v3")
             done = caller.count()
-            wait_until(lambda: caller.count() > done + 5)
+            wait_until(lambda: caller.count() > done + 5, 30.0, "more calls")
         assert caller.failures == []
         versions = [json.loads(r)["version"] for r in caller.replies]
         assert "1.0.0" in versions
         assert versions[-1] == "2.0.0"
         wait_until(
-            lambda: not psutil.pid_exists(old_pid) or psutil.Process(old_pid).status() == "zombie"
+            lambda: not psutil.pid_exists(old_pid) or psutil.Process(old_pid).status() == "zombie",
+            30.0,
+            "the old process to end",
         )
         assert manager.entry("p").state is PluginState.RUNNING
     kinds = events.kinds("p")
@@ -227,7 +231,7 @@ def test_replace_a_go_plugin_while_calling(go_layout: Layout, leaks: Leaks) -> N
             replaced = events.wait("replaced", "g")
             assert replaced.old_pid == old
             done = caller.count()
-            wait_until(lambda: caller.count() > done + 20)
+            wait_until(lambda: caller.count() > done + 20, 30.0, "more calls")
         assert caller.failures == []
         assert manager.entry("g").pid == replaced.pid != old
 
@@ -250,7 +254,7 @@ def test_a_failed_replacement_keeps_the_old_one_serving(layout: Layout, leaks: L
             broken = events.wait("failed", "p", count=2)
             assert isinstance(broken.error, ExecutableNotExecutableError)
             done = caller.count()
-            wait_until(lambda: caller.count() > done + 5)
+            wait_until(lambda: caller.count() > done + 5, 30.0, "more calls")
         assert caller.failures == []
         assert {pid_of(r) for r in caller.replies} == {old_pid}
         assert {json.loads(r)["version"] for r in caller.replies} == {"1.0.0"}
@@ -267,7 +271,7 @@ def test_a_call_in_flight_finishes_on_the_old_process(layout: Layout, leaks: Lea
             target=lambda: result.append(client.invoke_service("chat", b'{"ms": 2000}'))
         )
         slow.start()
-        wait_until(lambda: manager.entry("p").pid is not None)
+        wait_until(lambda: manager.entry("p").pid is not None, 30.0, "a pid")
         time.sleep(0.3)  # the slow call is under way on the old process
         layout.add("p", version="2.0.0")
         manager.rescan()  # returns once the old process is drained and stopped
@@ -316,7 +320,7 @@ def test_reload_swaps_in_a_fresh_process_or_raises_keeping_the_old(
                 manager.reload("p")
             assert manager.entry("p").pid == second
             done = caller.count()
-            wait_until(lambda: caller.count() > done + 5)
+            wait_until(lambda: caller.count() > done + 5, 30.0, "more calls")
         assert caller.failures == []
         assert {pid_of(r) for r in caller.replies} == {first, second}
     assert events.kinds("p").count("replaced") == 1

@@ -21,7 +21,8 @@ from aog_plugins.errors import (
     PluginRemovedError,
 )
 from aog_plugins.manager import EntryState
-from tests.manager.conftest import EventLog, Layout, Leaks, wait_until, wrapper_script, write_atomic
+from tests.manager.conftest import EventLog, Layout, Leaks, wrapper_script, write_atomic
+from tests.support.wait import wait_until
 
 
 def whoami(manager: PluginManager, name: str, request: bytes = b"{}") -> dict[str, object]:
@@ -137,7 +138,7 @@ def test_idle_plugin_is_stopped_and_restarted_on_next_use(layout: Layout, leaks:
         stopped = events.wait("stopped", "p")
         assert "idle" in stopped.reason
         assert stopped.pid == first
-        wait_until(lambda: leaks.processes() == [], what="the idle plugin to exit")
+        wait_until(lambda: leaks.processes() == [], 30.0, "the idle plugin to exit")
         assert manager.entry("p").state is EntryState.NOT_STARTED
         second = json.loads(client.invoke_service("chat", b"{}"))["pid"]  # the same client
         assert second != first
@@ -183,7 +184,7 @@ def test_checksum_is_checked_before_every_start_and_restart(
         # must refuse to run the new file.
         write_atomic(exe, wrapper_script([f"touch {marker}"]).encode(), 0o755)
         os.kill(pid, signal.SIGKILL)
-        wait_until(lambda: manager.entry("p").state is PluginState.FATAL, what="FATAL")
+        wait_until(lambda: manager.entry("p").state is PluginState.FATAL, 30.0, "FATAL")
         assert any("checksum" in e.reason for e in events.of("failed", "p"))
         # A fresh start (next use) is checked too.
         with pytest.raises(PluginChecksumError) as caught:

@@ -9,7 +9,8 @@ import pytest
 
 from aog_plugins import PluginManager
 from aog_plugins.errors import PluginRemovedError, UnknownPluginError
-from tests.manager.conftest import EventLog, Layout, Leaks, wait_until
+from tests.manager.conftest import EventLog, Layout, Leaks
+from tests.support.wait import wait_until
 
 
 def test_a_tracked_call_holds_the_old_process_until_it_ends(layout: Layout, leaks: Leaks) -> None:
@@ -34,7 +35,7 @@ def test_a_tracked_call_holds_the_old_process_until_it_ends(layout: Layout, leak
         end()
         end()  # a second end does nothing (the count does not go negative)
         rescan.join()
-        wait_until(lambda: old.exited, what="the old process to stop")
+        wait_until(lambda: old.exited, 30.0, "the old process to stop")
         stopped = events.of("stopped", "p")
         assert [e.pid for e in stopped] == [old.pid]
         assert "in flight" not in stopped[0].reason
