@@ -36,6 +36,8 @@ def test_a_tracked_call_holds_the_old_process_until_it_ends(layout: Layout, leak
         end()  # a second end does nothing (the count does not go negative)
         rescan.join()
         wait_until(lambda: old.exited, 30.0, "the old process to stop")
+        # Events arrive off the I/O thread: the exit can be seen before its event lands.
+        events.wait("stopped", "p")
         stopped = events.of("stopped", "p")
         assert [e.pid for e in stopped] == [old.pid]
         assert "in flight" not in stopped[0].reason
