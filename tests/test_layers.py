@@ -22,10 +22,10 @@ ALLOWED: dict[str, set[str]] = {
     "types": {"errors"},
     "contract": {"errors", "types"},
     "transport": {"errors", "_proto", "handshake"},
-    "client": {"errors", "_proto", "handshake", "types", "contract"},
+    "client": {"errors", "_proto", "handshake", "types", "contract", "transport"},
     "process": {"errors", "_proto", "handshake", "types", "contract", "transport", "client"},
     "server": {"errors", "_proto", "handshake", "types", "contract", "transport"},
-    "manager": {"errors", "handshake", "types", "contract", "client", "process"},
+    "manager": {"errors", "handshake", "types", "contract", "client", "process", "transport"},
     "examples": {"errors", "types", "contract", "server"},
     # testing's aog_provider child process serves through server/ (it is a plugin).
     "testing": {

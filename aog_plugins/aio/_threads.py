@@ -15,6 +15,8 @@ import threading
 from collections.abc import Callable
 from typing import TypeVar
 
+from aog_plugins.transport import start_thread
+
 __all__ = ["cancelling", "in_thread"]
 
 _T = TypeVar("_T")
@@ -37,7 +39,9 @@ async def in_thread(
         if not future.cancelled():
             future.set_result(value)
         elif orphan is not None:
-            threading.Thread(target=_quietly, args=(orphan, value), name=name, daemon=True).start()
+            start_thread(
+                threading.Thread(target=_quietly, args=(orphan, value), name=name, daemon=True)
+            )
 
     def fail(error: BaseException) -> None:  # on the loop
         if not future.cancelled():
@@ -56,7 +60,7 @@ async def in_thread(
             if orphan is not None:
                 _quietly(orphan, value)
 
-    threading.Thread(target=run, name=name, daemon=True).start()
+    start_thread(threading.Thread(target=run, name=name, daemon=True))
     return await future
 
 

@@ -22,6 +22,7 @@ from aog_plugins.client._rpcs import BidiRpc, StreamCall, StreamRpc, Stub, Unary
 from aog_plugins.client._source import ConnectionSource, transport_error
 from aog_plugins.client._streams import ResponseStream, StreamRegistry
 from aog_plugins.errors import AogPluginsError, PluginCrashedError
+from aog_plugins.transport import signals_blocked
 
 __all__ = ["RpcCalls", "limit_of"]
 
@@ -96,7 +97,9 @@ class RpcCalls:
     ) -> ResponseStream[_T]:
         limit = limit_of(timeout)
         channel, stub = self._stub(limit)
-        return self._track(rpc.name, rpc.method(stub)(request, timeout=limit), convert, channel)
+        with signals_blocked():  # grpcio may start the channel's polling thread here
+            call = rpc.method(stub)(request, timeout=limit)
+        return self._track(rpc.name, call, convert, channel)
 
     def _open_bidi(
         self,
@@ -107,7 +110,9 @@ class RpcCalls:
     ) -> ResponseStream[_T]:
         limit = limit_of(timeout)
         channel, stub = self._stub(limit)
-        return self._track(rpc.name, rpc.method(stub)(requests, timeout=limit), convert, channel)
+        with signals_blocked():  # and a thread consuming the requests
+            call = rpc.method(stub)(requests, timeout=limit)
+        return self._track(rpc.name, call, convert, channel)
 
     def _track(
         self,

@@ -25,6 +25,7 @@ from aog_plugins.client._source import ConnectionSource, StaticSource
 from aog_plugins.client._streams import BidiSender, ResponseStream, pump
 from aog_plugins.contract import ProgressCallback
 from aog_plugins.errors import AogPluginsError, PluginCallError, PluginError
+from aog_plugins.transport import start_thread
 from aog_plugins.types import (
     BidiMessage,
     DeleteRequest,
@@ -188,7 +189,7 @@ class GRPCProviderClient(RpcCalls):
         )
         with self._lock:
             self._pumps.add(thread)
-        thread.start()
+        start_thread(thread)
 
         def receive() -> Iterator[BidiMessage]:
             try:

@@ -8,6 +8,7 @@ import threading
 from collections.abc import Callable
 
 from aog_plugins.manager._entry import ManagerEvent
+from aog_plugins.transport import signals_unblocked, start_thread
 
 __all__ = ["EventBus"]
 
@@ -38,7 +39,7 @@ class EventBus:
                 self._thread = threading.Thread(
                     target=self._run, name="aog-plugins-manager-events", daemon=True
                 )
-                self._thread.start()
+                start_thread(self._thread)
             self._queue.put(event)
 
     def close(self, timeout: float = 10.0) -> None:
@@ -59,6 +60,7 @@ class EventBus:
                 return
             assert isinstance(item, ManagerEvent)
             try:
-                self._callback(item)
+                with signals_unblocked():  # user code: the mask of any app thread
+                    self._callback(item)
             except Exception:
                 _log.exception("the manager's on_event callback failed on %s", item)

@@ -26,6 +26,7 @@ from aog_plugins.manager._routing import ManagedSource
 from aog_plugins.manager._slot import LaunchSettings, Slot
 from aog_plugins.manager._watch import Watcher
 from aog_plugins.process import Plugin, RestartPolicy
+from aog_plugins.transport import start_thread
 
 __all__ = ["PluginManager"]
 
@@ -125,7 +126,7 @@ class PluginManager:
                     name="aog-plugins-idle",
                     daemon=True,
                 )
-                self._janitor.start()
+                start_thread(self._janitor)
             if watch:
                 self._watcher = Watcher(
                     root,
@@ -244,7 +245,7 @@ class PluginManager:
             for s in slots
         ]
         for thread in stoppers:
-            thread.start()
+            start_thread(thread)
         for thread in stoppers:
             thread.join()
         self._join_workers()
@@ -377,7 +378,7 @@ class PluginManager:
         thread = threading.Thread(target=run, name="aog-plugins-manager", daemon=True)
         with self._lock:
             self._workers.add(thread)
-        thread.start()
+        start_thread(thread)
         return thread
 
     def _join_workers(self) -> None:

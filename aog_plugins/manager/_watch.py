@@ -12,6 +12,8 @@ from collections.abc import Callable, Hashable
 from pathlib import Path
 from typing import Literal
 
+from aog_plugins.transport import start_thread
+
 __all__ = ["WatchMode", "Watcher"]
 
 _log = logging.getLogger("aog_plugins.manager")
@@ -55,7 +57,7 @@ class Watcher:
     def start(self, applied: Hashable) -> None:
         """Start watching; ``applied`` is the snapshot the caller has already acted on."""
         self._applied = applied
-        self._thread.start()
+        start_thread(self._thread)
 
     def stop(self) -> None:
         self._stop.set()

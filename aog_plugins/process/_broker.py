@@ -31,6 +31,7 @@ from aog_plugins.transport import (
     Mux,
     conninfo_from_pb,
     conninfo_to_pb,
+    start_thread,
 )
 
 __all__ = ["Broker"]
@@ -82,7 +83,7 @@ class Broker:
         self._call_lock = threading.Lock()
         self._call: grpc.CallIterator[grpc_broker_pb2.ConnInfo] | None = None
         self._reader = threading.Thread(target=self._read, name="aog-plugins-broker", daemon=True)
-        self._reader.start()
+        start_thread(self._reader)
 
     def _requests(self) -> Iterator[grpc_broker_pb2.ConnInfo]:
         while True:

@@ -20,7 +20,7 @@ from aog_plugins._proto import (
 )
 from aog_plugins.errors import PluginConnectError, PluginUnhealthyError
 from aog_plugins.handshake import HandshakeLine
-from aog_plugins.transport import HEALTH_SERVICE
+from aog_plugins.transport import HEALTH_SERVICE, start_thread
 
 __all__ = [
     "STDIO_MAX_MESSAGE",
@@ -141,7 +141,7 @@ class StdioPump:
         # it, and that start (a wait for a CPU on a loaded host) stays off launch()'s path.
         self._call: grpc.CallIterator[grpc_stdio_pb2.StdioData] | None = None
         self._thread = threading.Thread(target=self._run, name="aog-plugins-stdio", daemon=True)
-        self._thread.start()
+        start_thread(self._thread)
 
     def _run(self) -> None:
         busy = 0  # ALREADY_EXISTS answers in a row

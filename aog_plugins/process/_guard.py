@@ -19,6 +19,7 @@ from typing import Generic, Protocol, TypeVar
 
 from aog_plugins.errors import HostResourceError
 from aog_plugins.process._events import wait_event
+from aog_plugins.transport import start_thread
 
 __all__ = ["StartCancelled", "StartGuard"]
 
@@ -84,7 +85,7 @@ class StartGuard(Generic[T]):
         )
         try:
             try:
-                helper.start()
+                start_thread(helper)
             except RuntimeError as exc:  # "can't start new thread"
                 raise HostResourceError(
                     f"cannot start a thread to start the plugin in: {exc}",

@@ -22,6 +22,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 
 from aog_plugins.process._lane import Lane
+from aog_plugins.transport import start_thread
 
 __all__ = ["IOLoop", "Lane", "io_loop"]
 
@@ -56,7 +57,7 @@ class IOLoop:
         os.set_blocking(self._wake_w, False)
         self._selector.register(self._wake_r, selectors.EVENT_READ, None)
         self._thread = threading.Thread(target=self._run, name="aog-plugins-io", daemon=True)
-        self._thread.start()
+        start_thread(self._thread)
 
     def lane_for(self, callback: Callable[..., object]) -> Lane:
         """The lane of ``callback``'s owner (a bound method's object), so one object's

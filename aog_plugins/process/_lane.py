@@ -15,6 +15,8 @@ import time
 from collections import deque
 from collections.abc import Callable
 
+from aog_plugins.transport import signals_unblocked, start_thread
+
 __all__ = ["Lane"]
 
 _log = logging.getLogger("aog_plugins.process")
@@ -49,7 +51,7 @@ class Lane:
                 return
             worker = threading.Thread(target=self._run, name=self.name, daemon=True)
             self._worker = worker
-            worker.start()
+            start_thread(worker)
 
     def on_lane(self) -> bool:
         """True when called from one of this lane's callables."""
@@ -84,7 +86,8 @@ class Lane:
                     return
                 fn = self._queue.popleft()
             try:
-                fn()
+                with signals_unblocked():  # user code: the mask of any app thread
+                    fn()
             except Exception:
                 _log.exception("callback on %s failed", self.name)
             finally:

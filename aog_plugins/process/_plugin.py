@@ -39,7 +39,7 @@ from aog_plugins.process._policy import RestartHistory, RestartPolicy
 from aog_plugins.process._reattach import ReattachConfig
 from aog_plugins.process._spawn import describe_exit
 from aog_plugins.process._start import Incarnation, StartSpec, start_incarnation
-from aog_plugins.transport import DialTarget
+from aog_plugins.transport import DialTarget, start_thread
 
 if TYPE_CHECKING:
     from aog_plugins.client import ExitInfo, GRPCProviderClient
@@ -325,7 +325,7 @@ class Plugin:
                 daemon=True,
             )
             self._worker = worker
-            worker.start()
+            start_thread(worker)
 
     def _fatal_reason(self, reason: str) -> str:
         policy = self._policy
@@ -407,13 +407,13 @@ class Plugin:
                     name="aog-plugins-kill",
                     daemon=True,
                 )
-                stopper.start()
+                start_thread(stopper)
         if threading.current_thread() is not stopper:
             if not stopper.is_alive() and not self._stopped.is_set():
                 # The first caller was interrupted (KeyboardInterrupt) between making the
                 # thread and starting it: start it now (a racing starter's error is moot).
                 with contextlib.suppress(RuntimeError):
-                    stopper.start()
+                    start_thread(stopper)
             if not first and not wait_event(self._stopped, grace):
                 self._current.process.signal_group(signal.SIGKILL)  # hurry the first kill()
             wait_event(self._stopped, None)

@@ -29,6 +29,8 @@ import time
 
 import psutil
 
+from aog_plugins.transport import signals_unblocked, start_thread
+
 __all__ = ["Reaper", "reaper"]
 
 _log = logging.getLogger("aog_plugins.process")
@@ -139,7 +141,7 @@ class Reaper:
             self._flusher = threading.Thread(
                 target=self._flush_forever, name="aog-plugins-reaper-pipe", daemon=True
             )
-            self._flusher.start()
+            start_thread(self._flusher)
 
     def _flush_forever(self) -> None:
         while True:
@@ -196,23 +198,24 @@ class Reaper:
             raise RuntimeError(f"the reaper program {_PROGRAM} is missing")
         env = {k: os.environ[k] for k in _ENV_KEEP if k in os.environ}
         psutil_dir = os.path.dirname(os.path.dirname(os.path.abspath(psutil.__file__)))
-        self._proc = subprocess.Popen(
-            [
-                sys.executable,
-                "-I",
-                "-S",
-                _PROGRAM,
-                "aog-plugins-reaper",
-                str(os.getpid()),
-                psutil_dir,
-            ],
-            stdin=subprocess.PIPE,
-            stdout=subprocess.DEVNULL,
-            env=env,
-            cwd="/",
-            start_new_session=True,
-            close_fds=True,
-        )
+        with signals_unblocked():  # like a plugin: the reaper gets a clean mask
+            self._proc = subprocess.Popen(
+                [
+                    sys.executable,
+                    "-I",
+                    "-S",
+                    _PROGRAM,
+                    "aog-plugins-reaper",
+                    str(os.getpid()),
+                    psutil_dir,
+                ],
+                stdin=subprocess.PIPE,
+                stdout=subprocess.DEVNULL,
+                env=env,
+                cwd="/",
+                start_new_session=True,
+                close_fds=True,
+            )
         assert self._proc.stdin is not None
         self._fd = self._proc.stdin.fileno()
         os.set_blocking(self._fd, False)

@@ -26,6 +26,7 @@ from aog_plugins.process._execdiag import diagnose_exec_failure
 from aog_plugins.process._ioloop import io_loop
 from aog_plugins.process._logs import LineSplitter, StderrLogParser
 from aog_plugins.process._reaper import reaper
+from aog_plugins.transport import signals_unblocked, start_thread
 
 __all__ = ["PluginProcess", "describe_exit", "diagnose_exit", "spawn"]
 
@@ -75,7 +76,7 @@ class PluginProcess:
         try:
             pidfd = os.pidfd_open(self.pid)
         except (AttributeError, OSError):  # pragma: no cover - kernels before 5.3
-            threading.Thread(target=self._wait_thread, daemon=True).start()
+            start_thread(threading.Thread(target=self._wait_thread, daemon=True))
         else:
             loop.add_exit_watch(pidfd, self._on_exit)
 
@@ -233,16 +234,19 @@ def spawn(
     """Start ``command`` with exactly ``env``; raise a typed start error if it cannot run."""
     argv = tuple(command)
     try:
-        popen = subprocess.Popen(
-            argv,
-            env=dict(env),
-            cwd=cwd,
-            stdin=subprocess.DEVNULL,
-            stdout=subprocess.PIPE,
-            stderr=subprocess.PIPE,
-            start_new_session=True,
-            close_fds=True,
-        )
+        # A child inherits this thread's mask, and ours block signals (see transport):
+        # the plugin starts with SIGTERM and SIGINT deliverable, whoever starts it.
+        with signals_unblocked():
+            popen = subprocess.Popen(
+                argv,
+                env=dict(env),
+                cwd=cwd,
+                stdin=subprocess.DEVNULL,
+                stdout=subprocess.PIPE,
+                stderr=subprocess.PIPE,
+                start_new_session=True,
+                close_fds=True,
+            )
     except OSError as exc:
         raise diagnose_exec_failure(argv[0], exc, argv, env, cwd) from exc
     except (ValueError, TypeError) as exc:  # a NUL byte or a non-string in argv/env/cwd

@@ -27,6 +27,7 @@ from aog_plugins.transport import (
     Mux,
     conninfo_from_pb,
     conninfo_to_pb,
+    start_thread,
 )
 
 __all__ = ["Broker", "BrokerServicer", "current_broker"]
@@ -217,7 +218,7 @@ class BrokerServicer(grpc_broker_pb2_grpc.GRPCBrokerServicer):
                 outbox.put(None)
                 self._broker._end_stream(core)
 
-        threading.Thread(target=read, name="aog-plugin-broker", daemon=True).start()
+        start_thread(threading.Thread(target=read, name="aog-plugin-broker", daemon=True))
         try:
             while context.is_active() and not self._stopped.is_set() and not core.closed:
                 try:

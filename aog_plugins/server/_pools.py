@@ -23,6 +23,7 @@ from typing import TYPE_CHECKING, Generic, TypeVar
 import grpc
 
 from aog_plugins.errors import ConfigurationError
+from aog_plugins.transport import signals_blocked
 
 __all__ = ["PLUMBING_SERVICES", "ServerThreads"]
 
@@ -123,4 +124,5 @@ class ServerThreads:
 
     def server(self, options: list[tuple[str, object]]) -> grpc.Server:
         """A gRPC server that runs plugin calls and go-plugin's services apart."""
-        return grpc.server(self.calls, interceptors=[self.interceptor], options=options)
+        with signals_blocked():  # grpcio's core threads, if this is the first server
+            return grpc.server(self.calls, interceptors=[self.interceptor], options=options)

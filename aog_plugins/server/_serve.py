@@ -54,7 +54,9 @@ from aog_plugins.transport import (
     grpc_target,
     listen,
     set_group_writable,
+    signals_blocked,
     start_server_relay,
+    start_thread,
 )
 
 if TYPE_CHECKING:
@@ -241,7 +243,8 @@ class PluginServer:
         else:
             # A Go host's P-521 client cert: grpcio cannot accept it, our ssl relay can.
             address = self._bind_relay(server, env, bundle, host_der)
-        server.start()
+        with signals_blocked():  # the server's threads, and the pool threads they start
+            server.start()
         self._server = server
         self._line = HandshakeLine(
             core_version=CORE_PROTOCOL_VERSION,
@@ -383,7 +386,7 @@ def serve(
     # Like Go plugins: a Ctrl-C meant for the host's terminal is not ours to act on.
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     signal.signal(
-        signal.SIGTERM, lambda signum, frame: threading.Thread(target=server.stop).start()
+        signal.SIGTERM, lambda signum, frame: start_thread(threading.Thread(target=server.stop))
     )
     server.announce()
     if on_ready is not None:

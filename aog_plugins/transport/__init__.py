@@ -35,9 +35,16 @@ from aog_plugins.transport._listen import (
 )
 from aog_plugins.transport._mux import Mux, MuxListener, StreamTLS
 from aog_plugins.transport._relay import Relay
+from aog_plugins.transport._threads import (
+    ASYNC_SIGNALS,
+    signals_blocked,
+    signals_unblocked,
+    start_thread,
+)
 from aog_plugins.transport._tlsrelay import start_client_relay, start_server_relay
 
 __all__ = [
+    "ASYNC_SIGNALS",
     "CHANNEL_OPTIONS",
     "DIAL_TIMEOUT",
     "HEALTH_SERVICE",
@@ -62,8 +69,11 @@ __all__ = [
     "open_channel",
     "resolve_group",
     "set_group_writable",
+    "signals_blocked",
+    "signals_unblocked",
     "start_client_relay",
     "start_server_relay",
+    "start_thread",
     "unix_socket_path",
     "wait_ready",
 ]

@@ -41,6 +41,7 @@ from aog_plugins.transport._dial import ClientTLS, DialTarget, open_channel
 from aog_plugins.transport._listen import grpc_target
 from aog_plugins.transport._mux import Mux
 from aog_plugins.transport._relay import Relay
+from aog_plugins.transport._threads import signals_blocked
 from aog_plugins.transport._tlsrelay import start_client_relay
 
 __all__ = [
@@ -174,10 +175,11 @@ class BrokerCore:
             raise BrokerError("the broker is closed: the plugin or its host has gone away")
         if not 0 < service_id <= 0xFFFFFFFF:
             raise ConfigurationError(f"broker ids are 1..2**32-1, got {service_id}")
-        server = grpc.server(
-            ThreadPoolExecutor(max_workers, thread_name_prefix="aog-plugins-broker"),
-            options=_SERVER_OPTIONS,
-        )
+        with signals_blocked():  # grpcio's threads (see _threads)
+            server = grpc.server(
+                ThreadPoolExecutor(max_workers, thread_name_prefix="aog-plugins-broker"),
+                options=_SERVER_OPTIONS,
+            )
         register(server)
         mux = self._mux()
         try:
@@ -195,7 +197,8 @@ class BrokerCore:
         except BaseException:
             server.stop(None)
             raise
-        server.start()
+        with signals_blocked():
+            server.start()
         network = self._network if mux is None else "unix"  # mux: the private socket
         handle = BrokerServer(service_id, network, address, server, cleanup)
         with self._cond:

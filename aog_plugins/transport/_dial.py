@@ -10,6 +10,7 @@ import grpc.aio
 
 from aog_plugins.errors import PluginConnectError
 from aog_plugins.handshake import CertificateBundle, HandshakeLine, der_to_pem
+from aog_plugins.transport._threads import signals_blocked
 
 __all__ = [
     "CHANNEL_OPTIONS",
@@ -87,18 +88,20 @@ def open_channel(
     go-plugin's host); a bigger one fails that call with RESOURCE_EXHAUSTED.
     """
     creds, options = _options(tls, max_receive)
-    if creds is None:
-        return grpc.insecure_channel(target, options=options)
-    return grpc.secure_channel(target, creds, options=options)
+    with signals_blocked():  # the first channel starts grpcio's core threads
+        if creds is None:
+            return grpc.insecure_channel(target, options=options)
+        return grpc.secure_channel(target, creds, options=options)
 
 
 def open_aio_channel(dial: DialTarget) -> grpc.aio.Channel:
     """A ``grpc.aio`` channel to the same place with the same pinning and options (call
     it on the event loop that will use the channel)."""
     creds, options = _options(dial.tls, dial.max_receive)
-    if creds is None:
-        return grpc.aio.insecure_channel(dial.target, options=options)
-    return grpc.aio.secure_channel(dial.target, creds, options=options)
+    with signals_blocked():  # and the first asyncio one, grpc.aio's poller thread
+        if creds is None:
+            return grpc.aio.insecure_channel(dial.target, options=options)
+        return grpc.aio.secure_channel(dial.target, creds, options=options)
 
 
 def wait_ready(

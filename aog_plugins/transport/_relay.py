@@ -26,6 +26,7 @@ from typing import Protocol
 
 from aog_plugins.errors import HostResourceError, PluginConnectError
 from aog_plugins.handshake import CertificateBundle, der_to_pem
+from aog_plugins.transport._threads import start_thread
 
 __all__ = ["Relay"]
 
@@ -51,7 +52,7 @@ class _Loop:
                 thread = threading.Thread(
                     target=loop.run_forever, name="aog-plugins-relay", daemon=True
                 )
-                thread.start()
+                start_thread(thread)
                 cls._loop, cls._pid = loop, os.getpid()
             return cls._loop
 

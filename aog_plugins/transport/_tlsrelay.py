@@ -30,6 +30,7 @@ from collections.abc import Callable
 from aog_plugins.errors import HostResourceError, PluginConnectError
 from aog_plugins.handshake import CertificateBundle, split_host_port
 from aog_plugins.transport._relay import Relay, _context, _pin
+from aog_plugins.transport._threads import start_thread
 
 __all__ = ["ThreadRelay", "start_client_relay", "start_server_relay"]
 
@@ -140,7 +141,7 @@ class ThreadRelay(Relay):
         self._accept = threading.Thread(
             target=self._accepting, name="aog-plugins-relay", daemon=True
         )
-        self._accept.start()
+        start_thread(self._accept)
 
     def _accepting(self) -> None:
         poller = select.poll()
@@ -163,7 +164,7 @@ class ThreadRelay(Relay):
                     target=self._serve, args=(inbound,), name="aog-plugins-relay-conn", daemon=True
                 )
                 self._threads.add(thread)
-            thread.start()
+            start_thread(thread)
 
     def _serve(self, inbound: socket.socket) -> None:
         pair: tuple[ssl.SSLSocket, socket.socket] | None = None
