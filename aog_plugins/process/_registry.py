@@ -2,14 +2,19 @@
 otherwise end the process).
 
 A signal handler must never block: the main thread it interrupts may hold the very lock
-a kill needs (Ctrl-C during ``kill()``). So the handler only writes the signal number to a
-pipe; a "killer" thread reads it and stops the plugins, while the handler goes straight on
-to the previous one (chained, never replaced):
+a kill needs (Ctrl-C during ``kill()``). Nor can the plugins wait for the main thread:
+Python runs a handler only when the main thread gets to it, and a signal that lands while
+the main thread is about to block (waiting for the GIL, then in ``time.sleep``) waits as
+long as that call. So a "killer" thread stops the plugins, woken through a pipe by
+Python's C-level handler (the wakeup fd) the moment the signal arrives, on whatever thread;
+the Python-level handler writes to the same pipe too (the only news when the application
+has a wakeup fd of its own, such as asyncio's) and goes straight on to the previous
+handler (chained, never replaced):
 
 - a Python callable (an application's handler) is called at once;
-- ``SIG_DFL`` (the process would die): once the killer thread is done, the signal is sent
-  again and this time the default action runs; a second signal meanwhile ends the process
-  at once (the reaper then kills the plugins);
+- ``SIG_DFL`` (the process would die): once the killer thread has stopped the plugins, the
+  process dies of the signal's default action; a second signal meanwhile ends it at once
+  (the reaper then kills the plugins);
 - SIGINT with Python's own handler (``KeyboardInterrupt``) is left alone: the exception
   unwinds ``with`` blocks, which stop their plugins, and whatever is left is stopped at
   exit. An application that catches KeyboardInterrupt keeps its plugins running.
@@ -17,7 +22,8 @@ to the previous one (chained, never replaced):
 
 Handlers can only be installed on the main thread: :func:`install_signal_handlers` is
 called by every ``launch()`` there; an application whose launches all run on other threads
-calls it once from the main thread.
+calls it once from the main thread. The library's own threads block these signals (see
+``transport``), so the kernel hands them to the main thread or the application's threads.
 """
 
 from __future__ import annotations
@@ -30,6 +36,8 @@ import threading
 from collections.abc import Callable
 from types import FrameType
 from typing import Protocol
+
+from aog_plugins.transport import start_thread
 
 __all__ = ["install_signal_handlers", "kill_all", "register", "unregister"]
 
@@ -52,6 +60,8 @@ _ours: dict[int, _Handler] = {}
 _dying: set[int] = set()  # SIG_DFL signals being handled: the next one ends the process
 _wake_w = -1
 _owner_pid = -1  # the process whose killer thread reads the pipe (a forked child is not)
+_FROM_HANDLER = 0x80  # marks the byte _handler writes (the C level writes the bare number)
+_NOT_OURS = object()
 
 
 def register(plugin: _Killable, *, signal_handlers: bool = True) -> None:
@@ -89,7 +99,7 @@ def _kill(grace: float, reason: str, *, signalled: bool) -> None:
         for p in plugins
     ]
     for t in threads:
-        t.start()
+        start_thread(t)
     for t in threads:
         t.join()
 
@@ -107,9 +117,20 @@ def install_signal_handlers() -> bool:
             _owner_pid = os.getpid()
             read_fd, _wake_w = os.pipe()
             os.set_blocking(_wake_w, False)
-            threading.Thread(
-                target=_killer, args=(read_fd,), name="aog-plugins-signals", daemon=True
-            ).start()
+            start_thread(
+                threading.Thread(
+                    target=_killer, args=(read_fd,), name="aog-plugins-signals", daemon=True
+                )
+            )
+            # Python's C-level handler writes the signal number here at once, on whichever
+            # thread takes the signal: the killer acts even while the main thread is stuck
+            # in a blocking call with the Python-level handler still pending. An
+            # application's own wakeup fd (asyncio's) is left in place: then the handler's
+            # write below is the only news, and the main thread is awake to run it.
+            previous_fd = signal.set_wakeup_fd(_wake_w)
+            if previous_fd != -1:
+                signal.set_wakeup_fd(previous_fd)
+            os.register_at_fork(after_in_child=_forget_wakeup_fd)
     for sig in _SIGNALS:
         current = signal.getsignal(sig)
         if current is _ours.get(sig) or current in (signal.SIG_IGN, None):
@@ -123,33 +144,86 @@ def install_signal_handlers() -> bool:
     return True
 
 
+def _forget_wakeup_fd() -> None:
+    # A forked child must not wake its parent's killer (its own signals are its own).
+    with contextlib.suppress(ValueError, OSError):  # ValueError: forked off the main thread
+        fd = signal.set_wakeup_fd(-1)
+        if fd not in (-1, _wake_w):
+            signal.set_wakeup_fd(fd)
+
+
 def _handler(signum: int, frame: FrameType | None) -> None:
     # Runs on the main thread between two bytecodes, maybe inside a kill() holding locks:
     # no lock, no wait here, only a write to the killer thread's pipe.
     previous = _previous.get(signum, signal.SIG_DFL)
-    if previous == signal.SIG_DFL:
-        if (
-            signum in _dying or os.getpid() != _owner_pid
-        ):  # the killer is done, or this is a second signal: die now
+    if os.getpid() != _owner_pid:  # a forked child: no killer thread of its own
+        if previous == signal.SIG_DFL:
             signal.signal(signum, signal.SIG_DFL)
             os.kill(os.getpid(), signum)
             return
-        _dying.add(signum)
-    if os.getpid() == _owner_pid:
+    else:
         with contextlib.suppress(OSError):
-            os.write(_wake_w, bytes([signum]))
+            os.write(_wake_w, bytes([signum | _FROM_HANDLER]))
     if callable(previous):
         previous(signum, frame)
 
 
 def _killer(read_fd: int) -> None:
+    # Two writers: the C-level handler (the wakeup fd: the bare number, at once) and
+    # _handler (the number | _FROM_HANDLER, when the main thread gets to it). A delivery
+    # announced by both is acted on once; several deliveries of one signal may share one
+    # _handler call (Python runs the handler once for all that arrived meanwhile).
+    announced: set[int] = set()  # seen from the C level, its _handler call not yet
     while True:
         try:
             data = os.read(read_fd, 64)
         except InterruptedError:  # pragma: no cover - PEP 475 retries
             continue
-        for signum in data:
-            name = signal.Signals(signum).name
-            _kill(_EXIT_GRACE, f"{name} received", signalled=True)
-            if signum in _dying:
-                os.kill(os.getpid(), signum)  # the handler now ends the process
+        for byte in data:
+            signum = byte & ~_FROM_HANDLER
+            if byte & _FROM_HANDLER:
+                if signum in announced:
+                    announced.discard(signum)
+                    continue
+            elif signal.getsignal(signum) is not _ours.get(signum, _NOT_OURS):
+                continue  # a signal that is not ours to act on (KeyboardInterrupt's...)
+            else:
+                announced.add(signum)
+            _act_on(signum)
+
+
+def _act_on(signum: int) -> None:
+    name = signal.Signals(signum).name
+    if _previous.get(signum, signal.SIG_DFL) != signal.SIG_DFL:
+        work = threading.Thread(
+            target=_kill, args=(_EXIT_GRACE, f"{name} received"), kwargs={"signalled": True}
+        )
+    elif signum in _dying:
+        _die(signum)  # a second one while the plugins are being stopped: die now
+        return
+    else:
+        _dying.add(signum)
+        work = threading.Thread(target=_stop_then_die, args=(signum, f"{name} received"))
+    work.daemon = True
+    work.name = "aog-plugins-signalled"
+    start_thread(work)  # the reader goes on reading: a second signal must get through
+
+
+def _stop_then_die(signum: int, reason: str) -> None:
+    _kill(_EXIT_GRACE, reason, signalled=True)
+    _die(signum)
+
+
+def _die(signum: int) -> None:
+    """End the process as the signal's default action would, from any thread: the
+    Python-level handler (ours) is replaced at the C level, the signal unblocked here and
+    sent to this very thread."""
+    import ctypes  # only ever needed here
+
+    libc = ctypes.CDLL(None, use_errno=True)
+    libc.signal.argtypes = (ctypes.c_int, ctypes.c_void_p)
+    libc.signal.restype = ctypes.c_void_p
+    libc.signal(signum, None)  # SIG_DFL is the null pointer
+    signal.pthread_sigmask(signal.SIG_UNBLOCK, {signum})
+    signal.pthread_kill(threading.get_ident(), signum)
+    os._exit(128 + signum)  # pragma: no cover - not reached: the default action ends us

@@ -46,6 +46,11 @@ HOST = textwrap.dedent(
         plugin = start(install_signal_handlers=False)
     else:
         plugin = start()
+    if mode == "masked-main":
+        # The main thread cannot take the signal; the application's own thread can, and
+        # Python's handler then waits for the main thread, asleep for 60 s.
+        threading.Thread(target=threading.Event().wait, daemon=True).start()
+        signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGTERM, signal.SIGINT})
     handlers = {s.name: str(signal.getsignal(s)) for s in (signal.SIGINT, signal.SIGTERM)}
     print(json.dumps({"pid": plugin.pid, "handlers": handlers}), flush=True)
     if mode == "kill":
@@ -132,4 +137,79 @@ def test_a_caught_keyboard_interrupt_leaves_the_plugins_running(
     assert host.read() == {}
     host.proc.send_signal(signal.SIGINT)
     assert host.read() == {"state": "RUNNING"}
+    assert _exit_code(host) == 0
+
+
+def test_sigterm_stops_the_plugins_while_the_main_thread_cannot_run_the_handler(
+    make_host: HostFactory, leak_check: LeakCheck
+) -> None:
+    # Python runs the handler on the main thread only; here the application's thread takes
+    # the signal and the main thread sleeps. The library must not wait for it: the plugin
+    # is stopped and the host dies of SIGTERM's default action at once (before: 60 s).
+    host, pid = _start(make_host, "masked-main", plugin_cmd("echo_plugin.py"))
+    host.proc.send_signal(signal.SIGTERM)
+    code = _exit_code(host)
+    assert code is not None, f"the host waited for its main thread: {host.stderr_text()}"
+    assert code == -signal.SIGTERM
+    assert "SIGTERM received" in host.stderr_text()
+    assert "-> EXITED: stopped" in host.stderr_text(), "the host did not stop its plugin"
+    assert gone(pid)
+
+
+MASKS = textwrap.dedent(
+    """
+    import json, os, signal, sys, threading
+    import aog_plugins
+    from aog_plugins.process import RestartPolicy
+
+    def blocked(path):
+        for line in open(path):
+            if line.startswith("SigBlk:"):
+                mask = int(line.split()[1], 16)
+                return [s.name for s in (signal.SIGINT, signal.SIGTERM) if mask >> (s - 1) & 1]
+
+    def threads():
+        out = {}
+        for tid in os.listdir("/proc/self/task"):
+            if int(tid) != threading.main_thread().native_id:
+                name = open(f"/proc/self/task/{tid}/comm").read().strip()
+                out[f"{tid} {name}"] = blocked(f"/proc/self/task/{tid}/status")
+        return out
+
+    plugin = aog_plugins.launch(
+        json.loads(sys.argv[1]), restart=RestartPolicy(backoff_base=0.05, min_uptime=30)
+    )
+    list(plugin.client.invoke_service_stream("chat", b'{"chunks": 2}'))
+    first = plugin.pid
+    os.kill(first, signal.SIGKILL)  # the supervisor restarts it, from a thread of ours
+    for _ in range(1500):  # 30 s at most
+        if plugin.pid != first and plugin.state.value == "RUNNING":
+            break
+        threading.Event().wait(0.02)
+    list(plugin.client.invoke_service_stream("chat", b'{"chunks": 2}'))
+    print(json.dumps({
+        "main": blocked("/proc/self/status"),
+        "threads": threads(),
+        "restarted plugin": blocked(f"/proc/{plugin.pid}/status"),
+    }), flush=True)
+    plugin.kill()
+    """
+)
+
+
+def test_only_the_applications_threads_take_its_signals(
+    make_host: HostFactory, leak_check: LeakCheck
+) -> None:
+    # Every thread the library (or grpcio for it) starts blocks SIGINT and SIGTERM, so the
+    # kernel hands them to the main thread, where Python runs handlers; a plugin, even one
+    # restarted from one of those threads, still starts with both deliverable.
+    host = make_host(MASKS, json.dumps(plugin_cmd("remote_provider.py")))
+    info = host.read()
+    assert info["main"] == []
+    assert len(info["threads"]) >= 5, info  # the I/O loop, grpcio's, the stdio pump...
+    open_to_signals = {
+        thread: mask for thread, mask in info["threads"].items() if mask != ["SIGINT", "SIGTERM"]
+    }
+    assert open_to_signals == {}
+    assert info["restarted plugin"] == []
     assert _exit_code(host) == 0
