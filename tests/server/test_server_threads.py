@@ -80,8 +80,13 @@ def test_full_provider_pool_never_starves_health_or_shutdown(leak_check: LeakChe
     # max_workers=4: four streams take every provider thread, two more wait for one.
     env = {**leak_check.env, "AOG_FIXTURE_MAX_WORKERS": "4"}
     with _launched(plugin_cmd("remote_provider.py"), env) as (plugin, logs):
-        streams = _open(plugin, 6, "slow-stream", b'{"interval": 0.2}')
-        assert next(streams[0]).data == b'{"index": 0}'
+        # One at a time: which of several calls opened together the server takes first
+        # is not ordered, and a stream left waiting for a thread never answers.
+        streams: list[ResponseStream[StreamChunk]] = []
+        for _ in range(4):
+            streams += _open(plugin, 1, "slow-stream", b'{"interval": 0.2}')
+            assert next(streams[-1]).data == b'{"index": 0}'
+        streams += _open(plugin, 2, "slow-stream", b'{"interval": 0.2}')  # these wait
         for _ in range(3):
             plugin.ping(timeout=10)
         _kill_gracefully(plugin, logs)
