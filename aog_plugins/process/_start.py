@@ -61,13 +61,18 @@ from aog_plugins.process._startargs import (
     plugin_env,
     verify_checksum,
 )
-from aog_plugins.process._tempdir import make_socket_dir, remove_socket_dir
+from aog_plugins.process._tempdir import (
+    make_socket_dir,
+    remove_socket_dir,
+    remove_stale_dirs_once,
+)
 from aog_plugins.transport import (
     ClientTLS,
     DialTarget,
     Mux,
     Relay,
     open_channel,
+    prepare_channels,
     set_group_writable,
     start_client_relay,
 )
@@ -217,6 +222,9 @@ def start_incarnation(spec: StartSpec, guard: StartGuard[Any] | None = None) -> 
     try:
         if guard is not None:
             guard.adopt(proc)  # a cancel kills it from now on; we reap it below
+        # While the plugin boots, the first start's one-time work: nothing waits for it.
+        prepare_channels()
+        remove_stale_dirs_once()
         line = _read_handshake(proc, deadline, spec.start_timeout)
         check_host_acceptance(line, spec.offered, multiplex=spec.multiplex)
         check_plugin_address(line, socket_dir, proc.pid)
@@ -343,7 +351,7 @@ class _Dial:
 
 def _prepare_socket_dir(spec: StartSpec) -> str:
     try:
-        socket_dir = make_socket_dir()
+        socket_dir = make_socket_dir(clean_stale=False)  # cleaned while the plugin boots
     except OSError as exc:
         raise HostResourceError(
             f"cannot create the plugin's socket directory: {exc}",

@@ -1,8 +1,9 @@
 """Private per-plugin directories for unix sockets (mode 0700, owned by this host).
 
 A directory is named ``aogp-<host pid>-<random>``. Hosts that died without cleaning up
-(SIGKILL with no reaper, power loss) leave theirs behind; the first :func:`make_socket_dir`
-of every process removes those of dead hosts (:func:`remove_stale_dirs`). A Python
+(SIGKILL with no reaper, power loss) leave theirs behind; once per process, the first
+start (while its plugin boots) or the first :func:`make_socket_dir` removes those of dead
+hosts (:func:`remove_stale_dirs`). A Python
 plugin whose host gave it no socket dir names its private TLS-relay dir the same way
 (``aogp-<plugin pid>-relay-<random>``), so the same cleanup removes it once it is dead.
 """
@@ -19,7 +20,13 @@ import threading
 
 import psutil
 
-__all__ = ["MAX_SOCKET_DIR_LEN", "make_socket_dir", "remove_socket_dir", "remove_stale_dirs"]
+__all__ = [
+    "MAX_SOCKET_DIR_LEN",
+    "make_socket_dir",
+    "remove_socket_dir",
+    "remove_stale_dirs",
+    "remove_stale_dirs_once",
+]
 
 _log = logging.getLogger("aog_plugins.process")
 
@@ -40,15 +47,23 @@ def _base_dir() -> str:
     return base
 
 
-def make_socket_dir() -> str:
-    """Create a fresh 0700 directory named after this host's pid (first call: clean stale)."""
+def make_socket_dir(*, clean_stale: bool = True) -> str:
+    """Create a fresh 0700 directory named after this host's pid; unless ``clean_stale``
+    is False (the caller then calls :func:`remove_stale_dirs_once` itself, later), the
+    first call of the process removes the stale dirs of dead hosts first."""
+    if clean_stale:
+        remove_stale_dirs_once()
+    return tempfile.mkdtemp(prefix=f"{PREFIX}{os.getpid()}-", dir=_base_dir())
+
+
+def remove_stale_dirs_once() -> None:
+    """:func:`remove_stale_dirs`, the first time it is called in this process."""
     global _cleaned_in
     if _cleaned_in != os.getpid():
         with _clean_lock:
             if _cleaned_in != os.getpid():
                 _cleaned_in = os.getpid()
                 remove_stale_dirs()
-    return tempfile.mkdtemp(prefix=f"{PREFIX}{os.getpid()}-", dir=_base_dir())
 
 
 def remove_socket_dir(path: str | None) -> None:

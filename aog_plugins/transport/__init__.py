@@ -22,6 +22,7 @@ from aog_plugins.transport._dial import (
     DialTarget,
     open_aio_channel,
     open_channel,
+    prepare_channels,
     wait_ready,
 )
 from aog_plugins.transport._listen import (
@@ -67,6 +68,7 @@ __all__ = [
     "listen",
     "open_aio_channel",
     "open_channel",
+    "prepare_channels",
     "resolve_group",
     "set_group_writable",
     "signals_blocked",

@@ -79,6 +79,13 @@ def _options(
     return creds, [*base, ("grpc.ssl_target_name_override", "localhost")]
 
 
+def prepare_channels() -> None:
+    """Do now, ahead of the first channel, the one-time work grpcio defers to it (loading
+    its channel module: milliseconds). A start calls this while the plugin boots, so the
+    first launch of a process does not pay it after the handshake."""
+    import grpc._channel  # noqa: F401  (what grpc.insecure_channel() imports on first use)
+
+
 def open_channel(
     target: str, tls: ClientTLS | None = None, *, max_receive: int | None = None
 ) -> grpc.Channel:
