@@ -14,16 +14,20 @@ group still exists) gets SIGKILL, and each tracked socket dir owned by our uid i
 
 from __future__ import annotations
 
-import contextlib
+# Only what waiting needs is imported up front: the reaper starts on a host's first
+# launch, while the plugin boots, and every millisecond of its start is CPU taken from
+# both (shutil, typing and contextlib cost the interpreter more than its own start).
 import os
-import shutil
 import signal
 import stat
 import sys
-from typing import TypeAlias
 
-Tracked: TypeAlias = dict[int, tuple[float, bytes | None]]
-"""pgid -> (the leader's create time, its socket dir or None)."""
+TYPE_CHECKING = False  # typing's, without importing typing (mypy knows the name)
+if TYPE_CHECKING:
+    from typing import TypeAlias
+
+    Tracked: TypeAlias = dict[int, tuple[float, bytes | None]]
+    """pgid -> (the leader's create time, its socket dir or None)."""
 
 _CREATE_TIME_SLACK = 0.01
 
@@ -66,6 +70,8 @@ def reap(tracked: Tracked, psutil_dir: str) -> None:
         return
     if psutil_dir not in sys.path:
         sys.path.append(psutil_dir)
+    import contextlib
+
     import psutil
 
     def ours(pgid: int, create_time: float) -> bool:
@@ -99,6 +105,8 @@ def remove_own_dir(path: bytes) -> None:
     except OSError:
         return
     if stat.S_ISDIR(st.st_mode) and st.st_uid == os.getuid():
+        import shutil
+
         shutil.rmtree(path, ignore_errors=True)
 
 
