@@ -16,9 +16,11 @@ from __future__ import annotations
 
 # Only what waiting needs is imported up front: the reaper starts on a host's first
 # launch, while the plugin boots, and every millisecond of its start is CPU taken from
-# both (shutil, typing and contextlib cost the interpreter more than its own start).
+# both (shutil, typing and contextlib cost the interpreter more than its own start). The
+# signal module imports enum, which triples the start: its C half, _signal, is used (it has
+# no type stub; CPython always has it).
+import _signal  # type: ignore[import-not-found]
 import os
-import signal
 import stat
 import sys
 
@@ -92,7 +94,7 @@ def reap(tracked: Tracked, psutil_dir: str) -> None:
     for pgid, (create_time, _) in tracked.items():
         if ours(pgid, create_time):
             with contextlib.suppress(OSError):
-                os.killpg(pgid, signal.SIGKILL)
+                os.killpg(pgid, _signal.SIGKILL)
     for _, path in tracked.values():
         if path is not None:
             remove_own_dir(path)
@@ -116,8 +118,8 @@ def main(argv: list[str]) -> int:
         sys.stderr.write("usage: reaper NAME HOST_PID PSUTIL_DIR (stdin: the host's pipe)\n")
         return 2
     # In its own session already; a terminal's Ctrl-C or hangup must not end it early.
-    signal.signal(signal.SIGINT, signal.SIG_IGN)
-    signal.signal(signal.SIGHUP, signal.SIG_IGN)
+    _signal.signal(_signal.SIGINT, _signal.SIG_IGN)
+    _signal.signal(_signal.SIGHUP, _signal.SIG_IGN)
     reap(read_commands(0), argv[2])
     return 0
 

@@ -82,7 +82,7 @@ def test_the_program_starts_without_site_or_this_package() -> None:
     imported = {line.rsplit("|", 1)[-1].strip() for line in done.stderr.decode().splitlines()}
     # Nor what only the cleanup after EOF needs (the start competes with the plugin's
     # boot for the CPU on a host's first launch).
-    lazy = ("shutil", "typing", "contextlib")
+    lazy = ("shutil", "typing", "contextlib", "enum")
     for heavy in ("site", "aog_plugins", "grpc", "psutil", "google.protobuf", *lazy):
         assert not any(m == heavy or m.startswith(heavy + ".") for m in imported), heavy
 
