@@ -18,12 +18,13 @@ from aog_plugins.aio import AsyncPluginManager
 from aog_plugins.errors import PluginCrashedError, UnknownPluginError
 from aog_plugins.manager import ManagerEvent, PluginManager
 from tests.aio.conftest import run
-from tests.manager.conftest import Layout, Leaks, go_layout, layout, leaks
+from tests.manager.conftest import Layout, go_layout, layout, leaks
+from tests.support.leaks import LeakCheck
 
 __all__ = ["go_layout", "layout", "leaks"]
 
 
-def test_async_manager_starts_serves_stops_and_closes(go_layout: Layout, leaks: Leaks) -> None:
+def test_async_manager_starts_serves_stops_and_closes(go_layout: Layout, leaks: LeakCheck) -> None:
     go_layout.add_go("alpha")
     go_layout.add_go("beta")
 
@@ -83,7 +84,9 @@ def test_open_takes_the_manager_arguments() -> None:
     assert [p.default for p in mine.values()] == [p.default for p in sync.values()]
 
 
-def test_reload_moves_the_async_client_to_the_new_process(go_layout: Layout, leaks: Leaks) -> None:
+def test_reload_moves_the_async_client_to_the_new_process(
+    go_layout: Layout, leaks: LeakCheck
+) -> None:
     go_layout.add_go("alpha")
 
     async def main() -> None:
@@ -105,7 +108,9 @@ def test_reload_moves_the_async_client_to_the_new_process(go_layout: Layout, lea
     run(main())
 
 
-def test_after_fatal_the_next_call_starts_a_fresh_process(go_layout: Layout, leaks: Leaks) -> None:
+def test_after_fatal_the_next_call_starts_a_fresh_process(
+    go_layout: Layout, leaks: LeakCheck
+) -> None:
     """As docs/manager.md says for the sync client: FATAL, then a fresh start on next use."""
     go_layout.add_go("alpha")
 

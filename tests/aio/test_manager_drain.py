@@ -13,7 +13,8 @@ from aog_plugins import PluginState
 from aog_plugins.aio import AsyncGRPCProviderClient, AsyncPluginManager
 from aog_plugins.errors import AogPluginsError
 from tests.aio.conftest import run
-from tests.manager.conftest import EventLog, Layout, Leaks, go_layout, layout, leaks
+from tests.manager.conftest import EventLog, Layout, go_layout, layout, leaks
+from tests.support.leaks import LeakCheck
 
 __all__ = ["go_layout", "layout", "leaks"]
 
@@ -65,7 +66,7 @@ class AsyncCaller:
         await asyncio.gather(*self._tasks)
 
 
-def test_replace_while_aio_tasks_call_loses_no_call(layout: Layout, leaks: Leaks) -> None:
+def test_replace_while_aio_tasks_call_loses_no_call(layout: Layout, leaks: LeakCheck) -> None:
     layout.add("p", version="1.0.0")
     events = EventLog()
 
@@ -98,7 +99,7 @@ def test_replace_while_aio_tasks_call_loses_no_call(layout: Layout, leaks: Leaks
     assert "failed" not in kinds
 
 
-def test_replace_a_go_plugin_while_aio_tasks_call(go_layout: Layout, leaks: Leaks) -> None:
+def test_replace_a_go_plugin_while_aio_tasks_call(go_layout: Layout, leaks: LeakCheck) -> None:
     go_layout.add_go("g")
 
     async def main() -> tuple[int | None, int | None, AsyncCaller]:
@@ -117,7 +118,9 @@ def test_replace_a_go_plugin_while_aio_tasks_call(go_layout: Layout, leaks: Leak
     assert new not in (None, old)
 
 
-def test_an_aio_call_in_flight_finishes_on_the_old_process(layout: Layout, leaks: Leaks) -> None:
+def test_an_aio_call_in_flight_finishes_on_the_old_process(
+    layout: Layout, leaks: LeakCheck
+) -> None:
     layout.add("p", version="1.0.0")
     events = EventLog()
 
@@ -149,7 +152,7 @@ def test_an_aio_call_in_flight_finishes_on_the_old_process(layout: Layout, leaks
 
 
 def test_an_aio_stream_in_flight_finishes_on_the_old_go_process(
-    go_layout: Layout, leaks: Leaks
+    go_layout: Layout, leaks: LeakCheck
 ) -> None:
     go_layout.add_go("g")
     events = EventLog()

@@ -13,7 +13,8 @@ from aog_plugins import PluginState, RestartPolicy
 from aog_plugins.aio import AsyncGRPCProviderClient, launch
 from aog_plugins.errors import AogPluginsError, ConfigurationError, PluginExitedError
 from tests.aio.conftest import run
-from tests.process.conftest import LeakCheck, _socket_dirs, plugin_cmd
+from tests.process.conftest import LeakCheck, plugin_cmd
+from tests.support.leaks import socket_dirs
 from tests.support.wait import wait_until
 
 QUICK = RestartPolicy(backoff_base=0.05, jitter=0.0, min_uptime=0.0)
@@ -91,12 +92,12 @@ def test_a_cancelled_launch_leaves_nothing_running(leak_check: LeakCheck) -> Non
         with pytest.raises(asyncio.CancelledError):
             await task
 
-    dirs = _socket_dirs()
+    dirs = socket_dirs()
     run(main())
     # The start completes on its thread, then the plugin nobody received is killed (and
     # its socket dir removed) on another thread.
     wait_until(
-        lambda: not leak_check.tagged() and not _socket_dirs() - dirs,
+        lambda: not leak_check.tagged() and not socket_dirs() - dirs,
         30,
         "the orphaned plugin to be killed and its socket dir removed",
     )

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import glob
 import json
 import os
 import shutil
@@ -10,16 +9,16 @@ import sys
 import threading
 import uuid
 from collections.abc import Iterator, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 
-import psutil
 import pytest
 import yaml
 
 from aog_plugins.manager import ManagerEvent
 from aog_plugins.types import go_arch, go_os
 from tests.support.gobuild import GoBinaries, go_binaries
+from tests.support.leaks import LeakCheck
 from tests.support.wait import wait_until
 
 DISK_PLUGIN = Path(__file__).resolve().parent / "disk_plugin.py"
@@ -141,35 +140,6 @@ def go_layout(layout: Layout) -> Layout:
     return layout
 
 
-@dataclass
-class Leaks:
-    """Tags every plugin a test starts (pass ``env``); after the test nothing may remain."""
-
-    tag: str = field(default_factory=lambda: uuid.uuid4().hex)
-
-    @property
-    def env(self) -> dict[str, str]:
-        return {"AOG_PLUGINS_TEST_TAG": self.tag}
-
-    def processes(self) -> list[psutil.Process]:
-        found = []
-        for proc in psutil.process_iter():
-            try:
-                tagged = proc.environ().get("AOG_PLUGINS_TEST_TAG") == self.tag
-                if tagged and proc.status() != psutil.STATUS_ZOMBIE:
-                    found.append(proc)
-            except (psutil.Error, OSError):
-                continue
-        return found
-
-
-def _socket_dirs() -> set[str]:
-    tmp = os.environ.get("TMPDIR", "/tmp")
-    return set(glob.glob(f"/tmp/aogp-{os.getpid()}-*")) | set(
-        glob.glob(os.path.join(tmp, f"aogp-{os.getpid()}-*"))
-    )
-
-
 def manager_threads() -> list[str]:
     return [
         t.name
@@ -179,19 +149,12 @@ def manager_threads() -> list[str]:
 
 
 @pytest.fixture
-def leaks() -> Iterator[Leaks]:
+def leaks() -> Iterator[LeakCheck]:
     """Fails the test if a tagged process, a zombie child, a socket dir or a manager
     thread is left once the test is over (the test must have closed its manager)."""
-    before = _socket_dirs()
-    check = Leaks()
+    check = LeakCheck()
     yield check
-    left = check.processes()
-    for proc in left:
-        proc.kill()
-    assert not left, f"plugin processes left running: {[p.pid for p in left]}"
-    zombies = [c.pid for c in psutil.Process().children() if c.status() == psutil.STATUS_ZOMBIE]
-    assert not zombies, f"unreaped children: {zombies}"
-    assert _socket_dirs() - before == set(), "socket dirs left behind"
+    check.verify()
     assert manager_threads() == [], f"manager threads left: {manager_threads()}"
 
 

@@ -16,11 +16,12 @@ from pathlib import Path
 import pytest
 
 from aog_plugins.cli import main
-from tests.manager.conftest import Layout, Leaks
+from tests.manager.conftest import Layout
+from tests.support.leaks import LeakCheck
 
 
 def test_list_shows_every_plugin_without_starting_any(
-    layout: Layout, leaks: Leaks, capsys: pytest.CaptureFixture[str]
+    layout: Layout, leaks: LeakCheck, capsys: pytest.CaptureFixture[str]
 ) -> None:
     layout.add("alpha", services=[("chat", "chat"), ("embed", "embed")], version="2.1.0")
     layout.add("broken", exe_mode=0o644)
@@ -81,7 +82,7 @@ class Lines:
 
 @pytest.mark.parametrize("sig", [signal.SIGINT, signal.SIGTERM])
 def test_run_supervises_prints_events_and_stops_cleanly(
-    layout: Layout, leaks: Leaks, sig: signal.Signals
+    layout: Layout, leaks: LeakCheck, sig: signal.Signals
 ) -> None:
     layout.add("alpha")
     layout.add("beta")

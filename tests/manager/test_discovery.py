@@ -28,7 +28,8 @@ from aog_plugins.errors import (
     UnknownPluginError,
 )
 from aog_plugins.manager import EntryState
-from tests.manager.conftest import BIN_DIR, Layout, Leaks, manifest_doc
+from tests.manager.conftest import BIN_DIR, Layout, manifest_doc
+from tests.support.leaks import LeakCheck
 
 
 def sha256(path: Path) -> str:
@@ -62,7 +63,7 @@ def broken_directory(layout: Layout) -> dict[str, type[PluginEntryError]]:
     }
 
 
-def test_every_broken_form_is_listed_with_its_own_error(layout: Layout, leaks: Leaks) -> None:
+def test_every_broken_form_is_listed_with_its_own_error(layout: Layout, leaks: LeakCheck) -> None:
     expected = broken_directory(layout)
     (layout.root / ".hidden").mkdir()
     layout.add("ignored", into=layout.root / ".hidden")  # inside a hidden entry
@@ -110,7 +111,7 @@ def test_errors_say_what_to_do(layout: Layout) -> None:
     assert "does not exist" in str(errors["missingexe"])
 
 
-def test_get_and_client_raise_the_entry_error(layout: Layout, leaks: Leaks) -> None:
+def test_get_and_client_raise_the_entry_error(layout: Layout, leaks: LeakCheck) -> None:
     layout.add("notexec", exe_mode=0o644)
     with PluginManager(layout.root, watch=False, env=leaks.env) as manager:
         with pytest.raises(ExecutableNotExecutableError) as caught:
@@ -127,7 +128,7 @@ def test_get_and_client_raise_the_entry_error(layout: Layout, leaks: Leaks) -> N
         assert leaks.processes() == []
 
 
-def test_checksum_mismatch_is_listed_and_a_match_starts(layout: Layout, leaks: Leaks) -> None:
+def test_checksum_mismatch_is_listed_and_a_match_starts(layout: Layout, leaks: LeakCheck) -> None:
     layout.add("ok")
     layout.add("bad")
     sums = {"ok": sha256(layout.exe("ok")), "bad": "sha256:" + "1" * 64}
@@ -138,7 +139,7 @@ def test_checksum_mismatch_is_listed_and_a_match_starts(layout: Layout, leaks: L
         manager.get("ok").ping()
 
 
-def test_manifest_variants_json_and_yml(layout: Layout, leaks: Leaks) -> None:
+def test_manifest_variants_json_and_yml(layout: Layout, leaks: LeakCheck) -> None:
     layout.add("as-json", manifest_name="plugin.json")
     layout.add("as-yml", manifest_name="plugin.yml")
     with PluginManager(layout.root, watch=False, env=leaks.env) as manager:

@@ -13,7 +13,8 @@ import time
 
 import psutil
 
-from tests.manager.conftest import Layout, Leaks
+from tests.manager.conftest import Layout
+from tests.support.leaks import LeakCheck
 from tests.support.wait import wait_until
 
 HOST = textwrap.dedent(
@@ -39,7 +40,7 @@ def gone(pid: int) -> bool:
         return True
 
 
-def test_sigkilled_host_with_five_plugins_leaves_nothing(layout: Layout, leaks: Leaks) -> None:
+def test_sigkilled_host_with_five_plugins_leaves_nothing(layout: Layout, leaks: LeakCheck) -> None:
     for i in range(5):
         layout.add(f"p{i}")
     host = subprocess.Popen(

@@ -29,11 +29,11 @@ from tests.manager.conftest import (
     BIN_DIR,
     EventLog,
     Layout,
-    Leaks,
     manifest_doc,
     wrapper_script,
     write_atomic,
 )
+from tests.support.leaks import LeakCheck
 from tests.support.wait import wait_until
 
 WATCH_MODES = [pytest.param(True, id="events"), pytest.param("poll", id="poll")]
@@ -98,7 +98,7 @@ def pid_of(reply: bytes) -> int:
 
 @contextmanager
 def managed(
-    layout: Layout, leaks: Leaks, watch: bool | str, drain_timeout: float = 30.0
+    layout: Layout, leaks: LeakCheck, watch: bool | str, drain_timeout: float = 30.0
 ) -> Iterator[tuple[PluginManager, EventLog]]:
     events = EventLog()
     manager = PluginManager(
@@ -111,7 +111,9 @@ def managed(
 
 
 @pytest.mark.parametrize("watch", WATCH_MODES)
-def test_a_new_plugin_is_listed_and_usable(layout: Layout, leaks: Leaks, watch: bool | str) -> None:
+def test_a_new_plugin_is_listed_and_usable(
+    layout: Layout, leaks: LeakCheck, watch: bool | str
+) -> None:
     layout.add("first")
     with managed(layout, leaks, watch) as (manager, events):
         layout.add("second")
@@ -122,7 +124,7 @@ def test_a_new_plugin_is_listed_and_usable(layout: Layout, leaks: Leaks, watch: 
 
 
 @pytest.mark.parametrize("watch", WATCH_MODES)
-def test_a_slow_copy_is_one_change(layout: Layout, leaks: Leaks, watch: bool | str) -> None:
+def test_a_slow_copy_is_one_change(layout: Layout, leaks: LeakCheck, watch: bool | str) -> None:
     with managed(layout, leaks, watch) as (manager, events):
         directory = layout.root / "slow"
         layout.write_manifest(directory, manifest_doc("slow"))
@@ -147,7 +149,7 @@ def test_a_slow_copy_is_one_change(layout: Layout, leaks: Leaks, watch: bool | s
 
 @pytest.mark.parametrize("watch", WATCH_MODES)
 def test_a_renamed_in_directory_is_picked_up(
-    layout: Layout, leaks: Leaks, watch: bool | str, tmp_path: Path
+    layout: Layout, leaks: LeakCheck, watch: bool | str, tmp_path: Path
 ) -> None:
     staging = tmp_path / "staging"
     staging.mkdir()
@@ -160,7 +162,7 @@ def test_a_renamed_in_directory_is_picked_up(
 
 @pytest.mark.parametrize("watch", WATCH_MODES)
 def test_a_removed_plugin_is_stopped_and_dropped(
-    layout: Layout, leaks: Leaks, watch: bool | str
+    layout: Layout, leaks: LeakCheck, watch: bool | str
 ) -> None:
     layout.add("p")
     layout.add("other")
@@ -184,7 +186,7 @@ def test_a_removed_plugin_is_stopped_and_dropped(
 
 @pytest.mark.parametrize("watch", WATCH_MODES)
 def test_replace_while_calling_loses_no_call(
-    layout: Layout, leaks: Leaks, watch: bool | str
+    layout: Layout, leaks: LeakCheck, watch: bool | str
 ) -> None:
     layout.add("p", version="1.0.0")
     with managed(layout, leaks, watch) as (manager, events):
@@ -222,7 +224,7 @@ def test_replace_while_calling_loses_no_call(
     assert "failed" not in kinds
 
 
-def test_replace_a_go_plugin_while_calling(go_layout: Layout, leaks: Leaks) -> None:
+def test_replace_a_go_plugin_while_calling(go_layout: Layout, leaks: LeakCheck) -> None:
     go_layout.add_go("g")
     with managed(go_layout, leaks, True) as (manager, events):
         with Caller(manager.client("g"), "echo", b"x") as caller:
@@ -236,7 +238,7 @@ def test_replace_a_go_plugin_while_calling(go_layout: Layout, leaks: Leaks) -> N
         assert manager.entry("g").pid == replaced.pid != old
 
 
-def test_a_failed_replacement_keeps_the_old_one_serving(layout: Layout, leaks: Leaks) -> None:
+def test_a_failed_replacement_keeps_the_old_one_serving(layout: Layout, leaks: LeakCheck) -> None:
     layout.add("p", version="1.0.0")
     with managed(layout, leaks, True) as (manager, events):
         with Caller(manager.client("p"), "chat", b"{}") as caller:
@@ -261,7 +263,7 @@ def test_a_failed_replacement_keeps_the_old_one_serving(layout: Layout, leaks: L
     assert "replaced" not in events.kinds("p")
 
 
-def test_a_call_in_flight_finishes_on_the_old_process(layout: Layout, leaks: Leaks) -> None:
+def test_a_call_in_flight_finishes_on_the_old_process(layout: Layout, leaks: LeakCheck) -> None:
     layout.add("p", version="1.0.0")
     with managed(layout, leaks, False) as (manager, events):
         client = manager.client("p")
@@ -282,7 +284,7 @@ def test_a_call_in_flight_finishes_on_the_old_process(layout: Layout, leaks: Lea
     assert kinds.index("replaced") < kinds.index("stopped")
 
 
-def test_the_drain_is_bounded(layout: Layout, leaks: Leaks) -> None:
+def test_the_drain_is_bounded(layout: Layout, leaks: LeakCheck) -> None:
     layout.add("p", version="1.0.0")
     with managed(layout, leaks, False, drain_timeout=0.5) as (manager, events):
         client = manager.client("p")
@@ -306,7 +308,7 @@ def test_the_drain_is_bounded(layout: Layout, leaks: Leaks) -> None:
 
 
 def test_reload_swaps_in_a_fresh_process_or_raises_keeping_the_old(
-    layout: Layout, leaks: Leaks
+    layout: Layout, leaks: LeakCheck
 ) -> None:
     layout.add("p")
     with managed(layout, leaks, False) as (manager, events):
@@ -326,7 +328,7 @@ def test_reload_swaps_in_a_fresh_process_or_raises_keeping_the_old(
     assert events.kinds("p").count("replaced") == 1
 
 
-def test_close_does_not_wait_for_a_drain(layout: Layout, leaks: Leaks) -> None:
+def test_close_does_not_wait_for_a_drain(layout: Layout, leaks: LeakCheck) -> None:
     layout.add("p")
     events = EventLog()
     manager = PluginManager(
@@ -355,7 +357,10 @@ def test_close_does_not_wait_for_a_drain(layout: Layout, leaks: Leaks) -> None:
 
 
 def test_without_file_events_it_falls_back_to_polling(
-    layout: Layout, leaks: Leaks, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+    layout: Layout,
+    leaks: LeakCheck,
+    monkeypatch: pytest.MonkeyPatch,
+    caplog: pytest.LogCaptureFixture,
 ) -> None:
     monkeypatch.setitem(sys.modules, "watchfiles", None)  # as if it could not be imported
     with (
@@ -367,7 +372,9 @@ def test_without_file_events_it_falls_back_to_polling(
     assert any("polling" in r.getMessage() for r in caplog.records)
 
 
-def test_a_rescan_during_a_replacement_does_not_swap_twice(layout: Layout, leaks: Leaks) -> None:
+def test_a_rescan_during_a_replacement_does_not_swap_twice(
+    layout: Layout, leaks: LeakCheck
+) -> None:
     layout.add("p", version="1.0.0")
     with managed(layout, leaks, False) as (manager, events):
         manager.get("p")

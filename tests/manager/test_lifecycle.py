@@ -21,7 +21,8 @@ from aog_plugins.errors import (
     PluginRemovedError,
 )
 from aog_plugins.manager import EntryState
-from tests.manager.conftest import EventLog, Layout, Leaks, wrapper_script, write_atomic
+from tests.manager.conftest import EventLog, Layout, wrapper_script, write_atomic
+from tests.support.leaks import LeakCheck
 from tests.support.wait import wait_until
 
 
@@ -31,7 +32,7 @@ def whoami(manager: PluginManager, name: str, request: bytes = b"{}") -> dict[st
     return reply
 
 
-def test_sixteen_concurrent_gets_start_it_once(layout: Layout, leaks: Leaks) -> None:
+def test_sixteen_concurrent_gets_start_it_once(layout: Layout, leaks: LeakCheck) -> None:
     layout.add("p")
     events = EventLog()
     with PluginManager(layout.root, watch=False, env=leaks.env, on_event=events) as manager:
@@ -60,7 +61,7 @@ def test_sixteen_concurrent_gets_start_it_once(layout: Layout, leaks: Leaks) -> 
     assert len(events.of("started", "p")) == 1
 
 
-def test_a_failed_start_is_shared_reported_and_retried(layout: Layout, leaks: Leaks) -> None:
+def test_a_failed_start_is_shared_reported_and_retried(layout: Layout, leaks: LeakCheck) -> None:
     # The wrapper sleeps first so every caller arrives while the one start is under way.
     layout.add("p", test={"exit_at_start": 3}, wrapper_lines=["sleep 1"])
     events = EventLog()
@@ -112,7 +113,7 @@ def test_find_by_service_and_task_type(layout: Layout) -> None:
         assert manager.entry("a").task_types == ("chat", "embed")
 
 
-def test_stop_then_the_next_use_starts_it_again(layout: Layout, leaks: Leaks) -> None:
+def test_stop_then_the_next_use_starts_it_again(layout: Layout, leaks: LeakCheck) -> None:
     layout.add("p")
     events = EventLog()
     with PluginManager(layout.root, watch=False, env=leaks.env, on_event=events) as manager:
@@ -126,7 +127,7 @@ def test_stop_then_the_next_use_starts_it_again(layout: Layout, leaks: Leaks) ->
     assert set(events.threads) == {"aog-plugins-manager-events"}  # never the I/O thread
 
 
-def test_idle_plugin_is_stopped_and_restarted_on_next_use(layout: Layout, leaks: Leaks) -> None:
+def test_idle_plugin_is_stopped_and_restarted_on_next_use(layout: Layout, leaks: LeakCheck) -> None:
     layout.add("p")
     events = EventLog()
     with PluginManager(
@@ -145,7 +146,7 @@ def test_idle_plugin_is_stopped_and_restarted_on_next_use(layout: Layout, leaks:
         assert len(events.of("started", "p")) == 2
 
 
-def test_environment_cwd_and_aog_version(layout: Layout, leaks: Leaks) -> None:
+def test_environment_cwd_and_aog_version(layout: Layout, leaks: LeakCheck) -> None:
     directory = layout.add("p")
     env = {"DISK_PLUGIN_EXTRA": "added", **leaks.env}
     with PluginManager(layout.root, watch=False, env=env, aog_version="1.2.3") as manager:
@@ -163,7 +164,7 @@ def test_environment_cwd_and_aog_version(layout: Layout, leaks: Leaks) -> None:
 
 
 def test_checksum_is_checked_before_every_start_and_restart(
-    layout: Layout, leaks: Leaks, tmp_path: Path
+    layout: Layout, leaks: LeakCheck, tmp_path: Path
 ) -> None:
     layout.add("p")
     exe = layout.exe("p")
@@ -193,7 +194,9 @@ def test_checksum_is_checked_before_every_start_and_restart(
     assert not marker.exists()
 
 
-def test_a_crashed_plugin_is_restarted_and_the_client_follows(layout: Layout, leaks: Leaks) -> None:
+def test_a_crashed_plugin_is_restarted_and_the_client_follows(
+    layout: Layout, leaks: LeakCheck
+) -> None:
     layout.add("p")
     events = EventLog()
     with PluginManager(layout.root, watch=False, env=leaks.env, on_event=events) as manager:
@@ -206,7 +209,7 @@ def test_a_crashed_plugin_is_restarted_and_the_client_follows(layout: Layout, le
     assert kinds[:4] == ["added", "started", "failed", "started"]
 
 
-def test_eager_starts_every_usable_plugin(layout: Layout, leaks: Leaks) -> None:
+def test_eager_starts_every_usable_plugin(layout: Layout, leaks: LeakCheck) -> None:
     for name in ("a", "b", "c"):
         layout.add(name)
     layout.add("broken", write_exe=False)
@@ -221,7 +224,7 @@ def test_eager_starts_every_usable_plugin(layout: Layout, leaks: Leaks) -> None:
         assert len(leaks.processes()) == 3
 
 
-def test_close_leaves_nothing_and_later_use_fails_fast(layout: Layout, leaks: Leaks) -> None:
+def test_close_leaves_nothing_and_later_use_fails_fast(layout: Layout, leaks: LeakCheck) -> None:
     for name in ("a", "b", "c"):
         layout.add(name)
     manager = PluginManager(layout.root, env=leaks.env)  # watching too
@@ -237,7 +240,7 @@ def test_close_leaves_nothing_and_later_use_fails_fast(layout: Layout, leaks: Le
         held.invoke_service("chat", b"{}")
 
 
-def test_go_plugin_in_an_aog_layout(go_layout: Layout, leaks: Leaks) -> None:
+def test_go_plugin_in_an_aog_layout(go_layout: Layout, leaks: LeakCheck) -> None:
     go_layout.add_go("gofx")
     with PluginManager(go_layout.root, watch=False, env=leaks.env) as manager:
         reply = json.loads(manager.client("gofx").invoke_service("echo", b"hello"))

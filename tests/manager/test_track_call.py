@@ -9,11 +9,14 @@ import pytest
 
 from aog_plugins import PluginManager
 from aog_plugins.errors import PluginRemovedError, UnknownPluginError
-from tests.manager.conftest import EventLog, Layout, Leaks
+from tests.manager.conftest import EventLog, Layout
+from tests.support.leaks import LeakCheck
 from tests.support.wait import wait_until
 
 
-def test_a_tracked_call_holds_the_old_process_until_it_ends(layout: Layout, leaks: Leaks) -> None:
+def test_a_tracked_call_holds_the_old_process_until_it_ends(
+    layout: Layout, leaks: LeakCheck
+) -> None:
     layout.add("p", version="1.0.0")
     events = EventLog()
     with PluginManager(layout.root, watch=False, env=leaks.env, on_event=events) as manager:
