@@ -8,10 +8,11 @@ So go-plugin's services (health, controller, stdio, broker) get a pool of their 
 chosen per call by grpcio (a behaviour's ``experimental_thread_pool``) from a server
 interceptor, which runs on grpcio's polling thread and so needs no pool thread itself.
 
-The plugin's own calls run on the other pool: ``max_workers`` threads at most (calls
-beyond that wait for a free thread, grpcio's rule), or, by default, one thread per
-concurrent call, made when needed and reused afterwards (as a Go plugin serves each call
-on its own goroutine).
+The plugin's own calls run on the other pool (:mod:`._executor`): ``max_workers`` threads
+at most (calls beyond that wait for a free thread, grpcio's rule), or by default as many
+as the calls need: quick calls share a thread or two, and a call that waits for a busy
+thread gets one of its own a few milliseconds later (a Go plugin serves each call on its
+own goroutine; a Python thread per quick call only adds GIL contention).
 """
 
 from __future__ import annotations
@@ -23,6 +24,7 @@ from typing import TYPE_CHECKING, Generic, TypeVar
 import grpc
 
 from aog_plugins.errors import ConfigurationError
+from aog_plugins.server._executor import GrowingExecutor
 from aog_plugins.transport import signals_blocked
 
 __all__ = ["PLUMBING_SERVICES", "ServerThreads"]
@@ -114,9 +116,7 @@ class ServerThreads:
                 f"got {max_workers!r}"
             )
         self.max_workers = max_workers
-        self.calls = concurrent.futures.ThreadPoolExecutor(
-            max_workers or _AS_NEEDED, thread_name_prefix="aog-plugin"
-        )
+        self.calls = GrowingExecutor(max_workers, thread_name_prefix="aog-plugin")
         self.plumbing = concurrent.futures.ThreadPoolExecutor(
             _AS_NEEDED, thread_name_prefix="aog-plugin-plumbing"
         )

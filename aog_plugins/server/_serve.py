@@ -119,8 +119,9 @@ class PluginServer:
     ``wait()`` blocks until the host calls Shutdown (or :meth:`stop`).
 
     ``max_workers`` caps how many of the plugin's own calls run at once (each holds a
-    thread; calls beyond it wait for a free one); ``None``, the default, gives every
-    concurrent call its own thread, like a Go plugin. Health checks, Shutdown, stdio and
+    thread; calls beyond it wait for a free one); ``None``, the default, sets no limit:
+    quick calls share a thread or two, and a call that waits for a busy thread gets its
+    own within about 10 ms (see ``_executor``). Health checks, Shutdown, stdio and
     the broker stream never count against it: they run on threads of their own, so a
     plugin busy with long streams still answers the host (see ``_pools``).
     """
@@ -374,7 +375,8 @@ def serve(
     ``on_ready`` runs once the handshake is printed (output from then on goes to GRPCStdio).
     ``options`` are :class:`PluginServer`'s keywords (:class:`ServerOptions`), e.g.
     ``max_workers=32`` to run at most 32 of the plugin's calls at once (default: no fixed
-    limit, a thread per concurrent call; health, Shutdown and stdio never wait for them).
+    limit, a thread for every call that needs one; health, Shutdown and stdio never wait
+    for them).
     Logs go to stderr as hclog JSON; SIGINT is ignored and SIGTERM stops cleanly.
     """
     configure_logging(log_level)
