@@ -1,4 +1,5 @@
-"""Socket dirs of dead hosts are removed by the next process's first make_socket_dir().
+"""Socket dirs of dead hosts are removed once per process: by its first start (while the
+plugin boots) or by its first make_socket_dir().
 
 Every test runs the cleanup in a fresh process whose TMPDIR is a private short dir, so
 the dirs planted here are invisible to other tests running at the same time.
@@ -43,6 +44,20 @@ FRESH_HOST = textwrap.dedent(
     print(json.dumps([first, second]))
     remove_socket_dir(first)
     remove_socket_dir(second)
+    """
+)
+
+
+# Launches two plugins; between them plants argv[2]: only the first start sweeps.
+LAUNCHING_HOST = textwrap.dedent(
+    """
+    import json, os, sys
+    from aog_plugins import launch
+    cmd = json.loads(sys.argv[1])
+    with launch(cmd) as first:
+        os.mkdir(sys.argv[2])
+        with launch(cmd) as second:
+            second.ping()
     """
 )
 
@@ -164,3 +179,19 @@ def test_relay_dir_of_a_sigkilled_plugin_is_recognised_as_stale(
     monkeypatch.setattr(tempfile, "tempdir", str(short_tmpdir))
     assert relay_dir in remove_stale_dirs(), "the relay dir is not recognised as stale"
     assert not os.path.exists(relay_dir)
+
+
+def test_the_first_start_of_a_process_sweeps_once(
+    short_tmpdir: Path, leak_check: LeakCheck
+) -> None:
+    dead = _plant(short_tmpdir, f"aogp-{_dead_pid()}-abc")
+    late = short_tmpdir / f"aogp-{_dead_pid()}-late"
+    env = {**os.environ, **leak_check.env, "TMPDIR": str(short_tmpdir), "PYTHONPATH": str(ROOT)}
+    subprocess.run(
+        [sys.executable, "-c", LAUNCHING_HOST, json.dumps(plugin_cmd("echo_plugin.py")), late],
+        env=env,
+        timeout=120,
+        check=True,
+    )
+    assert not dead.exists(), "the first launch of the process did not sweep"
+    assert late.is_dir(), "the second launch swept again"
