@@ -44,6 +44,12 @@ HOST = textwrap.dedent(
         install_signal_handlers()
     elif mode == "opt-out":
         plugin = start(install_signal_handlers=False)
+    elif mode == "asyncio":
+        # The loop's add_signal_handler takes the process's one wakeup fd first.
+        import asyncio
+        loop = asyncio.new_event_loop()
+        loop.add_signal_handler(signal.SIGUSR2, lambda: None)
+        plugin = start()
     else:
         plugin = start()
     if mode == "masked-main":
@@ -58,6 +64,9 @@ HOST = textwrap.dedent(
         threading.Thread(target=lambda: (stopping.wait(), print("{}", flush=True))).start()
         plugin.kill(grace=60)
         print(json.dumps({"killed": plugin.state.value}), flush=True)
+    elif mode == "asyncio":
+        print("{}", flush=True)
+        loop.run_until_complete(asyncio.sleep(60))
     elif mode == "catch":
         try:
             print("{}", flush=True)  # inside the try: the test may interrupt from now on
@@ -213,3 +222,16 @@ def test_only_the_applications_threads_take_its_signals(
     assert open_to_signals == {}
     assert info["restarted plugin"] == []
     assert _exit_code(host) == 0
+
+
+def test_sigterm_with_an_event_loop_owning_the_wakeup_fd(
+    make_host: HostFactory, leak_check: LeakCheck
+) -> None:
+    # Then only the Python-level handler tells the killer thread (no C-level news).
+    host, pid = _start(make_host, "asyncio", plugin_cmd("echo_plugin.py"))
+    assert host.read() == {}
+    host.proc.send_signal(signal.SIGTERM)
+    assert _exit_code(host) == -signal.SIGTERM
+    assert "SIGTERM received" in host.stderr_text()
+    assert "-> EXITED: stopped" in host.stderr_text(), "the host did not stop its plugin"
+    assert gone(pid)
