@@ -130,7 +130,11 @@ def install_signal_handlers() -> bool:
             previous_fd = signal.set_wakeup_fd(_wake_w)
             if previous_fd != -1:
                 signal.set_wakeup_fd(previous_fd)
-            os.register_at_fork(after_in_child=_forget_wakeup_fd)
+            os.register_at_fork(
+                before=_before_fork,
+                after_in_parent=_after_fork_in_parent,
+                after_in_child=_after_fork_in_child,
+            )
     for sig in _SIGNALS:
         current = signal.getsignal(sig)
         if current is _ours.get(sig) or current in (signal.SIG_IGN, None):
@@ -144,12 +148,36 @@ def install_signal_handlers() -> bool:
     return True
 
 
-def _forget_wakeup_fd() -> None:
-    # A forked child must not wake its parent's killer (its own signals are its own).
-    with contextlib.suppress(ValueError, OSError):  # ValueError: forked off the main thread
-        fd = signal.set_wakeup_fd(-1)
-        if fd not in (-1, _wake_w):
-            signal.set_wakeup_fd(fd)
+# os.fork() (not subprocess, whose child execs at once): the child inherits the wakeup
+# fd, a pipe to this process's killer thread, and must not wake it: a SIGTERM meant for
+# the child would stop the parent's plugins. The child forgets the fd in its first Python
+# code after the fork; until then it keeps SIGTERM and SIGINT blocked (the mask is
+# inherited), so a signal that arrives meanwhile waits and is the child's own.
+_mask_before_fork: set[int | signal.Signals] | None = None
+
+
+def _before_fork() -> None:
+    global _mask_before_fork
+    _mask_before_fork = signal.pthread_sigmask(signal.SIG_BLOCK, _SIGNALS)
+
+
+def _restore_mask() -> None:
+    if _mask_before_fork is not None:
+        signal.pthread_sigmask(signal.SIG_SETMASK, _mask_before_fork)
+
+
+def _after_fork_in_parent() -> None:
+    _restore_mask()
+
+
+def _after_fork_in_child() -> None:
+    try:
+        with contextlib.suppress(ValueError, OSError):  # ValueError: forked off the main thread
+            fd = signal.set_wakeup_fd(-1)
+            if fd not in (-1, _wake_w):
+                signal.set_wakeup_fd(fd)
+    finally:
+        _restore_mask()
 
 
 def _handler(signum: int, frame: FrameType | None) -> None:

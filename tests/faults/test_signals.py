@@ -7,6 +7,7 @@ stderr, so the test can tell a plugin the host stopped itself from one the reape
 from __future__ import annotations
 
 import json
+import os
 import signal
 import subprocess
 import textwrap
@@ -19,7 +20,7 @@ from tests.process.conftest import LeakCheck
 
 HOST = textwrap.dedent(
     """
-    import faulthandler, json, logging, signal, sys, threading, time
+    import faulthandler, json, logging, os, signal, sys, threading, time
     import aog_plugins
 
     logging.basicConfig(level=logging.INFO, format="%(message)s")
@@ -67,6 +68,18 @@ HOST = textwrap.dedent(
     elif mode == "asyncio":
         print("{}", flush=True)
         loop.run_until_complete(asyncio.sleep(60))
+    elif mode == "fork":
+        child = os.fork()
+        if child == 0:
+            time.sleep(60)
+            os._exit(0)
+        print(json.dumps({"child": child}), flush=True)
+        _, status = os.waitpid(child, 0)
+        time.sleep(0.5)  # time for a (wrongly) woken killer thread to act
+        plugin.ping()
+        print(json.dumps({"child_signal": os.WTERMSIG(status), "state": plugin.state.value}), flush=True)
+        plugin.kill()
+        sys.exit(0)
     elif mode == "catch":
         try:
             print("{}", flush=True)  # inside the try: the test may interrupt from now on
@@ -235,3 +248,14 @@ def test_sigterm_with_an_event_loop_owning_the_wakeup_fd(
     assert "SIGTERM received" in host.stderr_text()
     assert "-> EXITED: stopped" in host.stderr_text(), "the host did not stop its plugin"
     assert gone(pid)
+
+
+def test_a_forked_childs_signal_is_its_own(make_host: HostFactory, leak_check: LeakCheck) -> None:
+    # The child inherits the wakeup fd, a pipe to the parent's killer thread: a SIGTERM to
+    # the child must end the child only, never the parent's plugins.
+    host, pid = _start(make_host, "fork", plugin_cmd("echo_plugin.py"))
+    child = host.read()["child"]
+    os.kill(child, signal.SIGTERM)
+    assert host.read() == {"child_signal": signal.SIGTERM, "state": "RUNNING"}
+    assert _exit_code(host) == 0
+    assert "SIGTERM received" not in host.stderr_text()
