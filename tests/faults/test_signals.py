@@ -77,7 +77,8 @@ HOST = textwrap.dedent(
         _, status = os.waitpid(child, 0)
         time.sleep(0.5)  # time for a (wrongly) woken killer thread to act
         plugin.ping()
-        print(json.dumps({"child_signal": os.WTERMSIG(status), "state": plugin.state.value}), flush=True)
+        after = {"child_signal": os.WTERMSIG(status), "state": plugin.state.value}
+        print(json.dumps(after), flush=True)
         plugin.kill()
         sys.exit(0)
     elif mode == "catch":
@@ -253,7 +254,7 @@ def test_sigterm_with_an_event_loop_owning_the_wakeup_fd(
 def test_a_forked_childs_signal_is_its_own(make_host: HostFactory, leak_check: LeakCheck) -> None:
     # The child inherits the wakeup fd, a pipe to the parent's killer thread: a SIGTERM to
     # the child must end the child only, never the parent's plugins.
-    host, pid = _start(make_host, "fork", plugin_cmd("echo_plugin.py"))
+    host, _ = _start(make_host, "fork", plugin_cmd("echo_plugin.py"))
     child = host.read()["child"]
     os.kill(child, signal.SIGTERM)
     assert host.read() == {"child_signal": signal.SIGTERM, "state": "RUNNING"}
