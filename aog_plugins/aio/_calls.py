@@ -14,8 +14,8 @@ from typing import TypeVar
 import grpc
 
 from aog_plugins.aio._source import AsyncConnectionSource, Link, failure, lost_under_us
-from aog_plugins.aio._streams import AsyncResponseStream, Registry
-from aog_plugins.client import limit_of, methods, rpcs
+from aog_plugins.aio._streams import AsyncResponseStream
+from aog_plugins.client import StreamRegistry, limit_of, methods, rpcs
 from aog_plugins.errors import AogPluginsError, PluginCallError, PluginCrashedError
 
 __all__ = ["AsyncRpcCalls"]
@@ -31,7 +31,7 @@ class AsyncRpcCalls:
     def __init__(self, source: AsyncConnectionSource) -> None:
         self._source = source
         self._seen: Link | None = None
-        self._streams = Registry()
+        self._streams = StreamRegistry()
         self._closed = False
 
     def _link_changed(self) -> None:

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import weakref
 from collections.abc import Callable, Coroutine
 from typing import Generic, Protocol, TypeVar
 
@@ -23,24 +22,10 @@ from aog_plugins.client import methods
 from aog_plugins.errors import ConfigurationError
 from aog_plugins.types import BidiMessage
 
-__all__ = ["AsyncBidiCall", "AsyncResponseStream", "Registry"]
+__all__ = ["AsyncBidiCall", "AsyncResponseStream"]
 
 T = TypeVar("T")
 _R = TypeVar("_R")
-
-
-class Registry:
-    """The open streams of one client, so ``close()`` can cancel them all."""
-
-    def __init__(self) -> None:
-        self._streams: weakref.WeakSet[AsyncCall] = weakref.WeakSet()
-
-    def add(self, stream: AsyncCall) -> None:
-        self._streams.add(stream)
-
-    def cancel_all(self) -> None:
-        for stream in list(self._streams):
-            stream.cancel()
 
 
 class AsyncResponseStream(Generic[T]):

@@ -17,7 +17,7 @@ from aog_plugins.client._source import (
     call_error,
     exit_wait,
 )
-from aog_plugins.client._streams import BidiSender, ResponseStream
+from aog_plugins.client._streams import BidiSender, ResponseStream, StreamRegistry
 from aog_plugins.contract import (
     BidirectionalPlugin,
     LocalPluginProvider,
@@ -41,6 +41,7 @@ __all__ = [
     "RemotePluginProvider",
     "ResponseStream",
     "StaticSource",
+    "StreamRegistry",
     "StreamablePlugin",
     # For aog_plugins.aio's client, so each RPC's semantics live in one place:
     "call_error",
