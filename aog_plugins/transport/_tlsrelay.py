@@ -203,15 +203,18 @@ class ThreadRelay(Relay):
             os.rmdir(self._tmp)
 
 
-def _dial(network: str, address: str, timeout: float) -> socket.socket:
+def _socket(network: str, address: str) -> tuple[socket.socket, str | tuple[str, int]]:
+    """A stream socket for ``address`` (a unix path or host:port) and its sockaddr."""
     if network == "unix":
-        sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
-        target: str | tuple[str, int] = address
-    else:
-        host, port = split_host_port(address)
-        sock = socket.socket(socket.AF_INET6 if ":" in host else socket.AF_INET)
+        return socket.socket(socket.AF_UNIX, socket.SOCK_STREAM), address
+    host, port = split_host_port(address)
+    return socket.socket(socket.AF_INET6 if ":" in host else socket.AF_INET), (host, port)
+
+
+def _dial(network: str, address: str, timeout: float) -> socket.socket:
+    sock, target = _socket(network, address)
+    if network != "unix":
         sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-        target = (host, port)
     sock.settimeout(timeout)
     try:
         sock.connect(target)
@@ -251,14 +254,9 @@ def _private_tmp(directory: str) -> str:
 
 
 def _listen(network: str, address: str) -> tuple[socket.socket, str]:
-    if network == "unix":
-        sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
-        bound: str | tuple[str, int] = address
-    else:
-        host, port = split_host_port(address)
-        sock = socket.socket(socket.AF_INET6 if ":" in host else socket.AF_INET)
+    sock, bound = _socket(network, address)
+    if network != "unix":
         sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        bound = (host, port)
     try:
         sock.bind(bound)
         sock.listen(128)
