@@ -17,10 +17,12 @@ from typing import Any
 
 import pytest
 
+from aog_plugins import RestartPolicy
 from tests.process.conftest import LeakCheck, leak_check, plugin_cmd
 from tests.support.wait import gone, wait_gone, wait_until
 
 __all__ = [
+    "QUICK",
     "Host",
     "HostFactory",
     "gone",
@@ -32,6 +34,9 @@ __all__ = [
 ]
 
 ROOT = Path(__file__).resolve().parents[2]
+
+QUICK = RestartPolicy(backoff_base=0.05, max_restarts=3, min_uptime=30)
+"""Restarts that come fast and end FATAL after 3: the crash tests, Python and Go alike."""
 
 
 class Host:

@@ -18,13 +18,11 @@ from aog_plugins.errors import (
     PluginExitedError,
     PluginFatalError,
 )
-from tests.faults.conftest import wait_stopped
+from tests.faults.conftest import QUICK, wait_stopped
 from tests.process.conftest import LeakCheck, leak_check, plugin_cmd
 from tests.support.wait import wait_until
 
 __all__ = ["leak_check"]
-
-QUICK = RestartPolicy(backoff_base=0.05, max_restarts=3, min_uptime=30)
 
 
 @pytest.fixture

@@ -17,7 +17,7 @@ from aog_plugins.errors import (
     PluginExitedError,
     PluginFatalError,
 )
-from tests.faults.conftest import wait_stopped
+from tests.faults.conftest import QUICK, wait_stopped
 from tests.gofixtures.conftest import go_bins
 from tests.process.conftest import LeakCheck, leak_check
 from tests.support.gobuild import GoBinaries
@@ -25,7 +25,6 @@ from tests.support.wait import wait_until
 
 __all__ = ["go_bins", "leak_check"]
 
-QUICK = RestartPolicy(backoff_base=0.05, max_restarts=3, min_uptime=30)
 pytestmark = pytest.mark.timeout(300)
 
 
