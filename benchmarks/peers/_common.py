@@ -122,6 +122,30 @@ async def async_guarded(coro: Awaitable[float]) -> float | str:
         return reason(exc)
 
 
+async def async_call_rows(
+    health: Callable[[], Awaitable[object]],
+    spec: dict[str, Any],
+    big: Callable[[], Awaitable[float]],
+) -> dict[str, Any]:
+    """The call rows of an asyncio driver: unary p50 and CPU per call, ``parallel`` x
+    ``per_worker`` calls/s, and the 16 MiB reply (``big``) when the spec asks for it. A
+    row that fails says why instead of a figure."""
+    try:
+        p50, cpu = await async_p50_us(health, spec["unary_calls"], spec["warmup"])
+    except Exception as exc:
+        p50 = cpu = reason(exc)
+    out: dict[str, Any] = {
+        "p50_us": p50,
+        "cpu_us": cpu,
+        "ops_s": await async_guarded(
+            async_throughput(health, spec["parallel"], spec["per_worker"])
+        ),
+    }
+    if spec.get("big_bytes"):
+        out["big_ms"] = await async_guarded(big())
+    return out
+
+
 def big_request(pb2: ModuleType, size: int) -> Any:
     data = json.dumps({"size": size}).encode()
     return pb2.InvokeServiceRequest(service_name="big", request_data=data)

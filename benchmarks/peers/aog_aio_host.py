@@ -42,33 +42,19 @@ async def cold(spec: dict[str, Any]) -> dict[str, Any]:
 
 async def calls(spec: dict[str, Any]) -> dict[str, Any]:
     plugin = await start(spec)
+
+    async def big() -> float:
+        data = json.dumps({"size": spec["big_bytes"]}).encode()
+        best = float("inf")
+        for _ in range(spec["big_rounds"] + 1):
+            began = time.perf_counter()
+            got = await plugin.client.invoke_service("big", data, timeout=120)
+            assert len(got) == spec["big_bytes"], len(got)
+            best = min(best, (time.perf_counter() - began) * 1000)
+        return best
+
     try:
-        try:
-            p50_us, cpu_us = await c.async_p50_us(
-                lambda: plugin.client.health_check(timeout=30), spec["unary_calls"], spec["warmup"]
-            )
-        except Exception as exc:
-            p50_us = cpu_us = c.reason(exc)
-        out: dict[str, Any] = {"p50_us": p50_us, "cpu_us": cpu_us}
-        try:
-            out["ops_s"] = await c.async_throughput(
-                lambda: plugin.client.health_check(timeout=30), spec["parallel"], spec["per_worker"]
-            )
-        except Exception as exc:
-            out["ops_s"] = c.reason(exc)
-        if spec.get("big_bytes"):
-            data = json.dumps({"size": spec["big_bytes"]}).encode()
-            try:
-                best = float("inf")
-                for _ in range(spec["big_rounds"] + 1):
-                    began = time.perf_counter()
-                    got = await plugin.client.invoke_service("big", data, timeout=120)
-                    assert len(got) == spec["big_bytes"], len(got)
-                    best = min(best, (time.perf_counter() - began) * 1000)
-                out["big_ms"] = best
-            except Exception as exc:
-                out["big_ms"] = c.reason(exc)
-        return out
+        return await c.async_call_rows(lambda: plugin.client.health_check(timeout=30), spec, big)
     finally:
         await plugin.kill()
 

@@ -78,22 +78,7 @@ async def calls(spec: dict[str, Any]) -> dict[str, Any]:
     await client.start()
     stub = client.dispense("provider")
     try:
-        try:
-            p50_us, cpu_us = await c.async_p50_us(
-                lambda: health(stub), spec["unary_calls"], spec["warmup"]
-            )
-        except Exception as exc:
-            p50_us = cpu_us = c.reason(exc)
-        out: dict[str, Any] = {
-            "p50_us": p50_us,
-            "cpu_us": cpu_us,
-            "ops_s": await c.async_guarded(
-                c.async_throughput(lambda: health(stub), spec["parallel"], spec["per_worker"])
-            ),
-        }
-        if spec.get("big_bytes"):
-            out["big_ms"] = await c.async_guarded(big(stub, spec))
-        return out
+        return await c.async_call_rows(lambda: health(stub), spec, lambda: big(stub, spec))
     finally:
         await client.kill()
 
