@@ -111,7 +111,7 @@ def install_signal_handlers() -> bool:
     Must run on the main thread; returns False (and does nothing) on any other."""
     if threading.current_thread() is not threading.main_thread():
         return False
-    global _wake_w, _owner_pid
+    global _wake_w, _owner_pid, _fork_hooks
     with _lock:
         if _owner_pid != os.getpid():
             _owner_pid = os.getpid()
@@ -130,11 +130,13 @@ def install_signal_handlers() -> bool:
             previous_fd = signal.set_wakeup_fd(_wake_w)
             if previous_fd != -1:
                 signal.set_wakeup_fd(previous_fd)
-            os.register_at_fork(
-                before=_before_fork,
-                after_in_parent=_after_fork_in_parent,
-                after_in_child=_after_fork_in_child,
-            )
+            if not _fork_hooks:  # once per interpreter: a forked child inherits them
+                _fork_hooks = True
+                os.register_at_fork(
+                    before=_before_fork,
+                    after_in_parent=_after_fork_in_parent,
+                    after_in_child=_after_fork_in_child,
+                )
     for sig in _SIGNALS:
         current = signal.getsignal(sig)
         if current is _ours.get(sig) or current in (signal.SIG_IGN, None):
@@ -154,6 +156,7 @@ def install_signal_handlers() -> bool:
 # code after the fork; until then it keeps SIGTERM and SIGINT blocked (the mask is
 # inherited), so a signal that arrives meanwhile waits and is the child's own.
 _mask_before_fork: set[int | signal.Signals] | None = None
+_fork_hooks = False  # registered (twice, a second _before_fork would save the blocked mask)
 
 
 def _before_fork() -> None:

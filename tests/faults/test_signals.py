@@ -68,6 +68,23 @@ HOST = textwrap.dedent(
     elif mode == "asyncio":
         print("{}", flush=True)
         loop.run_until_complete(asyncio.sleep(60))
+    elif mode == "refork":
+        child = os.fork()
+        if child == 0:  # a child that installs the handlers again, then forks itself
+            from aog_plugins.process import install_signal_handlers
+            install_signal_handlers()
+            grandchild = os.fork()
+            if grandchild == 0:
+                os._exit(0)
+            os.waitpid(grandchild, 0)
+            mask = next(line for line in open("/proc/self/status") if line.startswith("SigBlk"))
+            bits = int(mask.split()[1], 16)
+            blocked = [s.name for s in (signal.SIGINT, signal.SIGTERM) if bits >> (s - 1) & 1]
+            os.write(1, (json.dumps({"blocked_after_fork": blocked}) + "\\n").encode())
+            os._exit(0)
+        os.waitpid(child, 0)
+        plugin.kill()
+        sys.exit(0)
     elif mode == "fork":
         child = os.fork()
         if child == 0:
@@ -260,3 +277,13 @@ def test_a_forked_childs_signal_is_its_own(make_host: HostFactory, leak_check: L
     assert host.read() == {"child_signal": signal.SIGTERM, "state": "RUNNING"}
     assert _exit_code(host) == 0
     assert "SIGTERM received" not in host.stderr_text()
+
+
+def test_forking_again_in_a_forked_child_leaves_its_signals_unblocked(
+    make_host: HostFactory, leak_check: LeakCheck
+) -> None:
+    # SIGTERM and SIGINT are blocked only across a fork; a child that installs the
+    # handlers again must not end up with them blocked after its own fork.
+    host, _ = _start(make_host, "refork", plugin_cmd("echo_plugin.py"))
+    assert host.read() == {"blocked_after_fork": []}
+    assert _exit_code(host) == 0
