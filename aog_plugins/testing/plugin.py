@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import os
 import uuid
-from collections.abc import Callable, Generator, Iterable, Mapping
+from collections.abc import Callable, Generator
 from pathlib import Path
 from typing import Any
 
@@ -22,10 +22,9 @@ import psutil
 import pytest
 
 from aog_plugins.manager import PluginManager
-from aog_plugins.process import Plugin, RestartPolicy
-from aog_plugins.testing._harness import Command, PluginHarness
+from aog_plugins.process import Plugin
+from aog_plugins.testing._harness import PluginHarness
 from aog_plugins.testing._leaks import MARKER_ENV, find_leaks, kill_leaks
-from aog_plugins.types import PluginManifest
 
 __all__ = ["aog_plugin", "aog_plugin_manager", "aog_provider"]
 
@@ -93,20 +92,7 @@ def aog_plugin(_aog_plugins_harness: PluginHarness) -> Callable[..., Plugin]:
     (this platform's executable is started), or a bare name under ``--aog-plugin-dir``.
     Killed at teardown; the test fails if a process, socket dir or relay outlives it.
     """
-
-    def start(
-        cmd_or_plugin_dir: Command,
-        *,
-        auto_mtls: bool | None = None,
-        env: Mapping[str, str] | None = None,
-        restart: RestartPolicy | None = None,
-        **launch_kwargs: Any,
-    ) -> Plugin:
-        return _aog_plugins_harness.start(
-            cmd_or_plugin_dir, auto_mtls=auto_mtls, env=env, restart=restart, **launch_kwargs
-        )
-
-    return start
+    return _aog_plugins_harness.start  # its signature is the fixture's
 
 
 @pytest.fixture
@@ -115,21 +101,7 @@ def aog_provider(_aog_plugins_harness: PluginHarness) -> Callable[..., Plugin]:
     streams={"chat": gen}, kind="local", manifest=None, name="aog-test-provider",
     **aog_plugin_kwargs) -> Plugin``. Callables must be module-level (imported again by
     name in the plugin process); see ``docs/testing.md``."""
-
-    def start(
-        services: Mapping[str, Callable[..., Any]] | None = None,
-        streams: Mapping[str, Callable[..., Iterable[Any]]] | None = None,
-        *,
-        kind: str = "local",
-        manifest: PluginManifest | Mapping[str, Any] | None = None,
-        name: str = "aog-test-provider",
-        **launch_kwargs: Any,
-    ) -> Plugin:
-        return _aog_plugins_harness.provider(
-            services, streams, kind=kind, manifest=manifest, name=name, **launch_kwargs
-        )
-
-    return start
+    return _aog_plugins_harness.provider
 
 
 @pytest.fixture
