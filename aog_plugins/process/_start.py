@@ -232,7 +232,9 @@ def start_incarnation(spec: StartSpec, guard: StartGuard[Any] | None = None) -> 
         relayed = tls is not None and not grpcio_can_verify(tls.plugin_cert_der)
         if spec.multiplex:
             # One connection, yamux on it; each channel is a stream (TLS inside it).
-            mux = Mux.dial(line.network, line.address, max(deadline - time.monotonic(), 0.1))
+            mux = Mux.dial(
+                line.network, line.address, socket_dir, max(deadline - time.monotonic(), 0.1)
+            )
             stream_tls = (tls.host, tls.plugin_cert_der) if tls is not None and relayed else None
             dial = _Dial(f"unix:{mux.forward(tls=stream_tls)}", None if relayed else tls)
         elif tls is not None and relayed:

@@ -26,7 +26,9 @@ def serve_multiplexed(
     ssl per stream with ``stream_tls``); the handshake address accepts the host's one
     connection and runs yamux on it. Returns the address, the listener and the private
     directory (the caller removes it)."""
-    private_dir = tempfile.mkdtemp(prefix="aogp-mux-", dir=socket_dir)
+    # In the host's socket dir when it gave one (it removes that); otherwise named like a
+    # host's socket dir, with our pid, so stale cleanup removes it after a SIGKILL.
+    private_dir = tempfile.mkdtemp(prefix=f"aogp-{os.getpid()}-mux-", dir=socket_dir)
     private = os.path.join(private_dir, "s")
     target = f"unix:{private}"
     if credentials is None:

@@ -57,7 +57,11 @@ Knock = Callable[[], None]
 class Mux:
     """One yamux session and the routing of its streams."""
 
-    def __init__(self, session: YamuxSession, *, accept_default: bool) -> None:
+    def __init__(self, session: YamuxSession, *, accept_default: bool, directory: str) -> None:
+        """``directory``: where the private sockets go (a subdirectory of it, removed by
+        :meth:`close`); the owner's own private dir, so that it removes them even when
+        this process is killed before :meth:`close` (the host's socket dir, which the
+        reaper and the stale-dir sweep remove; the plugin's pid-named private dir)."""
         self.session = session
         session.on_stream = self._incoming
         self._accept_default = accept_default
@@ -66,12 +70,13 @@ class Mux:
         self._default: Callable[[YamuxStream], None] | None = None
         self._open_lock = asyncio.Lock()
         self._forwards: list[Relay] = []
-        self._tmp = tempfile.mkdtemp(prefix="aogp-mux-")
+        self._tmp = tempfile.mkdtemp(prefix="mux-", dir=directory)
 
     # ---- opening ------------------------------------------------------------------
     @classmethod
-    def dial(cls, network: str, address: str, timeout: float = 10.0) -> Mux:
-        """Host side: connect to the plugin and start the yamux client session."""
+    def dial(cls, network: str, address: str, directory: str, timeout: float = 10.0) -> Mux:
+        """Host side: connect to the plugin and start the yamux client session (private
+        sockets under ``directory``, see :class:`Mux`)."""
         loop = _Loop.get()
 
         async def connect() -> Mux:
@@ -81,7 +86,7 @@ class Mux:
             else:
                 host, port = split_host_port(address)
                 await loop.create_connection(lambda: session, host, port)
-            return cls(session, accept_default=False)
+            return cls(session, accept_default=False, directory=directory)
 
         try:
             mux = _run(asyncio.wait_for(connect(), timeout), timeout + 1)
@@ -246,6 +251,7 @@ class MuxListener:
         self.network = network
         self.address = address
         self._private = private_path
+        self._directory = os.path.dirname(private_path)
         self._tls = tls
         self._loop = _Loop.get()
         self.ready: asyncio.Future[Mux] | None = None
@@ -261,7 +267,7 @@ class MuxListener:
                 if ready.done():
                     return _Refuse()
                 session = YamuxSession(client=False)
-                mux = Mux(session, accept_default=True)
+                mux = Mux(session, accept_default=True, directory=self._directory)
                 mux._default = _connector(self._private, self._tls, mux._tmp)
                 ready.set_result(mux)
                 return session
@@ -285,11 +291,14 @@ class MuxListener:
         async def stop() -> None:
             if self._server is not None:
                 self._server.close()
-            if self.ready is not None and self.ready.done():
+            if self.ready is not None and self.ready.done() and not self.ready.cancelled():
                 self.ready.result().session.close()
 
         with contextlib.suppress(Exception):
             _run(stop(), timeout=2.0)
+        mux = self.current()
+        if mux is not None:
+            mux.close()
         if self.network == "unix":
             with contextlib.suppress(OSError):
                 os.unlink(self.address)

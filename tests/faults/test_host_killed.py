@@ -44,6 +44,24 @@ LAUNCH_HOST = textwrap.dedent(
     """
 )
 
+# One multiplexed plugin (argv[1]: its command), called once; argv[2] "stop": stopped
+# before reporting what is left in this host's private TMPDIR.
+MUX_HOST = textwrap.dedent(
+    """
+    import json, os, sys, time
+    import aog_plugins
+
+    plugin = aog_plugins.launch(json.loads(sys.argv[1]), multiplex=True)
+    plugin.ping()
+    if sys.argv[2] == "stop":
+        plugin.kill()
+    print(json.dumps({
+        "plugin": plugin.pid, "left": sorted(os.listdir(os.environ["TMPDIR"]))
+    }), flush=True)
+    time.sleep(600)
+    """
+)
+
 # Tracks plain process groups by hand. argv[1]: JSON list of [command, create_time
 # offset, reap the leader at once?]; $STEPS: what else to do before reporting.
 TRACK_HOST = textwrap.dedent(
@@ -162,6 +180,27 @@ def test_sigkilled_host_loses_its_go_plugins_within_2s(
     _kill_host(host.kill, victims, "the killed host's Go plugins to end")
 
     _wait_removed(info["dirs"], "the reaper to remove the socket dirs")
+
+
+def test_a_multiplexed_plugin_leaves_no_private_dir_behind(make_host: HostFactory) -> None:
+    # Both sides' yamux sockets used to live in a dir of their own in TMPDIR (the
+    # plugin never removed its one), outside what the reaper and the stale sweep remove.
+    host = make_host(MUX_HOST, json.dumps(plugin_cmd("echo_plugin.py")), "stop")
+    assert host.read()["left"] == []
+
+
+def test_sigkilled_host_of_a_multiplexed_plugin_leaves_no_dir_behind(
+    make_host: HostFactory,
+) -> None:
+    host = make_host(MUX_HOST, json.dumps(plugin_cmd("echo_plugin.py")), "run")
+    info = host.read()
+    assert len(info["left"]) == 1, "the plugin's socket dir is the only dir"
+    _kill_host(host.kill, [info["plugin"]], "the killed host's plugin to end")
+
+    def left() -> list[str]:
+        return os.listdir(host.tmpdir)
+
+    wait_until(lambda: not left(), KILL_DEADLINE, lambda: f"left in TMPDIR: {left()}")
 
 
 def test_reaper_spares_a_group_whose_leader_is_another_process(
