@@ -104,12 +104,17 @@ class Running:
         """Wait until the CLI has spawned the plugin whose command line contains ``marker``.
 
         A child that has not exec'd yet still shows the CLI's own command line and
-        environment (which name the plugin too), so it only counts once it differs."""
+        environment (which name the plugin too), so it only counts once it differs. The
+        CLI's command line is read after its children: the process starts as a prelude
+        that execs the CLI (see ``start_cli``), and compared with the prelude's command
+        line a child forked by the CLI but not yet exec'd looked like the plugin (and
+        its environment, the CLI's, failed a test once)."""
         me = psutil.Process(self.proc.pid)
-        own = me.cmdline()
 
         def spawned() -> psutil.Process | None:
-            for child in me.children(recursive=True):
+            children = me.children(recursive=True)
+            own = me.cmdline()  # only the exec'd CLI forks: with children, it is the CLI's
+            for child in children:
                 try:
                     argv = child.cmdline()
                 except psutil.Error:
