@@ -101,15 +101,20 @@ def _print_event(event: ManagerEvent) -> None:
 
 
 def _run(args: argparse.Namespace) -> int:
-    previous = signal.getsignal(signal.SIGTERM)
+    previous = {sig: signal.getsignal(sig) for sig in (signal.SIGTERM, signal.SIGINT)}
     signal.signal(signal.SIGTERM, _interrupt)  # SIGTERM ends the run like Ctrl-C
     try:
         return _supervise(args, _print_event)
     finally:
-        signal.signal(signal.SIGTERM, previous)
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
 
 
 def _interrupt(signum: int, frame: FrameType | None) -> None:
+    # Only the first SIGTERM ends the run: another may follow at once (``timeout`` signals
+    # its child, then its own process group), and it must not cut the cleanup short.
+    signal.signal(signal.SIGTERM, signal.SIG_IGN)
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
     raise KeyboardInterrupt
 
 

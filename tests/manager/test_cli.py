@@ -80,9 +80,23 @@ class Lines:
                 continue
 
 
-@pytest.mark.parametrize("sig", [signal.SIGINT, signal.SIGTERM])
+def _burst(proc: subprocess.Popen[str], sig: signal.Signals) -> None:
+    """``sig`` again and again for 50 ms, while the first one is being handled: a second
+    may come right after the first, as from ``timeout``, which signals its child and then
+    its own group."""
+    deadline = time.monotonic() + 0.05
+    while proc.poll() is None and time.monotonic() < deadline:
+        proc.send_signal(sig)
+        time.sleep(0.0002)
+
+
+@pytest.mark.parametrize(
+    ("sig", "repeat"),
+    [(signal.SIGINT, False), (signal.SIGTERM, False), (signal.SIGTERM, True)],
+    ids=["SIGINT", "SIGTERM", "SIGTERM-repeated"],
+)
 def test_run_supervises_prints_events_and_stops_cleanly(
-    layout: Layout, leaks: LeakCheck, sig: signal.Signals
+    layout: Layout, leaks: LeakCheck, sig: signal.Signals, repeat: bool
 ) -> None:
     layout.add("alpha")
     layout.add("beta")
@@ -114,6 +128,8 @@ def test_run_supervises_prints_events_and_stops_cleanly(
             lines.until("added    gamma")
             lines.until("started  gamma")  # --eager applies to newcomers too
             proc.send_signal(sig)
+            if repeat:
+                _burst(proc, sig)
             code = proc.wait(60)
         except (AssertionError, subprocess.TimeoutExpired) as exc:
             proc.send_signal(signal.SIGABRT)  # faulthandler prints every thread's stack
