@@ -118,6 +118,9 @@ class PluginManager:
         self._watcher: Watcher | None = None
         self._janitor: threading.Thread | None = None
         try:
+            # Taken first: the watcher then also catches what changes while the first scan
+            # starts its plugins (eager starts take a while).
+            before = self._disk_state() if watch else None
             self._sync(initial=True, wait=True)
             if idle_timeout is not None:
                 self._janitor = threading.Thread(
@@ -134,7 +137,7 @@ class PluginManager:
                     self._watched_change,
                     mode="poll" if watch == "poll" else "events",
                 )
-                self._watcher.start(self._disk_state())
+                self._watcher.start(before)
         except BaseException:
             self.close()
             raise

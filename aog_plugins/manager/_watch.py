@@ -82,22 +82,24 @@ class Watcher:
             _log.exception("the plugins directory watcher stopped")
 
     def _watch_events(self) -> None:
-        import watchfiles
+        # watchfiles' Rust backend (``watchfiles.watch()`` is a loop around it): its
+        # constructor has the OS watch the tree before it returns, so the one comparison
+        # below, made after that, covers every change since ``applied`` was taken. With
+        # ``watch()`` the watch began inside its first iteration, and a change made in
+        # between (a plugin added right after the manager opened) waited for the safety
+        # rescan, 10 s.
+        from watchfiles._rust_notify import RustNotify
 
-        for _changes in watchfiles.watch(
-            self._root,
-            watch_filter=None,
-            debounce=400,
-            step=50,
-            stop_event=self._stop,
-            rust_timeout=int(self._safety_interval * 1000),
-            yield_on_timeout=True,
-            raise_interrupt=False,
-            ignore_permission_denied=True,
-        ):
-            if self._stop.is_set():
-                return
-            self._settle_and_apply()  # also on a timeout: the periodic safety rescan
+        with RustNotify([str(self._root)], False, False, 300, True, True) as notify:
+            if self._snapshot() != self._applied:
+                self._settle_and_apply()
+            while not self._stop.is_set():
+                outcome = notify.watch(400, 50, int(self._safety_interval * 1000), self._stop)
+                if outcome == "stop" or self._stop.is_set():
+                    return
+                # Changes, or a timeout (the periodic safety rescan), or "signal" (only the
+                # main thread gets those; not this one): look at the directory either way.
+                self._settle_and_apply()
 
     def _settle_and_apply(self) -> None:
         """Wait until the snapshot holds still for ``settle`` s (bounded), then apply."""

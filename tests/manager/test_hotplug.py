@@ -25,6 +25,7 @@ from aog_plugins.errors import (
     PluginExitedError,
     PluginRemovedError,
 )
+from aog_plugins.manager._watch import Watcher
 from tests.manager.conftest import (
     BIN_DIR,
     EventLog,
@@ -37,6 +38,15 @@ from tests.support.leaks import LeakCheck
 from tests.support.wait import wait_until
 
 WATCH_MODES = [pytest.param(True, id="events"), pytest.param("poll", id="poll")]
+
+
+@pytest.fixture(autouse=True)
+def _events_only(monkeypatch: pytest.MonkeyPatch) -> None:
+    """No periodic safety rescan (10 s) in these tests: a change must be seen through its
+    file events (or the poll), not picked up by the rescan after a miss."""
+    defaults = Watcher.__init__.__kwdefaults__
+    assert defaults is not None
+    monkeypatch.setitem(defaults, "safety_interval", 3600.0)
 
 
 class Caller:
@@ -121,6 +131,24 @@ def test_a_new_plugin_is_listed_and_usable(
         assert added.error is None
         assert [e.name for e in manager.entries()] == ["first", "second"]
         assert pid_of(manager.client("second").invoke_service("chat", b"{}")) > 0
+
+
+@pytest.mark.parametrize("watch", WATCH_MODES)
+def test_a_plugin_added_while_the_manager_opens_is_picked_up(
+    layout: Layout, leaks: LeakCheck, watch: bool | str, tmp_path: Path
+) -> None:
+    # The first plugin, started eagerly while the manager opens, moves the second one in:
+    # after the first scan, before the watcher runs.
+    staging = tmp_path / "staging"
+    layout.add("late", into=staging)
+    layout.add("first", wrapper_lines=[f'mv "{staging / "late"}" "{layout.root}/"'])
+    events = EventLog()
+    manager = PluginManager(layout.root, watch=watch, eager=True, env=leaks.env, on_event=events)
+    try:
+        assert (layout.root / "late").is_dir()
+        assert events.wait("added", "late").error is None
+    finally:
+        manager.close()
 
 
 @pytest.mark.parametrize("watch", WATCH_MODES)
@@ -362,7 +390,8 @@ def test_without_file_events_it_falls_back_to_polling(
     monkeypatch: pytest.MonkeyPatch,
     caplog: pytest.LogCaptureFixture,
 ) -> None:
-    monkeypatch.setitem(sys.modules, "watchfiles", None)  # as if it could not be imported
+    for name in ("watchfiles", "watchfiles._rust_notify"):  # as if they could not be imported
+        monkeypatch.setitem(sys.modules, name, None)
     with (
         caplog.at_level(logging.WARNING, logger="aog_plugins.manager"),
         managed(layout, leaks, True) as (_manager, events),
