@@ -1,13 +1,19 @@
 """Kill-on-exit that holds even when the host is SIGKILLed: one reaper process per host.
 
-The reaper is a tiny Python process (:mod:`._reaper_main`, run by path with ``python -I
--S``, so it imports neither site nor this package) in its own session whose stdin is a
-pipe from the host.
-The host sends ``track <pgid> <create_time> <socket_dir|->`` and ``untrack <pgid>`` lines;
-when the pipe reaches EOF (the host died, however it died) the reaper SIGKILLs every group
+The reaper runs in its own session with a pipe from the host on its stdin. The host
+sends ``track <pgid> <create_time> <socket_dir|->`` and ``untrack <pgid>`` lines; when
+the pipe reaches EOF (the host died, however it died) the reaper SIGKILLs every group
 still tracked that is provably the same group (psutil's (pid, create_time) identity),
 removes the tracked socket dirs and exits. PR_SET_PDEATHSIG cannot do this: it fires when
 the spawning *thread* exits, and plugins may be started from short-lived pool threads.
+
+It works in two stages, in one process. While the host lives it is ``/bin/sh`` running
+:data:`_WAIT_STAGE`: it keeps the lines of the groups still tracked and nothing else
+(about a millisecond of CPU to start, where even ``python -I -S`` costs eight, on a host's
+first launch, while the plugin boots). At EOF, if anything is still tracked, it execs
+``python -I -S`` :mod:`._reaper_main` with those lines on its stdin, which does the
+killing and the cleanup; the pid stays the same. Without ``/bin/sh`` the Python program
+reads the pipe itself.
 
 The reaper ignores SIGINT/SIGHUP (it is in its own session anyway); if something kills it
 while the host lives, the host starts a new one at its next call and replays the set.
@@ -31,7 +37,7 @@ import psutil
 
 from aog_plugins.transport import signals_unblocked, start_thread
 
-__all__ = ["Reaper", "reaper"]
+__all__ = ["Reaper", "reaper", "reaper_argv"]
 
 _log = logging.getLogger("aog_plugins.process")
 
@@ -43,6 +49,52 @@ _ENV_KEEP = ("PATH", "LD_LIBRARY_PATH", "SYSTEMROOT")
 
 _PROGRAM = os.path.join(os.path.dirname(os.path.abspath(__file__)), "_reaper_main.py")
 """The reaper's program, run by path with ``-I -S``: stdlib only, no aog_plugins import."""
+
+_SHELL = "/bin/sh"
+
+_WAIT_STAGE = r"""
+trap '' INT HUP
+nl='
+'
+live=$nl
+while IFS= read -r line; do
+    case $line in
+    'track '*)
+        live=$live$line$nl ;;
+    'untrack '*)
+        key="${nl}track ${line#untrack } "
+        while case $live in *"$key"*) true ;; *) false ;; esac; do
+            rest=${live#*"$key"}
+            live=${live%%"$key"*}$nl${rest#*"$nl"}
+        done ;;
+    esac
+done
+[ "$live" = "$nl" ] && exit 0
+exec "$@" <<EOF
+$live
+EOF
+"""
+"""The reaper's first stage (``sh -c`` with the Python program's argv as arguments): it
+keeps one ``track`` line per tracked group (an ``untrack`` deletes the group's line, so it
+holds no more than the host tracks; a partial line at EOF is dropped, as the program
+drops it) and, at EOF, execs the program with them, or exits if nothing is tracked."""
+
+
+def reaper_argv(host_pid: int, psutil_dir: str, *, shell: str | None = _SHELL) -> list[str]:
+    """The reaper's command line: the shell stage when ``shell`` exists, else the
+    Python program reading the host's pipe itself."""
+    program = [
+        sys.executable,
+        "-I",
+        "-S",
+        _PROGRAM,
+        "aog-plugins-reaper",
+        str(host_pid),
+        psutil_dir,
+    ]
+    if shell is None or not os.access(shell, os.X_OK):
+        return program
+    return [shell, "-c", _WAIT_STAGE, "aog-plugins-reaper", *program]
 
 
 class _Wedged(Exception):
@@ -200,15 +252,7 @@ class Reaper:
         psutil_dir = os.path.dirname(os.path.dirname(os.path.abspath(psutil.__file__)))
         with signals_unblocked():  # like a plugin: the reaper gets a clean mask
             self._proc = subprocess.Popen(
-                [
-                    sys.executable,
-                    "-I",
-                    "-S",
-                    _PROGRAM,
-                    "aog-plugins-reaper",
-                    str(os.getpid()),
-                    psutil_dir,
-                ],
+                reaper_argv(os.getpid(), psutil_dir),
                 stdin=subprocess.PIPE,
                 stdout=subprocess.DEVNULL,
                 env=env,

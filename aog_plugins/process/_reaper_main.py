@@ -1,7 +1,9 @@
 """The reaper process: kills a host's plugin groups once the host is gone, however it died.
 
-Run as ``python -I -S <this file> aog-plugins-reaper <host pid> <psutil's sys.path dir>``
-with a pipe from the host on stdin (see :mod:`aog_plugins.process._reaper`). It imports
+Run as ``python -I -S <this file> aog-plugins-reaper <host pid> <psutil's sys.path dir>``,
+exec'd by the reaper's shell stage once the host is gone, with the lines of the groups
+still tracked on stdin; or, where there is no ``/bin/sh``, with the host's pipe on stdin
+(see :mod:`aog_plugins.process._reaper`). It imports
 only the standard library while it waits (``-I -S``: no site, no aog_plugins package, so
 it starts in milliseconds and stays small); psutil is imported only once the host is gone
 and there is something to kill.

@@ -25,6 +25,7 @@ HOST = textwrap.dedent(
 
     logging.basicConfig(level=logging.INFO, format="%(message)s")
     faulthandler.register(signal.SIGUSR1)  # the test's stack dump when the host hangs
+    faulthandler.enable()  # and the stacks of a crash (a forked child once died of SIGSEGV)
     mode, cmd = sys.argv[1], json.loads(sys.argv[2])
     stopping = threading.Event()
 
@@ -274,7 +275,8 @@ def test_a_forked_childs_signal_is_its_own(make_host: HostFactory, leak_check: L
     host, _ = _start(make_host, "fork", plugin_cmd("echo_plugin.py"))
     child = host.read()["child"]
     os.kill(child, signal.SIGTERM)
-    assert host.read() == {"child_signal": signal.SIGTERM, "state": "RUNNING"}
+    after = host.read()
+    assert after == {"child_signal": signal.SIGTERM, "state": "RUNNING"}, host.stderr_text()
     assert _exit_code(host) == 0
     assert "SIGTERM received" not in host.stderr_text()
 

@@ -1,7 +1,9 @@
-"""The reaper program (``_reaper_main``) and its host side, driven directly.
+"""The reaper (its shell stage, the ``_reaper_main`` program) and its host side, driven
+directly.
 
-The program is run exactly as the host runs it (``python -I -S <file>``), fed commands on
-its stdin, and judged by which real process groups survive its EOF.
+The reaper is run exactly as the host runs it (``reaper_argv``: the shell stage that execs
+``python -I -S <file>``), and the program also alone (as it runs without a shell), fed
+commands on its stdin, and judged by which real process groups survive its EOF.
 """
 
 from __future__ import annotations
@@ -29,7 +31,11 @@ if TYPE_CHECKING:
     from aog_plugins.process._reaper_main import Tracked
 
 PSUTIL_DIR = os.path.dirname(os.path.dirname(os.path.abspath(psutil.__file__)))
-ARGV = [sys.executable, "-I", "-S", _reaper._PROGRAM, "aog-plugins-reaper", "1", PSUTIL_DIR]
+ARGV = _reaper.reaper_argv(1, PSUTIL_DIR, shell=None)  # the Python program alone
+REAPER_ARGVS = [
+    pytest.param(_reaper.reaper_argv(1, PSUTIL_DIR), id="shell-stage"),
+    pytest.param(ARGV, id="program-alone"),
+]
 SLEEPER = [sys.executable, "-c", "import time; time.sleep(600)"]
 
 
@@ -87,8 +93,55 @@ def test_the_program_starts_without_site_or_this_package() -> None:
         assert not any(m == heavy or m.startswith(heavy + ".") for m in imported), heavy
 
 
+@pytest.mark.parametrize(
+    ("lines", "kept"),
+    [
+        (["track 12 3.5 /tmp/d"], ["track 12 3.5 /tmp/d"]),
+        (["track 12 3.5 -", "untrack 12"], []),
+        (
+            ["track 12 3.5 -", "track 123 1.5 -", "track 1 2.5 -", "untrack 12"],
+            ["track 123 1.5 -", "track 1 2.5 -"],
+        ),
+        (["track 12 3.5 -", "track 12 4.5 -", "untrack 12"], []),
+        (["track 1 1.0 /a track 2 x", "untrack 2"], ["track 1 1.0 /a track 2 x"]),
+        (
+            ["track 1 1.0 /a dir/*?[x] $HOME `id` \\n", "garbage", "untrack 9"],
+            ["track 1 1.0 /a dir/*?[x] $HOME `id` \\n"],
+        ),
+        (
+            ["track 1 1.0 -", "track 2 2.0 -", "untrack 2", "track 3 3.0 -"],
+            ["track 1 1.0 -", "track 3 3.0 -"],
+        ),
+    ],
+)
+def test_the_shell_stage_keeps_exactly_the_tracked_lines(lines: list[str], kept: list[str]) -> None:
+    # The stage execs its arguments with what it kept on stdin: here cat, to see it.
+    stage = _reaper.reaper_argv(1, PSUTIL_DIR)[:4]
+    done = subprocess.run(
+        [*stage, "cat"],
+        input="\n".join([*lines, "track 7 7.0 partial"]).encode(),
+        capture_output=True,
+        timeout=30,
+        check=True,
+    )
+    assert [line for line in done.stdout.decode().split("\n") if line] == kept
+
+
+def test_the_shell_stage_exits_without_the_program_when_nothing_is_tracked() -> None:
+    stage = _reaper.reaper_argv(1, PSUTIL_DIR)[:4]
+    done = subprocess.run(
+        [*stage, "sh", "-c", "echo ran"],
+        input=b"track 1 1.0 -\nuntrack 1\n",
+        capture_output=True,
+        timeout=30,
+        check=True,
+    )
+    assert done.stdout == b""
+
+
+@pytest.mark.parametrize("argv", REAPER_ARGVS)
 def test_eof_kills_tracked_groups_only_and_removes_their_dirs(
-    groups: list[subprocess.Popen[bytes]], tmp_path: Path
+    groups: list[subprocess.Popen[bytes]], tmp_path: Path, argv: list[str]
 ) -> None:
     ours, ours_born = _group(groups)
     untracked, untracked_born = _group(groups)
@@ -107,7 +160,7 @@ def test_eof_kills_tracked_groups_only_and_removes_their_dirs(
         "garbage\ntrack 1 nope -\n"
         f"track {untracked} {untracked_born!r}"  # no newline: never a whole command
     ).encode()
-    reaper = subprocess.run(ARGV, input=commands, timeout=30, check=False)
+    reaper = subprocess.run(argv, input=commands, timeout=30, check=False)
     assert reaper.returncode == 0
     wait_gone([ours], 5, "the tracked group to be killed")
     assert not gone(untracked), "an untracked group was killed"
