@@ -72,7 +72,6 @@ from aog_plugins.transport import (
     Mux,
     Relay,
     open_channel,
-    prepare_channels,
     set_group_writable,
     start_client_relay,
 )
@@ -223,7 +222,6 @@ def start_incarnation(spec: StartSpec, guard: StartGuard[Any] | None = None) -> 
         if guard is not None:
             guard.adopt(proc)  # a cancel kills it from now on; we reap it below
         # While the plugin boots, the first start's one-time work: nothing waits for it.
-        prepare_channels()
         remove_stale_dirs_once()
         line = _read_handshake(proc, deadline, spec.start_timeout)
         check_host_acceptance(line, spec.offered, multiplex=spec.multiplex)

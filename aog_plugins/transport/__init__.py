@@ -22,7 +22,6 @@ from aog_plugins.transport._dial import (
     DialTarget,
     open_aio_channel,
     open_channel,
-    prepare_channels,
     wait_ready,
 )
 from aog_plugins.transport._listen import (
@@ -68,7 +67,6 @@ __all__ = [
     "listen",
     "open_aio_channel",
     "open_channel",
-    "prepare_channels",
     "resolve_group",
     "set_group_writable",
     "signals_blocked",

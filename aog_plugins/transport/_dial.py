@@ -5,7 +5,10 @@ from __future__ import annotations
 from collections.abc import Callable
 from dataclasses import dataclass
 
+# grpc.insecure_channel() imports grpc._channel on first use (about 4 ms): imported here,
+# it is paid with the import of this package, not by the first launch of a process.
 import grpc
+import grpc._channel
 import grpc.aio
 
 from aog_plugins.errors import PluginConnectError
@@ -77,13 +80,6 @@ def _options(
     )
     # The certificate says localhost; the target is a socket path or 127.0.0.1.
     return creds, [*base, ("grpc.ssl_target_name_override", "localhost")]
-
-
-def prepare_channels() -> None:
-    """Do now, ahead of the first channel, the one-time work grpcio defers to it (loading
-    its channel module: milliseconds). A start calls this while the plugin boots, so the
-    first launch of a process does not pay it after the handshake."""
-    import grpc._channel  # noqa: F401  (what grpc.insecure_channel() imports on first use)
 
 
 def open_channel(
