@@ -9,6 +9,12 @@ from dataclasses import dataclass
 
 from cryptography import x509
 from cryptography.exceptions import UnsupportedAlgorithm
+
+# Loading cryptography's OpenSSL backend costs milliseconds and happens on its first use:
+# with AutoMTLS that is the first launch's certificate, made before the plugin can even
+# be spawned (its certificate goes into the plugin's environment). Loaded here, with the
+# package, instead.
+from cryptography.hazmat.backends import openssl as _openssl_backend  # noqa: F401
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
