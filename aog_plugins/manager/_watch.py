@@ -6,11 +6,13 @@ once the relevant files have stopped changing, so a slow copy counts as one chan
 from __future__ import annotations
 
 import logging
+import os
+import stat
 import threading
 import time
 from collections.abc import Callable, Hashable
 from pathlib import Path
-from typing import Literal
+from typing import Literal, Protocol
 
 from aog_plugins.transport import start_thread
 
@@ -84,22 +86,44 @@ class Watcher:
     def _watch_events(self) -> None:
         # watchfiles' Rust backend (``watchfiles.watch()`` is a loop around it): its
         # constructor has the OS watch the tree before it returns, so the one comparison
-        # below, made after that, covers every change since ``applied`` was taken. With
-        # ``watch()`` the watch began inside its first iteration, and a change made in
-        # between (a plugin added right after the manager opened) waited for the safety
-        # rescan, 10 s.
+        # after it covers every change since ``applied`` was taken. With ``watch()`` the
+        # watch began inside its first iteration, and a change made in between (a plugin
+        # added right after the manager opened) waited for the safety rescan, 10 s.
         from watchfiles._rust_notify import RustNotify
 
-        with RustNotify([str(self._root)], False, False, 300, True, True) as notify:
-            if self._snapshot() != self._applied:
-                self._settle_and_apply()
-            while not self._stop.is_set():
-                outcome = notify.watch(400, 50, int(self._safety_interval * 1000), self._stop)
-                if outcome == "stop" or self._stop.is_set():
+        while not self._stop.is_set():
+            watched = _identity(self._root)
+            if watched is None:  # gone: wait for it to come back (a redeploy), then watch it
+                if self._snapshot() != self._applied:
+                    self._settle_and_apply()
+                if self._stop.wait(self._poll_interval):
                     return
-                # Changes, or a timeout (the periodic safety rescan), or "signal" (only the
-                # main thread gets those; not this one): look at the directory either way.
+                continue
+            try:
+                notify = RustNotify([str(self._root)], False, False, 300, True, True)
+            except FileNotFoundError:
+                continue  # removed meanwhile
+            with notify:
+                if self._snapshot() != self._applied:
+                    self._settle_and_apply()
+                self._follow(notify, watched)
+
+    def _follow(self, notify: _Notify, watched: tuple[int, int]) -> None:
+        """Apply on file events and at every safety rescan, until stopped or until the
+        directory is no longer the one watched. OS watches follow a directory, not its
+        path: one removed and made again (or a symlink to it switched to another) would
+        otherwise go unwatched; the check is a stat every ``poll_interval``."""
+        rescan_at = time.monotonic() + self._safety_interval
+        while not self._stop.is_set():
+            outcome = notify.watch(400, 50, int(self._poll_interval * 1000), self._stop)
+            if outcome == "stop" or self._stop.is_set():
+                return
+            # Changes, or a timeout, or "signal" (only the main thread gets those).
+            if outcome != "timeout" or time.monotonic() >= rescan_at:
                 self._settle_and_apply()
+                rescan_at = time.monotonic() + self._safety_interval
+            if _identity(self._root) != watched:
+                return
 
     def _settle_and_apply(self) -> None:
         """Wait until the snapshot holds still for ``settle`` s (bounded), then apply."""
@@ -116,3 +140,18 @@ class Watcher:
             return
         self._apply()
         self._applied = before
+
+
+class _Notify(Protocol):
+    def watch(
+        self, debounce_ms: int, step_ms: int, timeout_ms: int, stop_event: threading.Event
+    ) -> object: ...
+
+
+def _identity(path: Path) -> tuple[int, int] | None:
+    """(device, inode) of the directory at ``path`` (symlinks followed); None if none."""
+    try:
+        st = os.stat(path)
+    except OSError:
+        return None
+    return (st.st_dev, st.st_ino) if stat.S_ISDIR(st.st_mode) else None

@@ -152,6 +152,41 @@ def test_a_plugin_added_while_the_manager_opens_is_picked_up(
 
 
 @pytest.mark.parametrize("watch", WATCH_MODES)
+def test_a_plugins_directory_removed_and_made_again_is_watched_again(
+    layout: Layout, leaks: LeakCheck, watch: bool | str
+) -> None:
+    # A redeploy that replaces the whole directory: the OS watch followed the old one.
+    layout.add("first")
+    with managed(layout, leaks, watch) as (manager, events):
+        shutil.rmtree(layout.root)
+        events.wait("removed", "first")
+        layout.root.mkdir()
+        layout.add("second")
+        assert events.wait("added", "second").error is None
+        assert [e.name for e in manager.entries()] == ["second"]
+
+
+@pytest.mark.parametrize("watch", WATCH_MODES)
+def test_a_switched_symlink_is_followed(
+    layout: Layout, leaks: LeakCheck, watch: bool | str, tmp_path: Path
+) -> None:
+    # The plugins directory is a symlink, switched atomically to another release.
+    old, new = tmp_path / "release-1", tmp_path / "release-2"
+    layout.add("first", into=old)
+    layout.add("second", into=new)
+    link = tmp_path / "current"
+    link.symlink_to(old)
+    with managed(Layout(link), leaks, watch) as (manager, events):
+        assert [e.name for e in manager.entries()] == ["first"]
+        staged = tmp_path / "current.new"
+        staged.symlink_to(new)
+        os.replace(staged, link)
+        assert events.wait("added", "second").error is None
+        events.wait("removed", "first")
+        assert [e.name for e in manager.entries()] == ["second"]
+
+
+@pytest.mark.parametrize("watch", WATCH_MODES)
 def test_a_slow_copy_is_one_change(layout: Layout, leaks: LeakCheck, watch: bool | str) -> None:
     with managed(layout, leaks, watch) as (manager, events):
         directory = layout.root / "slow"
