@@ -176,9 +176,10 @@ class PluginManager:
 
     def client(self, name: str) -> GRPCProviderClient:
         """A client for plugin ``name`` that starts it on first call and follows restarts,
-        replacements and idle stops (one per name, shared, thread-safe)."""
+        replacements and idle stops (one per name, shared, thread-safe). A broken plugin
+        raises its typed error here, unless an earlier build of it still serves."""
         slot = self._slot(name)
-        if slot.found.error is not None:
+        if slot.found.error is not None and not slot.serving():
             raise slot.found.error
         with self._lock:
             client = self._clients.get(name)

@@ -136,6 +136,13 @@ class Slot:
             self._lead_start(future, found)
         return future.result()  # a failed shared start raises its error in every caller
 
+    def serving(self) -> bool:
+        """Whether a live process serves this plugin now: one that keeps serving while
+        the directory holds a broken newer manifest or build (see :meth:`replace`)."""
+        with self._cond:
+            plugin = self._plugin
+            return plugin is not None and _alive(plugin)
+
     def _lead_start(self, future: Future[Plugin], found: Found) -> None:
         try:
             plugin = self.launch(found)

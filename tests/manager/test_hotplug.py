@@ -21,6 +21,7 @@ from aog_plugins import GRPCProviderClient, PluginManager, PluginState
 from aog_plugins.errors import (
     AogPluginsError,
     ExecutableNotExecutableError,
+    InvalidManifestError,
     PluginCallError,
     PluginExitedError,
     PluginRemovedError,
@@ -318,6 +319,13 @@ def test_a_failed_replacement_keeps_the_old_one_serving(layout: Layout, leaks: L
             write_atomic(layout.exe("p"), wrapper_script().encode(), 0o644)
             broken = events.wait("failed", "p", count=2)
             assert isinstance(broken.error, ExecutableNotExecutableError)
+            # And so is a manifest that no longer parses; a client asked for now gets the
+            # process that still serves, as the event says, not the manifest's error.
+            (layout.root / "p" / "plugin.yaml").write_text("version: [unclosed\n")
+            unparsable = events.wait("failed", "p", count=3)
+            assert isinstance(unparsable.error, InvalidManifestError)
+            assert "keeps serving" in unparsable.reason
+            assert pid_of(manager.client("p").invoke_service("chat", b"{}")) == old_pid
             done = caller.count()
             wait_until(lambda: caller.count() > done + 5, 30.0, "more calls")
         assert caller.failures == []
