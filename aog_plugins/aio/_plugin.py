@@ -194,7 +194,9 @@ class AsyncPlugin:
         return subscriber
 
     async def ping(self, timeout: float = 5.0) -> None:
-        """Health-check the plugin now; raises :class:`PluginConnectError` if it fails."""
+        """Health-check the plugin now, as :meth:`Plugin.ping <aog_plugins.Plugin.ping>`
+        does: :class:`PluginFatalError` when FATAL or stopped, :class:`PluginConnectError`
+        when not running or the check fails."""
         await in_thread(lambda: self._plugin.ping(timeout), name="aog-aio-ping")
 
     async def kill(self, grace: float | None = None) -> None:

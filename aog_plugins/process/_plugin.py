@@ -25,6 +25,7 @@ from aog_plugins.errors import (
     BrokerError,
     ConfigurationError,
     PluginCallError,
+    PluginConnectError,
     PluginFatalError,
     PluginStartError,
     ReattachError,
@@ -178,8 +179,26 @@ class Plugin:
         )
 
     def ping(self, timeout: float = 5.0) -> None:
-        """Health-check the plugin now; raises :class:`PluginConnectError` if it fails."""
-        health_check(self.channel, timeout)
+        """Health-check the plugin now, without waiting for a restart: raises
+        :class:`PluginFatalError` when it is FATAL or stopped, :class:`PluginConnectError`
+        when it is not running (starting, in backoff) or the check fails."""
+        with self._cond:
+            state, reason = self._state, self._reason
+            if state in (PluginState.FATAL, PluginState.EXITED, PluginState.STOPPING):
+                raise PluginFatalError(f"the plugin is {state.value}: {reason}", code=state.value)
+            if state is not PluginState.RUNNING:
+                raise PluginConnectError(
+                    f"the plugin is {state.value} ({reason}): no process to health-check; "
+                    "calls wait for the restart"
+                )
+            channel = self._current.channel
+        try:
+            health_check(channel, timeout)
+        except ValueError as exc:  # grpcio: "Channel closed!", a restart or kill meanwhile
+            raise PluginConnectError(
+                f"the plugin's connection closed during the health check ({exc}): it is "
+                f"{self._state.value} now"
+            ) from exc
 
     # ---- ConnectionSource (for the client) --------------------------------------------
     def current_channel(self, timeout: float | None = None) -> grpc.Channel:

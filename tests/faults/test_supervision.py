@@ -150,3 +150,22 @@ def test_kill_racing_the_plugins_own_exit_never_raises(
     assert not errors, f"kill() raised {len(errors)} times in {len(states)} rounds: {errors[0]!r}"
     assert len(states) == 20
     assert set(states) == {PluginState.EXITED}
+
+
+def test_ping_says_why_there_is_nothing_to_ping(leak_check: LeakCheck) -> None:
+    # A health endpoint pings whatever state the plugin is in: a typed answer each time,
+    # never grpcio's ValueError of a closed channel.
+    from aog_plugins.errors import PluginConnectError
+
+    slow = RestartPolicy(backoff_base=30.0, jitter=0.0, max_restarts=1, window=60)
+    plugin = launch(plugin_cmd("echo_plugin.py"), restart=slow, extra_env=leak_check.env)
+    try:
+        plugin.ping()
+        os.kill(plugin.pid, signal.SIGKILL)
+        wait_until(lambda: plugin.state is PluginState.BACKOFF, 30, "the restart's backoff")
+        with pytest.raises(PluginConnectError, match="BACKOFF"):
+            plugin.ping()
+    finally:
+        plugin.kill()
+    with pytest.raises(PluginFatalError, match="EXITED"):
+        plugin.ping()
