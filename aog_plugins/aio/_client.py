@@ -9,6 +9,7 @@ died), bad JSON :class:`PayloadError`.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import inspect
 import logging
 from collections.abc import AsyncIterable, AsyncIterator, Awaitable, Callable, Iterable, Mapping
@@ -345,6 +346,12 @@ async def _pump(inbound: Inbound, call: AsyncBidiCall) -> None:
         await call.close()
     except (AogPluginsError, asyncio.CancelledError):
         pass  # the call was cancelled or failed under us: the receiving side reports it
+    except Exception:
+        # The caller's messages failed: as with the sync client, the plugin sees their
+        # end (the call goes on, its replies still come) and the error is logged.
+        _log.exception("the inbound messages of a bidi call failed; ending what is sent")
+        with contextlib.suppress(AogPluginsError):
+            await call.close()
 
 
 async def _empty() -> AsyncIterator[BidiMessage]:

@@ -19,7 +19,7 @@ from aog_plugins.aio._source import (
     lost_under_us,
 )
 from aog_plugins.client import methods
-from aog_plugins.errors import ConfigurationError
+from aog_plugins.errors import ConfigurationError, PluginCallError, PluginCrashedError
 from aog_plugins.types import BidiMessage
 
 __all__ = ["AsyncBidiCall", "AsyncResponseStream"]
@@ -56,7 +56,9 @@ class AsyncResponseStream(Generic[T]):
         self._receive = receive
         self._source = source
         self._link = link
-        self._cancelled = False
+        self._cancelled = False  # by cancel(), or after the last reply / a bad one
+        self._cancelled_by_caller = False
+        self._crash: PluginCrashedError | None = None
         self._done = False
         link.track(call)
 
@@ -74,18 +76,20 @@ class AsyncResponseStream(Generic[T]):
                 self._finish()
                 if self._cancelled:
                     break
-                raise await failure(self._source, self._rpc, self._link, exc) from None
+                error = await failure(self._source, self._rpc, self._link, exc)
+                raise self._failed(error) from None
             except asyncio.CancelledError:
                 self._finish()
                 if self._cancelled and not lost_under_us(self._link):
                     break  # cancelled by us (cancel/aclose): just stop
                 if lost_under_us(self._link):
-                    raise await failure(self._source, self._rpc, self._link, None) from None
+                    error = await failure(self._source, self._rpc, self._link, None)
+                    raise self._failed(error) from None
                 raise  # the awaiting task was cancelled; grpc has cancelled the RPC
             try:
                 item, last = convert()
             except BaseException:
-                self.cancel()
+                self._stop()
                 raise
             if last:
                 self._cancelled = True
@@ -94,6 +98,12 @@ class AsyncResponseStream(Generic[T]):
             if item is not None:
                 return item
         raise StopAsyncIteration
+
+    def _failed(self, error: PluginCallError) -> PluginCallError:
+        """Remember a crash the replies reported (a bidi sender raises it too)."""
+        if isinstance(error, PluginCrashedError):
+            self._crash = error
+        return error
 
     def _finish(self) -> None:
         self._done = True
@@ -106,6 +116,10 @@ class AsyncResponseStream(Generic[T]):
 
     def cancel(self) -> bool:
         """Stop the stream now (the plugin sees the cancellation)."""
+        self._cancelled_by_caller = True
+        return self._stop()
+
+    def _stop(self) -> bool:
         self._cancelled = True
         self._finish()
         return self._call.cancel()
@@ -166,9 +180,13 @@ class AsyncBidiCall(AsyncResponseStream[BidiMessage]):
         """Send one message; bytes/str are wrapped with ``message_type``."""
         message = methods.bidi_message(message, message_type)
         async with self._send_lock:  # keeps is_first on the message that goes first
-            if self._send_closed or self._cancelled:
+            if self._send_closed or self._cancelled_by_caller:
                 raise ConfigurationError("this bidi stream is closed for sending")
-            if self._ended:
+            if self._ended or self._done:
+                if self._crash is not None:  # a crash raises, from both sides
+                    raise self._crash
+                if lost_under_us(self._link):
+                    raise await failure(self._source, self._rpc, self._link, None)
                 return  # dropped, as the sync sender drops it: the replies say why
             request = methods.bidi_request(
                 message, self._first, self._service_name, self._auth_info, self._ws_conn_id
@@ -189,10 +207,13 @@ class AsyncBidiCall(AsyncResponseStream[BidiMessage]):
     async def _io(self, step: Coroutine[object, object, None]) -> None:
         try:
             await step
-        except grpc.RpcError:
+        except (grpc.RpcError, asyncio.InvalidStateError):
             # The call has ended (the plugin answered and finished, failed, or the
-            # deadline passed): like the sync sender, the message is dropped and the
-            # replies say why.
+            # deadline passed; grpc.aio says "RPC already finished" with the latter):
+            # like the sync sender, the message is dropped and the replies say why. But a
+            # crash raises at once, as reading does.
+            if lost_under_us(self._link):
+                raise await failure(self._source, self._rpc, self._link, None) from None
             self._ended = True
         except asyncio.CancelledError:
             if lost_under_us(self._link):
