@@ -142,6 +142,7 @@ class AsyncPluginManager:
         self._sources: dict[str, _ManagedLinks] = {}
         self._clients: dict[str, AsyncGRPCProviderClient] = {}
         self._queues: set[asyncio.Queue[ManagerEvent | None]] = set()
+        self._closed = False
         self._closing: set[asyncio.Task[None]] = set()
 
     @classmethod
@@ -243,9 +244,14 @@ class AsyncPluginManager:
         return await in_thread(self._manager.rescan, name="aog-aio-manager")
 
     def events(self) -> AsyncIterator[ManagerEvent]:
-        """The manager's events from now on; ends when the manager is closed."""
+        """The manager's events delivered from now on (those of :meth:`open`'s first scan
+        arrive on the loop after it returns, so an iterator taken at once gets them too);
+        ends when the manager is closed, at once if it already is."""
         queue: asyncio.Queue[ManagerEvent | None] = asyncio.Queue()
-        self._queues.add(queue)
+        if self._closed:
+            queue.put_nowait(None)
+        else:
+            self._queues.add(queue)
 
         async def follow() -> AsyncIterator[ManagerEvent]:
             try:
@@ -258,6 +264,7 @@ class AsyncPluginManager:
 
     async def close(self) -> None:
         """Stop every plugin (on a thread) and the clients; idempotent."""
+        self._closed = True
         await in_thread(self._manager.close, name="aog-aio-manager")
         for client in self._clients.values():
             await client.close()

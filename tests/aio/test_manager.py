@@ -68,6 +68,12 @@ def test_async_manager_starts_serves_stops_and_closes(go_layout: Layout, leaks: 
                     pass
             assert (await beta.get_manifest(timeout=60)).provider.name == "go-fixture-local"
         await asyncio.wait_for(collector, 30)  # events() ends with close()
+
+        # Taken after close(), events() ends at once (it used to wait forever).
+        async def late() -> list[ManagerEvent]:
+            return [event async for event in manager.events()]
+
+        assert await asyncio.wait_for(late(), 30) == []
         return seen
 
     seen = run(main())
