@@ -9,6 +9,7 @@ and maps failures with the sync client's rules (``call_error``).
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Callable
 from typing import TypeVar
 
 import grpc
@@ -33,12 +34,16 @@ class AsyncRpcCalls:
         self._seen: Link | None = None
         self._streams = StreamRegistry()
         self._closed = False
+        self._closed_error: Callable[[], AogPluginsError] | None = None
+        """Set by the plugin that closed this client: the error its calls raise then."""
 
     def _link_changed(self) -> None:
         """Called when calls move to a new link, e.g. after a restart."""
 
     async def _link(self, timeout: float | None) -> Link:
         if self._closed:
+            if self._closed_error is not None:
+                raise self._closed_error()
             raise AogPluginsError("this AsyncGRPCProviderClient is closed")
         # Waits (bounded) while a crashed plugin is being restarted; raises when FATAL.
         link = await self._source.link(timeout)

@@ -204,6 +204,7 @@ class AsyncPlugin:
         awaiting task is cancelled, the kill still completes in the background."""
         await in_thread(lambda: self._plugin.kill(grace), name="aog-aio-kill")
         if self._client is not None:
+            self._client._closed_error = self._plugin._stopped_error  # as for a new client
             await self._client.close()
         broker, self._broker = self._broker, None
         if broker is not None:

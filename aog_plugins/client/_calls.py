@@ -49,12 +49,16 @@ class RpcCalls:
         self._stub_for: tuple[grpc.Channel, Stub] | None = None
         self._streams = StreamRegistry()
         self._closed = threading.Event()
+        self._closed_error: Callable[[], AogPluginsError] | None = None
+        """Set by the plugin that closed this client: the error its calls raise then."""
 
     def _channel_changed(self) -> None:
         """Called (under the lock) when calls move to a new channel, e.g. after a restart."""
 
     def _stub(self, timeout: float | None = None) -> tuple[grpc.Channel, Stub]:
         if self._closed.is_set():
+            if self._closed_error is not None:
+                raise self._closed_error()
             raise AogPluginsError("this GRPCProviderClient is closed")
         # Waits (bounded) while a crashed plugin is being restarted; raises when FATAL.
         channel = self._source.current_channel(timeout)

@@ -178,6 +178,10 @@ class Plugin:
             server_cert_der=None if tls is None else tls.plugin_cert_der,
         )
 
+    def _stopped_error(self) -> PluginFatalError:
+        state = self._state
+        return PluginFatalError(f"the plugin is {state.value}: {self._reason}", code=state.value)
+
     def ping(self, timeout: float = 5.0) -> None:
         """Health-check the plugin now, without waiting for a restart: raises
         :class:`PluginFatalError` when it is FATAL or stopped, :class:`PluginConnectError`
@@ -453,6 +457,7 @@ class Plugin:
                 incarnation.stop(grace, self.logger)
             finally:
                 if self._client is not None:
+                    self._client._closed_error = self._stopped_error  # as for a new client
                     self._client.close()
                 incarnation.release()
             self._transition(

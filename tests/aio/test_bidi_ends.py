@@ -1,5 +1,6 @@
-"""How an asyncio bidi call ends: messages sent after the end, a crash, and a caller
-whose messages fail (each found by probing, each as the sync client behaves)."""
+"""How asyncio calls end: bidi messages sent after the end, a crash, a caller whose
+messages fail, and a client used again after its plugin was killed (each found by
+probing, each as the sync client behaves)."""
 
 from __future__ import annotations
 
@@ -79,3 +80,17 @@ def test_a_failing_inbound_ends_what_is_sent_and_is_logged(
     with caplog.at_level(logging.ERROR, logger="aog_plugins.aio"):
         assert run(main()) == [b"one"]
     assert "the caller's source broke" in caplog.text
+
+
+def test_a_client_used_before_kill_raises_plugin_fatal(leak_check: LeakCheck) -> None:
+    from aog_plugins.errors import PluginFatalError
+
+    async def main() -> None:
+        plugin = await launch(plugin_cmd("echo_plugin.py"), extra_env=leak_check.env)
+        async with plugin:
+            client = plugin.client
+            await client.health_check()
+        with pytest.raises(PluginFatalError, match="EXITED"):
+            await client.health_check()
+
+    run(main())

@@ -11,7 +11,11 @@ import pytest
 
 from aog_plugins import PluginState, RestartPolicy
 from aog_plugins.aio import AsyncGRPCProviderClient, launch
-from aog_plugins.errors import AogPluginsError, ConfigurationError, PluginExitedError
+from aog_plugins.errors import (
+    ConfigurationError,
+    PluginExitedError,
+    PluginFatalError,
+)
 from tests.aio.conftest import run
 from tests.process.conftest import LeakCheck, plugin_cmd
 from tests.support.leaks import socket_dirs
@@ -46,7 +50,7 @@ def test_async_plugin_mirrors_plugin(leak_check: LeakCheck) -> None:
         ]
         await plugin.kill()  # idempotent
         assert [e async for e in plugin.events()] == []  # already EXITED: ends at once
-        with pytest.raises(AogPluginsError, match="closed"):  # as the sync client after kill
+        with pytest.raises(PluginFatalError, match="EXITED"):  # as the sync client after kill
             await plugin.client.get_manifest()
 
     run(main())

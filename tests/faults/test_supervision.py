@@ -169,3 +169,14 @@ def test_ping_says_why_there_is_nothing_to_ping(leak_check: LeakCheck) -> None:
         plugin.kill()
     with pytest.raises(PluginFatalError, match="EXITED"):
         plugin.ping()
+
+
+def test_a_client_used_before_kill_raises_what_a_new_one_raises(leak_check: LeakCheck) -> None:
+    # docs/lifecycle.md: calls on a stopped plugin raise PluginFatalError at once, whether
+    # or not plugin.client was used before the kill (it used to say "client is closed").
+    plugin = launch(plugin_cmd("echo_plugin.py"), extra_env=leak_check.env)
+    client = plugin.client
+    client.health_check()
+    plugin.kill()
+    with pytest.raises(PluginFatalError, match="EXITED"):
+        client.health_check()
