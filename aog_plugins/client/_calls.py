@@ -8,7 +8,6 @@ typed errors of :mod:`aog_plugins.errors`.
 
 from __future__ import annotations
 
-import math
 import threading
 import time
 from collections.abc import Callable, Iterator
@@ -22,7 +21,7 @@ from aog_plugins.client._rpcs import BidiRpc, StreamCall, StreamRpc, Stub, Unary
 from aog_plugins.client._source import ConnectionSource, transport_error
 from aog_plugins.client._streams import ResponseStream, StreamRegistry
 from aog_plugins.errors import AogPluginsError, PluginCrashedError
-from aog_plugins.transport import signals_blocked
+from aog_plugins.transport import NO_LIMIT_BEYOND, seconds, signals_blocked
 
 __all__ = ["RpcCalls", "limit_of"]
 
@@ -32,12 +31,12 @@ _T = TypeVar("_T")
 
 
 def limit_of(timeout: float | None) -> float | None:
-    """A call's timeout for grpcio: None (or infinity) means none; it must be positive."""
-    if timeout is None or math.isinf(timeout):
+    """A call's timeout for grpcio: None, infinity or more than ten years means none;
+    anything but a positive number is a :class:`ConfigurationError`."""
+    if timeout is None:
         return None
-    if timeout <= 0:
-        raise ValueError(f"timeout must be positive, got {timeout!r}")
-    return timeout
+    limit = seconds("timeout", timeout, finite=False)
+    return None if limit > NO_LIMIT_BEYOND else limit
 
 
 class RpcCalls:

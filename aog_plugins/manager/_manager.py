@@ -26,7 +26,7 @@ from aog_plugins.manager._routing import ManagedSource
 from aog_plugins.manager._slot import LaunchSettings, Slot
 from aog_plugins.manager._watch import Watcher
 from aog_plugins.process import Plugin, RestartPolicy
-from aog_plugins.transport import start_thread
+from aog_plugins.transport import seconds, start_thread
 
 __all__ = ["PluginManager"]
 
@@ -75,10 +75,9 @@ class PluginManager:
                 f"plugins directory {root} does not exist or is not a directory: "
                 "create it, or pass the directory that holds one folder per plugin"
             )
-        if start_timeout <= 0:
-            raise ConfigurationError(f"start_timeout must be positive, got {start_timeout}")
-        if idle_timeout is not None and idle_timeout <= 0:
-            raise ConfigurationError(f"idle_timeout must be positive or None, got {idle_timeout}")
+        start_timeout = seconds("start_timeout", start_timeout)
+        if idle_timeout is not None:
+            idle_timeout = seconds("idle_timeout (None: never)", idle_timeout)
         if drain_timeout < 0 or kill_grace < 0:
             raise ConfigurationError("drain_timeout and kill_grace must be >= 0")
         if watch not in (True, False, "poll"):

@@ -20,6 +20,7 @@ from aog_plugins.process._start import (
     start_incarnation,
     verify_checksum,
 )
+from aog_plugins.transport import seconds
 
 __all__ = ["launch"]
 
@@ -70,8 +71,7 @@ def launch(
     connection carries every channel and broker sub-connection.
     """
     argv = command_argv(cmd)
-    if start_timeout <= 0:
-        raise ConfigurationError(f"start_timeout must be positive, got {start_timeout}")
+    start_timeout = seconds("start_timeout", start_timeout)
     if restart is not None and not isinstance(restart, RestartPolicy):
         raise ConfigurationError(f"restart must be a RestartPolicy, got {restart!r}")
     offered = offered_for(handshake, versions)

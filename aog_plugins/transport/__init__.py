@@ -35,6 +35,7 @@ from aog_plugins.transport._listen import (
 )
 from aog_plugins.transport._mux import Mux, MuxListener, StreamTLS
 from aog_plugins.transport._relay import Relay
+from aog_plugins.transport._seconds import NO_LIMIT_BEYOND, seconds
 from aog_plugins.transport._threads import (
     ASYNC_SIGNALS,
     signals_blocked,
@@ -49,6 +50,7 @@ __all__ = [
     "DIAL_TIMEOUT",
     "HEALTH_SERVICE",
     "MAX_UNIX_PATH",
+    "NO_LIMIT_BEYOND",
     "Bind",
     "BrokerCore",
     "BrokerServer",
@@ -68,6 +70,7 @@ __all__ = [
     "open_aio_channel",
     "open_channel",
     "resolve_group",
+    "seconds",
     "set_group_writable",
     "signals_blocked",
     "signals_unblocked",

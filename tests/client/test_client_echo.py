@@ -159,3 +159,17 @@ def test_16_threads_x_500_mixed_calls(echo: Plugin) -> None:
     client.close()
     leaked = [t for t in set(threading.enumerate()) - before if t.name.startswith("aog-")]
     assert not leaked, leaked
+
+
+@pytest.mark.parametrize("bad", [0, -1.0, float("nan"), "5"])
+def test_an_unusable_timeout_is_a_configuration_error(echo: Plugin, bad: object) -> None:
+    from aog_plugins.errors import ConfigurationError
+
+    with pytest.raises(ConfigurationError, match="timeout must be"):
+        echo.client.invoke_service("chat", b"{}", timeout=bad)  # type: ignore[arg-type]
+
+
+@pytest.mark.parametrize("none", [float("inf"), 1e12])
+def test_an_endless_timeout_means_no_limit(echo: Plugin, none: float) -> None:
+    # 1e12 s used to expire the call at once (grpcio's deadline arithmetic overflows).
+    assert echo.client.invoke_service("chat", b'{"q": 1}', timeout=none)

@@ -170,6 +170,11 @@ def test_bad_arguments(tmp_path: Path, layout: Layout) -> None:
         PluginManager(layout.root, start_timeout=0)
     with pytest.raises(ConfigurationError):
         PluginManager(layout.root, idle_timeout=-1)
+    for bad in (float("nan"), float("inf")):
+        with pytest.raises(ConfigurationError, match="start_timeout"):
+            PluginManager(layout.root, start_timeout=bad)
+    with pytest.raises(ConfigurationError, match="idle_timeout"):
+        PluginManager(layout.root, idle_timeout=float("nan"))
     with pytest.raises(ConfigurationError):
         PluginManager(layout.root, watch="sometimes")
     with pytest.raises(ConfigurationError):

@@ -1,0 +1,25 @@
+"""Durations given by the caller, checked once for every API that takes one."""
+
+from __future__ import annotations
+
+import math
+
+from aog_plugins.errors import ConfigurationError
+
+__all__ = ["NO_LIMIT_BEYOND", "seconds"]
+
+NO_LIMIT_BEYOND = 10 * 365 * 86400.0
+"""A call timeout longer than this (ten years; infinity included) means no limit: grpcio's
+deadline arithmetic overflows on far larger ones and expires the call at once."""
+
+
+def seconds(name: str, value: object, *, finite: bool = True) -> float:
+    """``value`` as a positive number of seconds (infinity only when not ``finite``);
+    anything else is a :class:`ConfigurationError` naming ``name``."""
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        raise ConfigurationError(f"{name} must be a number of seconds, got {value!r}")
+    if math.isnan(value) or value <= 0:
+        raise ConfigurationError(f"{name} must be a positive number of seconds, got {value!r}")
+    if finite and math.isinf(value):
+        raise ConfigurationError(f"{name} must be a finite number of seconds, got {value!r}")
+    return float(value)
