@@ -87,6 +87,7 @@ class Plugin:
         self._worker: threading.Thread | None = None
         self._events = Lane(f"aog-plugins-events-{logger.name.rsplit('.', 1)[-1]}")
         self._client: GRPCProviderClient | None = None
+        self._kill_reason: str | None = None  # why this host stopped it for good
         self._client_lock = threading.Lock()
         self._adopt(incarnation, "started")
 
@@ -241,6 +242,8 @@ class Plugin:
             return None
         tail = proc.stderr_tail().strip()
         reason = f"pid {proc.pid} {describe_exit(proc.exit_code)}"
+        if self._kill_reason is not None:  # our doing, not the plugin's: say so
+            reason += f", stopped by this host: {self._kill_reason}"
         if tail:
             reason += f"; last stderr lines:\n{tail}"
         return ExitInfo(reason, proc.exit_code, tail)
@@ -423,6 +426,7 @@ class Plugin:
             first = stopper is None
             if stopper is None:
                 self._killed = True
+                self._kill_reason = reason
                 self._wakeup.set()
                 stopper = self._stopper = threading.Thread(
                     target=self._stop_for_good,

@@ -74,7 +74,7 @@ def register(plugin: _Killable, *, signal_handlers: bool = True) -> None:
         first = not _atexit_installed
         _atexit_installed = True
     if first:
-        atexit.register(kill_all)
+        atexit.register(_at_exit)
     if signal_handlers and threading.current_thread() is threading.main_thread():
         install_signal_handlers()
 
@@ -89,6 +89,31 @@ def unregister(plugin: _Killable) -> None:
 def kill_all(grace: float = _EXIT_GRACE, *, reason: str = "the host is exiting") -> None:
     """Kill every tracked plugin, concurrently, and return when all are stopped."""
     _kill(grace, reason, signalled=False)
+
+
+def _at_exit() -> None:
+    """Stop every plugin at interpreter exit. A second Ctrl-C meanwhile does not cut the
+    stop short (it is bounded: a grace, then SIGKILL), nor print a traceback. And when a
+    signal whose default action ends the process is being handled (the main thread's
+    code finished first: say a call failed because its plugin was being stopped), the
+    process ends of that signal, as it would have without this library."""
+    done = threading.Event()
+
+    def stop() -> None:
+        try:
+            kill_all()
+        finally:
+            done.set()
+
+    start_thread(threading.Thread(target=stop, name="aog-plugins-exit", daemon=True))
+    while not done.is_set():
+        try:
+            done.wait(0.1)
+        except KeyboardInterrupt:
+            continue
+    dying = sorted(_dying)
+    if dying and _owner_pid == os.getpid():
+        _die(dying[0])
 
 
 def _kill(grace: float, reason: str, *, signalled: bool) -> None:

@@ -99,6 +99,18 @@ HOST = textwrap.dedent(
         print(json.dumps(after), flush=True)
         plugin.kill()
         sys.exit(0)
+    elif mode == "exit":
+        # Stopping the (stubborn) plugin at exit takes its grace and then some.
+        print("{}", flush=True)
+        sys.exit(0)
+    elif mode == "call":
+        # The main thread is in a call when SIGTERM comes; its own code then goes on.
+        print("{}", flush=True)
+        try:
+            plugin.client.invoke_service("slow", b'{"seconds": 60}', timeout=90)
+        except Exception as exc:
+            print(json.dumps({"call": type(exc).__name__, "text": str(exc)}), flush=True)
+        sys.exit(0)
     elif mode == "catch":
         try:
             print("{}", flush=True)  # inside the try: the test may interrupt from now on
@@ -265,6 +277,37 @@ def test_sigterm_with_an_event_loop_owning_the_wakeup_fd(
     host.proc.send_signal(signal.SIGTERM)
     assert _exit_code(host) == -signal.SIGTERM
     assert "SIGTERM received" in host.stderr_text()
+    assert "-> EXITED: stopped" in host.stderr_text(), "the host did not stop its plugin"
+    assert gone(pid)
+
+
+def test_sigterm_during_a_call_ends_the_host_of_sigterm(
+    make_host: HostFactory, leak_check: LeakCheck
+) -> None:
+    # The killer stops the plugin, so the call fails and the main thread's code exits 0
+    # before the killer re-raised SIGTERM: the host used to exit 0 (and a CLI 1, blaming
+    # the plugin). The call's error now says who stopped the plugin, and the host still
+    # dies of SIGTERM.
+    host, pid = _start(make_host, "call", plugin_cmd("remote_provider.py"))
+    assert host.read() == {}
+    time.sleep(0.5)  # the call is under way (no harm if it is not yet: it fails the same)
+    host.proc.send_signal(signal.SIGTERM)
+    failed = host.read()
+    assert failed["call"] == "PluginCrashedError", failed
+    assert "stopped by this host: SIGTERM received" in failed["text"]
+    assert _exit_code(host) == -signal.SIGTERM
+    assert gone(pid)
+
+
+def test_ctrl_c_while_the_plugins_stop_at_exit_does_not_cut_it_short(
+    make_host: HostFactory, leak_check: LeakCheck
+) -> None:
+    host, pid = _start(make_host, "exit")
+    assert host.read() == {}
+    time.sleep(0.3)  # in the exit hook now: the plugin ignores Shutdown and SIGTERM
+    host.proc.send_signal(signal.SIGINT)
+    assert _exit_code(host) == 0
+    assert "Traceback" not in host.stderr_text(), host.stderr_text()
     assert "-> EXITED: stopped" in host.stderr_text(), "the host did not stop its plugin"
     assert gone(pid)
 
