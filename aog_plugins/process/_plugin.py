@@ -11,11 +11,12 @@ on the shared I/O thread nor under a lock.
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import logging
 import signal
 import threading
 import time
-from collections.abc import Callable, Collection
+from collections.abc import Callable, Collection, Sequence
 from types import TracebackType
 from typing import TYPE_CHECKING
 
@@ -89,6 +90,8 @@ class Plugin:
         self._client: GRPCProviderClient | None = None
         self._kill_reason: str | None = None  # why this host stopped it for good
         self._client_lock = threading.Lock()
+        # One start runs this argv instead of spec.argv (aog_plugins.testing.fail_next_start).
+        self._next_start_argv: tuple[str, ...] | None = None
         self._adopt(incarnation, "started")
 
     # ---- facts ------------------------------------------------------------------------
@@ -379,7 +382,7 @@ class Plugin:
             ):
                 return
             try:
-                incarnation = start_incarnation(self._spec)
+                incarnation = start_incarnation(self._take_start_spec())
             except Exception as exc:
                 # Any failure, typed or not (a hostile handshake, ENOSPC, ...): start_incarnation
                 # has killed what it started; back off or give up, with the reason.
@@ -407,6 +410,26 @@ class Plugin:
                 incarnation.stop(0.0, self.logger)  # killed while starting
                 incarnation.release()
             return
+
+    def _take_start_spec(self) -> StartSpec:
+        assert self._spec is not None
+        with self._cond:
+            argv, self._next_start_argv = self._next_start_argv, None
+        if argv is None:
+            return self._spec
+        # Not the plugin's file, so not its checksum either.
+        return dataclasses.replace(self._spec, argv=argv, checksum=None)
+
+    def _run_next_start_as(self, argv: Sequence[str]) -> None:
+        """For :func:`aog_plugins.testing.fail_next_start`: the next start (a restart)
+        runs ``argv`` instead of the plugin's command, once; the one after is normal again.
+        The plugin's own command stays untouched, so it always runs under its real path."""
+        if self._spec is None:
+            raise ConfigurationError(
+                "this plugin was attached, not launched here: this host does not start it"
+            )
+        with self._cond:
+            self._next_start_argv = tuple(argv)
 
     # ---- shutdown ---------------------------------------------------------------------
     def kill(self, grace: float | None = None) -> None:

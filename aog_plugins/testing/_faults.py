@@ -34,22 +34,23 @@ class WaitTimeoutError(AogPluginsError, TimeoutError):
 
 
 @dataclass(frozen=True)
-class StartLink:
-    """Where a harness-started plugin's executable is reached: ``link`` (a symlink in a
-    private directory) points at ``target``; swapping the link changes the next start."""
+class FailableStart:
+    """A harness-started plugin whose next start :func:`fail_next_start` can replace:
+    ``name`` for the message, ``directory`` (the harness's, removed when it closes) for
+    the failing script."""
 
-    link: Path
-    target: Path
+    name: str
+    directory: Path
 
 
 # Per process (xdist workers do not share it): which plugins can be made to fail a start.
-_links: weakref.WeakKeyDictionary[Plugin, StartLink] = weakref.WeakKeyDictionary()
-_links_lock = threading.Lock()
+_failable: weakref.WeakKeyDictionary[Plugin, FailableStart] = weakref.WeakKeyDictionary()
+_failable_lock = threading.Lock()
 
 
-def register_start_link(plugin: Plugin, link: StartLink) -> None:
-    with _links_lock:
-        _links[plugin] = link
+def register_failable_start(plugin: Plugin, start: FailableStart) -> None:
+    with _failable_lock:
+        _failable[plugin] = start
 
 
 def plugin_name(plugin: Plugin) -> str:
@@ -149,39 +150,31 @@ def fail_next_start(plugin: Plugin) -> None:
     The process started then prints a line saying so on stderr and exits with status 1
     before its handshake, so the host sees a :class:`~aog_plugins.errors.PluginExitedError`
     and goes to BACKOFF (or FATAL when its restart budget is spent); the start after that
-    runs the real executable again. Works on plugins started from an executable path or a
-    plugin directory by the ``aog_plugin``/``aog_provider`` fixtures or a
-    :class:`~aog_plugins.testing.PluginHarness`: they run the plugin through a symlink in
-    a private directory, and this swaps the symlink for a one-shot failing script that
-    puts the symlink back.
+    runs the real executable again. Works on plugins started by the
+    ``aog_plugin``/``aog_provider`` fixtures or a
+    :class:`~aog_plugins.testing.PluginHarness`: that one start runs a failing script of
+    the harness instead of the plugin's command, which itself is never replaced (the
+    plugin always runs under its own path).
     """
-    with _links_lock:
-        start = _links.get(plugin)
+    with _failable_lock:
+        start = _failable.get(plugin)
     if start is None:
         raise ConfigurationError(
             f"fail_next_start: plugin {plugin_name(plugin)} was not started by the "
-            "aog_plugin/aog_provider fixtures (or a PluginHarness) from an executable path; "
-            "start it with one of those (an argv list cannot be swapped)"
+            "aog_plugin/aog_provider fixtures (or a PluginHarness); start it with one of those"
         )
-    directory = start.link.parent
-    restore = directory / f".restore-{start.link.name}"
-    script = directory / f".fail-{start.link.name}"
-    with contextlib.suppress(FileNotFoundError):
-        restore.unlink()
-    os.symlink(start.target, restore)
+    start.directory.mkdir(parents=True, exist_ok=True)
+    script = start.directory / f"{start.name}-fail-next-start"
     message = (
-        f"aog_plugins.testing: this start of {start.link.name} was made to fail by "
-        "fail_next_start()\n"
+        f"aog_plugins.testing: this start of {start.name} was made to fail by fail_next_start()\n"
     )
-    script.write_text(
-        f"#!{sys.executable} -S\n"
-        "import os, sys\n"
-        f"os.replace({str(restore)!r}, {str(start.link)!r})\n"
-        f"sys.stderr.write({message!r})\n"
-        "sys.exit(1)\n"
+    staged = start.directory / f".{script.name}.new"
+    staged.write_text(
+        f"#!{sys.executable} -S\nimport sys\nsys.stderr.write({message!r})\nsys.exit(1)\n"
     )
-    script.chmod(0o755)
-    os.replace(script, start.link)
+    staged.chmod(0o755)
+    os.replace(staged, script)
+    plugin._run_next_start_as((str(script),))
 
 
 def _states(state: PluginState | str | Iterable[PluginState | str]) -> frozenset[PluginState]:

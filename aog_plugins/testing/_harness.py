@@ -19,7 +19,7 @@ from typing import Any
 
 from aog_plugins.errors import ConfigurationError, PluginNotFoundError
 from aog_plugins.process import Plugin, PluginEvent, RestartPolicy, launch
-from aog_plugins.testing._faults import StartLink, register_start_link
+from aog_plugins.testing._faults import FailableStart, register_failable_start
 from aog_plugins.testing._leaks import MARKER_ENV, find_leaks, kill_leaks
 from aog_plugins.testing._provider import write_provider_program
 from aog_plugins.testing._watch import PluginWatch, RecordBuffer
@@ -133,11 +133,8 @@ class PluginHarness:
                 user_on_event(event)
 
         target = resolved
-        link: StartLink | None = None
-        if path is not None and os.path.isfile(path) and os.access(path, os.X_OK):
-            # Through a symlink of our own, so fail_next_start() can swap it.
-            link = self._link(seq, Path(path))
-            target = link.link
+        if path is not None and os.path.isfile(path):
+            target = os.path.abspath(path)  # its own path: a launcher finds its files from "$0"
         plugin = launch(
             target,
             auto_mtls=self.auto_mtls if auto_mtls is None else auto_mtls,
@@ -150,17 +147,9 @@ class PluginHarness:
         )
         watch.plugin = plugin
         watch.saw_process(plugin.pid)
-        if link is not None:
-            register_start_link(plugin, link)
+        # fail_next_start() runs a script from here instead, for one start.
+        register_failable_start(plugin, FailableStart(name, self._private_dir() / f"p{seq}"))
         return plugin
-
-    def _link(self, seq: int, executable: Path) -> StartLink:
-        directory = self._private_dir() / f"p{seq}"
-        directory.mkdir()
-        link = directory / executable.name
-        target = executable.resolve()
-        os.symlink(target, link)
-        return StartLink(link=link, target=target)
 
     def provider(
         self,

@@ -106,3 +106,20 @@ def test_a_socket_dir_and_a_socket_still_bound_here_are_leaks(tmp_path: Path) ->
     ]
     kill_leaks(leaks)
     assert not socket_dir.exists()
+
+
+def test_fail_next_start_also_fails_a_start_of_an_argv_list() -> None:
+    events: list[str] = []
+    policy = RestartPolicy(backoff_base=0.01, jitter=0.0, max_restarts=5)
+    with PluginHarness() as harness:
+        plugin = harness.start(
+            [sys.executable, str(LOCAL_PROVIDER)],
+            restart=policy,
+            on_event=lambda e: events.append(e.reason),
+        )
+        fail_next_start(plugin)
+        crash(plugin)
+        wait_for_state(plugin, "RUNNING")
+        assert plugin.client.get_manifest().services
+    failed = [r for r in events if "this start of local_provider.py was made to fail" in r]
+    assert len(failed) == 1, events
