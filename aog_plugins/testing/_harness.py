@@ -69,14 +69,37 @@ class PluginHarness:
             return Path(self._tmp)
 
     # ---- starting ---------------------------------------------------------------------
-    def resolve(self, cmd: Command) -> Command:
-        """A plugin directory (with plugin.yaml) -> this platform's executable; a bare name
-        that is not a path here -> the entry of that name in ``plugin_dir``."""
+    def resolve(self, cmd: Command, *, cwd: str | os.PathLike[str] | None = None) -> Command:
+        """What :meth:`start` runs for ``cmd``. An argv list: itself. A str without a ``/``
+        is a name: the entry of that name in ``plugin_dir``, or without ``plugin_dir`` left
+        for :func:`~aog_plugins.launch` to look up on PATH. Anything else (``"./x"``,
+        ``"bin/x"``, a ``Path``) is a path relative to ``cwd`` (default: the current
+        directory), made absolute. A plugin directory (with plugin.yaml) becomes this
+        platform's executable. A path or entry that does not exist raises
+        :class:`~aog_plugins.errors.PluginNotFoundError` naming where it was looked for."""
         if not isinstance(cmd, (str, os.PathLike)):
             return cmd
-        path = Path(cmd)
-        if not path.exists() and self.plugin_dir is not None and len(path.parts) == 1:
-            path = self.plugin_dir / path
+        given = os.fspath(cmd)
+        if isinstance(cmd, str) and "/" not in given:
+            if self.plugin_dir is None:
+                return given  # launch() looks a name up on PATH
+            path = Path(os.path.abspath(self.plugin_dir / given))
+            if not path.exists():
+                raise PluginNotFoundError(
+                    f"plugin not found: no entry {given!r} in the plugin directory "
+                    f"{self.plugin_dir} (--aog-plugin-dir): {path} does not exist",
+                    diagnosis="a name without '/' means an entry of the plugin directory; "
+                    f"for a file in the current directory write './{given}'",
+                )
+        else:
+            path = Path(os.path.abspath(os.path.join(cwd if cwd is not None else ".", given)))
+            if not path.exists():
+                raise PluginNotFoundError(
+                    f"plugin not found: {given!r} is not at {path}",
+                    diagnosis="a path with '/' is relative to the current directory (or to "
+                    "cwd= when given) and is never looked up on PATH: check the path, or "
+                    "build or install the plugin there",
+                )
         if path.is_dir():
             executable = PluginManifest.load(path).executable_path()
             if not executable.exists():
@@ -100,13 +123,11 @@ class PluginHarness:
         with its logs and events recorded for the report and its leftovers tracked."""
         if self._closed:
             raise ConfigurationError("this PluginHarness is closed; start plugins before close()")
-        resolved = self.resolve(cmd)
+        resolved = self.resolve(cmd, cwd=launch_kwargs.get("cwd"))
         seq = next(self._seq)
         if isinstance(resolved, (str, os.PathLike)):
-            path: str | None = os.fspath(resolved)
             name = os.path.basename(os.fspath(resolved))
         else:
-            path = None
             name = _argv_name([os.fspath(a) for a in resolved])
         marker = uuid.uuid4().hex
         extra_env = {**(launch_kwargs.pop("extra_env", None) or {}), MARKER_ENV: marker}
@@ -132,11 +153,9 @@ class PluginHarness:
             if user_on_event is not None:
                 user_on_event(event)
 
-        target = resolved
-        if path is not None and os.path.isfile(path):
-            target = os.path.abspath(path)  # its own path: a launcher finds its files from "$0"
+        # Under its own (absolute) path: a launcher may find its files from "$0".
         plugin = launch(
-            target,
+            resolved,
             auto_mtls=self.auto_mtls if auto_mtls is None else auto_mtls,
             env=env,
             extra_env=extra_env,

@@ -89,7 +89,9 @@ def aog_plugin(_aog_plugins_harness: PluginHarness) -> Callable[..., Plugin]:
     env=None, restart=RestartPolicy.never(), **launch_kwargs) -> Plugin``.
 
     ``cmd_or_plugin_dir``: an executable, an argv list, a directory with ``plugin.yaml``
-    (this platform's executable is started), or a bare name under ``--aog-plugin-dir``.
+    (this platform's executable is started), or a bare name under ``--aog-plugin-dir``
+    (on PATH without it). A string with a ``/`` is a path relative to the current
+    directory, never looked up on PATH (see ``PluginHarness.resolve``).
     Killed at teardown; the test fails if a process, socket dir or relay outlives it.
     """
     return _aog_plugins_harness.start  # its signature is the fixture's

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -11,6 +12,7 @@ import psutil
 import pytest
 
 from aog_plugins import RestartPolicy
+from aog_plugins.errors import PluginNotFoundError
 from aog_plugins.testing import PluginHarness, crash, fail_next_start, wait_for_state
 from tests.testing.conftest import REPO
 
@@ -51,3 +53,32 @@ def test_a_launcher_that_finds_its_files_from_dollar_zero_starts_and_restarts(
         wait_for_state(plugin, "RUNNING")
         assert plugin.client.invoke_service("chat", b'"again"') == b'"again"'
     assert sum("made to fail by fail_next_start" in r for r in events) == 1, events
+
+
+def test_a_missing_dot_slash_path_is_not_found_instead_of_run_from_path(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """ "./true" is a path relative to the current directory: with no such file it is
+    not found there, and /usr/bin/true (on PATH) is never run."""
+    monkeypatch.chdir(tmp_path)
+    with (
+        PluginHarness() as harness,
+        pytest.raises(PluginNotFoundError, match=re.escape(f"'./true' is not at {tmp_path}/true")),
+    ):
+        harness.start("./true")
+    assert not harness.watches  # nothing was started
+
+
+def test_dot_slash_means_the_current_directory_even_with_a_plugin_dir(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    _copy_example(tmp_path / "plugins")
+    monkeypatch.chdir(tmp_path)
+    with PluginHarness(plugin_dir=tmp_path / "plugins") as harness:
+        # A bare name is the entry of the plugin directory ...
+        assert harness.start("echo").client.invoke_service("chat", b'"x"') == b'"x"'
+        # ... "./echo" is ./echo, which does not exist here.
+        with pytest.raises(PluginNotFoundError, match=re.escape(f"is not at {tmp_path}/echo")):
+            harness.start("./echo")
+        with pytest.raises(PluginNotFoundError, match="no entry 'nope' in the plugin directory"):
+            harness.start("nope")
