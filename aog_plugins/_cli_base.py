@@ -3,15 +3,48 @@
 from __future__ import annotations
 
 import argparse
+import math
 from collections.abc import Callable
 from dataclasses import dataclass
 
-__all__ = ["EXIT_CODES", "EXIT_FAILED", "EXIT_INTERRUPTED", "EXIT_OK", "EXIT_USAGE", "Command"]
+__all__ = [
+    "EXIT_CODES",
+    "EXIT_FAILED",
+    "EXIT_INTERRUPTED",
+    "EXIT_OK",
+    "EXIT_USAGE",
+    "MAX_SECONDS",
+    "Command",
+    "seconds",
+]
 
 EXIT_OK = 0
 EXIT_FAILED = 1
 EXIT_USAGE = 2
 EXIT_INTERRUPTED = 130
+
+MAX_SECONDS = 365 * 24 * 3600
+"""The longest time option the CLI takes (a year): far beyond that, gRPC deadlines and the
+clocks the plugin start waits on overflow."""
+
+
+def seconds(text: str) -> float:
+    """The argparse ``type`` of every time option: a positive, finite number of seconds.
+
+    Checked while parsing, so a bad value is a usage error (exit 2) naming the option,
+    before anything starts; ``float`` alone takes ``0``, ``-1``, ``inf`` and ``nan``.
+    """
+    try:
+        value = float(text)
+    except ValueError:
+        value = math.nan
+    if not 0 < value <= MAX_SECONDS:  # also false for nan
+        raise argparse.ArgumentTypeError(
+            f"wants a number of seconds greater than 0 and at most {MAX_SECONDS} (a year), "
+            f"got {text!r}"
+        )
+    return value
+
 
 EXIT_CODES = f"""\
 exit codes:

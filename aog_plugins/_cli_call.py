@@ -16,7 +16,7 @@ from collections.abc import Callable
 from contextlib import AbstractContextManager
 from typing import TYPE_CHECKING, Any
 
-from aog_plugins._cli_base import Command
+from aog_plugins._cli_base import Command, seconds
 from aog_plugins._cli_show import handshake_doc, table
 from aog_plugins._cli_target import Target, add_target_args, open_target, resolve_target
 from aog_plugins.errors import (
@@ -44,7 +44,7 @@ def _add_launch_args(parser: argparse.ArgumentParser, *, plugins_dir: bool = Fal
     )
     parser.add_argument(
         "--start-timeout",
-        type=float,
+        type=seconds,
         default=60.0,
         metavar="SECONDS",
         help="give up when the plugin has not started within this time (default 60)",
@@ -96,7 +96,7 @@ def _configure_inspect(parser: argparse.ArgumentParser) -> None:
     )
     parser.add_argument(
         "--timeout",
-        type=float,
+        type=seconds,
         default=10.0,
         metavar="SECONDS",
         help="deadline of each call to the plugin (default 10)",
@@ -302,7 +302,7 @@ def _configure_invoke(parser: argparse.ArgumentParser) -> None:
     )
     parser.add_argument(
         "--timeout",
-        type=float,
+        type=seconds,
         default=None,
         metavar="SECONDS",
         help="deadline of the call (default: the manifest's timeout for the service)",

@@ -13,7 +13,7 @@ from collections.abc import Callable
 from types import FrameType
 from typing import Any
 
-from aog_plugins._cli_base import Command
+from aog_plugins._cli_base import Command, seconds
 from aog_plugins._cli_show import table
 from aog_plugins.manager import ManagerEvent, PluginEntry, PluginManager
 
@@ -33,7 +33,7 @@ def _configure_run(parser: argparse.ArgumentParser) -> None:
     )
     parser.add_argument(
         "--idle-timeout",
-        type=float,
+        type=seconds,
         default=None,
         metavar="SECONDS",
         help="stop a plugin nobody called for this long (the next use starts it again)",

@@ -172,10 +172,35 @@ def test_plugin_exiting_early_shows_its_stderr() -> None:
     _clean(result.output)
 
 
-def test_bad_start_timeout_is_a_usage_error() -> None:
-    result = cli("inspect", REMOTE, "--start-timeout", "0")
-    assert result.code == 2
-    assert "start_timeout" in result.err
+@pytest.mark.parametrize(
+    ("command", "option", "value"),
+    [
+        (["inspect", REMOTE], "--start-timeout", "0"),
+        (["inspect", REMOTE], "--start-timeout", "inf"),
+        (["inspect", REMOTE], "--timeout", "0"),
+        (["inspect", REMOTE], "--timeout", "nan"),
+        (["invoke", REMOTE, "chat"], "--timeout", "-1"),
+        (["invoke", REMOTE, "chat"], "--timeout", "nan"),
+        (["invoke", REMOTE, "chat"], "--start-timeout", "inf"),
+        (["invoke", REMOTE, "chat"], "--start-timeout", "nan"),
+        (["invoke", REMOTE, "chat"], "--start-timeout", "1e12"),  # overflows the clocks
+        (["run", "/nonexistent/plugins"], "--idle-timeout", "nan"),
+        (["run", "/nonexistent/plugins"], "--idle-timeout", "-1"),
+    ],
+)
+def test_bad_time_options_are_usage_errors_before_anything_starts(
+    command: list[str], option: str, value: str
+) -> None:
+    # Once, 0 and -1 started the plugin then failed with a traceback, inf with an
+    # OverflowError "bug", and nan was taken (a start that gave up at once, a run that
+    # never stopped an idle plugin).
+    result = cli(*command, f"{option}={value}")
+    assert result.code == 2, result.output
+    last = result.err.splitlines()[-1]
+    assert f"error: argument {option}: wants a number of seconds greater than 0" in last
+    assert repr(value) in last
+    assert result.out == ""
+    _clean(result.output)
 
 
 # ---- credentials (issue 9, item 11: secrets stay out of argv) ---------------------------
