@@ -192,6 +192,17 @@ examples:
 # ---- invoke -------------------------------------------------------------------------
 
 
+def _utf8(text: str, what: str, fix: str) -> bytes:
+    """``text`` as UTF-8, or a usage error: a byte of argv, the environment or stdin that
+    is not UTF-8 arrives as a lone surrogate, which cannot go to the plugin."""
+    try:
+        return text.encode("utf-8")
+    except UnicodeEncodeError as exc:
+        bad = ord(exc.object[exc.start])
+        shown = f"byte 0x{bad - 0xDC00:02x}" if 0xDC80 <= bad <= 0xDCFF else f"U+{bad:04X}"
+        raise ConfigurationError(f"{what} is not valid UTF-8 (it has {shown}); {fix}") from None
+
+
 def _pair(item: str, option: str, what: str) -> tuple[str, str]:
     key, sep, value = item.partition("=")
     if not sep or not key or not value:
@@ -216,13 +227,16 @@ def _credentials(args: argparse.Namespace) -> tuple[dict[str, str], set[str]]:
     found: dict[str, str] = {}
     used_env: set[str] = set()
 
-    def put(key: str, value: str, option: str) -> None:
+    def put(key: str, value: str, option: str, source: str) -> None:
+        """``source`` says where the value came from, for errors (never the value)."""
         if key in found:
             raise ConfigurationError(f"credential {key!r} is given twice (again by {option})")
+        _utf8(key, f"{option}: a credential name", "name it in UTF-8")
+        _utf8(value, f"{option} {key}: the credential from {source}", "re-encode it as UTF-8")
         found[key] = value
 
     for item in args.auth:
-        put(*_pair(item, "--auth", "VALUE"), "--auth")
+        put(*_pair(item, "--auth", "VALUE"), "--auth", "the command line")
     for item in args.auth_env:
         key, var = _pair(item, "--auth-env", "VAR")
         if var not in os.environ:
@@ -230,7 +244,7 @@ def _credentials(args: argparse.Namespace) -> tuple[dict[str, str], set[str]]:
                 f"--auth-env {key}: environment variable {var} is not set; export it first"
             )
         used_env.add(var)
-        put(key, os.environ[var], "--auth-env")
+        put(key, os.environ[var], "--auth-env", f"environment variable {var}")
     stdin_used = False
     for item in args.auth_file:
         key, path = _pair(item, "--auth-file", "PATH")
@@ -238,7 +252,7 @@ def _credentials(args: argparse.Namespace) -> tuple[dict[str, str], set[str]]:
             if stdin_used:
                 raise ConfigurationError("--auth-file: only one credential can come from stdin")
             stdin_used = True
-        put(key, _read_secret(path, key), "--auth-file")
+        put(key, _read_secret(path, key), "--auth-file", "stdin" if path == "-" else path)
     return found, used_env
 
 
@@ -248,12 +262,15 @@ def _check_service(manifest: object, service: str) -> None:
 
 
 def _invoke(args: argparse.Namespace) -> int:
-    data = args.data.encode()
+    data = _utf8(args.data, "--data", "the request must be UTF-8 JSON")
     try:
         json.loads(data)
     except ValueError as exc:
         raise ConfigurationError(f"--data is not valid JSON: {exc}") from None
     credentials, used_env = _credentials(args)
+    _utf8(args.service, f"the service name {args.service!r}", "name a service of the manifest")
+    _utf8(args.auth_type, "--auth-type", "pass a UTF-8 auth type")
+    _utf8(args.auth_info, "--auth-info", "pass UTF-8 text")
     target = resolve_target(args.executable, plugins_dir=True)
     # The plugin inherits our environment, minus the variables that held secrets.
     env = {k: v for k, v in os.environ.items() if k not in used_env} if used_env else None
@@ -293,7 +310,7 @@ def _configure_invoke(parser: argparse.ArgumentParser) -> None:
         help="with a plugins directory: the plugin to call (when several serve the service)",
     )
     parser.add_argument(
-        "--data", default="{}", metavar="JSON", help="the JSON request body (default {})"
+        "--data", default="{}", metavar="JSON", help="the JSON request body, UTF-8 (default {})"
     )
     parser.add_argument(
         "--stream",

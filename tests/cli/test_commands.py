@@ -126,6 +126,43 @@ def test_invoke_bad_json_exits_2_before_starting_anything(tmp_path: Path) -> Non
     _clean(result.output)
 
 
+NOT_UTF8 = "\udcff"  # how Python shows byte 0xff of argv or the environment
+
+
+@pytest.mark.parametrize(
+    ("options", "env", "message"),
+    [
+        (["--data", f'"{NOT_UTF8}"'], {}, "--data is not valid UTF-8 (it has byte 0xff)"),
+        (["--auth", f"api_key={NOT_UTF8}"], {}, "--auth api_key: the credential from the"),
+        (["--auth", f"{NOT_UTF8}=v"], {}, "--auth: a credential name is not valid UTF-8"),
+        (
+            ["--auth-env", "api_key=AOGP_KEY"],
+            {"AOGP_KEY": NOT_UTF8},
+            "--auth-env api_key: the credential from environment variable AOGP_KEY",
+        ),
+        (["--auth-type", NOT_UTF8, "--auth", "k=v"], {}, "--auth-type is not valid UTF-8"),
+        (["--auth-info", NOT_UTF8], {}, "--auth-info is not valid UTF-8"),
+    ],
+)
+def test_invoke_text_that_is_not_utf8_exits_2_before_starting(
+    options: list[str], env: dict[str, str], message: str
+) -> None:
+    # Once a UnicodeEncodeError traceback (exit 1) when the text was sent to the plugin.
+    result = cli("invoke", REMOTE, "chat", *options, env=env)
+    assert result.code == 2, result.output
+    assert result.err.count("\n") == 1
+    assert message in result.err
+    assert "UTF-8" in result.err
+    _clean(result.output)
+
+
+def test_invoke_service_name_that_is_not_utf8_exits_2() -> None:
+    result = cli("invoke", REMOTE, f"chat{NOT_UTF8}")
+    assert result.code == 2, result.output
+    assert "the service name 'chat\\udcff' is not valid UTF-8" in result.err
+    _clean(result.output)
+
+
 # ---- start failures (both commands share them) ----------------------------------------
 
 
