@@ -15,6 +15,7 @@ from typing import Any
 
 from aog_plugins._cli_base import Command, seconds
 from aog_plugins._cli_show import table
+from aog_plugins._cli_target import refuse_manifest_file
 from aog_plugins.manager import ManagerEvent, PluginEntry, PluginManager
 
 __all__ = ["LIST", "RUN", "entry_doc"]
@@ -59,6 +60,7 @@ def entry_doc(entry: PluginEntry) -> dict[str, Any]:
 
 
 def _list(args: argparse.Namespace) -> int:
+    refuse_manifest_file(args.directory, plugins_dir_wanted=True)
     with PluginManager(args.directory, watch=False) as manager:
         docs = [entry_doc(e) for e in manager.entries()]
     if args.json:
@@ -101,6 +103,7 @@ def _print_event(event: ManagerEvent) -> None:
 
 
 def _run(args: argparse.Namespace) -> int:
+    refuse_manifest_file(args.directory, plugins_dir_wanted=True)
     previous = {sig: signal.getsignal(sig) for sig in (signal.SIGTERM, signal.SIGINT)}
     signal.signal(signal.SIGTERM, _interrupt)  # SIGTERM ends the run like Ctrl-C
     try:

@@ -32,6 +32,7 @@ __all__ = [
     "Target",
     "add_target_args",
     "open_target",
+    "refuse_manifest_file",
     "resolve_target",
 ]
 
@@ -53,8 +54,27 @@ def add_target_args(parser: argparse.ArgumentParser, *, plugins_dir: bool) -> No
     parser.add_argument("executable", metavar="PLUGIN", help=what)
 
 
+def refuse_manifest_file(text: str, *, plugins_dir_wanted: bool) -> None:
+    """A plugin's manifest file (plugin.yaml, .yml, .json) given where its directory (or,
+    with ``plugins_dir_wanted``, the plugins directory above it) belongs: a usage error
+    that names the directory to pass, instead of "cannot execute" or "not a directory"."""
+    path = Path(text)
+    if path.name not in MANIFEST_FILENAMES or not path.is_file():
+        return
+    manifest = Path(os.path.abspath(path))
+    if plugins_dir_wanted:
+        raise ConfigurationError(
+            f"{text} is a plugin's manifest, not a plugins directory: pass the directory "
+            f"that holds one folder per plugin (here {manifest.parent.parent})"
+        )
+    raise ConfigurationError(
+        f"{text} is a plugin's manifest, not the plugin: pass its directory, {manifest.parent}"
+    )
+
+
 def resolve_target(text: str, *, plugins_dir: bool) -> Target:
     """Tell an executable from a plugin directory and a plugins directory."""
+    refuse_manifest_file(text, plugins_dir_wanted=False)
     path = Path(text)
     if not path.is_dir():
         return Target("executable", path, path)

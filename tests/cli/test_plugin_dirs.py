@@ -141,3 +141,28 @@ def test_the_copied_example_runs_without_a_python3_that_has_aog_plugins(tmp_path
     result = cli("invoke", str(directory.parent), "chat", "--data", '{"a": 1}', env=env)
     assert result.code == 0, result.output
     assert json.loads(result.out) == {"a": 1}
+
+
+@pytest.mark.parametrize("manifest_name", ["plugin.yaml", "plugin.yml", "plugin.json"])
+def test_a_manifest_file_instead_of_a_directory_says_which_directory(
+    plugins: Layout, manifest_name: str
+) -> None:
+    # Once "cannot execute .../plugin.yaml: chmod +x" (inspect, invoke) and "does not
+    # exist or is not a directory: create it" (list, run).
+    directory = plugins.add("alpha", manifest_name=manifest_name)
+    manifest = str(directory / manifest_name)
+    for command in (["inspect", manifest], ["invoke", manifest, "chat"]):
+        result = cli(*command)
+        assert result.code == 2, result.output
+        assert result.err == (
+            f"aog-plugins: error: {manifest} is a plugin's manifest, not the plugin: "
+            f"pass its directory, {directory}\n"
+        )
+    for command in (["list", manifest], ["run", manifest]):
+        result = cli(*command)
+        assert result.code == 2, result.output
+        assert result.err == (
+            f"aog-plugins: error: {manifest} is a plugin's manifest, not a plugins directory: "
+            f"pass the directory that holds one folder per plugin (here {plugins.root})\n"
+        )
+        assert result.out == ""
