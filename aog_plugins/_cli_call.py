@@ -231,12 +231,16 @@ def _credentials(args: argparse.Namespace) -> tuple[dict[str, str], set[str]]:
         """``source`` says where the value came from, for errors (never the value)."""
         if key in found:
             raise ConfigurationError(f"credential {key!r} is given twice (again by {option})")
+        if not value:  # as --auth KEY= is refused: an empty secret is always a mistake
+            raise ConfigurationError(
+                f"{option} {key}: {source} is empty; it must hold the credential"
+            )
         _utf8(key, f"{option}: a credential name", "name it in UTF-8")
-        _utf8(value, f"{option} {key}: the credential from {source}", "re-encode it as UTF-8")
+        _utf8(value, f"{option} {key}: {source}", "re-encode the credential as UTF-8")
         found[key] = value
 
     for item in args.auth:
-        put(*_pair(item, "--auth", "VALUE"), "--auth", "the command line")
+        put(*_pair(item, "--auth", "VALUE"), "--auth", "the value")
     for item in args.auth_env:
         key, var = _pair(item, "--auth-env", "VAR")
         if var not in os.environ:
@@ -244,7 +248,7 @@ def _credentials(args: argparse.Namespace) -> tuple[dict[str, str], set[str]]:
                 f"--auth-env {key}: environment variable {var} is not set; export it first"
             )
         used_env.add(var)
-        put(key, os.environ[var], "--auth-env", f"environment variable {var}")
+        put(key, os.environ[var], "--auth-env", f"the environment variable {var}")
     stdin_used = False
     for item in args.auth_file:
         key, path = _pair(item, "--auth-file", "PATH")
@@ -252,7 +256,8 @@ def _credentials(args: argparse.Namespace) -> tuple[dict[str, str], set[str]]:
             if stdin_used:
                 raise ConfigurationError("--auth-file: only one credential can come from stdin")
             stdin_used = True
-        put(key, _read_secret(path, key), "--auth-file", "stdin" if path == "-" else path)
+        source = "stdin" if path == "-" else f"the file {path}"
+        put(key, _read_secret(path, key), "--auth-file", source)
     return found, used_env
 
 

@@ -133,12 +133,12 @@ NOT_UTF8 = "\udcff"  # how Python shows byte 0xff of argv or the environment
     ("options", "env", "message"),
     [
         (["--data", f'"{NOT_UTF8}"'], {}, "--data is not valid UTF-8 (it has byte 0xff)"),
-        (["--auth", f"api_key={NOT_UTF8}"], {}, "--auth api_key: the credential from the"),
+        (["--auth", f"api_key={NOT_UTF8}"], {}, "--auth api_key: the value is not valid UTF-8"),
         (["--auth", f"{NOT_UTF8}=v"], {}, "--auth: a credential name is not valid UTF-8"),
         (
             ["--auth-env", "api_key=AOGP_KEY"],
             {"AOGP_KEY": NOT_UTF8},
-            "--auth-env api_key: the credential from environment variable AOGP_KEY",
+            "--auth-env api_key: the environment variable AOGP_KEY is not valid UTF-8",
         ),
         (["--auth-type", NOT_UTF8, "--auth", "k=v"], {}, "--auth-type is not valid UTF-8"),
         (["--auth-info", NOT_UTF8], {}, "--auth-info is not valid UTF-8"),
@@ -314,3 +314,26 @@ def test_bad_credential_sources_exit_2_before_starting(options: list[str], messa
     assert result.code == 2
     assert message in result.err
     _clean(result.output)
+
+
+@pytest.mark.parametrize(
+    ("source", "content"),
+    [("env", ""), ("file", ""), ("file", "\n"), ("stdin", ""), ("stdin", "\r\n")],
+)
+def test_an_empty_credential_exits_2_naming_key_and_source(
+    source: str, content: str, tmp_path: Path
+) -> None:
+    # Once sent to SetAuth as "" (exit 0), while --auth api_key= was refused.
+    key_file = tmp_path / "key"
+    key_file.write_text(content)
+    option, where = {
+        "env": (["--auth-env", "api_key=AOGP_KEY"], "the environment variable AOGP_KEY"),
+        "file": (["--auth-file", f"api_key={key_file}"], f"the file {key_file}"),
+        "stdin": (["--auth-file", "api_key=-"], "stdin"),
+    }[source]
+    result = cli("invoke", REMOTE, "auth", *option, env={"AOGP_KEY": content}, stdin=content)
+    assert result.code == 2, result.output
+    assert result.err == (
+        f"aog-plugins: error: {option[0]} api_key: {where} is empty; it must hold the credential\n"
+    )
+    assert result.out == ""
