@@ -249,13 +249,10 @@ def _credentials(args: argparse.Namespace) -> tuple[dict[str, str], set[str]]:
             )
         used_env.add(var)
         put(key, os.environ[var], "--auth-env", f"the environment variable {var}")
-    stdin_used = False
-    for item in args.auth_file:
-        key, path = _pair(item, "--auth-file", "PATH")
-        if path == "-":
-            if stdin_used:
-                raise ConfigurationError("--auth-file: only one credential can come from stdin")
-            stdin_used = True
+    files = [_pair(item, "--auth-file", "PATH") for item in args.auth_file]
+    if sum(path == "-" for _key, path in files) > 1:  # before reading anything
+        raise ConfigurationError("--auth-file: only one credential can come from stdin")
+    for key, path in files:
         source = "stdin" if path == "-" else f"the file {path}"
         put(key, _read_secret(path, key), "--auth-file", source)
     return found, used_env
