@@ -48,13 +48,14 @@ def seconds(text: str) -> float:
 
 EXIT_CODES = f"""\
 exit codes:
-  {EXIT_OK}    success
+  {EXIT_OK}    success; for run, also its end by Ctrl-C or SIGTERM (every plugin stopped)
   {EXIT_FAILED}    the plugin failed: it could not be started or connected, a call failed,
        answered with an AOG error code, or the plugin died
   {EXIT_USAGE}    usage: a bad option, --data that is not UTF-8 JSON, an unreadable or
        empty credential, a service the plugin's manifest does not list, a plugins
        directory where no plugin or several serve the service (nothing is called)
-  {EXIT_INTERRUPTED}  interrupted by Ctrl-C (SIGINT); the plugin has been stopped"""
+  {EXIT_INTERRUPTED}  interrupted by Ctrl-C (SIGINT); the plugin has been stopped (run exits
+       {EXIT_OK} instead)"""
 
 
 @dataclass(frozen=True)

@@ -2,7 +2,8 @@
 
 Subcommands are :class:`~aog_plugins._cli_base.Command` records listed in ``COMMANDS``;
 adding one is adding its record there. Errors become one short message on stderr and an
-exit code (see ``EXIT_CODES``); Ctrl-C stops the plugin and exits 130 without a traceback.
+exit code (see ``EXIT_CODES``); Ctrl-C stops the plugin and exits 130 without a traceback
+(``run`` stops every plugin and exits 0: Ctrl-C or SIGTERM is how a run ends).
 """
 
 from __future__ import annotations

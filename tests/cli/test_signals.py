@@ -6,6 +6,7 @@ from __future__ import annotations
 import shlex
 import sys
 from collections.abc import Callable
+from pathlib import Path
 
 from tests.cli.conftest import Running, cli, fixture
 
@@ -42,3 +43,22 @@ def test_closed_stdout_ends_a_stream_without_a_traceback() -> None:
     assert result.code == 1  # pipefail: the CLI's status
     assert "Traceback" not in result.err
     assert "BrokenPipe" not in result.err
+
+
+def test_run_ends_with_0_on_ctrl_c_and_its_help_and_the_readme_say_so(
+    start_cli: Callable[..., Running], tmp_path: Path
+) -> None:
+    # run --help once said "Ctrl-C ... exits 0" above an exit-code table saying 130.
+    running = start_cli("run", str(tmp_path))
+    assert running.proc.stdout is not None
+    assert "supervising 0 plugin(s)" in running.proc.stdout.readline()
+    result = running.interrupt()
+    assert result.code == 0, result.output
+    assert "all plugins stopped" in result.out
+    codes = " ".join(cli("run", "--help").out.split("exit codes:")[1].split())
+    assert "0 success; for run, also its end by Ctrl-C or SIGTERM" in codes
+    assert "130 interrupted by Ctrl-C (SIGINT); the plugin has been stopped (run exits 0" in codes
+    readme = (Path(__file__).resolve().parents[2] / "README.md").read_text()
+    table = readme.split("### Exit codes", 1)[1].split("\n## ", 1)[0]
+    assert "| 0 | success; for `run`, also its end by Ctrl-C or SIGTERM" in table
+    assert "(`run` exits 0 instead) |" in table
