@@ -117,6 +117,8 @@ def describe_error(exc: AogPluginsError) -> str:
         if exc.diagnosis:
             parts.append(exc.diagnosis)
         return _with_tail("; ".join(parts), exc.stderr_tail)
+    if isinstance(exc, PluginCrashedError) and exc.stopped_by_host is not None:
+        return f"the call was cut short: this command stopped the plugin ({exc.stopped_by_host})"
     if isinstance(exc, PluginCrashedError):
         text = (
             f"the plugin process died during the call ({_exit_text(exc.exit_code)}; "

@@ -284,15 +284,24 @@ class PluginCrashedError(PluginCallError):
     """The plugin process died while the call was in flight (or before it could be sent).
 
     ``exit_code`` is its exit status (negative: the signal), ``stderr_tail`` its last
-    stderr lines. With a restart policy the next call goes to the restarted plugin.
+    stderr lines; ``stopped_by_host`` says why, when this host stopped it for good (a
+    ``kill()``, a signal to this host) rather than the plugin dying on its own. With a
+    restart policy the next call goes to the restarted plugin.
     """
 
     def __init__(
-        self, message: str, *, code: str = "", exit_code: int | None = None, stderr_tail: str = ""
+        self,
+        message: str,
+        *,
+        code: str = "",
+        exit_code: int | None = None,
+        stderr_tail: str = "",
+        stopped_by_host: str | None = None,
     ) -> None:
         super().__init__(message, code=code, process_exited=True)
         self.exit_code = exit_code
         self.stderr_tail = stderr_tail
+        self.stopped_by_host = stopped_by_host
 
 
 class PluginFatalError(PluginCallError):

@@ -33,6 +33,8 @@ class ExitInfo:
     reason: str
     exit_code: int | None = None
     stderr_tail: str = ""
+    stopped_by_host: str | None = None
+    """Why this host stopped it for good (``kill()``, a signal), if it did."""
 
 
 @runtime_checkable
@@ -98,6 +100,7 @@ def call_error(
             code=name,
             exit_code=info.exit_code,
             stderr_tail=info.stderr_tail,
+            stopped_by_host=info.stopped_by_host,
         )
     if code is grpc.StatusCode.DEADLINE_EXCEEDED:
         text = f"{rpc} failed: no answer within the deadline ({name}); the plugin is still running"

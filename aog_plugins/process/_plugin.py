@@ -249,7 +249,7 @@ class Plugin:
             reason += f", stopped by this host: {self._kill_reason}"
         if tail:
             reason += f"; last stderr lines:\n{tail}"
-        return ExitInfo(reason, proc.exit_code, tail)
+        return ExitInfo(reason, proc.exit_code, tail, self._kill_reason)
 
     def dial_target(self, channel: grpc.Channel) -> tuple[DialTarget, int]:
         """Where the process behind ``channel`` (from :meth:`current_channel`) listens, with

@@ -126,8 +126,8 @@ class Running:
 
         return wait_until(spawned, 30.0, f"the CLI to start a plugin matching {marker!r}")
 
-    def interrupt(self) -> Result:
-        self.proc.send_signal(signal.SIGINT)
+    def interrupt(self, sig: signal.Signals = signal.SIGINT) -> Result:
+        self.proc.send_signal(sig)
         out, err = self.proc.communicate(timeout=RUN_TIMEOUT)
         assert_nothing_left(self.tag, self.proc.pid)
         return Result(self.proc.returncode, out, err, self.proc.pid)

@@ -4,7 +4,9 @@ and a reader that goes away (``| head``) ends it quietly too."""
 from __future__ import annotations
 
 import shlex
+import signal
 import sys
+import time
 from collections.abc import Callable
 from pathlib import Path
 
@@ -21,6 +23,24 @@ def test_sigint_during_a_stream_exits_130_quietly(start_cli: Callable[..., Runni
     assert "Traceback" not in result.err
     assert "interrupted" in result.err
     assert not plugin.is_running() or plugin.status() == "zombie"
+
+
+def test_sigterm_during_a_call_ends_of_sigterm_without_blaming_the_plugin(
+    start_cli: Callable[..., Running],
+) -> None:
+    # As under `timeout`: the plugin is stopped, the CLI dies of SIGTERM (143 in a shell).
+    # It used to exit 1, saying "the plugin process died during the call".
+    running = start_cli(
+        "invoke", fixture("remote_provider.py"), "slow", "--data", '{"seconds": 60}'
+    )
+    running.plugin("remote_provider.py")
+    time.sleep(0.5)  # the call is under way (it fails the same if not yet)
+    result = running.interrupt(signal.SIGTERM)
+    assert result.code == -signal.SIGTERM, result.err
+    if result.err:  # unless SIGTERM's default action came before the message
+        assert "this command stopped the plugin (SIGTERM received)" in result.err
+    assert "died" not in result.err
+    assert "Traceback" not in result.err
 
 
 def test_sigint_while_the_plugin_starts_exits_130_quietly(
