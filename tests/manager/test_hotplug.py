@@ -109,11 +109,21 @@ def pid_of(reply: bytes) -> int:
 
 @contextmanager
 def managed(
-    layout: Layout, leaks: LeakCheck, watch: bool | str, drain_timeout: float = 30.0
+    layout: Layout,
+    leaks: LeakCheck,
+    watch: bool | str,
+    drain_timeout: float = 30.0,
+    *,
+    eager: bool = False,
 ) -> Iterator[tuple[PluginManager, EventLog]]:
     events = EventLog()
     manager = PluginManager(
-        layout.root, watch=watch, env=leaks.env, on_event=events, drain_timeout=drain_timeout
+        layout.root,
+        watch=watch,
+        eager=eager,
+        env=leaks.env,
+        on_event=events,
+        drain_timeout=drain_timeout,
     )
     try:
         yield manager, events
@@ -143,13 +153,9 @@ def test_a_plugin_added_while_the_manager_opens_is_picked_up(
     staging = tmp_path / "staging"
     layout.add("late", into=staging)
     layout.add("first", wrapper_lines=[f'mv "{staging / "late"}" "{layout.root}/"'])
-    events = EventLog()
-    manager = PluginManager(layout.root, watch=watch, eager=True, env=leaks.env, on_event=events)
-    try:
+    with managed(layout, leaks, watch, eager=True) as (_manager, events):
         assert (layout.root / "late").is_dir()
         assert events.wait("added", "late").error is None
-    finally:
-        manager.close()
 
 
 @pytest.mark.parametrize("watch", WATCH_MODES)
