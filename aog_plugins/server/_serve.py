@@ -26,7 +26,7 @@ from aog_plugins._proto import (
     grpc_controller_pb2_grpc,
     grpc_stdio_pb2_grpc,
 )
-from aog_plugins.errors import ConfigurationError
+from aog_plugins.errors import AogPluginsError, ConfigurationError
 from aog_plugins.handshake import (
     AOG_HANDSHAKE,
     COOKIE_REJECTED_MESSAGE,
@@ -181,12 +181,22 @@ class PluginServer:
 
     def start(self) -> HandshakeLine:
         """Check the environment, listen and serve; raise :class:`CookieMissing` when the
-        magic cookie is absent (after printing go-plugin's message on stderr)."""
-        env = read_plugin_env(self._environ, self._handshake)
-        if not env.cookie_ok:
+        magic cookie is absent (after printing go-plugin's message on stderr), before
+        anything else is looked at. When anything else fails, whatever was made (socket,
+        private dirs, relay, server) is removed before the error propagates."""
+        cookie = self._handshake
+        if self._environ.get(cookie.magic_cookie_key) != cookie.magic_cookie_value:
             sys.stderr.write(COOKIE_REJECTED_MESSAGE)
             sys.stderr.flush()
             raise CookieMissing(1)
+        try:
+            return self._start()
+        except BaseException:
+            self.stop(0.0)
+            raise
+
+    def _start(self) -> HandshakeLine:
+        env = read_plugin_env(self._environ, self._handshake)
         self.env = env
         for entry in env.invalid_versions:
             _log.warning("ignoring invalid entry %r in PLUGIN_PROTOCOL_VERSIONS", entry)
@@ -378,6 +388,9 @@ def serve(
     limit, a thread for every call that needs one; health, Shutdown and stdio never wait
     for them).
     Logs go to stderr as hclog JSON; SIGINT is ignored and SIGTERM stops cleanly.
+    Host settings the plugin cannot serve with (ports, socket dir, certificate, group),
+    and an ``on_ready`` that raises, end it with one "plugin init error" record and exit
+    1, nothing left behind. ``on_ready`` must return: the plugin serves after it.
     """
     configure_logging(log_level)
     server = PluginServer(register, handshake=handshake, **options)
@@ -385,12 +398,24 @@ def serve(
         server.start()
     except CookieMissing:
         sys.exit(1)
+    except (AogPluginsError, OSError) as exc:
+        # A host's settings this plugin cannot serve with (a port range, a socket dir, a
+        # certificate, a group): one line for the host to show, as go-plugin's "plugin init
+        # error", nothing left behind (start() cleaned up).
+        _log.error("plugin init error: %s", exc)
+        sys.exit(1)
     # Like Go plugins: a Ctrl-C meant for the host's terminal is not ours to act on.
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     signal.signal(
         signal.SIGTERM, lambda signum, frame: start_thread(threading.Thread(target=server.stop))
     )
-    server.announce()
-    if on_ready is not None:
-        on_ready()
+    try:
+        server.announce()
+        if on_ready is not None:
+            on_ready()
+    except Exception:
+        # The logger writes to the real stderr (sys.stderr goes to GRPCStdio by now).
+        _log.exception("plugin init error: the plugin failed right after its handshake")
+        server.stop(0.0)
+        sys.exit(1)
     server.wait()

@@ -207,3 +207,62 @@ def test_hclog_formatter_output_is_parsed_by_the_host() -> None:
     assert parsed.fields["thing"].startswith("<object")
     assert parsed.timestamp.endswith("Z")
     assert len(parsed.timestamp.split(".")[1]) == 7
+
+
+FAILS_ON_READY = """
+import _fixture_path, grpc
+from aog_plugins.server import serve
+def ready():
+    raise RuntimeError("on_ready broke")
+serve(lambda s: None, on_ready=ready)
+"""
+
+
+@pytest.mark.parametrize(
+    ("bad", "says"),
+    [
+        ({"PLUGIN_MIN_PORT": "20000", "PLUGIN_MAX_PORT": "10000"}, "greater than PLUGIN_MAX_PORT"),
+        ({"PLUGIN_MIN_PORT": "abc"}, "must be a port number"),
+        ({"PLUGIN_CLIENT_CERT": "garbage"}, "not a PEM X.509 certificate"),
+        ({"PLUGIN_UNIX_SOCKET_GROUP": "no-such-group-aogp"}, "unknown group"),
+    ],
+)
+def test_a_host_setting_the_plugin_cannot_use_is_one_line_and_leaves_nothing(
+    tmp_path: Path, run_plugin: Start, bad: dict[str, str], says: str
+) -> None:
+    proc = run_plugin("echo_plugin.py", {**_env(tmp_path), **bad})
+    _out, err = proc.communicate(timeout=30)
+    assert proc.returncode == 1
+    text = err.decode()
+    assert "Traceback" not in text, text
+    assert "plugin init error" in text, text
+    assert says in text, text
+    assert [p.name for p in tmp_path.iterdir()] == [], "the socket was left behind"
+
+
+def test_without_the_cookie_bad_settings_are_not_looked_at(
+    tmp_path: Path, run_plugin: Start
+) -> None:
+    env = {**_env(tmp_path), "PLUGIN_MIN_PORT": "abc"}
+    env.pop(AOG_HANDSHAKE.magic_cookie_key)
+    stripped = {k: v for k, v in os.environ.items() if k != AOG_HANDSHAKE.magic_cookie_key}
+    proc = subprocess.run(
+        [sys.executable, str(FIXTURES / "echo_plugin.py")],
+        env={**stripped, **env, "PYTHONPATH": str(FIXTURES)},
+        capture_output=True,
+        timeout=30,
+        check=False,
+    )
+    assert proc.returncode == 1
+    assert proc.stderr.decode().startswith(COOKIE_REJECTED_MESSAGE.split(".")[0])
+
+
+def test_an_on_ready_that_raises_is_reported_and_leaves_nothing(
+    tmp_path: Path, run_plugin: Start
+) -> None:
+    proc = run_plugin(FAILS_ON_READY, _env(tmp_path))
+    out, err = proc.communicate(timeout=30)
+    assert proc.returncode == 1
+    assert out.decode().startswith("1|1|unix|")  # the handshake was printed first
+    assert "on_ready broke" in err.decode(), err.decode()
+    assert [p.name for p in tmp_path.iterdir()] == [], "the socket was left behind"
