@@ -78,7 +78,12 @@ def manifest_file(directory: Path) -> Path | None:
     """The manifest of a plugin directory (plugin.yaml, then .yml, then .json), or None."""
     for name in MANIFEST_FILENAMES:
         candidate = directory / name
-        if candidate.is_file():
+        try:
+            if candidate.is_file():
+                return candidate
+        except OSError:
+            # The directory cannot be searched (EACCES): a plugin that cannot be read,
+            # listed with the read's own error, never a failure of the whole scan.
             return candidate
     return None
 

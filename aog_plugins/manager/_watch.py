@@ -126,6 +126,14 @@ class Watcher:
                 return
 
     def _settle_and_apply(self) -> None:
+        """:meth:`_settle_then_apply`; a failure is logged and retried at the next wake-up
+        (a passing error must not end hot-plugging for good)."""
+        try:
+            self._settle_then_apply()
+        except Exception:
+            _log.exception("applying a change of the plugins directory %s failed", self._root)
+
+    def _settle_then_apply(self) -> None:
         """Wait until the snapshot holds still for ``settle`` s (bounded), then apply."""
         limit = time.monotonic() + self._max_settle
         before = self._snapshot()

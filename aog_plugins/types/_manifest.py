@@ -44,6 +44,8 @@ __all__ = [
 ]
 
 MANIFEST_FILENAMES = ("plugin.yaml", "plugin.yml", "plugin.json")
+MAX_MANIFEST_BYTES = 1024 * 1024
+"""A manifest larger than this is refused unread (YAML parsing of megabytes takes seconds)."""
 """Looked for in this order in a plugin directory (upstream reads .yaml, then .json)."""
 
 DEFAULT_UNARY_TIMEOUT = 60.0
@@ -210,16 +212,27 @@ class PluginManifest(GoStruct):
     def load(cls, path: str | os.PathLike[str]) -> PluginManifest:
         """Read plugin.yaml / plugin.yml / plugin.json: that file, or the one in a directory."""
         target = Path(path)
-        if target.is_dir():
+        try:
+            is_dir = target.is_dir()
+        except OSError as exc:  # e.g. EACCES on the directory holding it
+            raise ConfigurationError(f"cannot read plugin manifest {target}: {exc}") from exc
+        if is_dir:
             found = next((target / n for n in MANIFEST_FILENAMES if (target / n).is_file()), None)
             if found is None:
                 names = ", ".join(MANIFEST_FILENAMES)
                 raise ConfigurationError(f"no plugin manifest ({names}) in {target}")
             target = found
         try:
-            text = target.read_text(encoding="utf-8", errors="replace")
+            with target.open("rb") as file:
+                raw = file.read(MAX_MANIFEST_BYTES + 1)
         except OSError as exc:
             raise ConfigurationError(f"cannot read plugin manifest {target}: {exc}") from exc
+        if len(raw) > MAX_MANIFEST_BYTES:
+            raise ConfigurationError(
+                f"plugin manifest {target} is larger than {MAX_MANIFEST_BYTES // 1024} KiB: "
+                "a manifest describes a plugin in a few KiB; is this the right file?"
+            )
+        text = raw.decode("utf-8", errors="replace")
         try:
             if target.suffix.lower() == ".json":
                 manifest = cls.from_json(text)

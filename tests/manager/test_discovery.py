@@ -182,3 +182,63 @@ def test_bad_arguments(tmp_path: Path, layout: Layout) -> None:
     with pytest.raises(ConfigurationError):
         PluginManager(layout.root, drain_timeout=-1)
     assert issubclass(PluginEntryError, AogPluginsError)
+
+
+UNREADABLE = """
+import json, os, sys
+from pathlib import Path
+from aog_plugins import PluginManager
+from aog_plugins.cli import main
+from tests.manager.conftest import Layout
+root = Path(sys.argv[1]) / "plugins"
+root.mkdir()
+layout = Layout(root)
+layout.add("good")
+layout.add("locked")
+layout.add("huge")
+(root / "huge" / "plugin.yaml").write_text("# padding\\n" * 200_000)  # about 2 MiB
+os.chmod(root / "locked", 0)
+try:
+    with PluginManager(root, watch=False) as manager:
+        print(json.dumps({e.name: type(e.error).__name__ for e in manager.entries()}))
+    print(json.dumps({"list": main(["list", str(root)])}))
+finally:
+    os.chmod(root / "locked", 0o755)
+"""
+
+
+def test_an_unreadable_or_oversized_plugin_is_listed_broken_and_stops_nothing() -> None:
+    # Path.is_file() raises PermissionError for a directory we may not search: that made
+    # PluginManager() and `aog-plugins list` fail as a whole (and killed the watcher).
+    # Permissions bind only a user other than root: as root, run the host as nobody.
+    import json
+    import subprocess
+    import sys
+    import tempfile
+
+    repo = Path(__file__).resolve().parents[2]
+    work = tempfile.mkdtemp(prefix="aogt-perm-", dir="/tmp")
+    os.chmod(work, 0o777)
+    prefix = ["setpriv", "--reuid=65534", "--regid=65534", "--clear-groups"]
+    try:
+        done = subprocess.run(
+            [*(prefix if os.getuid() == 0 else []), sys.executable, "-c", UNREADABLE, work],
+            env={**os.environ, "PYTHONPATH": str(repo)},
+            capture_output=True,
+            text=True,
+            timeout=120,
+            check=False,
+        )
+    finally:
+        shutil.rmtree(work, ignore_errors=True)
+    assert done.returncode == 0, done.stderr
+    lines = done.stdout.strip().splitlines()
+    entries = json.loads(lines[0])
+    assert entries == {
+        "good": "NoneType",
+        "locked": "InvalidManifestError",
+        "huge": "InvalidManifestError",
+    }
+    assert json.loads(lines[-1]) == {"list": 0}
+    assert "Permission denied" in done.stdout
+    assert "larger than 1024 KiB" in done.stdout
