@@ -42,6 +42,10 @@ class EventBus:
                 start_thread(self._thread)
             self._queue.put(event)
 
+    def on_thread(self) -> bool:
+        """True when called from a callback (the dispatcher thread)."""
+        return threading.current_thread() is self._thread
+
     def close(self, timeout: float = 10.0) -> None:
         """Deliver what is queued, then stop the thread (not waiting on itself)."""
         with self._lock:

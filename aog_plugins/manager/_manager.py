@@ -114,6 +114,7 @@ class PluginManager:
         self._clients: dict[str, GRPCProviderClient] = {}
         self._workers: set[threading.Thread] = set()
         self._closed = threading.Event()
+        self._close_done = threading.Event()
         self._watcher: Watcher | None = None
         self._janitor: threading.Thread | None = None
         try:
@@ -229,10 +230,21 @@ class PluginManager:
 
     # ---- lifecycle ----------------------------------------------------------------------
     def close(self) -> None:
-        """Stop watching and stop every plugin; nothing is left running. Idempotent."""
+        """Stop watching and stop every plugin; nothing is left running. Idempotent: a
+        second caller returns once the first one is done (an ``on_event`` callback, which
+        that first call may be waiting for, returns at once)."""
         if self._closed.is_set():
+            if not self._bus.on_thread():
+                while not self._close_done.wait(0.1):  # in slices: the main thread's signals
+                    pass
             return
         self._closed.set()
+        try:
+            self._close()
+        finally:
+            self._close_done.set()
+
+    def _close(self) -> None:
         if self._watcher is not None:
             self._watcher.stop()
         if self._janitor is not None:

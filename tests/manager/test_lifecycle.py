@@ -240,6 +240,22 @@ def test_close_leaves_nothing_and_later_use_fails_fast(layout: Layout, leaks: Le
         held.invoke_service("chat", b"{}")
 
 
+def test_a_second_close_returns_once_the_first_is_done(layout: Layout, leaks: LeakCheck) -> None:
+    # A signal handler or an atexit hook may close while another thread does: it used to
+    # return at once, with every plugin still running.
+    for name in ("a", "b", "c", "d"):
+        layout.add(name)
+    manager = PluginManager(layout.root, env=leaks.env, watch=False, eager=True)
+    first = threading.Thread(target=manager.close)
+    first.start()
+    try:
+        wait_until(lambda: manager.closed, 10, "the first close() to begin")
+        manager.close()
+        assert leaks.processes() == [], "close() returned with plugins still running"
+    finally:
+        first.join()
+
+
 def test_go_plugin_in_an_aog_layout(go_layout: Layout, leaks: LeakCheck) -> None:
     go_layout.add_go("gofx")
     with PluginManager(go_layout.root, watch=False, env=leaks.env) as manager:
