@@ -62,6 +62,12 @@ class Found:
     # (manifest lstat, executable lstat, executable stat): a change means "replaced".
     fingerprint: tuple[Stamp, Stamp, Stamp]
 
+    @property
+    def nameless(self) -> bool:
+        """Its manifest gave no name (unreadable, or no provider.name): ``name`` is the
+        directory's, so it says nothing about which plugin the directory holds."""
+        return isinstance(self.error, (InvalidManifestError, MissingProviderNameError))
+
     def named(self, error: PluginEntryError) -> Found:
         return Found(
             self.directory,

@@ -215,8 +215,8 @@ class PluginManager:
         found = inspect_dir(slot.found.directory)
         if found.error is None:
             found = found.named(bad) if (bad := self._checksum_error(found)) else found
-        if found.name != slot.found.name:
-            self._sync(wait=True)
+        if found.name != slot.found.name and not found.nameless:
+            self._sync(wait=True)  # renamed: the directory now holds another plugin
             return
         error = slot.replace(found)
         if error is not None:
@@ -335,7 +335,9 @@ class PluginManager:
                 renamed = [
                     self._slots[f.directory]
                     for f in found
-                    if f.directory in self._slots and f.name != self._slots[f.directory].name
+                    if f.directory in self._slots
+                    and f.name != self._slots[f.directory].name
+                    and not f.nameless  # a name read from the manifest, not the dir's
                 ]
                 for slot in (*gone, *renamed):
                     del self._slots[slot.found.directory]

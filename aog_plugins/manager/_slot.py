@@ -9,6 +9,7 @@ of them never interleave; concurrent first uses share one start through ``_start
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import logging
 import threading
 import time
@@ -302,6 +303,10 @@ class Slot:
                 return None
             old = self._plugin
             running = old is not None and _alive(old)
+            if running and found.nameless:
+                # The running plugin keeps its name (the broken manifest gave none): the
+                # entry, its events and name lookups stay those of the plugin serving.
+                found = dataclasses.replace(found, name=self.found.name)
             if not running or found.error is not None:
                 self.found = found
                 self._error = None if not running else found.error

@@ -340,6 +340,26 @@ def test_a_failed_replacement_keeps_the_old_one_serving(layout: Layout, leaks: L
     assert "replaced" not in events.kinds("p")
 
 
+def test_a_broken_manifest_keeps_serving_when_the_directory_has_another_name(
+    layout: Layout, leaks: LeakCheck
+) -> None:
+    # A manifest that gives no name used to look like a rename to the directory's name:
+    # the running plugin was stopped and dropped (PluginRemovedError) instead of serving.
+    layout.add("ollama-dir", "ollama")
+    with managed(layout, leaks, False) as (manager, events):
+        old_pid = pid_of(manager.client("ollama").invoke_service("chat", b"{}"))
+        (layout.root / "ollama-dir" / "plugin.yaml").write_text("provider: [unclosed\n")
+        manager.rescan()
+        (entry,) = manager.entries()
+        assert (entry.name, entry.state) == ("ollama", PluginState.RUNNING)
+        assert isinstance(entry.error, InvalidManifestError)
+        assert pid_of(manager.client("ollama").invoke_service("chat", b"{}")) == old_pid
+        with pytest.raises(InvalidManifestError):
+            manager.reload("ollama")
+        events.wait("failed", "ollama", count=2)  # the rescan's, the reload's
+        assert "removed" not in events.kinds("ollama")
+
+
 def test_a_call_in_flight_finishes_on_the_old_process(layout: Layout, leaks: LeakCheck) -> None:
     layout.add("p", version="1.0.0")
     with managed(layout, leaks, False) as (manager, events):
