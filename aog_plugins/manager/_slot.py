@@ -16,6 +16,7 @@ import time
 from collections.abc import Callable, Mapping
 from concurrent.futures import Future
 from dataclasses import dataclass, field
+from typing import Protocol
 
 import grpc
 
@@ -30,7 +31,15 @@ from aog_plugins.handshake import AOG_HANDSHAKE, HandshakeConfig
 from aog_plugins.manager._discovery import Found, check_checksum
 from aog_plugins.manager._entry import EntryState, EventKind, ManagerEvent, PluginEntry
 from aog_plugins.manager._routing import TrackedChannel
-from aog_plugins.process import Plugin, PluginEvent, PluginState, RestartPolicy, launch
+from aog_plugins.process import (
+    Plugin,
+    PluginEvent,
+    PluginState,
+    RestartPolicy,
+    StartCancelled,
+    cancellable_start,
+    launch,
+)
 
 __all__ = ["LaunchSettings", "Slot"]
 
@@ -62,6 +71,10 @@ class LaunchSettings:
         return None, extra
 
 
+class _Abandonable(Protocol):
+    def abandon(self) -> None: ...
+
+
 def _alive(plugin: Plugin) -> bool:
     return plugin.state not in _DEAD
 
@@ -79,6 +92,7 @@ class Slot:
         self._ops = threading.Lock()
         self._plugin: Plugin | None = None
         self._starting: Future[Plugin] | None = None
+        self._start_guard: _Abandonable | None = None  # the start under way, if any
         self._error: AogPluginsError | None = None
         self._gone: str | None = None
         self._hurry = False  # closing: stop draining
@@ -146,12 +160,25 @@ class Slot:
 
     def _lead_start(self, future: Future[Plugin], found: Found) -> None:
         try:
-            plugin = self.launch(found)
+            with cancellable_start() as guard:  # remove() (close) ends it at once
+                with self._cond:
+                    self._start_guard = guard
+                    if self._gone is not None:
+                        guard.abandon()
+                try:
+                    plugin = self.launch(found)
+                finally:
+                    with self._cond:
+                        self._start_guard = None
         except BaseException as exc:
             with self._cond:
                 self._starting = None
-                if isinstance(exc, AogPluginsError):
+                gone = self._gone is not None
+                if isinstance(exc, AogPluginsError) and not gone:
                     self._error = exc
+            if gone and isinstance(exc, (AogPluginsError, StartCancelled)):
+                future.set_exception(self._removed_error())  # given up by remove()
+                return
             if isinstance(exc, AogPluginsError):
                 self.event("failed", f"start failed: {exc}", error=exc)
             future.set_exception(exc)
@@ -367,12 +394,15 @@ class Slot:
             return True
 
     def remove(self, reason: str, *, drain: bool) -> None:
-        """Stop for good: no new start, calls fail fast with PluginRemovedError."""
+        """Stop for good: no new start (one under way is given up at once), calls fail
+        fast with PluginRemovedError."""
         with self._cond:
             if self._gone is None:
                 self._gone = reason
             if not drain:
                 self._hurry = True  # a drain in progress (a replace) ends now
+            if self._start_guard is not None:
+                self._start_guard.abandon()
             self._cond.notify_all()
         self.stop(reason, drain=drain)
 

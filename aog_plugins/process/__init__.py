@@ -6,7 +6,8 @@ them deterministically; see :func:`launch` and :class:`Plugin`.
 
 from aog_plugins.process._attach import attach
 from aog_plugins.process._broker import Broker
-from aog_plugins.process._launch import launch
+from aog_plugins.process._guard import StartCancelled
+from aog_plugins.process._launch import cancellable_start, launch
 from aog_plugins.process._logs import TRACE, parse_line
 from aog_plugins.process._plugin import Plugin, PluginEvent, PluginState
 from aog_plugins.process._policy import RestartPolicy
@@ -22,7 +23,9 @@ __all__ = [
     "PluginState",
     "ReattachConfig",
     "RestartPolicy",
+    "StartCancelled",
     "attach",
+    "cancellable_start",
     "install_signal_handlers",
     "kill_all",
     "launch",

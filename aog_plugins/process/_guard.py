@@ -70,6 +70,16 @@ class StartGuard(Generic[T]):
         with self._lock:
             self._process = None
 
+    def abandon(self) -> None:
+        """Give the start up from another thread (its owner is closing): the process it
+        adopted is killed now, so a handshake or connect waited for fails at once, and a
+        start that has not spawned yet raises :class:`StartCancelled` at its next check.
+        A start that completes anyway returns its plugin: the owner discards it."""
+        with self._lock:
+            self._cancelled = True
+            if self._process is not None:
+                self._process.signal_group(signal.SIGKILL)
+
     # ---- the caller's side ------------------------------------------------------------
     def run(self, work: Callable[[StartGuard[T]], T]) -> T:
         """``work(self)`` on a helper thread; its result, or its exception re-raised.

@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
-from collections.abc import Callable, Collection, Mapping, Sequence
+from collections.abc import Callable, Collection, Iterator, Mapping, Sequence
+from contextvars import ContextVar
 
 from aog_plugins.errors import ConfigurationError
 from aog_plugins.handshake import AOG_HANDSHAKE, HandshakeConfig
@@ -22,7 +24,24 @@ from aog_plugins.process._start import (
 )
 from aog_plugins.transport import seconds
 
-__all__ = ["launch"]
+__all__ = ["cancellable_start", "launch"]
+
+_OWNER_GUARD: ContextVar[StartGuard[Plugin] | None] = ContextVar(
+    "aog_plugins_owner_guard", default=None
+)
+
+
+@contextlib.contextmanager
+def cancellable_start() -> Iterator[StartGuard[Plugin]]:
+    """For an owner that may give a start up from another thread (a plugin manager being
+    closed): a :func:`launch` made in the block runs under the yielded guard, and
+    ``guard.abandon()`` ends it at once instead of after its start timeout."""
+    guard = StartGuard[Plugin](lambda started: started.kill(0.0))
+    token = _OWNER_GUARD.set(guard)
+    try:
+        yield guard
+    finally:
+        _OWNER_GUARD.reset(token)
 
 
 def launch(
@@ -117,7 +136,7 @@ def launch(
         return plugin
 
     # On the main thread the start runs where Ctrl-C cannot orphan the plugin (._guard).
-    guard: StartGuard[Plugin] = StartGuard(lambda started: started.kill(0.0))
+    guard = _OWNER_GUARD.get() or StartGuard[Plugin](lambda started: started.kill(0.0))
     plugin = guard.run(start)
     if install_signal_handlers:
         try:

@@ -256,6 +256,32 @@ def test_a_second_close_returns_once_the_first_is_done(layout: Layout, leaks: Le
         first.join()
 
 
+def test_close_gives_up_a_start_under_way(layout: Layout, leaks: LeakCheck) -> None:
+    # A plugin that never sends its handshake: close() used to wait out the whole start
+    # timeout (60 s by default; Ctrl-C on `aog-plugins run` the same), and the waiting
+    # get() got StartTimeoutError.
+    layout.add("mute", wrapper_lines=["sleep 600"])
+    manager = PluginManager(layout.root, env=leaks.env, watch=False, start_timeout=300)
+    got: list[BaseException] = []
+
+    def use() -> None:
+        try:
+            manager.get("mute")
+        except BaseException as exc:
+            got.append(exc)
+
+    user = threading.Thread(target=use)
+    user.start()
+    wait_until(lambda: leaks.processes() != [], 30, "the plugin to be spawned")
+    closer = threading.Thread(target=manager.close)
+    closer.start()
+    closer.join(60)  # a bound far below the start timeout, not a speed requirement
+    user.join(60)
+    assert not closer.is_alive(), "close() waited for the start timeout"
+    assert len(got) == 1
+    assert isinstance(got[0], PluginRemovedError), got
+
+
 def test_go_plugin_in_an_aog_layout(go_layout: Layout, leaks: LeakCheck) -> None:
     go_layout.add_go("gofx")
     with PluginManager(go_layout.root, watch=False, env=leaks.env) as manager:
