@@ -122,14 +122,21 @@ def _interrupt(signum: int, frame: FrameType | None) -> None:
 
 
 def _supervise(args: argparse.Namespace, show: Callable[[ManagerEvent], None]) -> int:
-    manager = PluginManager(
-        args.directory,
-        eager=args.eager,
-        auto_mtls=args.auto_mtls,
-        idle_timeout=args.idle_timeout,
-        aog_version=args.aog_version,
-        on_event=show,
-    )
+    try:
+        manager = PluginManager(
+            args.directory,
+            eager=args.eager,
+            auto_mtls=args.auto_mtls,
+            idle_timeout=args.idle_timeout,
+            aog_version=args.aog_version,
+            on_event=show,
+        )
+    except KeyboardInterrupt:
+        # Ctrl-C or SIGTERM while --eager starts the plugins: the constructor has closed
+        # what it started; the run ends as it does once supervising.
+        print("stopping every plugin", file=sys.stderr, flush=True)
+        _say("all plugins stopped")
+        return 0
     try:
         count = len(manager.entries())
         _say(f"supervising {count} plugin(s) in {manager.directory}; Ctrl-C stops")

@@ -144,3 +144,36 @@ def test_run_supervises_prints_events_and_stops_cleanly(
         assert proc.stdout is not None
         proc.stdout.close()
     assert leaks.processes() == []
+
+
+def test_run_stopped_while_eager_starts_ends_at_once_with_0(
+    layout: Layout, leaks: LeakCheck
+) -> None:
+    # One plugin never sends its handshake, so --eager is still starting it when SIGTERM
+    # comes: the run used to wait out the start timeout (about 60 s), then exit 130.
+    layout.add("ok")
+    layout.add("mute", wrapper_lines=["sleep 600"])
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "aog_plugins", "run", str(layout.root), "--eager"],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.DEVNULL,
+        text=True,
+        env={**os.environ, **leaks.env},
+    )
+    try:
+        lines = Lines(proc)
+        lines.until("started  ok")
+        wait_for = time.monotonic() + 30
+        while len(leaks.processes()) < 2 and time.monotonic() < wait_for:
+            time.sleep(0.05)  # the mute plugin is spawned too
+        proc.send_signal(signal.SIGTERM)
+        code = proc.wait(45)  # a bound under the start timeout, not a speed requirement
+        assert code == 0
+        lines.until("all plugins stopped")
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+        assert proc.stdout is not None
+        proc.stdout.close()
+    assert leaks.processes() == []
