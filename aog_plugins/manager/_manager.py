@@ -224,8 +224,10 @@ class PluginManager:
 
     def rescan(self) -> list[PluginEntry]:
         """Bring the manager in step with the directory now (added, removed, replaced),
-        waiting for the resulting starts, swaps and stops; returns :meth:`entries`."""
+        waiting for the resulting starts, swaps and stops, those the watcher began
+        included; returns :meth:`entries`."""
         self._sync(wait=True)
+        self._join_workers()
         return self.entries()
 
     # ---- lifecycle ----------------------------------------------------------------------

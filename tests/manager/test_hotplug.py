@@ -360,6 +360,20 @@ def test_a_broken_manifest_keeps_serving_when_the_directory_has_another_name(
         assert "removed" not in events.kinds("ollama")
 
 
+def test_rescan_waits_for_a_swap_the_watcher_began(layout: Layout, leaks: LeakCheck) -> None:
+    # rescan() waited only for what it started itself: a swap the watcher had begun was
+    # still running when it returned, and calls still went to the old build.
+    layout.add("p", version="1.0.0")
+    with managed(layout, leaks, True) as (manager, _events):
+        assert json.loads(manager.client("p").invoke_service("chat", b"{}"))["version"] == "1.0.0"
+        layout.add("p", version="2.0.0", wrapper_lines=["sleep 3"])  # a slow start
+        time.sleep(1.5)  # the watcher has seen it (0.3 s settle) and is starting it
+        (entry,) = manager.rescan()
+        assert entry.manifest is not None
+        assert entry.manifest.provider.version == "2.0.0"
+        assert json.loads(manager.client("p").invoke_service("chat", b"{}"))["version"] == "2.0.0"
+
+
 def test_a_call_in_flight_finishes_on_the_old_process(layout: Layout, leaks: LeakCheck) -> None:
     layout.add("p", version="1.0.0")
     with managed(layout, leaks, False) as (manager, events):
