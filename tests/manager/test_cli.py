@@ -10,8 +10,10 @@ import subprocess
 import sys
 import threading
 import time
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
+from contextlib import contextmanager
 from pathlib import Path
+from typing import IO
 
 import pytest
 
@@ -80,6 +82,31 @@ class Lines:
                 continue
 
 
+@contextmanager
+def _running(
+    layout: Layout, leaks: LeakCheck, stderr: IO[str] | int
+) -> Iterator[tuple[subprocess.Popen[str], Lines]]:
+    """``aog-plugins run DIR --eager`` with faulthandler; killed if still running after
+    the block, which must then leave no plugin behind."""
+    argv = ["-X", "faulthandler", "-m", "aog_plugins", "run", str(layout.root), "--eager"]
+    proc = subprocess.Popen(
+        [sys.executable, *argv],
+        stdout=subprocess.PIPE,
+        stderr=stderr,
+        text=True,
+        env={**os.environ, **leaks.env},
+    )
+    try:
+        yield proc, Lines(proc)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+        assert proc.stdout is not None
+        proc.stdout.close()
+    assert leaks.processes() == []
+
+
 def _burst(proc: subprocess.Popen[str], sig: signal.Signals) -> None:
     """``sig`` again and again for 50 ms, while the first one is being handled: a second
     may come right after the first, as from ``timeout``, which signals its child and then
@@ -101,25 +128,7 @@ def test_run_supervises_prints_events_and_stops_cleanly(
     layout.add("alpha")
     layout.add("beta")
     err_path = layout.root.parent / "run.stderr"
-    with err_path.open("w") as err:
-        proc = subprocess.Popen(
-            [
-                sys.executable,
-                "-X",
-                "faulthandler",
-                "-m",
-                "aog_plugins",
-                "run",
-                str(layout.root),
-                "--eager",
-            ],
-            stdout=subprocess.PIPE,
-            stderr=err,
-            text=True,
-            env={**os.environ, **leaks.env},
-        )
-    try:
-        lines = Lines(proc)
+    with err_path.open("w") as err, _running(layout, leaks, err) as (proc, lines):
         try:
             lines.until("started  alpha")
             lines.until("started  beta")
@@ -137,13 +146,6 @@ def test_run_supervises_prints_events_and_stops_cleanly(
             raise AssertionError(f"{exc}\n{err_path.read_text()}") from None
         assert code == 0, err_path.read_text()
         lines.until("all plugins stopped")
-    finally:
-        if proc.poll() is None:
-            proc.kill()
-            proc.wait()
-        assert proc.stdout is not None
-        proc.stdout.close()
-    assert leaks.processes() == []
 
 
 def test_run_stopped_while_eager_starts_ends_at_once_with_0(
@@ -153,15 +155,7 @@ def test_run_stopped_while_eager_starts_ends_at_once_with_0(
     # comes: the run used to wait out the start timeout (about 60 s), then exit 130.
     layout.add("ok")
     layout.add("mute", wrapper_lines=["sleep 600"])
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "aog_plugins", "run", str(layout.root), "--eager"],
-        stdout=subprocess.PIPE,
-        stderr=subprocess.DEVNULL,
-        text=True,
-        env={**os.environ, **leaks.env},
-    )
-    try:
-        lines = Lines(proc)
+    with _running(layout, leaks, subprocess.DEVNULL) as (proc, lines):
         lines.until("started  ok")
         wait_for = time.monotonic() + 30
         while len(leaks.processes()) < 2 and time.monotonic() < wait_for:
@@ -170,10 +164,3 @@ def test_run_stopped_while_eager_starts_ends_at_once_with_0(
         code = proc.wait(45)  # a bound under the start timeout, not a speed requirement
         assert code == 0
         lines.until("all plugins stopped")
-    finally:
-        if proc.poll() is None:
-            proc.kill()
-            proc.wait()
-        assert proc.stdout is not None
-        proc.stdout.close()
-    assert leaks.processes() == []
