@@ -31,6 +31,7 @@ from aog_plugins.server._provider_status import (
     INTERNAL,
     NOT_LOCAL,
     NOT_REMOTE,
+    PROVIDER_FAILURES,
     Status,
     error_status,
     refuse,
@@ -148,7 +149,7 @@ class ProviderServicer(provider_pb2_grpc.ProviderServiceServicer):
         # No code/message here: a failure can only be a gRPC status (grpc-go's UNKNOWN).
         try:
             status = self.provider.get_operate_status()
-        except Exception as exc:
+        except PROVIDER_FAILURES as exc:
             context.abort(grpc.StatusCode.UNKNOWN, error_status(exc)[1])
         return pb.GetOperateStatusResponse(status=status)
 
@@ -157,7 +158,7 @@ class ProviderServicer(provider_pb2_grpc.ProviderServiceServicer):
     ) -> pb.SetOperateStatusResponse:
         try:
             self.provider.set_operate_status(request.status)
-        except Exception as exc:
+        except PROVIDER_FAILURES as exc:
             context.abort(grpc.StatusCode.UNKNOWN, error_status(exc)[1])
         return pb.SetOperateStatusResponse()
 

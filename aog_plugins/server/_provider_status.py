@@ -18,6 +18,7 @@ __all__ = [
     "NO_BIDI",
     "NO_SERVICE",
     "NO_STREAMING",
+    "PROVIDER_FAILURES",
     "SUCCESS_MESSAGE",
     "Status",
     "error_status",
@@ -75,6 +76,12 @@ def refuse(response: type[_M], code: int, message: str) -> _M:
     return answer
 
 
+PROVIDER_FAILURES: tuple[type[BaseException], ...] = (Exception, SystemExit)
+"""What a provider method may raise that is answered as a failure: ``SystemExit`` too, as
+``sys.exit()`` in a call would only end the worker thread and leave the host's call
+unanswered until its deadline."""
+
+
 def reply(response: type[_M], action: Callable[[], object]) -> _M:
     """Run one provider call and answer it the SDK's way: always a ``response``.
 
@@ -85,7 +92,7 @@ def reply(response: type[_M], action: Callable[[], object]) -> _M:
     """
     try:
         result = action()
-    except Exception as exc:
+    except PROVIDER_FAILURES as exc:
         return refuse(response, *failure(exc, response.__name__))
     answer = result if isinstance(result, response) else response()
     answer.code, answer.message = 0, SUCCESS_MESSAGE

@@ -41,6 +41,7 @@ from aog_plugins.server._provider_status import (
     NO_STREAMING,
     NOT_FIRST,
     NOT_LOCAL,
+    PROVIDER_FAILURES,
     SUCCESS_MESSAGE,
     error_status,
     failure,
@@ -88,7 +89,7 @@ def _forward(
                 response, last = convert(next(items))
             except StopIteration:
                 return
-            except Exception as exc:
+            except PROVIDER_FAILURES as exc:
                 yield fail(exc)
                 return
             if not context.is_active():

@@ -79,6 +79,8 @@ class Base:
             raise RuntimeError
         if service_name == "not-bytes":
             return 42  # type: ignore[return-value]
+        if service_name == "exit":
+            raise SystemExit(3)  # sys.exit() in a call: it used to go unanswered
         raise KeyError(service_name)
 
 
@@ -251,6 +253,7 @@ def serve(tmp_path: Path) -> Iterator[Callable[[object], Stub]]:
         ("bare", 11, "RuntimeError"),
         ("missing", 11, "KeyError: 'missing'"),
         ("not-bytes", 11, "TypeError"),
+        ("exit", 11, "SystemExit: 3"),
     ],
 )
 def test_invoke_service_failures_become_code_and_message(
