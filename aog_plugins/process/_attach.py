@@ -12,7 +12,7 @@ from collections.abc import Callable
 import psutil
 
 from aog_plugins.errors import AogPluginsError, PluginConnectError, ReattachError
-from aog_plugins.handshake import HandshakeLine, grpcio_can_verify
+from aog_plugins.handshake import HandshakeLine, grpcio_can_verify, split_host_port
 from aog_plugins.process import _registry
 from aog_plugins.process._broker import Broker
 from aog_plugins.process._connect import health_check
@@ -52,11 +52,21 @@ class AttachedProcess:
         self._callbacks: list[Callable[[AttachedProcess], None]] = []
         self._lock = threading.Lock()
         # Without pidfd (old kernels) exit is noticed by polling in wait().
+        self._pidfd: int | None = None
         with contextlib.suppress(AttributeError, OSError):
-            io_loop().add_exit_watch(os.pidfd_open(pid), self._on_exit)
+            self._pidfd = os.pidfd_open(pid)
+            io_loop().add_exit_watch(self._pidfd, self._on_exit)
+
+    def release(self) -> None:
+        """Stop watching the process (an attach that failed): its pidfd is closed."""
+        with self._lock:
+            pidfd, self._pidfd = self._pidfd, None
+        if pidfd is not None:
+            io_loop().remove(pidfd)
 
     def _on_exit(self) -> None:
         with self._lock:
+            self._pidfd = None  # closed by the I/O loop when it fired
             self._exited.set()
             callbacks = list(self._callbacks)
         for cb in callbacks:
@@ -124,6 +134,26 @@ def attach(
     if config.protocol != "grpc":
         raise ReattachError(f"only grpc plugins can be reattached, got {config.protocol!r}")
     process = AttachedProcess(config.pid)
+    try:
+        return _attach(
+            config, process, timeout=timeout, kill_grace=kill_grace, logger=logger, broker=broker
+        )
+    except BaseException:
+        process.release()
+        raise
+
+
+def _attach(
+    config: ReattachConfig,
+    process: AttachedProcess,
+    *,
+    timeout: float,
+    kill_grace: float,
+    logger: logging.Logger | None,
+    broker: bool,
+) -> Plugin:
+    # kill() signals this pid: it must be the plugin's, not a reused one (nor a typo).
+    _check_listener(config.pid, config.network, config.address)
     line = HandshakeLine(
         core_version=1,
         app_version=config.protocol_version,
@@ -170,3 +200,35 @@ def attach(
     plugin = Plugin(incarnation, logger=logger, kill_grace=kill_grace)
     _registry.register(plugin)
     return plugin
+
+
+def _check_listener(pid: int, network: str, address: str) -> None:
+    """:class:`ReattachError` unless process ``pid`` (or a child of it: a launcher that
+    did not exec) listens at ``address``. Where its sockets may not be inspected (another
+    user's process) nothing can be told, and the config is taken as it is."""
+    try:
+        root = psutil.Process(pid)
+        procs = [root, *root.children(recursive=True)]
+    except psutil.Error:
+        return  # gone meanwhile: connecting says so
+    port = None if network == "unix" else split_host_port(address)[1]
+    for proc in procs:
+        try:
+            listing = getattr(proc, "net_connections", None) or proc.connections
+            conns = listing(kind="unix" if port is None else "tcp")
+        except psutil.AccessDenied:
+            return
+        except psutil.Error:
+            continue
+        for conn in conns:
+            if port is None and conn.laddr == address:
+                return
+            listening = conn.status == psutil.CONN_LISTEN
+            if port is not None and conn.laddr and conn.laddr.port == port and listening:
+                return
+    raise ReattachError(
+        f"cannot reattach to plugin pid {pid}: it does not listen at {network} {address}, "
+        "so the config's address is wrong, or its Pid is stale "
+        "(the plugin is gone and its pid reused) or names another process; nothing was "
+        "signalled. Reattach with the config the plugin's host wrote for it"
+    )

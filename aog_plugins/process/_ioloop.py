@@ -100,8 +100,10 @@ class IOLoop:
 
         def drop() -> None:
             self._readers.pop(fd, None)
-            with contextlib.suppress(KeyError, ValueError):
+            try:
                 self._selector.unregister(fd)
+            except (KeyError, ValueError):
+                return  # dropped already (a pidfd that fired is closed): the number may be reused
             with contextlib.suppress(OSError):
                 os.close(fd)
 

@@ -21,7 +21,7 @@ import os
 import stat
 from collections.abc import Mapping
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, TypeVar
 
 from aog_plugins.errors import CertificateError, ReattachError, ServerCertificateError
 from aog_plugins.handshake import (
@@ -31,6 +31,8 @@ from aog_plugins.handshake import (
     encode_server_cert,
     pem_to_der,
 )
+
+_V = TypeVar("_V")
 
 __all__ = ["ReattachConfig"]
 
@@ -111,6 +113,10 @@ class ReattachConfig:
             raise ReattachError(
                 f"cannot read the reattach file {os.fspath(path)!r}: {exc.strerror}"
             ) from exc
+        except UnicodeDecodeError as exc:
+            raise ReattachError(
+                f"{os.fspath(path)!r} is not a reattach file (not UTF-8 text: {exc.reason})"
+            ) from exc
         config = cls.from_json(text, name)
         if config.auto_mtls and stat.S_IMODE(mode) & 0o077:
             raise ReattachError(
@@ -126,22 +132,24 @@ class ReattachConfig:
 
     @classmethod
     def from_dict(cls, obj: Mapping[str, Any]) -> ReattachConfig:
-        """Read one plugin's object; :class:`ReattachError` names what is wrong."""
+        """Read one plugin's object; :class:`ReattachError` names what is wrong. Each
+        field must have its JSON type (go-plugin writes them so): a pid of ``true`` or
+        ``12.7``, an address of ``null`` or ``Test: "false"`` are refused, not coerced."""
         try:
             addr = obj["Addr"]
             config = cls(
-                protocol=str(obj.get("Protocol") or "netrpc"),
-                protocol_version=int(obj.get("ProtocolVersion") or 0),
-                network=str(addr["Network"]),
-                address=str(addr["String"]),
-                pid=int(obj["Pid"]),
-                test=bool(obj.get("Test", False)),
+                protocol=_typed(obj, "Protocol", str, "netrpc"),
+                protocol_version=_typed(obj, "ProtocolVersion", int, 0),
+                network=_typed(addr, "Network", str),
+                address=_typed(addr, "String", str),
+                pid=_typed(obj, "Pid", int),
+                test=_typed(obj, "Test", bool, False),
                 **_tls_fields(obj.get("AutoMTLS")),
             )
         except (KeyError, TypeError, ValueError, AttributeError) as exc:
             raise ReattachError(
-                f"invalid reattach config {dict(obj)!r}: needs Protocol, ProtocolVersion, "
-                f"Pid and Addr{{Network, String}} ({exc})"
+                f"invalid reattach config {dict(obj)!r}: needs Protocol, Pid and "
+                f"Addr{{Network, String}}, and ProtocolVersion for a gRPC plugin ({exc})"
             ) from exc
         if config.network not in ("unix", "tcp"):
             raise ReattachError(f"reattach network must be unix or tcp, got {config.network!r}")
@@ -151,6 +159,11 @@ class ReattachConfig:
             )
         if config.pid <= 0:
             raise ReattachError(f"reattach pid must be positive, got {config.pid}")
+        if config.protocol_version < 1:
+            raise ReattachError(
+                "reattach ProtocolVersion must be the app protocol version the plugin "
+                f"negotiated (1 or more), got {config.protocol_version}"
+            )
         return config
 
     @classmethod
@@ -197,3 +210,22 @@ def _tls_fields(obj: object) -> dict[str, bytes]:
     if b"PRIVATE KEY" not in key:
         raise ReattachError("reattach AutoMTLS ClientKey is not a PEM private key")
     return {"client_cert_pem": cert, "client_key_pem": key, "server_cert_der": server}
+
+
+_NO_DEFAULT: Any = object()
+
+
+def _typed(obj: Mapping[str, Any], key: str, kind: type[_V], default: _V = _NO_DEFAULT) -> _V:
+    """``obj[key]`` when it has the JSON type ``kind`` (a bool is no int); ``default`` when
+    absent or null, if there is one; else ValueError naming the field."""
+    value = obj.get(key)
+    if value is None:
+        if default is _NO_DEFAULT:
+            raise ValueError(f"{key} is missing")
+        return default
+    if not isinstance(value, kind) or (kind is int and isinstance(value, bool)):
+        raise ValueError(f"{key} must be a JSON {_JSON_NAMES[kind]}, got {value!r}")
+    return value
+
+
+_JSON_NAMES: dict[type, str] = {str: "string", int: "integer", bool: "boolean"}

@@ -146,6 +146,44 @@ def test_attach_to_wrong_address_fails(leak_check: LeakCheck, tmp_path: object) 
             attach(config, timeout=0.5)
 
 
+def test_attach_refuses_a_pid_that_does_not_hold_the_address(leak_check: LeakCheck) -> None:
+    # A stale config whose pid now names another process: kill() would have SIGTERMed it.
+    bystander = subprocess.Popen(["sleep", "60"])
+    try:
+        with launch(plugin_cmd("echo_plugin.py"), extra_env=leak_check.env) as plugin:
+            address = plugin.handshake.address
+            config = ReattachConfig("grpc", 1, "unix", address, bystander.pid)
+            with pytest.raises(ReattachError, match="does not listen at"):
+                attach(config, timeout=5)
+        assert bystander.poll() is None, "the bystander was signalled"
+    finally:
+        bystander.kill()
+        bystander.wait()
+
+
+def test_a_failed_attach_leaves_no_descriptor_behind(leak_check: LeakCheck) -> None:
+    # Each failed attach() kept a pidfd watched until the plugin exited.
+    with launch(plugin_cmd("echo_plugin.py"), extra_env=leak_check.env) as plugin:
+        config = ReattachConfig("grpc", 1, "unix", "/nonexistent/sock", plugin.pid)
+
+        def pidfds() -> int:
+            fds = os.listdir("/proc/self/fd")
+            return sum(1 for fd in fds if "pidfd" in _link(f"/proc/self/fd/{fd}"))
+
+        before = pidfds()
+        for _ in range(20):
+            with pytest.raises(ReattachError):
+                attach(config, timeout=0.5)
+        wait_until(lambda: pidfds() <= before, 10, lambda: f"pidfds: {before} -> {pidfds()}")
+
+
+def _link(path: str) -> str:
+    try:
+        return os.readlink(path)
+    except OSError:
+        return ""
+
+
 def test_protocol_env_of_a_host_that_is_itself_a_plugin_is_not_inherited(
     leak_check: LeakCheck, monkeypatch: pytest.MonkeyPatch
 ) -> None:

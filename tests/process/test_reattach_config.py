@@ -40,6 +40,16 @@ def test_picks_named_entry_among_several() -> None:
         ReattachConfig.from_json(text, "c")
 
 
+def _grpc(override: str) -> str:
+    """A valid gRPC config with one field overridden (JSON text of that field)."""
+    fields = json.loads(
+        '{"Protocol": "grpc", "ProtocolVersion": 1, "Pid": 4321, '
+        '"Addr": {"Network": "unix", "String": "/s"}}'
+    )
+    fields.update(json.loads("{" + override + "}"))
+    return json.dumps(fields)
+
+
 @pytest.mark.parametrize(
     ("text", "match"),
     [
@@ -52,6 +62,12 @@ def test_picks_named_entry_among_several() -> None:
         ('{"p": {"Protocol":"netrpc","Pid":1,"Addr":{"Network":"unix","String":"/s"}}}', "netrpc"),
         ('{"p": {"Protocol":"grpc","Pid":1,"Addr":{"Network":"udp","String":"/s"}}}', "udp"),
         ('{"p": {"Protocol":"grpc","Pid":0,"Addr":{"Network":"unix","String":"/s"}}}', "positive"),
+        # Coerced before: true became pid 1 (init), 12.7 pid 12, null the address 'None'.
+        (_grpc('"Pid": true'), "Pid must be a JSON integer"),
+        (_grpc('"Pid": 12.7'), "Pid must be a JSON integer"),
+        (_grpc('"Addr": {"Network": "unix", "String": null}'), "String is missing"),
+        (_grpc('"Test": "false"'), "Test must be a JSON boolean"),
+        (_grpc('"ProtocolVersion": null'), "ProtocolVersion must be"),
     ],
 )
 def test_bad_configs_raise_reattach_error(text: str, match: str) -> None:
