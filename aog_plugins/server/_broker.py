@@ -159,7 +159,16 @@ class Broker:
             core = ready[0]
         elif self._streams:
             core = self._streams[-1]
-        return core.dial(service_id, max(deadline - time.monotonic(), 0.0))
+        try:
+            return core.dial(service_id, max(deadline - time.monotonic(), 0.0))
+        except BrokerError as exc:
+            if ready or self._closed or time.monotonic() < deadline:
+                raise  # not the timeout of this dial
+            # The wait above spent the time: say how long the whole dial waited.
+            raise BrokerError(
+                f"timeout waiting for connection info for broker id {service_id} "
+                f"({timeout:g}s): the other side did not accept_and_serve that id"
+            ) from exc
 
     def close(self) -> None:
         """Close every stream's servers and channels (idempotent)."""

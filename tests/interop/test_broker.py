@@ -147,6 +147,18 @@ def test_dial_unknown_id_is_a_typed_error(row: Row, leak_check: LeakCheck) -> No
         assert call(plugin.broker.dial(sid.broker_id), "then") == "ok then"
 
 
+def test_a_plugins_dial_of_an_unknown_id_says_how_long_it_waited(leak_check: LeakCheck) -> None:
+    # Its wait spent the whole timeout before the final try, which then said "(0s)".
+    with launch(
+        plugin_cmd("broker_plugin.py"), extra_env=leak_check.env, restart=RestartPolicy.never()
+    ) as plugin:
+        demo = callback_pb2_grpc.BrokerDemoStub(plugin.channel)
+        with pytest.raises(grpc.RpcError) as failed:
+            demo.CallBack(callback_pb2.CallBackRequest(broker_id=4242, text="x"), timeout=60)
+        details = failed.value.details() if isinstance(failed.value, grpc.Call) else ""
+        assert "broker id 4242 (5s)" in (details or ""), details
+
+
 @pytest.mark.parametrize("row", rows())
 def test_go_host_broker_both_ways(row: Row, run_host: RunHost) -> None:
     flags = (
