@@ -21,7 +21,7 @@ from aog_plugins.aio._client import AsyncGRPCProviderClient
 from aog_plugins.aio._source import Link, close_quietly
 from aog_plugins.aio._threads import in_thread
 from aog_plugins.client import ExitInfo
-from aog_plugins.errors import PluginCallError, PluginFatalError
+from aog_plugins.errors import ConfigurationError, PluginCallError, PluginFatalError
 from aog_plugins.handshake import AOG_HANDSHAKE, HandshakeConfig
 from aog_plugins.manager import ManagerEvent, PluginEntry, PluginManager
 from aog_plugins.process import Plugin, RestartPolicy
@@ -65,6 +65,7 @@ class _ManagedLinks:
         return plugin
 
     async def link(self, timeout: float | None = None) -> Link:
+        self._owner._own_loop()
         loop = asyncio.get_running_loop()
         deadline = None if timeout is None else loop.time() + timeout
         ended: Plugin | None = None
@@ -219,14 +220,30 @@ class AsyncPluginManager:
     def find(self, service: str | None = None, task_type: str | None = None) -> list[PluginEntry]:
         return self._manager.find(service=service, task_type=task_type)
 
+    def _own_loop(self) -> None:
+        """ConfigurationError when called on another event loop than :meth:`open`'s (the
+        manager's events and calls are bound to that one); fine outside any loop."""
+        try:
+            running = asyncio.get_running_loop()
+        except RuntimeError:
+            return
+        if running is not self._loop:
+            raise ConfigurationError(
+                "this AsyncPluginManager belongs to the event loop that open() ran on (its "
+                "events and calls are delivered there): use it on that loop, or open a "
+                "manager on this one (close() works from any)"
+            )
+
     async def get(self, name: str) -> Plugin:
         """The running sync :class:`~aog_plugins.Plugin` ``name``, started (on a thread)
         if needed. Prefer :meth:`client`: it follows replacements."""
+        self._own_loop()
         return await in_thread(partial(self._manager.get, name), name="aog-aio-manager-get")
 
     def client(self, name: str) -> AsyncGRPCProviderClient:
         """The async client of plugin ``name`` (one per name); unknown or broken plugins
         raise their typed error here, as :meth:`PluginManager.client` does."""
+        self._own_loop()
         self._manager.client(name)  # the same checks (unknown, broken), nothing started
         client = self._clients.get(name)
         if client is None:
@@ -235,18 +252,22 @@ class AsyncPluginManager:
         return client
 
     async def stop(self, name: str) -> None:
+        self._own_loop()
         await in_thread(partial(self._manager.stop, name), name="aog-aio-manager")
 
     async def reload(self, name: str) -> None:
+        self._own_loop()
         await in_thread(partial(self._manager.reload, name), name="aog-aio-manager")
 
     async def rescan(self) -> list[PluginEntry]:
+        self._own_loop()
         return await in_thread(self._manager.rescan, name="aog-aio-manager")
 
     def events(self) -> AsyncIterator[ManagerEvent]:
         """The manager's events delivered from now on (those of :meth:`open`'s first scan
         arrive on the loop after it returns, so an iterator taken at once gets them too);
         ends when the manager is closed, at once if it already is."""
+        self._own_loop()
         queue: asyncio.Queue[ManagerEvent | None] = asyncio.Queue()
         if self._closed:
             queue.put_nowait(None)

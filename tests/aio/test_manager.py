@@ -137,3 +137,26 @@ def test_after_fatal_the_next_call_starts_a_fresh_process(
             assert manager.entry("alpha").pid not in (None, pid)
 
     run(main())
+
+
+def test_a_manager_used_on_another_loop_says_so(layout: Layout, leaks: LeakCheck) -> None:
+    # Its events go to open()'s loop: on another one they never came, and nothing said why.
+    from aog_plugins.errors import ConfigurationError
+
+    layout.add("alpha")
+
+    async def opened() -> AsyncPluginManager:
+        return await AsyncPluginManager.open(layout.root, env=leaks.env, watch=False)
+
+    manager = run(opened())
+
+    async def elsewhere() -> None:
+        with pytest.raises(ConfigurationError, match="event loop that open"):
+            manager.events()
+        with pytest.raises(ConfigurationError, match="event loop that open"):
+            manager.client("alpha")
+        with pytest.raises(ConfigurationError, match="event loop that open"):
+            await manager.rescan()
+        await manager.close()  # from any loop
+
+    run(elsewhere())
