@@ -10,16 +10,21 @@ __all__ = ["NO_LIMIT_BEYOND", "seconds"]
 
 NO_LIMIT_BEYOND = 10 * 365 * 86400.0
 """A call timeout longer than this (ten years; infinity included) means no limit: grpcio's
-deadline arithmetic overflows on far larger ones and expires the call at once."""
+deadline arithmetic overflows on far larger ones and expires the call at once. A duration
+that must be finite may not be longer (the clocks a start waits on overflow too)."""
 
 
 def seconds(name: str, value: object, *, finite: bool = True) -> float:
-    """``value`` as a positive number of seconds (infinity only when not ``finite``);
-    anything else is a :class:`ConfigurationError` naming ``name``."""
+    """``value`` as a positive number of seconds, at most :data:`NO_LIMIT_BEYOND` when
+    ``finite`` (else any, infinity included); anything else is a
+    :class:`ConfigurationError` naming ``name``."""
     if isinstance(value, bool) or not isinstance(value, (int, float)):
         raise ConfigurationError(f"{name} must be a number of seconds, got {value!r}")
     if math.isnan(value) or value <= 0:
         raise ConfigurationError(f"{name} must be a positive number of seconds, got {value!r}")
-    if finite and math.isinf(value):
-        raise ConfigurationError(f"{name} must be a finite number of seconds, got {value!r}")
+    if finite and value > NO_LIMIT_BEYOND:
+        raise ConfigurationError(
+            f"{name} must be a finite number of seconds, at most {NO_LIMIT_BEYOND:g} (ten "
+            f"years), got {value!r}"
+        )
     return float(value)
