@@ -48,6 +48,9 @@ if TYPE_CHECKING:
 
 __all__ = ["Plugin", "PluginEvent", "PluginState"]
 
+_FOR_GOOD = (PluginState.FATAL, PluginState.EXITED, PluginState.STOPPING)
+"""States a plugin does not come back from: calls and pings fail at once."""
+
 
 class Plugin:
     """A connected, supervised plugin. Use as a context manager, or call :meth:`kill`.
@@ -183,6 +186,7 @@ class Plugin:
         )
 
     def _stopped_error(self) -> PluginFatalError:
+        """What a call gets from a plugin stopped for good (:data:`_FOR_GOOD`)."""
         state = self._state
         return PluginFatalError(f"the plugin is {state.value}: {self._reason}", code=state.value)
 
@@ -192,8 +196,8 @@ class Plugin:
         when it is not running (starting, in backoff) or the check fails."""
         with self._cond:
             state, reason = self._state, self._reason
-            if state in (PluginState.FATAL, PluginState.EXITED, PluginState.STOPPING):
-                raise PluginFatalError(f"the plugin is {state.value}: {reason}", code=state.value)
+            if state in _FOR_GOOD:
+                raise self._stopped_error()
             if state is not PluginState.RUNNING:
                 raise PluginConnectError(
                     f"the plugin is {state.value} ({reason}): no process to health-check; "
@@ -220,10 +224,8 @@ class Plugin:
                 state = self._state
                 if state is PluginState.RUNNING and not self._current.process.exited:
                     return self._current.channel
-                if state in (PluginState.FATAL, PluginState.EXITED, PluginState.STOPPING):
-                    raise PluginFatalError(
-                        f"the plugin is {state.value}: {self._reason}", code=state.value
-                    )
+                if state in _FOR_GOOD:
+                    raise self._stopped_error()
                 remaining = None if deadline is None else deadline - time.monotonic()
                 if remaining is not None and remaining <= 0:
                     raise PluginCallError(
