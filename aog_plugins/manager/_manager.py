@@ -25,7 +25,7 @@ from aog_plugins.manager._events import EventBus
 from aog_plugins.manager._routing import ManagedSource
 from aog_plugins.manager._slot import LaunchSettings, Slot
 from aog_plugins.manager._watch import Watcher
-from aog_plugins.process import Plugin, RestartPolicy
+from aog_plugins.process import Plugin, RestartPolicy, wait_event
 from aog_plugins.transport import seconds, start_thread
 
 __all__ = ["PluginManager"]
@@ -215,8 +215,8 @@ class PluginManager:
         found = inspect_dir(slot.found.directory)
         if found.error is None:
             found = found.named(bad) if (bad := self._checksum_error(found)) else found
-        if found.name != slot.found.name and not found.nameless:
-            self._sync(wait=True)  # renamed: the directory now holds another plugin
+        if slot.renamed_by(found):
+            self._sync(wait=True)
             return
         error = slot.replace(found)
         if error is not None:
@@ -237,8 +237,7 @@ class PluginManager:
         that first call may be waiting for, returns at once)."""
         if self._closed.is_set():
             if not self._bus.on_thread():
-                while not self._close_done.wait(0.1):  # in slices: the main thread's signals
-                    pass
+                wait_event(self._close_done, None)  # in slices: the main thread's signals
             return
         self._closed.set()
         try:
@@ -337,9 +336,7 @@ class PluginManager:
                 renamed = [
                     self._slots[f.directory]
                     for f in found
-                    if f.directory in self._slots
-                    and f.name != self._slots[f.directory].name
-                    and not f.nameless  # a name read from the manifest, not the dir's
+                    if f.directory in self._slots and self._slots[f.directory].renamed_by(f)
                 ]
                 for slot in (*gone, *renamed):
                     del self._slots[slot.found.directory]

@@ -151,6 +151,12 @@ class Slot:
             self._lead_start(future, found)
         return future.result()  # a failed shared start raises its error in every caller
 
+    def renamed_by(self, found: Found) -> bool:
+        """Whether ``found`` (this slot's directory read again) holds another plugin now:
+        a name read from its manifest that differs (a nameless broken entry is named after
+        the directory and says nothing; the running plugin keeps serving)."""
+        return found.name != self.name and not found.nameless
+
     def serving(self) -> bool:
         """Whether a live process serves this plugin now: one that keeps serving while
         the directory holds a broken newer manifest or build (see :meth:`replace`)."""

@@ -6,6 +6,7 @@ them deterministically; see :func:`launch` and :class:`Plugin`.
 
 from aog_plugins.process._attach import attach
 from aog_plugins.process._broker import Broker
+from aog_plugins.process._events import wait_event
 from aog_plugins.process._guard import StartCancelled
 from aog_plugins.process._launch import cancellable_start, launch
 from aog_plugins.process._logs import TRACE, parse_line
@@ -31,4 +32,5 @@ __all__ = [
     "launch",
     "parse_line",
     "verify_checksum",
+    "wait_event",
 ]
