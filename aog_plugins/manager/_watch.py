@@ -78,8 +78,7 @@ class Watcher:
                     self.mode = "poll"
             if self.mode == "poll":
                 while not self._stop.wait(self._poll_interval):
-                    if self._snapshot() != self._applied:
-                        self._settle_and_apply()
+                    self._catch_up()
         except Exception:
             _log.exception("the plugins directory watcher stopped")
 
@@ -94,8 +93,7 @@ class Watcher:
         while not self._stop.is_set():
             watched = _identity(self._root)
             if watched is None:  # gone: wait for it to come back (a redeploy), then watch it
-                if self._snapshot() != self._applied:
-                    self._settle_and_apply()
+                self._catch_up()
                 if self._stop.wait(self._poll_interval):
                     return
                 continue
@@ -104,8 +102,7 @@ class Watcher:
             except FileNotFoundError:
                 continue  # removed meanwhile
             with notify:
-                if self._snapshot() != self._applied:
-                    self._settle_and_apply()
+                self._catch_up()
                 self._follow(notify, watched)
 
     def _follow(self, notify: _Notify, watched: tuple[int, int]) -> None:
@@ -124,6 +121,11 @@ class Watcher:
                 rescan_at = time.monotonic() + self._safety_interval
             if _identity(self._root) != watched:
                 return
+
+    def _catch_up(self) -> None:
+        """Apply if the directory differs from what was applied last."""
+        if self._snapshot() != self._applied:
+            self._settle_and_apply()
 
     def _settle_and_apply(self) -> None:
         """:meth:`_settle_then_apply`; a failure is logged and retried at the next wake-up
