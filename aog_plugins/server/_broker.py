@@ -27,6 +27,7 @@ from aog_plugins.transport import (
     Mux,
     conninfo_from_pb,
     conninfo_to_pb,
+    dial_timeout,
     start_thread,
 )
 
@@ -165,10 +166,7 @@ class Broker:
             if ready or self._closed or time.monotonic() < deadline:
                 raise  # not the timeout of this dial
             # The wait above spent the time: say how long the whole dial waited.
-            raise BrokerError(
-                f"timeout waiting for connection info for broker id {service_id} "
-                f"({timeout:g}s): the other side did not accept_and_serve that id"
-            ) from exc
+            raise dial_timeout(service_id, timeout) from exc
 
     def close(self) -> None:
         """Close every stream's servers and channels (idempotent)."""

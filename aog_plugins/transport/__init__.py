@@ -13,6 +13,7 @@ from aog_plugins.transport._broker import (
     BrokerTLS,
     ConnInfo,
     Knock,
+    dial_timeout,
 )
 from aog_plugins.transport._brokerbind import conninfo_from_pb, conninfo_to_pb
 from aog_plugins.transport._dial import (
@@ -65,6 +66,7 @@ __all__ = [
     "StreamTLS",
     "conninfo_from_pb",
     "conninfo_to_pb",
+    "dial_timeout",
     "grpc_target",
     "listen",
     "open_aio_channel",

@@ -51,6 +51,7 @@ __all__ = [
     "BrokerTLS",
     "ConnInfo",
     "Knock",
+    "dial_timeout",
 ]
 
 _log = logging.getLogger("aog_plugins.broker")
@@ -262,10 +263,7 @@ class BrokerCore:
                     break
                 left = deadline - time.monotonic()
                 if left <= 0:
-                    raise BrokerError(
-                        f"timeout waiting for connection info for broker id {service_id} "
-                        f"({timeout:g}s): the other side did not accept_and_serve that id"
-                    )
+                    raise dial_timeout(service_id, timeout)
                 self._cond.wait(left)
         return self._target(info)
 
@@ -349,3 +347,11 @@ class BrokerCore:
             relay.close()
         if self._own_dir is not None:
             shutil.rmtree(self._own_dir, ignore_errors=True)
+
+
+def dial_timeout(service_id: int, timeout: float) -> BrokerError:
+    """The error of a dial that waited ``timeout`` s for ``service_id``'s connection info."""
+    return BrokerError(
+        f"timeout waiting for connection info for broker id {service_id} "
+        f"({timeout:g}s): the other side did not accept_and_serve that id"
+    )
