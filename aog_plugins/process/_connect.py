@@ -20,7 +20,7 @@ from aog_plugins._proto import (
 )
 from aog_plugins.errors import PluginConnectError, PluginUnhealthyError
 from aog_plugins.handshake import HandshakeLine
-from aog_plugins.transport import HEALTH_SERVICE, start_thread
+from aog_plugins.transport import HEALTH_SERVICE, is_connected, start_thread
 
 __all__ = [
     "STDIO_MAX_MESSAGE",
@@ -77,14 +77,14 @@ def health_check(
 
 
 def _raise_if_not_connected(channel: grpc.Channel, line: HandshakeLine, timeout: float) -> None:
-    try:
-        grpc.channel_ready_future(channel).result(timeout=0)
-    except grpc.FutureTimeoutError:
+    # Not grpc.channel_ready_future(): its polling thread outlives this check, and the
+    # caller closes the channel next (a "Channel closed!" traceback from that thread).
+    if not is_connected(channel):
         raise PluginConnectError(
             f"could not connect to the plugin at {line.network} {line.address} within "
             f"{timeout:.1f}s: the plugin printed its handshake but does not accept "
             "connections there (or the TLS handshake fails)"
-        ) from None
+        )
 
 
 def request_shutdown(channel: grpc.Channel, timeout: float) -> None:

@@ -20,6 +20,7 @@ __all__ = [
     "HEALTH_SERVICE",
     "ClientTLS",
     "DialTarget",
+    "is_connected",
     "open_aio_channel",
     "open_channel",
     "wait_ready",
@@ -105,6 +106,25 @@ def open_aio_channel(dial: DialTarget) -> grpc.aio.Channel:
         if creds is None:
             return grpc.aio.insecure_channel(dial.target, options=options)
         return grpc.aio.secure_channel(dial.target, creds, options=options)
+
+
+def is_connected(channel: grpc.Channel) -> bool:
+    """Whether ``channel`` is connected (READY) right now, asked on the caller's thread.
+
+    grpcio's public ways to ask (``grpc.channel_ready_future``, ``subscribe``) start a
+    thread that keeps polling after the answer; when the channel is closed under it, that
+    thread dies with a "Channel closed!" traceback on stderr. The core channel answers
+    synchronously instead. A channel that cannot be asked (closed, or not grpcio's own)
+    counts as not connected.
+    """
+    check = getattr(getattr(channel, "_channel", None), "check_connectivity_state", None)
+    if check is None:
+        return False
+    try:
+        state = check(False)  # False: only look, do not start connecting
+    except ValueError:  # closed
+        return False
+    return bool(state == grpc.ChannelConnectivity.READY.value[0])
 
 
 def wait_ready(
