@@ -27,7 +27,6 @@ from aog_plugins.transport import (
     Relay,
     open_channel,
     start_client_relay,
-    wait_ready,
 )
 
 __all__ = ["AttachedProcess", "attach"]
@@ -125,6 +124,10 @@ def attach(
     """Connect to a running plugin; ``kill()`` then stops it (Shutdown, then its pid only),
     ``detach()`` leaves it running.
 
+    ``timeout`` bounds connecting and the health check together; the plugin's exit ends
+    the wait sooner. ``timeout=0`` waits for nothing, so it fails unless already connected,
+    which a new connection never is: :class:`ReattachError` "could not connect".
+
     A config with AutoMTLS presents the launching host's certificate again and pins
     exactly the plugin's certificate (through the TLS relay for Go's P-521 keys).
     ``broker=True`` also opens a GRPCBroker stream (``Plugin.broker``). It is off by
@@ -185,8 +188,10 @@ def _attach(
         raise ReattachError(f"cannot reattach to plugin pid {config.pid}: {exc}") from exc
     incarnation = Incarnation(process, line, channel, socket_dir=private_dir, relay=relay, tls=tls)
     try:
-        wait_ready(channel, line, timeout)
-        health_check(channel, timeout)
+        # One call waits for the connection and checks health, as at launch: no readiness
+        # poll, whose thread would outlive a failed attach and die on the closed channel.
+        # The plugin's exit ends the wait at once; timeout=0 does not wait at all.
+        health_check(channel, timeout, connecting=line, on_exit=process.add_exit_callback)
         if broker:
             incarnation.broker = Broker(
                 channel,

@@ -7,6 +7,7 @@ import os
 import signal
 import subprocess
 import sys
+import tempfile
 import textwrap
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -175,6 +176,86 @@ def test_a_failed_attach_leaves_no_descriptor_behind(leak_check: LeakCheck) -> N
             with pytest.raises(ReattachError):
                 attach(config, timeout=0.5)
         wait_until(lambda: pidfds() <= before, 10, lambda: f"pidfds: {before} -> {pidfds()}")
+
+
+NO_WAIT_ATTACHES = textwrap.dedent(
+    """
+    import sys
+    from aog_plugins import ReattachConfig, attach
+    from aog_plugins.errors import ReattachError
+    config = ReattachConfig.from_json(sys.stdin.read())
+    for _ in range(int(sys.argv[1])):
+        try:
+            attach(config, timeout=0).detach()
+            print("attached", flush=True)
+        except ReattachError as exc:
+            print(exc, flush=True)
+    """
+)
+
+
+def test_a_failed_attach_without_waiting_prints_no_grpc_traceback(leak_check: LeakCheck) -> None:
+    # attach(timeout=0) waits for nothing: it fails at once and closes its channel. With a
+    # readiness poll (grpc.channel_ready_future) the poll's thread was often still starting
+    # then, and printed "Cannot monitor channel state: Channel closed!" with a traceback on
+    # the host's stderr. Many attaches in a fresh host, so that the thread has a chance to
+    # lose that race (it lost it in most of 100 attaches on a two-core machine).
+    attempts = 100
+    with launch(plugin_cmd("echo_plugin.py"), extra_env=leak_check.env) as plugin:
+        host = subprocess.run(
+            [sys.executable, "-c", NO_WAIT_ATTACHES, str(attempts)],
+            input=plugin.reattach_config().to_json("echo"),
+            check=False,
+            capture_output=True,
+            text=True,
+            timeout=300,
+            env={**os.environ, **leak_check.env},
+        )
+        plugin.ping()  # the failed attaches left the plugin alone
+    assert host.returncode == 0, host.stderr
+    results = host.stdout.splitlines()
+    assert len(results) == attempts
+    assert all(
+        f"cannot reattach to plugin pid {plugin.pid}: could not connect" in r for r in results
+    ), results
+    assert "Traceback" not in host.stderr, host.stderr
+    assert "Channel closed" not in host.stderr, host.stderr
+
+
+ACCEPT_ONCE = textwrap.dedent(
+    """
+    import socket, sys
+    listener = socket.socket(socket.AF_UNIX)
+    listener.bind(sys.argv[1])
+    listener.listen(1)
+    print("listening", flush=True)
+    listener.accept()  # the host's connection; no gRPC is ever spoken on it
+    """
+)
+
+
+def test_an_attach_stops_waiting_when_the_plugin_exits(leak_check: LeakCheck) -> None:
+    # The "plugin" takes the host's connection, never answers it and exits: the attach
+    # says so at once, instead of dialing the dead address again until its timeout.
+    with tempfile.TemporaryDirectory(prefix="aog-attach-") as where:
+        address = os.path.join(where, "plugin.sock")
+        plugin = subprocess.Popen(
+            [sys.executable, "-c", ACCEPT_ONCE, address],
+            stdout=subprocess.PIPE,
+            text=True,
+            env={**os.environ, **leak_check.env},
+        )
+        try:
+            assert plugin.stdout is not None
+            assert plugin.stdout.readline().strip() == "listening"
+            config = ReattachConfig("grpc", 1, "unix", address, plugin.pid)
+            with pytest.raises(ReattachError, match="exited before the host had connected"):
+                attach(config, timeout=30)
+        finally:
+            plugin.kill()
+            plugin.wait()
+            if plugin.stdout is not None:
+                plugin.stdout.close()
 
 
 def _link(path: str) -> str:
