@@ -24,7 +24,6 @@ from aog_plugins.transport._dial import (
     is_connected,
     open_aio_channel,
     open_channel,
-    wait_ready,
 )
 from aog_plugins.transport._listen import (
     MAX_UNIX_PATH,
@@ -82,5 +81,4 @@ __all__ = [
     "start_server_relay",
     "start_thread",
     "unix_socket_path",
-    "wait_ready",
 ]

@@ -1,8 +1,7 @@
-"""Dial a plugin: grpcio channels, plaintext or pinned TLS, and the wait for readiness."""
+"""Dial a plugin: grpcio channels, plaintext or pinned TLS, and whether one is connected."""
 
 from __future__ import annotations
 
-from collections.abc import Callable
 from dataclasses import dataclass
 
 # grpc.insecure_channel() imports grpc._channel on first use (about 4 ms): imported here,
@@ -11,8 +10,7 @@ import grpc
 import grpc._channel
 import grpc.aio
 
-from aog_plugins.errors import PluginConnectError
-from aog_plugins.handshake import CertificateBundle, HandshakeLine, der_to_pem
+from aog_plugins.handshake import CertificateBundle, der_to_pem
 from aog_plugins.transport._threads import signals_blocked
 
 __all__ = [
@@ -23,7 +21,6 @@ __all__ = [
     "is_connected",
     "open_aio_channel",
     "open_channel",
-    "wait_ready",
 ]
 
 HEALTH_SERVICE = "plugin"
@@ -125,35 +122,3 @@ def is_connected(channel: grpc.Channel) -> bool:
     except ValueError:  # closed
         return False
     return bool(state == grpc.ChannelConnectivity.READY.value[0])
-
-
-def wait_ready(
-    channel: grpc.Channel,
-    line: HandshakeLine,
-    timeout: float,
-    on_exit: Callable[[Callable[[object], None]], None] | None = None,
-) -> None:
-    """Block until ``channel`` connects, or raise :class:`PluginConnectError`.
-
-    ``on_exit`` (a process's ``add_exit_callback``) ends the wait as soon as the plugin
-    exits: a dead plugin is not waited for until ``timeout``."""
-    ready = grpc.channel_ready_future(channel)
-    if on_exit is not None:
-
-        def give_up(_process: object) -> None:
-            ready.cancel()
-
-        on_exit(give_up)
-    try:
-        ready.result(timeout=max(timeout, 0.0))
-    except grpc.FutureCancelledError as exc:
-        raise PluginConnectError(
-            f"could not connect to the plugin at {line.network} {line.address}: "
-            "it exited before the host had connected"
-        ) from exc
-    except grpc.FutureTimeoutError as exc:
-        raise PluginConnectError(
-            f"could not connect to the plugin at {line.network} {line.address} within "
-            f"{timeout:.1f}s: the plugin printed its handshake but does not accept "
-            "connections there (or the TLS handshake fails)"
-        ) from exc
