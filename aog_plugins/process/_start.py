@@ -67,13 +67,13 @@ from aog_plugins.process._tempdir import (
     remove_stale_dirs_once,
 )
 from aog_plugins.transport import (
+    ClientRelayPlan,
     ClientTLS,
     DialTarget,
     Mux,
     Relay,
     open_channel,
     set_group_writable,
-    start_client_relay,
 )
 
 __all__ = [
@@ -218,11 +218,15 @@ def start_incarnation(spec: StartSpec, guard: StartGuard[Any] | None = None) -> 
         raise typed_start_error(exc, "spawning the plugin") from exc
     relay: Relay | None = None
     mux: Mux | None = None
+    plan: ClientRelayPlan | None = None
     try:
         if guard is not None:
             guard.adopt(proc)  # a cancel kills it from now on; we reap it below
-        # While the plugin boots, the first start's one-time work: nothing waits for it.
+        # While the plugin boots, the first start's one-time work and the TLS relay's
+        # context (in case the plugin's certificate needs it): nothing waits for them.
         remove_stale_dirs_once()
+        if tls_bundle is not None and not spec.multiplex:
+            plan = ClientRelayPlan(socket_dir, tls_bundle)
         line = _read_handshake(proc, deadline, spec.start_timeout)
         check_host_acceptance(line, spec.offered, multiplex=spec.multiplex)
         check_plugin_address(line, socket_dir, proc.pid)
@@ -237,15 +241,20 @@ def start_incarnation(spec: StartSpec, guard: StartGuard[Any] | None = None) -> 
             dial = _Dial(f"unix:{mux.forward(tls=stream_tls)}", None if relayed else tls)
         elif tls is not None and relayed:
             # A Go plugin's P-521 certificate: grpcio cannot do this TLS, our relay can.
-            relay = start_client_relay(
-                socket_dir, (line.network, line.address), tls.host, tls.plugin_cert_der
-            )
+            # The main channel's TLS connection is opened at once, while grpcio makes the
+            # channel; the stdio stream's, opened next, resumes its TLS session.
+            plan = plan or ClientRelayPlan(socket_dir, tls.host)
+            relay = plan.start((line.network, line.address), tls.plugin_cert_der, ahead=1)
             dial = _Dial(f"unix:{relay.address}", None)
         else:
             dial = _Dial(line.grpc_target, tls)
+        if plan is not None:
+            plan.discard()  # unless started
         channel = dial()
     except BaseException as exc:
         died_on_its_own = proc.exited
+        if plan is not None:
+            plan.discard()
         if relay is not None:
             relay.close()
         if mux is not None:

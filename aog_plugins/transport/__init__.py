@@ -43,7 +43,11 @@ from aog_plugins.transport._threads import (
     signals_unblocked,
     start_thread,
 )
-from aog_plugins.transport._tlsrelay import start_client_relay, start_server_relay
+from aog_plugins.transport._tlsrelay import (
+    ClientRelayPlan,
+    start_client_relay,
+    start_server_relay,
+)
 
 __all__ = [
     "ASYNC_SIGNALS",
@@ -56,6 +60,7 @@ __all__ = [
     "BrokerCore",
     "BrokerServer",
     "BrokerTLS",
+    "ClientRelayPlan",
     "ClientTLS",
     "ConnInfo",
     "DialTarget",

@@ -174,12 +174,18 @@ def _pin(expected_der: bytes) -> Callable[[ssl.SSLObject | ssl.SSLSocket], None]
 
 
 def _context(side: int, ours: CertificateBundle, peer_der: bytes, tmp: str) -> ssl.SSLContext:
+    ctx = _own_context(side, ours, tmp)
+    _trust(ctx, peer_der)
+    return ctx
+
+
+def _own_context(side: int, ours: CertificateBundle, tmp: str) -> ssl.SSLContext:
+    """A context with our certificate that trusts nothing yet (:func:`_trust` adds the
+    peer): the costly part, which needs nothing from the peer."""
     ctx = ssl.SSLContext(side)
     ctx.minimum_version = ssl.TLSVersion.TLSv1_2
     ctx.set_alpn_protocols(["h2"])
     ctx.verify_mode = ssl.CERT_REQUIRED
-    # The peer's self-signed certificate is the whole trust store: nothing else verifies.
-    ctx.load_verify_locations(cadata=der_to_pem(peer_der).decode("ascii"))
     try:
         _load_cert_chain(ctx, ours, tmp)
     except OSError as exc:
@@ -193,6 +199,11 @@ def _context(side: int, ours: CertificateBundle, peer_der: bytes, tmp: str) -> s
     if side == ssl.PROTOCOL_TLS_CLIENT:
         ctx.check_hostname = True  # against "localhost", as go-plugin's certs say
     return ctx
+
+
+def _trust(ctx: ssl.SSLContext, peer_der: bytes) -> None:
+    # The peer's self-signed certificate is the whole trust store: nothing else verifies.
+    ctx.load_verify_locations(cadata=der_to_pem(peer_der).decode("ascii"))
 
 
 def _load_cert_chain(ctx: ssl.SSLContext, ours: CertificateBundle, tmp: str) -> None:

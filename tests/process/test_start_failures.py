@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import os
 import stat
 import sys
+import threading
 from pathlib import Path
 
 import pytest
@@ -98,6 +100,32 @@ def test_exit_early_reports_exit_code_and_stderr(leak_check: LeakCheck) -> None:
         "the plugin exited (exit code 3) before printing its handshake line: "
         "its stderr is shown below"
     )
+
+
+def _relay_sockets_open() -> set[str]:
+    """Paths of relay listeners (``.../relay-*/s``) this process holds an fd of."""
+    ours = set()
+    for fd in os.listdir("/proc/self/fd"):
+        with contextlib.suppress(OSError):
+            ours.add(os.readlink(f"/proc/self/fd/{fd}"))
+    paths = set()
+    with open("/proc/net/unix") as table:
+        for row in table.read().splitlines()[1:]:
+            fields = row.split()
+            if len(fields) == 8 and "/relay-" in fields[7] and f"socket:[{fields[6]}]" in ours:
+                paths.add(fields[7])
+    return paths
+
+
+def test_a_failed_automtls_start_removes_its_prepared_relay(leak_check: LeakCheck) -> None:
+    """With AutoMTLS the host readies the TLS relay while the plugin boots; a plugin that
+    exits before its handshake leaves no relay listener, dir or thread behind."""
+    threads = {t for t in threading.enumerate() if t.name.startswith("aog-plugins-relay")}
+    sockets = _relay_sockets_open()
+    with pytest.raises(PluginExitedError):
+        launch(plugin_cmd("misbehave.py", "exit-early"), auto_mtls=True, extra_env=leak_check.env)
+    assert {t for t in threading.enumerate() if t.name.startswith("aog-plugins-relay")} <= threads
+    assert _relay_sockets_open() <= sockets
 
 
 def test_exit_without_stderr_says_so(leak_check: LeakCheck) -> None:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import socket
@@ -18,13 +19,19 @@ from aog_plugins import launch
 from aog_plugins._proto import provider_pb2, provider_pb2_grpc
 from aog_plugins.handshake import (
     AOG_HANDSHAKE,
+    CertificateBundle,
     certificate_curve,
     der_to_pem,
     generate_certificate,
     host_plugin_env,
     parse_handshake_line,
 )
-from aog_plugins.transport import open_channel, start_client_relay, start_server_relay
+from aog_plugins.transport import (
+    ClientRelayPlan,
+    open_channel,
+    start_client_relay,
+    start_server_relay,
+)
 from tests.process.conftest import FIXTURES, LeakCheck, plugin_cmd
 
 
@@ -222,3 +229,122 @@ def test_relay_pair_moves_more_than_its_buffers_both_ways_and_close_ends_it(
     os.unlink(tmp_path / "private")
     assert _relay_threads() - before == set()
     assert list(tmp_path.iterdir()) == [], "relay dirs and sockets are removed"
+
+
+class _TLSServer:
+    """A plain TLS 1.3 echo server with the plugin's certificate that requires the host's,
+    recording for each connection whether its TLS session was resumed."""
+
+    def __init__(self, path: str, ours: CertificateBundle, peer_der: bytes, tmp: Path) -> None:
+        ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+        ctx.minimum_version = ssl.TLSVersion.TLSv1_3
+        ctx.set_alpn_protocols(["h2"])
+        ctx.verify_mode = ssl.CERT_REQUIRED
+        ctx.load_verify_locations(cadata=der_to_pem(peer_der).decode())
+        pem = tmp / "server.pem"
+        pem.write_bytes(ours.cert_pem + ours.key_pem)
+        ctx.load_cert_chain(pem)
+        pem.unlink()
+        self.resumed: list[bool] = []
+        self.accepted = threading.Semaphore(0)
+        self._listener = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        self._listener.bind(path)
+        self._listener.listen(8)
+        self._ctx = ctx
+        self._threads: list[threading.Thread] = []
+        accept = threading.Thread(target=self._accept, daemon=True)
+        accept.start()
+        self._threads.append(accept)
+
+    def _accept(self) -> None:
+        while True:
+            try:
+                raw, _ = self._listener.accept()
+            except OSError:
+                return
+            thread = threading.Thread(target=self._serve, args=(raw,), daemon=True)
+            thread.start()
+            self._threads.append(thread)
+
+    def _serve(self, raw: socket.socket) -> None:
+        with raw, self._ctx.wrap_socket(raw, server_side=True) as tls:
+            self.resumed.append(tls.session_reused is True)
+            self.accepted.release()
+            with contextlib.suppress(OSError):
+                while data := tls.recv(65536):
+                    tls.sendall(data)
+
+    def close(self) -> None:
+        self._listener.close()
+
+
+def _round_trip(address: str, payload: bytes) -> None:
+    with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as conn:
+        conn.settimeout(30)
+        conn.connect(address)
+        conn.sendall(payload)
+        got = b""
+        while len(got) < len(payload):
+            chunk = conn.recv(65536)
+            assert chunk, "the relayed connection ended"
+            got += chunk
+        assert got == payload
+
+
+def test_client_relay_resumes_the_tls_session_of_its_first_connection(tmp_path: Path) -> None:
+    """The second and later connections through one host relay resume the session the
+    pinned certificate authenticated (no new certificate checks, less CPU on both
+    sides); the first is a full handshake."""
+    host, plugin = generate_certificate("P-521"), generate_certificate("P-521")
+    server = _TLSServer(str(tmp_path / "tls"), plugin, host.cert_der, tmp_path)
+    relay = start_client_relay(
+        str(tmp_path), ("unix", str(tmp_path / "tls")), host, plugin.cert_der
+    )
+    try:
+        for n in range(3):
+            _round_trip(relay.address, f"hello {n}".encode())
+    finally:
+        relay.close()
+        server.close()
+    assert server.resumed == [False, True, True]
+
+
+def test_client_relay_plan_dials_ahead_for_the_first_connection(tmp_path: Path) -> None:
+    """``ahead=1``: the TLS connection is made before anything connects to the relay, the
+    first inbound connection uses it (the server sees no second one), and a dialled-ahead
+    connection nobody used is closed with the relay, leaving nothing behind."""
+    host, plugin = generate_certificate("P-521"), generate_certificate("P-521")
+    before = _relay_threads()
+    server = _TLSServer(str(tmp_path / "tls"), plugin, host.cert_der, tmp_path)
+    try:
+        relay = ClientRelayPlan(str(tmp_path), host).start(
+            ("unix", str(tmp_path / "tls")), plugin.cert_der, ahead=1
+        )
+        assert server.accepted.acquire(timeout=30), "dialled before any inbound connection"
+        _round_trip(relay.address, b"first")
+        assert server.resumed == [False], "the first inbound connection used the early one"
+        relay.close()
+
+        unused = ClientRelayPlan(str(tmp_path), host).start(
+            ("unix", str(tmp_path / "tls")), plugin.cert_der, ahead=1
+        )
+        assert server.accepted.acquire(timeout=30)
+        unused.close()
+    finally:
+        server.close()
+    for thread in server._threads[1:]:
+        thread.join(timeout=30)
+        assert not thread.is_alive(), "close() closed the unused early connection"
+    assert _relay_threads() - before == set()
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["tls"], "relay dirs are removed"
+
+
+def test_a_discarded_client_relay_plan_leaves_nothing(tmp_path: Path) -> None:
+    host, plugin = generate_certificate("P-521"), generate_certificate("P-521")
+    plan = ClientRelayPlan(str(tmp_path), host)
+    assert len(list(tmp_path.iterdir())) == 1
+    plan.discard()
+    plan.discard()
+    assert list(tmp_path.iterdir()) == []
+    with pytest.raises(RuntimeError, match="already started or discarded"):
+        plan.start(("unix", str(tmp_path / "x")), plugin.cert_der)
