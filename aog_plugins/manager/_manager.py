@@ -78,8 +78,8 @@ class PluginManager:
         start_timeout = seconds("start_timeout", start_timeout)
         if idle_timeout is not None:
             idle_timeout = seconds("idle_timeout (None: never)", idle_timeout)
-        if drain_timeout < 0 or kill_grace < 0:
-            raise ConfigurationError("drain_timeout and kill_grace must be >= 0")
+        drain_timeout = seconds("drain_timeout", drain_timeout, zero=True)
+        kill_grace = seconds("kill_grace", kill_grace, zero=True)
         if watch not in (True, False, "poll"):
             raise ConfigurationError(f"watch must be True, False or 'poll', got {watch!r}")
         if not isinstance(restart, RestartPolicy):

@@ -26,6 +26,7 @@ from aog_plugins.transport import (
     ClientTLS,
     Relay,
     open_channel,
+    seconds,
     start_client_relay,
 )
 
@@ -124,9 +125,8 @@ def attach(
     """Connect to a running plugin; ``kill()`` then stops it (Shutdown, then its pid only),
     ``detach()`` leaves it running.
 
-    ``timeout`` bounds connecting and the health check together; the plugin's exit ends
-    the wait sooner. ``timeout=0`` waits for nothing, so it fails unless already connected,
-    which a new connection never is: :class:`ReattachError` "could not connect".
+    ``timeout`` (seconds, > 0) bounds connecting and the health check together; the
+    plugin's exit ends the wait sooner.
 
     A config with AutoMTLS presents the launching host's certificate again and pins
     exactly the plugin's certificate (through the TLS relay for Go's P-521 keys).
@@ -136,6 +136,8 @@ def attach(
     """
     if config.protocol != "grpc":
         raise ReattachError(f"only grpc plugins can be reattached, got {config.protocol!r}")
+    timeout = seconds("timeout", timeout)
+    kill_grace = seconds("kill_grace", kill_grace, zero=True)
     process = AttachedProcess(config.pid)
     try:
         return _attach(
@@ -190,7 +192,7 @@ def _attach(
     try:
         # One call waits for the connection and checks health, as at launch: no readiness
         # poll, whose thread would outlive a failed attach and die on the closed channel.
-        # The plugin's exit ends the wait at once; timeout=0 does not wait at all.
+        # The plugin's exit ends the wait at once.
         health_check(channel, timeout, connecting=line, on_exit=process.add_exit_callback)
         if broker:
             incarnation.broker = Broker(

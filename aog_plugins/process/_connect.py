@@ -43,14 +43,9 @@ def health_check(
     started, or one reattached) the call also waits for the channel to connect
     (``wait_for_ready``), so connecting and checking take one round trip instead of a
     readiness poll plus a call; a plugin that cannot be reached within ``timeout`` gives
-    :class:`PluginConnectError` naming its address. A ``timeout`` of 0 (or less) waits for
-    nothing: a channel not connected yet fails so at once. ``on_exit`` (a process's
+    :class:`PluginConnectError` naming its address. ``on_exit`` (a process's
     ``add_exit_callback``) ends the wait as soon as the plugin exits.
     """
-    if connecting is not None and timeout <= 0:
-        # A call with a deadline of now is a race: it may fail with DEADLINE_EXCEEDED, or
-        # even get through on a connection another channel to the plugin left open.
-        _raise_if_not_connected(channel, connecting, timeout)
     stub = health_pb2_grpc.HealthStub(channel)
     request = health_pb2.HealthCheckRequest(service=HEALTH_SERVICE)
     call = stub.Check.future(request, timeout=timeout, wait_for_ready=connecting is not None)

@@ -91,6 +91,7 @@ def launch(
     """
     argv = command_argv(cmd)
     start_timeout = seconds("start_timeout", start_timeout)
+    kill_grace = seconds("kill_grace", kill_grace, zero=True)
     if restart is not None and not isinstance(restart, RestartPolicy):
         raise ConfigurationError(f"restart must be a RestartPolicy, got {restart!r}")
     offered = offered_for(handshake, versions)

@@ -41,7 +41,7 @@ from aog_plugins.process._policy import RestartHistory, RestartPolicy
 from aog_plugins.process._reattach import ReattachConfig
 from aog_plugins.process._spawn import describe_exit
 from aog_plugins.process._start import Incarnation, StartSpec, start_incarnation
-from aog_plugins.transport import DialTarget, start_thread
+from aog_plugins.transport import DialTarget, seconds, start_thread
 
 if TYPE_CHECKING:
     from aog_plugins.client import ExitInfo, GRPCProviderClient
@@ -443,7 +443,8 @@ class Plugin:
         after its own ``grace``. The work runs on a thread of its own, so an exception in
         the caller (KeyboardInterrupt) never leaves a stop half done.
         """
-        self._kill_for("kill() called", self._kill_grace if grace is None else grace)
+        grace = self._kill_grace if grace is None else seconds("grace", grace, zero=True)
+        self._kill_for("kill() called", grace)
 
     def _kill_for(self, reason: str, grace: float) -> None:
         with self._cond:

@@ -14,14 +14,15 @@ deadline arithmetic overflows on far larger ones and expires the call at once. A
 that must be finite may not be longer (the clocks a start waits on overflow too)."""
 
 
-def seconds(name: str, value: object, *, finite: bool = True) -> float:
-    """``value`` as a positive number of seconds, at most :data:`NO_LIMIT_BEYOND` when
-    ``finite`` (else any, infinity included); anything else is a
-    :class:`ConfigurationError` naming ``name``."""
+def seconds(name: str, value: object, *, finite: bool = True, zero: bool = False) -> float:
+    """``value`` as a positive number of seconds (or 0 too, with ``zero``: a grace period
+    of none), at most :data:`NO_LIMIT_BEYOND` when ``finite`` (else any, infinity
+    included); anything else is a :class:`ConfigurationError` naming ``name``."""
     if isinstance(value, bool) or not isinstance(value, (int, float)):
         raise ConfigurationError(f"{name} must be a number of seconds, got {value!r}")
-    if math.isnan(value) or value <= 0:
-        raise ConfigurationError(f"{name} must be a positive number of seconds, got {value!r}")
+    if math.isnan(value) or value < 0 or (value == 0 and not zero):
+        kind = "a number of seconds >= 0" if zero else "a positive number of seconds"
+        raise ConfigurationError(f"{name} must be {kind}, got {value!r}")
     if finite and value > NO_LIMIT_BEYOND:
         raise ConfigurationError(
             f"{name} must be a finite number of seconds, at most {NO_LIMIT_BEYOND:g} (ten "

@@ -181,6 +181,11 @@ def test_bad_arguments(tmp_path: Path, layout: Layout) -> None:
         PluginManager(layout.root, checksums={"x": ""})
     with pytest.raises(ConfigurationError):
         PluginManager(layout.root, drain_timeout=-1)
+    for bad in (float("nan"), float("inf")):  # inf: an OverflowError in kill()
+        with pytest.raises(ConfigurationError, match="kill_grace"):
+            PluginManager(layout.root, kill_grace=bad)
+        with pytest.raises(ConfigurationError, match="drain_timeout"):
+            PluginManager(layout.root, drain_timeout=bad)
     assert issubclass(PluginEntryError, AogPluginsError)
 
 

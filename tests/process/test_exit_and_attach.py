@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -15,7 +16,7 @@ from pathlib import Path
 import pytest
 
 from aog_plugins import ReattachConfig, attach, launch
-from aog_plugins.errors import ReattachError
+from aog_plugins.errors import ConfigurationError, ReattachError
 from tests.process.conftest import FIXTURES, LeakCheck, plugin_cmd
 from tests.support.wait import gone, wait_gone, wait_until
 
@@ -182,24 +183,26 @@ NO_WAIT_ATTACHES = textwrap.dedent(
     """
     import sys
     from aog_plugins import ReattachConfig, attach
-    from aog_plugins.errors import ReattachError
+    from aog_plugins.errors import ConfigurationError
     config = ReattachConfig.from_json(sys.stdin.read())
     for _ in range(int(sys.argv[1])):
         try:
             attach(config, timeout=0).detach()
             print("attached", flush=True)
-        except ReattachError as exc:
+        except ConfigurationError as exc:
             print(exc, flush=True)
     """
 )
 
 
-def test_a_failed_attach_without_waiting_prints_no_grpc_traceback(leak_check: LeakCheck) -> None:
-    # attach(timeout=0) waits for nothing: it fails at once and closes its channel. With a
-    # readiness poll (grpc.channel_ready_future) the poll's thread was often still starting
-    # then, and printed "Cannot monitor channel state: Channel closed!" with a traceback on
-    # the host's stderr. Many attaches in a fresh host, so that the thread has a chance to
-    # lose that race (it lost it in most of 100 attaches on a two-core machine).
+def test_attach_without_a_wait_is_refused_and_prints_no_grpc_traceback(
+    leak_check: LeakCheck,
+) -> None:
+    # attach(timeout=0) could only fail (a new connection is never ready at once), and
+    # failing, it closed its channel under grpcio's readiness poll (channel_ready_future),
+    # whose thread often printed "Cannot monitor channel state: Channel closed!" with a
+    # traceback on the host's stderr (in most of 100 attaches on a two-core machine). Such
+    # a timeout is now refused before anything is opened, as for launch(start_timeout=0).
     attempts = 100
     with launch(plugin_cmd("echo_plugin.py"), extra_env=leak_check.env) as plugin:
         host = subprocess.run(
@@ -211,15 +214,36 @@ def test_a_failed_attach_without_waiting_prints_no_grpc_traceback(leak_check: Le
             timeout=300,
             env={**os.environ, **leak_check.env},
         )
-        plugin.ping()  # the failed attaches left the plugin alone
+        plugin.ping()  # the refused attaches left the plugin alone
     assert host.returncode == 0, host.stderr
     results = host.stdout.splitlines()
-    assert len(results) == attempts
-    assert all(
-        f"cannot reattach to plugin pid {plugin.pid}: could not connect" in r for r in results
-    ), results
+    assert results == ["timeout must be a positive number of seconds, got 0"] * attempts
     assert "Traceback" not in host.stderr, host.stderr
     assert "Channel closed" not in host.stderr, host.stderr
+
+
+@pytest.mark.parametrize(
+    ("option", "value", "message"),
+    [
+        ("timeout", float("inf"), "timeout must be a finite number of seconds"),
+        ("timeout", -1.0, "timeout must be a positive number of seconds"),
+        ("kill_grace", float("nan"), "kill_grace must be a number of seconds >= 0"),
+        ("kill_grace", float("inf"), "kill_grace must be a finite number of seconds"),
+        ("kill_grace", "2", "kill_grace must be a number of seconds"),
+    ],
+)
+def test_attach_refuses_bad_durations_before_connecting(
+    leak_check: LeakCheck, option: str, value: object, message: str
+) -> None:
+    # timeout=inf raised grpcio's bare OverflowError and left the channel, the relay and
+    # the private socket dir behind; a bad kill_grace only failed later, in kill().
+    with launch(plugin_cmd("echo_plugin.py"), extra_env=leak_check.env) as plugin:
+        config = plugin.reattach_config()
+        fds = len(os.listdir("/proc/self/fd"))
+        with pytest.raises(ConfigurationError, match=re.escape(message)):
+            attach(config, **{option: value})  # type: ignore[arg-type]
+        assert len(os.listdir("/proc/self/fd")) == fds, "nothing opened (no pidfd, no channel)"
+        plugin.ping()
 
 
 ACCEPT_ONCE = textwrap.dedent(

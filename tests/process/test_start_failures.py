@@ -329,11 +329,31 @@ def test_checksum(tmp_path: Path, leak_check: LeakCheck) -> None:
 
 @pytest.mark.parametrize(
     "kwargs",
-    [{"start_timeout": 0}, {"versions": []}, {"versions": [0]}],
+    [
+        {"start_timeout": 0},
+        {"versions": []},
+        {"versions": [0]},
+        # kill_grace=inf or 1e12 made kill() log an OverflowError traceback ("stopping the
+        # plugin failed"), "2" a TypeError: refused before the plugin runs.
+        {"kill_grace": float("inf")},
+        {"kill_grace": 1e12},
+        {"kill_grace": float("nan")},
+        {"kill_grace": -1},
+        {"kill_grace": "2"},
+    ],
 )
 def test_bad_arguments(kwargs: dict[str, object], leak_check: LeakCheck) -> None:
     with pytest.raises(ConfigurationError):
         launch(plugin_cmd("echo_plugin.py"), extra_env=leak_check.env, **kwargs)  # type: ignore[arg-type]
+
+
+def test_kill_grace_zero_is_no_grace_and_a_bad_one_is_refused(leak_check: LeakCheck) -> None:
+    plugin = launch(plugin_cmd("echo_plugin.py"), kill_grace=0, extra_env=leak_check.env)
+    with pytest.raises(ConfigurationError, match="grace must be a finite number"):
+        plugin.kill(float("inf"))
+    plugin.ping()  # a refused kill() did nothing
+    plugin.kill(0)
+    assert plugin.state.name == "EXITED"
 
 
 def test_nul_bytes_in_the_command_are_a_configuration_error(leak_check: LeakCheck) -> None:
