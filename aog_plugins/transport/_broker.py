@@ -290,15 +290,22 @@ class BrokerCore:
                 if acks:
                     ack = acks.popleft()
                     break
+                if self._closed:
+                    raise BrokerError("the broker is closed: the plugin or its host has gone away")
                 left = deadline - time.monotonic()
-                if self._closed or left <= 0:
+                if left <= 0:
+                    # A Go peer does not answer a knock for an id it does not serve.
                     raise BrokerError(
-                        f"no answer to the knock for multiplexed broker id {service_id} "
-                        f"within {timeout:g}s"
+                        f"timeout waiting for the answer to the knock for multiplexed broker "
+                        f"id {service_id} ({timeout:g}s): the other side did not "
+                        f"accept_and_serve that id"
                     )
                 self._cond.wait(left)
         if ack.error:
-            raise BrokerError(f"the peer refused broker id {service_id}: {ack.error}")
+            raise BrokerError(
+                f"the other side refused multiplexed broker id {service_id} ({ack.error}): "
+                f"dial an id only once the other side serves it (accept_and_serve)"
+            )
 
     def _target(self, info: ConnInfo) -> DialTarget:
         if info.network not in ("unix", "tcp"):

@@ -25,6 +25,7 @@ from __future__ import annotations
 import asyncio
 import collections
 import contextlib
+import logging
 import os
 import shutil
 import socket
@@ -47,6 +48,8 @@ from aog_plugins.transport._relay import (
 from aog_plugins.transport._yamux import YamuxSession, YamuxStream
 
 __all__ = ["Mux", "MuxListener", "StreamTLS"]
+
+_log = logging.getLogger("aog_plugins.broker")
 
 StreamTLS = tuple[CertificateBundle, bytes]
 """(our certificate, the peer's certificate DER) for TLS done by Python's ssl per stream."""
@@ -106,7 +109,8 @@ class Mux:
     # ---- outgoing: grpcio -> private socket -> stream -------------------------------
     def forward(self, *, tls: StreamTLS | None = None, knock: Knock | None = None) -> str:
         """A private unix socket whose every connection becomes a new stream (after
-        ``knock``); with ``tls`` the stream carries TLS made here. Returns the path."""
+        ``knock``); with ``tls`` the stream carries TLS made here. Returns the path.
+        A connection whose knock fails is closed at once and the failure logged."""
         loop = _Loop.get()
         directory = tempfile.mkdtemp(prefix="f-", dir=self._tmp)
         path = os.path.join(directory, "s")
@@ -116,12 +120,21 @@ class Mux:
         async def start() -> Relay:
             holder: list[Relay] = []
 
+            async def stream() -> YamuxStream:
+                try:
+                    return await self._open(knock)
+                except ConnectionError:
+                    raise  # the session is gone: nothing to report
+                except Exception as exc:
+                    _log.warning("dropped a new multiplexed connection, its knock failed: %s", exc)
+                    raise ConnectionError(str(exc)) from exc  # the relay drops the connection
+
             def made(pipe: _Pipe) -> None:
                 async def connect() -> tuple[object, PipePeer]:
-                    stream = await self._open(knock)
+                    opened = await stream()
                     if ctx is None:
-                        return stream, stream
-                    transport, out = await _tls_over(stream, ctx, server=False)
+                        return opened, opened
+                    transport, out = await _tls_over(opened, ctx, server=False)
                     assert pin is not None
                     pin(transport.get_extra_info("ssl_object"))
                     return transport, out
