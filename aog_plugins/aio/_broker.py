@@ -57,8 +57,10 @@ class AsyncBroker:
 
     async def dial(self, service_id: int, timeout: float = DIAL_TIMEOUT) -> grpc.aio.Channel:
         """A ``grpc.aio`` channel to what the plugin serves under ``service_id``; waits
-        (on a thread) up to ``timeout`` s for the plugin's connection info, then raises
-        :class:`~aog_plugins.errors.BrokerError`. Closing it early is fine."""
+        (on a thread) up to ``timeout`` s for the plugin's connection info (multiplexed:
+        its answer to the knock for the id), then raises
+        :class:`~aog_plugins.errors.BrokerError`, as it does for a refused knock. Closing
+        it early is fine."""
         self._check_open()
         target = await in_thread(
             partial(self._broker.dial_target, service_id, timeout), name="aog-aio-broker"

@@ -157,7 +157,9 @@ class Broker:
 
     def dial(self, service_id: int, timeout: float = DIAL_TIMEOUT) -> grpc.Channel:
         """A channel to what the plugin serves under ``service_id``; waits up to
-        ``timeout`` s for the plugin's connection info (:class:`BrokerError` after)."""
+        ``timeout`` s for the plugin's connection info (:class:`BrokerError` after).
+        Multiplexed, it waits as long for the plugin's answer to the knock for the id, and
+        raises :class:`BrokerError` at once if the plugin refuses it."""
         return self._core.dial(service_id, timeout)
 
     def dial_target(self, service_id: int, timeout: float = DIAL_TIMEOUT) -> DialTarget:

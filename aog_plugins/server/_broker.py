@@ -143,8 +143,9 @@ class Broker:
 
     def dial(self, service_id: int, timeout: float = DIAL_TIMEOUT) -> grpc.Channel:
         """A channel to what the host serves under ``service_id``; waits up to ``timeout``
-        s for the host's connection info (:class:`BrokerError` after). With several hosts'
-        streams open, the newest one that sent info for that id is used."""
+        s for the host's connection info (:class:`BrokerError` after; multiplexed, for the
+        host's answer to the knock for the id, and a refusal raises at once). With several
+        hosts' streams open, the newest one that sent info for that id is used."""
         deadline = time.monotonic() + timeout
         core = self._stream(timeout)
         if core.multiplexed:

@@ -231,8 +231,9 @@ class BrokerCore:
     # ---- dialing ----------------------------------------------------------------------
     def dial(self, service_id: int, timeout: float = DIAL_TIMEOUT) -> grpc.Channel:
         """A channel to what the peer serves under ``service_id``, once its connection
-        info has arrived (waiting up to ``timeout`` s). The channel is closed with the
-        broker; closing it earlier is fine."""
+        info has arrived (waiting up to ``timeout`` s); multiplexed, once the peer has
+        acknowledged the knock for it (a refusal raises at once). The channel is closed
+        with the broker; closing it earlier is fine."""
         target = self.dial_target(service_id, timeout)
         channel = open_channel(target.target, target.tls)
         with self._cond:
@@ -273,7 +274,15 @@ class BrokerCore:
 
         if self._closed:
             raise BrokerError("the broker is closed: the plugin or its host has gone away")
-        path = mux.forward(tls=stream_tls(self._tls), knock=knock)
+        # Knock now, not when grpcio first connects: a refused or unanswered knock is
+        # this dial's error, instead of a channel whose calls wait for their deadline.
+        try:
+            path = mux.forward(tls=stream_tls(self._tls), knock=knock, open_first=True)
+        except ConnectionError as exc:
+            raise BrokerError(
+                f"cannot open a stream for broker id {service_id}: the multiplexed "
+                f"connection is closed (the plugin or its host has gone away)"
+            ) from exc
         tls = self._tls
         native = None if tls is None or not tls.grpcio_native else tls
         return DialTarget(

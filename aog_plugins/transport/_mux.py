@@ -17,7 +17,10 @@ to the stream, pinned exactly as the relay does.
 
 Unlike go-plugin, a side opens its streams one at a time (a knock, its ack and the
 stream's SYN are not interleaved with another open), so an incoming stream can never be
-handed to the wrong id.
+handed to the wrong id. Also unlike go-plugin, whose broker dial knocks only when gRPC
+first connects, a broker dial here knocks and opens its first stream before it returns
+(:meth:`Mux.forward` with ``open_first``), so an id the peer does not serve fails the
+dial; grpcio's first connection then gets that stream.
 """
 
 from __future__ import annotations
@@ -107,11 +110,40 @@ class Mux:
             return self.session.open_stream()
 
     # ---- outgoing: grpcio -> private socket -> stream -------------------------------
-    def forward(self, *, tls: StreamTLS | None = None, knock: Knock | None = None) -> str:
+    def forward(
+        self, *, tls: StreamTLS | None = None, knock: Knock | None = None, open_first: bool = False
+    ) -> str:
         """A private unix socket whose every connection becomes a new stream (after
         ``knock``); with ``tls`` the stream carries TLS made here. Returns the path.
-        A connection whose knock fails is closed at once and the failure logged."""
+
+        With ``open_first`` the first stream is knocked for and opened before this
+        returns, so what ``knock`` raises (the peer refused, or did not answer) reaches
+        the caller instead of a connection that grpcio would wait on; the first
+        connection then gets that stream, unless the peer closed it meanwhile (a gRPC
+        server drops a connection that sends nothing for long), and knocks anew.
+        A later connection whose knock fails is closed at once and the failure logged.
+        """
         loop = _Loop.get()
+        spare: list[YamuxStream] = []
+        if open_first:
+            first = _run(self._open(knock))
+            assert isinstance(first, YamuxStream)
+            spare.append(first)
+        try:
+            path = self._forward(loop, tls, knock, spare)
+        except BaseException:
+            for stream in spare:
+                loop.call_soon_threadsafe(stream.abort)
+            raise
+        return path
+
+    def _forward(
+        self,
+        loop: asyncio.AbstractEventLoop,
+        tls: StreamTLS | None,
+        knock: Knock | None,
+        spare: list[YamuxStream],
+    ) -> str:
         directory = tempfile.mkdtemp(prefix="f-", dir=self._tmp)
         path = os.path.join(directory, "s")
         ctx = None if tls is None else _context(ssl.PROTOCOL_TLS_CLIENT, tls[0], tls[1], directory)
@@ -121,6 +153,12 @@ class Mux:
             holder: list[Relay] = []
 
             async def stream() -> YamuxStream:
+                while spare:
+                    first = spare.pop()
+                    holder[0]._pipes.discard(first)
+                    if not first.peer_closed:
+                        return first
+                    first.abort()
                 try:
                     return await self._open(knock)
                 except ConnectionError:
@@ -143,6 +181,7 @@ class Mux:
 
             server = await loop.create_unix_server(lambda: _Pipe(made), path)
             relay = Relay(path, server, directory)
+            relay._pipes.update(spare)  # a spare stream no connection took closes with it
             holder.append(relay)
             return relay
 

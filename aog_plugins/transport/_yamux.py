@@ -117,6 +117,11 @@ class YamuxStream:
     def is_closing(self) -> bool:
         return self._reset or (self._fin_in and self._fin_out and not self._out)
 
+    @property
+    def peer_closed(self) -> bool:
+        """Whether the peer finished or reset the stream: nothing more comes from it."""
+        return self._fin_in or self._reset
+
     def close(self) -> None:
         """Finish our side (FIN) once what is queued is sent."""
         self.send_eof()

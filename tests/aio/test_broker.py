@@ -85,13 +85,20 @@ def test_async_broker_both_ways(row: Row, leak_check: LeakCheck) -> None:
     run(main())
 
 
+@pytest.mark.parametrize("mux", [False, True], ids=["direct", "mux"])
 @pytest.mark.parametrize("lang", ["go", "py"])
-def test_async_dial_of_an_unknown_id_is_a_typed_error(lang: str, leak_check: LeakCheck) -> None:
-    argv = Row(lang, "unix", True, False).argv()
+def test_async_dial_of_an_unknown_id_is_a_typed_error(
+    lang: str, mux: bool, leak_check: LeakCheck
+) -> None:
+    argv = Row(lang, "unix", True, mux).argv()
 
     async def main() -> None:
         async with await launch(
-            argv, auto_mtls=True, extra_env=leak_check.env, restart=RestartPolicy.never()
+            argv,
+            auto_mtls=True,
+            extra_env=leak_check.env,
+            restart=RestartPolicy.never(),
+            multiplex=mux,
         ) as plugin:
             with pytest.raises(BrokerError, match="broker id 4242"):
                 await plugin.broker.dial(4242, timeout=0.2)

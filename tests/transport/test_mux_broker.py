@@ -16,10 +16,25 @@ import grpc
 import pytest
 
 from aog_plugins._proto import callback_pb2, callback_pb2_grpc
+from aog_plugins.errors import BrokerError
 from aog_plugins.handshake import generate_certificate
 from aog_plugins.transport import BrokerCore, BrokerTLS, ConnInfo, Mux, MuxListener
 from tests.support.wait import wait_until
 from tests.transport.test_broker_core import call, register
+
+CURVES = [(None, None), ("P-256", "P-256"), ("P-521", "P-521")]
+
+
+def knocks(sent: list[ConnInfo], service_id: int) -> int:
+    """How many knocks (not acks) for ``service_id`` went over the broker stream."""
+    return sum(
+        1
+        for info in sent
+        if info.service_id == service_id
+        and info.knock is not None
+        and info.knock.knock
+        and not info.knock.ack
+    )
 
 
 @contextlib.contextmanager
@@ -72,6 +87,42 @@ def leaves_ready(channel: grpc.Channel) -> threading.Event:
 
     channel.subscribe(watch)
     return left
+
+
+@pytest.mark.parametrize("curves", CURVES)
+def test_a_multiplexed_dial_of_an_unserved_id_raises(curves: tuple[str | None, str | None]) -> None:
+    with mux_pair(curves) as (a, b, _, _):
+        with pytest.raises(BrokerError, match=r"refused multiplexed broker id 9 \(no listener"):
+            a.dial(9)
+        with pytest.raises(BrokerError, match="refused multiplexed broker id 8"):
+            b.dial_target(8)
+        # A refused knock opens no stream: the next stream still goes where it should.
+        b.accept_and_serve(9, register("b: "))
+        assert call(a.dial(9), "x") == "b: x"
+        a.accept_and_serve(8, register("a: "))
+        assert call(b.dial(8), "y") == "a: y"
+
+
+def test_the_first_connection_gets_the_stream_the_dial_knocked_for() -> None:
+    with mux_pair() as (a, b, _, sent):
+        b.accept_and_serve(3, register("b: "))
+        channel = a.dial(3)
+        assert knocks(sent, 3) == 1  # at dial time, before any call
+        assert call(channel, "x") == "b: x"
+        assert call(channel, "y") == "b: y"
+        assert knocks(sent, 3) == 1  # the call used the stream the dial opened
+
+
+def test_a_first_stream_the_peer_closed_meanwhile_is_replaced() -> None:
+    with mux_pair() as (a, b, host, sent):
+        server = b.accept_and_serve(4, register("old: "))
+        channel = a.dial(4)
+        (first,) = host.session._streams.values()  # the stream the dial opened
+        server.stop(None)  # its server drops the connection behind that stream
+        wait_until(lambda: first.peer_closed, 10, "the plugin side closing the first stream")
+        b.accept_and_serve(4, register("new: "))
+        assert call(channel, "x") == "new: x"
+        assert knocks(sent, 4) == 2
 
 
 def test_a_later_connection_whose_knock_is_refused_fails_its_calls(
