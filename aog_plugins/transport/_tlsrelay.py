@@ -6,13 +6,11 @@
 Why threads and not the shared asyncio loop (which the yamux streams still use): a call
 crosses the relay four times (request and reply, each in and out), and asyncio's pure-Python
 TLS layer costs tens of microseconds of CPU per crossing, under the GIL of the process the
-calls come from. Here one thread owns one connection's two sockets (so its ``SSLSocket`` is
-never used by two threads at once) and moves bytes with ``poll``/``recv``/``send`` on
-non-blocking sockets, where OpenSSL and the kernel do the work with the GIL released.
+calls come from. Here one thread owns one connection's two sockets and moves its bytes
+(:func:`._tlspump.pump`), OpenSSL and the kernel doing the work with the GIL released.
 
 The TLS is the same: mutual, at least TLS 1.2, ALPN h2, the peer's certificate the whole
 trust store and then pinned byte for byte (:func:`._relay._context`, :func:`._relay._pin`).
-Backpressure: a side is not read while more than 4 MiB wait to be written to the other.
 
 Host side only, for the start's sake (:class:`ClientRelayPlan`): the context is made before
 the plugin's certificate is known, a first TLS connection can be opened before grpcio
@@ -36,104 +34,9 @@ from aog_plugins.errors import HostResourceError, PluginConnectError
 from aog_plugins.handshake import CertificateBundle, split_host_port
 from aog_plugins.transport._relay import Relay, _context, _own_context, _pin, _trust
 from aog_plugins.transport._threads import start_thread
+from aog_plugins.transport._tlspump import pump
 
 __all__ = ["ClientRelayPlan", "ThreadRelay", "start_client_relay", "start_server_relay"]
-
-_READ_SIZE = 256 * 1024
-_HIGH_WATER = 4 * 1024 * 1024
-_IN, _OUT = select.POLLIN, select.POLLOUT
-_GONE = select.POLLHUP | select.POLLERR | select.POLLNVAL
-
-
-class _Outbox:
-    """Bytes waiting to be written to one socket (chunks, no copying on partial writes)."""
-
-    def __init__(self) -> None:
-        self._chunks: deque[memoryview] = deque()
-        self.size = 0
-
-    def add(self, data: bytes) -> None:
-        self._chunks.append(memoryview(data))
-        self.size += len(data)
-
-    def flush(self, sock: socket.socket) -> None:
-        """Write what the socket takes now; raises only for a broken connection."""
-        while self._chunks:
-            head = self._chunks[0]
-            try:
-                sent = sock.send(head)
-            except (BlockingIOError, ssl.SSLWantWriteError, ssl.SSLWantReadError):
-                return
-            self.size -= sent
-            if sent < len(head):
-                self._chunks[0] = head[sent:]
-            else:
-                self._chunks.popleft()
-
-    def drain(self, sock: socket.socket) -> None:
-        """Write everything, blocking (the socket has a timeout)."""
-        while self._chunks:
-            sock.sendall(self._chunks.popleft())
-        self.size = 0
-
-
-def _read(sock: socket.socket, into: _Outbox) -> bool:
-    """Move what can be read now into ``into``; False at end of stream."""
-    while into.size < _HIGH_WATER:
-        try:
-            data = sock.recv(_READ_SIZE)
-        except (BlockingIOError, ssl.SSLWantReadError, ssl.SSLWantWriteError):
-            return True
-        if not data:
-            return False
-        into.add(data)
-        if not isinstance(sock, ssl.SSLSocket):
-            return True  # one read per wake-up; TLS drains its decrypted records too
-    return True
-
-
-def _mask(incoming: _Outbox, outgoing: _Outbox) -> int:
-    """Poll for reading unless backpressured, for writing while something waits."""
-    return (_IN if incoming.size < _HIGH_WATER else 0) | (_OUT if outgoing.size else 0)
-
-
-def _pump(
-    tls: ssl.SSLSocket,
-    plain: socket.socket,
-    wake: int,
-    first_read: Callable[[ssl.SSLSocket], None] | None = None,
-) -> None:
-    """Move bytes both ways until either side ends or ``wake`` becomes readable.
-
-    ``first_read`` is called once, on this thread, after the first read from ``tls`` (by
-    then a TLS 1.3 session ticket the peer sent with its first records has arrived)."""
-    tls.setblocking(False)
-    plain.setblocking(False)
-    to_tls, to_plain = _Outbox(), _Outbox()
-    poller = select.poll()
-    poller.register(wake, _IN)
-    tls_fd, plain_fd = tls.fileno(), plain.fileno()
-    open_ = True
-    while open_:
-        poller.register(tls_fd, _mask(to_plain, to_tls))
-        poller.register(plain_fd, _mask(to_tls, to_plain))
-        events = dict(poller.poll())
-        if wake in events:
-            return
-        if events.get(tls_fd, 0) & (_IN | _GONE):
-            open_ = _read(tls, to_plain)
-            if first_read is not None:
-                first_read(tls)
-                first_read = None
-        if events.get(plain_fd, 0) & (_IN | _GONE):
-            open_ = _read(plain, to_tls) and open_
-        to_plain.flush(plain)
-        to_tls.flush(tls)
-    # One side ended: hand the other what is already here (bounded), then both close.
-    with contextlib.suppress(OSError):
-        for box, sock in ((to_plain, plain), (to_tls, tls)):
-            sock.settimeout(1.0)
-            box.drain(sock)
 
 
 class ThreadRelay(Relay):
@@ -205,8 +108,8 @@ class ThreadRelay(Relay):
 
     def _accepting(self) -> None:
         poller = select.poll()
-        poller.register(self._wake_r, _IN)
-        poller.register(self._listener.fileno(), _IN)
+        poller.register(self._wake_r, select.POLLIN)
+        poller.register(self._listener.fileno(), select.POLLIN)
         while True:
             if any(fd == self._wake_r for fd, _ in poller.poll()):
                 return
@@ -230,7 +133,7 @@ class ThreadRelay(Relay):
         pair: tuple[ssl.SSLSocket, socket.socket] | None = None
         try:
             pair = self._take_ahead(inbound) or self._connect(inbound)
-            _pump(*pair, self._wake_r, self._first_read)
+            pump(*pair, self._wake_r, self._first_read)
         except (OSError, ValueError):
             pass  # a refused TLS handshake, a wrong certificate, a peer gone: drop it
         finally:
