@@ -55,7 +55,10 @@ class ParsedLine:
 def _as_text(value: object) -> str:
     if isinstance(value, str):
         return value
-    return json.dumps(value, default=str)
+    try:
+        return json.dumps(value, default=str)
+    except RecursionError:  # nested deeper than the stack this runs on allows
+        return "[a JSON value nested too deeply to show]"
 
 
 def parse_line(line: str, *, default_level: int = logging.DEBUG) -> ParsedLine:
@@ -64,7 +67,7 @@ def parse_line(line: str, *, default_level: int = logging.DEBUG) -> ParsedLine:
     if stripped.startswith("{"):
         try:
             obj = json.loads(stripped)
-        except ValueError:
+        except (ValueError, RecursionError):  # not JSON, or nested too deeply: plain text
             obj = None
         if isinstance(obj, dict):
             raw_level = obj.pop("@level", None)

@@ -1,0 +1,44 @@
+"""A plugin's hostile or buggy output (stdout, stderr, GRPCStdio) against the host: each
+case with a real plugin process (``fixtures/plugins/hostile_output.py``)."""
+
+from __future__ import annotations
+
+import logging
+
+import pytest
+
+from aog_plugins import RestartPolicy, launch
+from aog_plugins.process import TRACE
+from tests.process.conftest import LeakCheck, plugin_cmd
+from tests.support.wait import wait_until
+
+
+def test_deeply_nested_json_on_stderr_is_text_and_later_lines_still_arrive(
+    leak_check: LeakCheck, caplog: pytest.LogCaptureFixture
+) -> None:
+    # json.loads raises RecursionError (not ValueError) on such a line: it used to escape
+    # the parser, losing the rest of the pipe's chunk and ending the GRPCStdio pump, so
+    # nothing the plugin wrote afterwards was read any more.
+    name = "aog_plugins.plugin.test-deep-json"
+    with (
+        caplog.at_level(TRACE, logger=name),
+        launch(
+            plugin_cmd("hostile_output.py", "deep-json"),
+            logger=logging.getLogger(name),
+            restart=RestartPolicy.never(),
+            extra_env=leak_check.env,
+        ) as plugin,
+    ):
+        wanted = {"after-deep pipe", "after-deep stdio"}
+        wait_until(
+            lambda: wanted <= {r.getMessage() for r in caplog.records if r.name == name},
+            20,
+            lambda: (
+                f"{wanted} among the plugin's records; the host logged "
+                f"{[r.getMessage()[:80] for r in caplog.records if r.levelno >= logging.ERROR]}"
+            ),
+        )
+        plugin.ping()
+    deep = [r for r in caplog.records if r.name == name and r.getMessage().startswith('{"@')]
+    assert len(deep) == 2  # kept whole, as a text line
+    assert not [r for r in caplog.records if r.levelno >= logging.ERROR]
