@@ -5,6 +5,11 @@ group id and one ``killpg`` reaches its children too. No ``preexec_fn`` is used 
 deadlock with gRPC threads, grpc/grpc#37259). Exit is seen through a pidfd on the shared
 I/O loop; when the plugin exits, whatever is left of its group is killed before the
 zombie is reaped, so the group id cannot have been reused by then.
+
+Exit is handled on a lane of its own, not behind the plugin's output: a chatty plugin and
+a slow logging handler can queue a megabyte of lines, and its exit (the reaping that
+``kill()`` waits for, the restart) must not wait for them. The output queued before the
+exit still goes first, for up to :data:`OUTPUT_DRAIN` seconds.
 """
 
 from __future__ import annotations
@@ -24,6 +29,7 @@ import psutil
 from aog_plugins.errors import ConfigurationError, PluginExitedError, PluginStartError
 from aog_plugins.process._execdiag import diagnose_exec_failure
 from aog_plugins.process._ioloop import io_loop
+from aog_plugins.process._lane import Lane
 from aog_plugins.process._logs import LineSplitter, StderrLogParser
 from aog_plugins.process._reaper import reaper
 from aog_plugins.transport import signals_unblocked, start_thread
@@ -33,6 +39,9 @@ __all__ = ["PluginProcess", "describe_exit", "diagnose_exit", "spawn"]
 _log = logging.getLogger("aog_plugins.process")
 
 COOKIE_REJECTED_MARKER = "This binary is a plugin"
+OUTPUT_DRAIN = 1.0
+"""Seconds an exit waits for the output read before it to be handled (lines logged,
+the handshake line seen) before the exit callbacks run anyway."""
 
 
 class PluginProcess:
@@ -56,6 +65,7 @@ class PluginProcess:
         self.logger = logger
         self.create_time = _create_time(self.pid) if create_time is None else create_time
         self.handshake: Future[bytes] = Future()
+        self._handshake_lock = threading.Lock()  # resolved from the output or the exit lane
         self.stderr = StderrLogParser(logger, pid=self.pid)
         self._on_stdout = on_stdout
         self._exit_lock = threading.Lock()
@@ -69,6 +79,7 @@ class PluginProcess:
         loop = io_loop()
         assert popen.stdout is not None
         assert popen.stderr is not None
+        self._output_lane = loop.lane_for(self._stdout_chunk)  # stdout's and stderr's
         loop.add_reader(os.dup(popen.stdout.fileno()), self._stdout_chunk)
         loop.add_reader(os.dup(popen.stderr.fileno()), self._stderr_chunk)
         popen.stdout.close()
@@ -78,15 +89,15 @@ class PluginProcess:
         except (AttributeError, OSError):  # pragma: no cover - kernels before 5.3
             start_thread(threading.Thread(target=self._wait_thread, daemon=True))
         else:
-            loop.add_exit_watch(pidfd, self._on_exit)
+            loop.add_exit_watch(pidfd, self._on_exit, lane=Lane("aog-plugins-exit"))
 
     # ---- output -------------------------------------------------------------------
     def _stdout_chunk(self, chunk: bytes) -> None:
         lines = self._stdout_lines.feed(chunk) if chunk else self._stdout_lines.flush()
         for line in lines:
-            if not self.handshake.done():
-                self.handshake.set_result(line)
-            elif self._on_stdout is not None:
+            if not self.handshake.done() and self._resolve_handshake(line):
+                continue
+            if self._on_stdout is not None:
                 self._on_stdout(line + b"\n")
             else:
                 self.logger.info(
@@ -100,6 +111,19 @@ class PluginProcess:
         if not chunk:
             self._stderr_eof.set()
 
+    def _resolve_handshake(self, line: bytes) -> bool:
+        """Make ``line`` the handshake line; False if the handshake is settled already."""
+        with self._handshake_lock:
+            if self.handshake.done():
+                return False
+            self.handshake.set_result(line)
+            return True
+
+    def _fail_handshake(self, error: Exception) -> None:
+        with self._handshake_lock:
+            if not self.handshake.done():
+                self.handshake.set_exception(error)
+
     # ---- exit ---------------------------------------------------------------------
     def _wait_thread(self) -> None:  # pragma: no cover - fallback without pidfd
         with contextlib.suppress(ChildProcessError):
@@ -107,8 +131,8 @@ class PluginProcess:
         self._on_exit()
 
     def _on_exit(self) -> None:
-        # The leader is a zombie now: its pid (= our group id) cannot be reused yet, so
-        # killing the rest of the group is safe. Then reap.
+        # On the exit lane. The leader is a zombie now: its pid (= our group id) cannot be
+        # reused yet, so killing the rest of the group is safe. Then reap.
         with contextlib.suppress(ProcessLookupError, PermissionError):
             os.killpg(self.pid, signal.SIGKILL)
         reaper().untrack(self.pid)  # before the wait: the group id is still ours
@@ -117,8 +141,12 @@ class PluginProcess:
             self.exited_at = time.monotonic()
             self._exited.set()
             callbacks = list(self._exit_callbacks)
-        if not self.handshake.done():
-            self.handshake.set_exception(PluginExitedError("plugin exited before its handshake"))
+        # What the plugin wrote before it died is handled before the callbacks (a
+        # handshake line printed just before exiting is still its handshake; its last
+        # stderr lines are logged before a crash is reported), unless a slow consumer
+        # holds that output up: then the exit goes first.
+        self._output_lane.drain(OUTPUT_DRAIN)
+        self._fail_handshake(PluginExitedError("plugin exited before its handshake"))
         for cb in callbacks:
             try:
                 cb(self)

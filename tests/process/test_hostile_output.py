@@ -4,11 +4,14 @@ case with a real plugin process (``fixtures/plugins/hostile_output.py``)."""
 from __future__ import annotations
 
 import logging
+import signal
+import threading
 
 import pytest
 
-from aog_plugins import RestartPolicy, launch
+from aog_plugins import PluginState, RestartPolicy, launch
 from aog_plugins.process import TRACE
+from aog_plugins.testing import crash
 from tests.process.conftest import LeakCheck, plugin_cmd
 from tests.support.wait import wait_until
 
@@ -42,3 +45,40 @@ def test_deeply_nested_json_on_stderr_is_text_and_later_lines_still_arrive(
     deep = [r for r in caplog.records if r.name == name and r.getMessage().startswith('{"@')]
     assert len(deep) == 2  # kept whole, as a text line
     assert not [r for r in caplog.records if r.levelno >= logging.ERROR]
+
+
+def test_exit_is_seen_while_a_logging_handler_holds_up_the_plugins_stderr(
+    leak_check: LeakCheck,
+) -> None:
+    # The exit used to be queued behind the plugin's output: with a slow (here: stuck)
+    # handler and a chatty plugin, up to a megabyte of lines went first, so a crash was
+    # not seen (no restart, an unreaped zombie) and kill() escalated to SIGKILL and gave up.
+    logger = logging.getLogger("aog_plugins.plugin.test-stuck-handler")
+    release, entered = threading.Event(), threading.Event()
+
+    class Stuck(logging.Handler):
+        def handle(self, record: logging.LogRecord) -> bool:  # no handler lock: see below
+            if record.name == logger.name:  # the plugin's lines; its lifecycle records pass
+                entered.set()
+                release.wait(60)
+            return True
+
+    handler = Stuck()
+    logger.addHandler(handler)
+    logger.setLevel(logging.DEBUG)
+    logger.propagate = False
+    try:
+        with launch(
+            plugin_cmd("hostile_output.py", "stderr-flood"),
+            logger=logger,
+            restart=RestartPolicy.never(),
+            extra_env=leak_check.env,
+        ) as plugin:
+            wait_until(entered.is_set, 20, "the handler to get the first stderr line")
+            crash(plugin, signal.SIGKILL, timeout=20)  # WaitTimeoutError: exit not seen
+            assert plugin.state is PluginState.EXITED
+            assert plugin.exit_code == -signal.SIGKILL
+    finally:
+        release.set()
+        logger.removeHandler(handler)
+        logger.propagate = True
