@@ -34,7 +34,7 @@ from aog_plugins.process._logs import LineSplitter, StderrLogParser
 from aog_plugins.process._reaper import reaper
 from aog_plugins.transport import signals_unblocked, start_thread
 
-__all__ = ["PluginProcess", "describe_exit", "diagnose_exit", "spawn"]
+__all__ = ["PluginProcess", "StdoutClosedError", "describe_exit", "diagnose_exit", "spawn"]
 
 _log = logging.getLogger("aog_plugins.process")
 
@@ -42,6 +42,11 @@ COOKIE_REJECTED_MARKER = "This binary is a plugin"
 OUTPUT_DRAIN = 1.0
 """Seconds an exit waits for the output read before it to be handled (lines logged,
 the handshake line seen) before the exit callbacks run anyway."""
+
+
+class StdoutClosedError(Exception):
+    """The plugin's stdout reached end of file before a handshake line (internal: the
+    start turns it into a typed error once it knows whether the plugin exited)."""
 
 
 class PluginProcess:
@@ -94,6 +99,8 @@ class PluginProcess:
     # ---- output -------------------------------------------------------------------
     def _stdout_chunk(self, chunk: bytes) -> None:
         lines = self._stdout_lines.feed(chunk) if chunk else self._stdout_lines.flush()
+        if not chunk and not lines:  # end of file, and no line: there will be none
+            self._fail_handshake(StdoutClosedError("stdout closed before a handshake line"))
         for line in lines:
             if not self.handshake.done() and self._resolve_handshake(line):
                 continue

@@ -51,6 +51,7 @@ from aog_plugins.process._logs import LineSplitter
 from aog_plugins.process._spawn import (
     COOKIE_REJECTED_MARKER,
     PluginProcess,
+    StdoutClosedError,
     describe_exit,
     spawn,
 )
@@ -378,9 +379,27 @@ def _prepare_socket_dir(spec: StartSpec) -> str:
     return socket_dir
 
 
+_EXIT_AFTER_EOF = 2.0
+"""Seconds a plugin whose stdout ended without a handshake has to be seen exiting."""
+
+
 def _read_handshake(proc: PluginProcess, deadline: float, start_timeout: float) -> HandshakeLine:
     try:
-        raw = proc.handshake.result(timeout=max(deadline - time.monotonic(), 0.0))
+        try:
+            raw = proc.handshake.result(timeout=max(deadline - time.monotonic(), 0.0))
+        except StdoutClosedError:
+            # Usually the plugin is exiting (its exit is seen a moment after its stdout
+            # closes); one that closed stdout and lives on would never print a handshake:
+            # say so now instead of waiting out start_timeout (go-plugin fails at once too).
+            if not proc.wait(min(_EXIT_AFTER_EOF, max(deadline - time.monotonic(), 0.0))):
+                raise MalformedHandshakeError(
+                    "the plugin closed its stdout without printing a handshake line, and "
+                    "keeps running: it will never print one",
+                    diagnosis="a go-plugin plugin must print its handshake line on stdout; "
+                    "this one closed or redirected its stdout first (a daemonizing "
+                    "launcher, or a wrapper that closes file descriptors?)",
+                ) from None
+            raise PluginExitedError("plugin exited before its handshake") from None
     except FutureTimeout:
         raise StartTimeoutError(
             f"timeout while waiting for the plugin to start: no handshake line within "

@@ -10,6 +10,7 @@ import threading
 import pytest
 
 from aog_plugins import PluginState, RestartPolicy, launch
+from aog_plugins.errors import MalformedHandshakeError
 from aog_plugins.process import TRACE
 from aog_plugins.testing import crash
 from tests.process.conftest import LeakCheck, plugin_cmd
@@ -82,3 +83,20 @@ def test_exit_is_seen_while_a_logging_handler_holds_up_the_plugins_stderr(
         release.set()
         logger.removeHandler(handler)
         logger.propagate = True
+
+
+def test_stdout_closed_without_a_handshake_fails_at_once(leak_check: LeakCheck) -> None:
+    # The host used to wait out start_timeout (60 s by default) and then blame a slow or
+    # stuck plugin (StartTimeoutError); go-plugin fails as soon as stdout ends.
+    with pytest.raises(MalformedHandshakeError) as info:
+        launch(
+            plugin_cmd("hostile_output.py", "close-stdout"),
+            start_timeout=30,
+            restart=RestartPolicy.never(),
+            extra_env=leak_check.env,
+        )
+    error = info.value
+    assert "closed its stdout without printing a handshake line" in str(error)
+    assert error.exit_code is None  # still running: the host stopped it
+    assert "closing stdout" in error.stderr_tail
+    assert error.diagnosis
