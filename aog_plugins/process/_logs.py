@@ -11,6 +11,7 @@ from __future__ import annotations
 import json
 import logging
 import re
+import threading
 from collections import deque
 from dataclasses import dataclass, field
 from typing import Any
@@ -117,13 +118,17 @@ class StderrLogParser:
         self.logger = logger
         self.pid = pid
         self._panicking = False
+        # Lines come from the pipe's lane and the GRPCStdio pump; tail() is read by any
+        # thread (Plugin.stderr_tail(), a crash report) while the plugin keeps writing.
+        self._tail_lock = threading.Lock()
         self._tail: deque[str] = deque(maxlen=tail_lines)
         self.panic_text: str = ""
 
     def line(self, raw: bytes) -> None:
         """Log one stderr line."""
         text = raw.decode("utf-8", "replace")
-        self._tail.append(_clip(text))
+        with self._tail_lock:
+            self._tail.append(_clip(text))
         if not self._panicking and text.startswith(_PANIC_PREFIXES):
             self._panicking = True
             self.panic_text = text
@@ -144,12 +149,14 @@ class StderrLogParser:
     def tail(self) -> str:
         """The last stderr lines, joined: at most ``tail_lines`` lines and TAIL_MAX
         characters (older lines go first; a long line is cut, saying how much was cut)."""
+        with self._tail_lock:
+            lines = list(self._tail)
         kept: list[str] = []
         size = 0
-        for text in reversed(self._tail):
+        for text in reversed(lines):
             size += len(text) + 1
             if size > TAIL_MAX and kept:
-                kept.append(f"[{len(self._tail) - len(kept)} earlier lines not shown]")
+                kept.append(f"[{len(lines) - len(kept)} earlier lines not shown]")
                 break
             kept.append(text)
         return "\n".join(reversed(kept))

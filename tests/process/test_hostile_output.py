@@ -100,3 +100,16 @@ def test_stdout_closed_without_a_handshake_fails_at_once(leak_check: LeakCheck) 
     assert error.exit_code is None  # still running: the host stopped it
     assert "closing stdout" in error.stderr_tail
     assert error.diagnosis
+
+
+def test_stderr_tail_can_be_read_while_the_plugin_writes_stderr(leak_check: LeakCheck) -> None:
+    # tail() iterated the deque the reader appends to: "RuntimeError: deque mutated
+    # during iteration" out of Plugin.stderr_tail() (and crash reports) of a chatty plugin.
+    with launch(
+        plugin_cmd("hostile_output.py", "stderr-flood"),
+        restart=RestartPolicy.never(),
+        extra_env=leak_check.env,
+    ) as plugin:
+        wait_until(plugin.stderr_tail, 20, "the plugin's first stderr lines")
+        for _ in range(300_000):
+            assert plugin.stderr_tail()
