@@ -20,7 +20,7 @@ from aog_plugins.errors import (
     PluginStartError,
 )
 from aog_plugins.handshake import HandshakeLine, certificate_curve
-from aog_plugins.process import parse_line
+from aog_plugins.process import parse_line, printable
 
 __all__ = [
     "CliLogFormatter",
@@ -97,7 +97,9 @@ def log_lines(stderr_tail: str, limit: int = TAIL_LINES) -> list[str]:
             for k, v in parsed.fields.items()
         )
         level = _LEVEL_NAMES.get(parsed.level, str(parsed.level))
-        shown.append(_cap(f"[{level}] {parsed.message} {fields}".rstrip()))
+        # Decoding may bring back what the tail had escaped (a "\u001b" in the JSON):
+        # one shown line per stderr line, nothing that drives the terminal.
+        shown.append(_cap(printable(f"[{level}] {parsed.message} {fields}".rstrip())))
     return shown
 
 

@@ -9,7 +9,7 @@ from aog_plugins.process._broker import Broker
 from aog_plugins.process._events import wait_event
 from aog_plugins.process._guard import StartCancelled
 from aog_plugins.process._launch import cancellable_start, launch
-from aog_plugins.process._logs import TRACE, parse_line
+from aog_plugins.process._logs import TRACE, parse_line, printable
 from aog_plugins.process._plugin import Plugin, PluginEvent, PluginState
 from aog_plugins.process._policy import RestartPolicy
 from aog_plugins.process._reattach import ReattachConfig
@@ -31,6 +31,7 @@ __all__ = [
     "kill_all",
     "launch",
     "parse_line",
+    "printable",
     "verify_checksum",
     "wait_event",
 ]

@@ -30,7 +30,7 @@ from aog_plugins.errors import ConfigurationError, PluginExitedError, PluginStar
 from aog_plugins.process._execdiag import diagnose_exec_failure
 from aog_plugins.process._ioloop import io_loop
 from aog_plugins.process._lane import Lane
-from aog_plugins.process._logs import LineSplitter, StderrLogParser
+from aog_plugins.process._logs import LineSplitter, StderrLogParser, printable
 from aog_plugins.process._reaper import reaper
 from aog_plugins.transport import signals_unblocked, start_thread
 
@@ -108,7 +108,9 @@ class PluginProcess:
                 self._on_stdout(line + b"\n")
             else:
                 self.logger.info(
-                    "%s", line.decode("utf-8", "replace"), extra={"plugin_pid": self.pid}
+                    "%s",
+                    printable(line.decode("utf-8", "replace")),
+                    extra={"plugin_pid": self.pid},
                 )
 
     def _stderr_chunk(self, chunk: bytes) -> None:

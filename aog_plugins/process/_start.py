@@ -47,7 +47,7 @@ from aog_plugins.process._connect import (
 )
 from aog_plugins.process._failures import default_diagnosis, typed_start_error
 from aog_plugins.process._guard import StartGuard
-from aog_plugins.process._logs import LineSplitter
+from aog_plugins.process._logs import LineSplitter, printable
 from aog_plugins.process._spawn import (
     COOKIE_REJECTED_MARKER,
     PluginProcess,
@@ -451,7 +451,8 @@ def _line_logger(logger: logging.Logger, level: int, pid: int) -> Output:
 
     def emit(data: bytes) -> None:
         for line in splitter.feed(data):
-            logger.log(level, "%s", line.decode("utf-8", "replace"), extra={"plugin_pid": pid})
+            text = printable(line.decode("utf-8", "replace"))
+            logger.log(level, "%s", text, extra={"plugin_pid": pid})
 
     return emit
 

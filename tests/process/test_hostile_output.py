@@ -4,13 +4,15 @@ case with a real plugin process (``fixtures/plugins/hostile_output.py``)."""
 from __future__ import annotations
 
 import logging
+import re
 import signal
 import threading
 
 import pytest
 
 from aog_plugins import PluginState, RestartPolicy, launch
-from aog_plugins.errors import MalformedHandshakeError
+from aog_plugins._cli_show import describe_error
+from aog_plugins.errors import MalformedHandshakeError, PluginExitedError
 from aog_plugins.process import TRACE
 from aog_plugins.testing import crash
 from tests.process.conftest import LeakCheck, plugin_cmd
@@ -113,3 +115,33 @@ def test_stderr_tail_can_be_read_while_the_plugin_writes_stderr(leak_check: Leak
         wait_until(plugin.stderr_tail, 20, "the plugin's first stderr lines")
         for _ in range(300_000):
             assert plugin.stderr_tail()
+
+
+_CONTROL_BUT_NEWLINE = re.compile("[\x00-\x08\x0b-\x1f\x7f-\x9f\u2028\u2029]")
+
+
+def test_terminal_escapes_and_crs_in_stderr_are_shown_escaped(
+    leak_check: LeakCheck, caplog: pytest.LogCaptureFixture
+) -> None:
+    # They reached log records, error messages and the CLI raw: a plugin could set the
+    # user's terminal title, erase the line it was on, and write a line that looks like
+    # another plugin's (or the host's) over it.
+    name = "aog_plugins.plugin.test-escapes"
+    with caplog.at_level(TRACE, logger=name), pytest.raises(PluginExitedError) as info:
+        launch(
+            plugin_cmd("hostile_output.py", "escapes"),
+            logger=logging.getLogger(name),
+            restart=RestartPolicy.never(),
+            extra_env=leak_check.env,
+        )
+    error = info.value
+    assert error.exit_code == 3
+    records = [r.getMessage() for r in caplog.records if r.name == name]
+    assert len(records) == 2
+    for text in [str(error), error.stderr_tail, describe_error(error), *records]:
+        assert not _CONTROL_BUT_NEWLINE.search(text), text
+    for text in [describe_error(error), records[0]]:  # the JSON line decoded
+        assert "\\x1b]0;PWNED\\x07\\x1b[2K\\rplugin other ERROR" in text
+    cli_tail = describe_error(error).split("the plugin's last stderr lines:\n", 1)[1]
+    assert len(cli_tail.splitlines()) == 2  # one shown line per stderr line
+    assert "\\x9b2J" in records[1]
