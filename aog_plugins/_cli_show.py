@@ -171,5 +171,8 @@ class CliLogFormatter(logging.Formatter):
         name = record.name
         if name.startswith(self.PLUGIN_PREFIX):
             name = "plugin " + name[len(self.PLUGIN_PREFIX) :]
+            # A plugin's multi-line message (a traceback, or a forged "plugin x ERROR: ..."
+            # line) continues indented: every line at the margin is one of our records.
+            message = message.replace("\n", "\n    ")
         level = _LEVEL_NAMES.get(record.levelno, record.levelname)
         return f"{name} {level}: {message}"

@@ -337,3 +337,25 @@ def test_an_empty_credential_exits_2_naming_key_and_source(
         f"aog-plugins: error: {option[0]} api_key: {where} is empty; it must hold the credential\n"
     )
     assert result.out == ""
+
+
+def test_a_plugins_multi_line_log_message_cannot_forge_a_line() -> None:
+    # An hclog JSON message may carry newlines (a traceback keeps them); its continuation
+    # lines used to start at the margin, so "plugin other WARN: forged" looked like a
+    # record of another plugin. Now every line at the margin is one of the CLI's own.
+    result = cli(
+        "inspect",
+        fixture("hostile_output.py"),
+        "--plugin-arg",
+        "escapes",
+        "--log-level",
+        "DEBUG",
+    )
+    assert result.code == 1, result.err
+    lines = result.err.splitlines()
+    assert any("forged" in line for line in lines)
+    assert not [line for line in lines if line.startswith("plugin other")], result.err
+    assert all(
+        line.startswith(("plugin hostile_output.py ", "aog-plugins: error:", "the plugin's", " "))
+        for line in lines
+    ), result.err
