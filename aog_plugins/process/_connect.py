@@ -174,9 +174,6 @@ class StdioPump:
                     return
                 if not self._reopen():
                     return
-            except Exception:
-                self._logger.exception("plugin stdio handler failed")
-                return
 
     def _pump(self, call: Iterable[grpc_stdio_pb2.StdioData]) -> None:
         for item in call:
@@ -185,7 +182,12 @@ class StdioPump:
                 continue
             data = item.data
             for start in range(0, len(data), STDIO_CHUNK):
-                handler(data[start : start + STDIO_CHUNK])
+                try:
+                    handler(data[start : start + STDIO_CHUNK])
+                except Exception:
+                    # The output goes on being read: a Go plugin blocks once ~64 KiB of it
+                    # are left unread, so a failing callback must not stop the reader.
+                    self._logger.exception("plugin stdio handler failed (the output goes on)")
 
     def _count_drop(self, exc: grpc.RpcError) -> None:
         details = exc.details() if isinstance(exc, grpc.Call) else ""

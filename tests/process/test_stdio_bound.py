@@ -72,3 +72,24 @@ def test_one_huge_stdio_write_is_dropped_with_bounded_memory(
     warnings = [r for r in caplog.records if "dropped a message" in r.getMessage()]
     assert [r.levelno for r in warnings] == [logging.WARNING]
     assert f"of {dropped[0]} bytes" in warnings[0].getMessage()
+
+
+def test_a_stdio_callback_that_raises_does_not_stop_the_output(
+    leak_check: LeakCheck, caplog: pytest.LogCaptureFixture
+) -> None:
+    # A raising stdout= callback ended the stdio reader for good: nothing the plugin wrote
+    # later arrived, and a Go plugin blocks once ~64 KiB of its output are left unread.
+    calls: list[int] = []
+    done = threading.Event()
+
+    def on_stdout(data: bytes) -> None:
+        calls.append(len(data))
+        if len(calls) == 1:
+            raise RuntimeError("a bug in the user's callback")
+        if b"burst-done" in data:
+            done.set()
+
+    env = {**leak_check.env, "AOG_FIXTURE_BYTES": "1000"}
+    with launch(plugin_cmd("misbehave.py", "burst"), stdout=on_stdout, extra_env=env):
+        assert done.wait(60), "the output after the failing call arrives"
+    assert "a bug in the user's callback" in caplog.text
