@@ -9,10 +9,11 @@ from pathlib import Path
 from typing import Literal
 
 from aog_plugins.errors import AogPluginsError
-from aog_plugins.process import PluginState
+from aog_plugins.manager._discovery import Found
+from aog_plugins.process import Plugin, PluginState
 from aog_plugins.types import PluginManifest
 
-__all__ = ["EntryState", "EventKind", "ManagerEvent", "PluginEntry"]
+__all__ = ["EntryState", "EventKind", "ManagerEvent", "PluginEntry", "alive", "entry_of"]
 
 
 class EntryState(enum.Enum):
@@ -85,3 +86,46 @@ class ManagerEvent:
     def __str__(self) -> str:
         pid = f" pid {self.pid}" if self.pid is not None else ""
         return f"{self.kind:<8} {self.name}{pid}: {self.reason}"
+
+
+_DEAD = (PluginState.EXITED, PluginState.FATAL, PluginState.STOPPING)
+
+
+def alive(plugin: Plugin) -> bool:
+    """Whether ``plugin`` has a process that serves (or is about to serve) calls."""
+    return plugin.state not in _DEAD
+
+
+def entry_of(
+    found: Found,
+    plugin: Plugin | None,
+    error: AogPluginsError | None,
+    *,
+    starting: bool,
+) -> PluginEntry:
+    """The entry of a directory ``found``, running ``plugin`` (if any), whose last start
+    failed with ``error`` (if any), with a start under way or not."""
+    state: PluginState | EntryState
+    pid = None
+    if plugin is not None:
+        state = plugin.state
+        pid = plugin.pid if alive(plugin) else None
+    elif starting:
+        state = PluginState.STARTING
+    elif found.error is not None:
+        state = EntryState.BROKEN
+    elif error is not None:
+        state = EntryState.FAILED
+    else:
+        state = EntryState.NOT_STARTED
+    services = tuple(s.service_name for s in found.manifest.services) if found.manifest else ()
+    return PluginEntry(
+        name=found.name,
+        directory=found.directory,
+        manifest=found.manifest,
+        executable=found.executable,
+        state=state,
+        pid=pid,
+        error=found.error or error,
+        services=services,
+    )

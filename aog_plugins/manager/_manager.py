@@ -22,8 +22,9 @@ from aog_plugins.handshake import AOG_HANDSHAKE, HandshakeConfig
 from aog_plugins.manager._discovery import Found, check_checksum, inspect_dir, plugin_dirs, scan
 from aog_plugins.manager._entry import ManagerEvent, PluginEntry
 from aog_plugins.manager._events import EventBus
+from aog_plugins.manager._launching import LaunchSettings
 from aog_plugins.manager._routing import ManagedSource
-from aog_plugins.manager._slot import LaunchSettings, Slot
+from aog_plugins.manager._slot import Slot
 from aog_plugins.manager._watch import Watcher
 from aog_plugins.process import Plugin, RestartPolicy, wait_event
 from aog_plugins.transport import seconds, start_thread

@@ -10,73 +10,36 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
-import logging
 import threading
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Callable
 from concurrent.futures import Future
-from dataclasses import dataclass, field
 from typing import Protocol
 
 import grpc
 
 from aog_plugins.errors import (
     AogPluginsError,
-    PluginConnectError,
     PluginFatalError,
     PluginRemovedError,
-    PluginStartError,
 )
-from aog_plugins.handshake import AOG_HANDSHAKE, HandshakeConfig
-from aog_plugins.manager._discovery import Found, check_checksum
-from aog_plugins.manager._entry import EntryState, EventKind, ManagerEvent, PluginEntry
+from aog_plugins.manager._discovery import Found
+from aog_plugins.manager._entry import EventKind, ManagerEvent, PluginEntry, alive, entry_of
+from aog_plugins.manager._launching import LaunchSettings, launch_found
 from aog_plugins.manager._routing import TrackedChannel
 from aog_plugins.process import (
     Plugin,
     PluginEvent,
     PluginState,
-    RestartPolicy,
     StartCancelled,
     cancellable_start,
-    launch,
 )
 
-__all__ = ["LaunchSettings", "Slot"]
-
-_DEAD = (PluginState.EXITED, PluginState.FATAL, PluginState.STOPPING)
-
-
-@dataclass(frozen=True)
-class LaunchSettings:
-    """How the manager starts every plugin (see :class:`PluginManager` for each field)."""
-
-    handshake: HandshakeConfig = AOG_HANDSHAKE
-    auto_mtls: bool = True
-    restart: RestartPolicy = field(default_factory=RestartPolicy)
-    start_timeout: float = 60.0
-    env: Mapping[str, str] | None = None
-    replace_env: bool = False
-    aog_version: str | None = None
-    checksums: Mapping[str, str] = field(default_factory=dict)
-    kill_grace: float = 2.0
-    drain_timeout: float = 30.0
-
-    def environment(self) -> tuple[dict[str, str] | None, dict[str, str]]:
-        """(``env`` for launch: replaces the host's, or None), (``extra_env``: added)."""
-        extra = dict(self.env or {})
-        if self.aog_version is not None:
-            extra["AOG_VERSION"] = self.aog_version
-        if self.replace_env:
-            return extra, {}
-        return None, extra
+__all__ = ["Slot"]
 
 
 class _Abandonable(Protocol):
     def abandon(self) -> None: ...
-
-
-def _alive(plugin: Plugin) -> bool:
-    return plugin.state not in _DEAD
 
 
 class Slot:
@@ -133,7 +96,7 @@ class Slot:
             if self._gone is not None:
                 raise self._removed_error()
             plugin = self._plugin
-            if plugin is not None and _alive(plugin):
+            if plugin is not None and alive(plugin):
                 self._last_used = time.monotonic()
                 return plugin
             future = self._starting
@@ -162,7 +125,7 @@ class Slot:
         the directory holds a broken newer manifest or build (see :meth:`replace`)."""
         with self._cond:
             plugin = self._plugin
-            return plugin is not None and _alive(plugin)
+            return plugin is not None and alive(plugin)
 
     def _lead_start(self, future: Future[Plugin], found: Found) -> None:
         try:
@@ -205,36 +168,7 @@ class Slot:
 
     def launch(self, found: Found) -> Plugin:
         """Start ``found``'s executable (checksum first) as a supervised plugin."""
-        if found.error is not None:
-            raise found.error
-        assert found.executable is not None  # set whenever there is no error
-        settings = self._settings
-        checksum = settings.checksums.get(found.name)
-        bad = check_checksum(found, checksum)
-        if bad is not None:
-            raise bad
-        env, extra_env = settings.environment()
-        prefix = f"plugin {found.name!r} ({found.directory})"
-        try:
-            plugin = launch(
-                str(found.executable),
-                handshake=settings.handshake,
-                auto_mtls=settings.auto_mtls,
-                start_timeout=settings.start_timeout,
-                env=env,
-                extra_env=extra_env,
-                restart=settings.restart,
-                on_event=self._on_plugin_event,
-                kill_grace=settings.kill_grace,
-                logger=logging.getLogger(f"aog_plugins.plugin.{found.name}"),
-                checksum=checksum,
-                cwd=str(found.directory),
-            )
-        except PluginStartError as exc:
-            exc.message = f"{prefix}: {exc.message}"
-            raise
-        except PluginConnectError as exc:
-            raise type(exc)(f"{prefix}: {exc}") from exc
+        plugin = launch_found(found, self._settings, self._on_plugin_event)
         with self._cond:
             self._ours.add(id(plugin))
         return plugin
@@ -335,7 +269,7 @@ class Slot:
             if self._gone is not None:
                 return None
             old = self._plugin
-            running = old is not None and _alive(old)
+            running = old is not None and alive(old)
             if running and found.nameless:
                 # The running plugin keeps its name (the broken manifest gave none): the
                 # entry, its events and name lookups stay those of the plugin serving.
@@ -453,7 +387,7 @@ class Slot:
                     f" ({pending} calls still in flight after {self._settings.drain_timeout:g}s)"
                 )
         pid = plugin.pid
-        was_alive = _alive(plugin)
+        was_alive = alive(plugin)
         self._discard(plugin)
         if was_alive:
             self.event("stopped", reason, pid=pid)
@@ -478,27 +412,4 @@ class Slot:
         with self._cond:
             found, plugin, error = self.found, self._plugin, self._error
             starting = self._starting is not None
-        state: PluginState | EntryState
-        pid = None
-        if plugin is not None:
-            state = plugin.state
-            pid = plugin.pid if _alive(plugin) else None
-        elif starting:
-            state = PluginState.STARTING
-        elif found.error is not None:
-            state = EntryState.BROKEN
-        elif error is not None:
-            state = EntryState.FAILED
-        else:
-            state = EntryState.NOT_STARTED
-        services = tuple(s.service_name for s in found.manifest.services) if found.manifest else ()
-        return PluginEntry(
-            name=found.name,
-            directory=found.directory,
-            manifest=found.manifest,
-            executable=found.executable,
-            state=state,
-            pid=pid,
-            error=found.error or error,
-            services=services,
-        )
+        return entry_of(found, plugin, error, starting=starting)
