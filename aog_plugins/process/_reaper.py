@@ -4,13 +4,17 @@ The reaper runs in its own session with a pipe from the host on its stdin. The h
 sends ``track <pgid> <create_time> <socket_dir|->`` and ``untrack <pgid>`` lines; when
 the pipe reaches EOF (the host died, however it died) the reaper SIGKILLs every group
 still tracked that is provably the same group (psutil's (pid, create_time) identity),
-removes the tracked socket dirs and exits. PR_SET_PDEATHSIG cannot do this: it fires when
-the spawning *thread* exits, and plugins may be started from short-lived pool threads.
+removes the tracked socket dirs and exits. Before forking a plugin the host sends
+``spawn <socket_dir>`` (withdrawn by ``unspawn <socket_dir>`` once the ``track`` line is
+sent, or the spawn failed): a host that dies between the fork and its ``track`` line
+leaves the reaper a plugin it finds by that unique dir in the plugin's environment.
+PR_SET_PDEATHSIG cannot do this: it fires when the spawning *thread* exits, and plugins
+may be started from short-lived pool threads.
 
 It works in two stages, in one process. While the host lives it is ``/bin/sh`` running
 :data:`_WAIT_STAGE`: it keeps the lines of the groups still tracked and nothing else
 (about a millisecond of CPU to start, where even ``python -I -S`` costs eight, on a host's
-first launch, while the plugin boots). At EOF, if anything is still tracked, it execs
+first launch, just before the plugin is forked). At EOF, if anything is still tracked, it execs
 ``python -I -S`` :mod:`._reaper_main` with those lines on its stdin, which does the
 killing and the cleanup; the pid stays the same. Without ``/bin/sh`` the Python program
 reads the pipe itself.
@@ -67,6 +71,13 @@ while IFS= read -r line; do
             rest=${live#*"$key"}
             live=${live%%"$key"*}$nl${rest#*"$nl"}
         done ;;
+    'spawn '*)
+        live=$live$line$nl ;;
+    'unspawn '*)
+        key="${nl}spawn ${line#unspawn }${nl}"
+        while case $live in *"$key"*) true ;; *) false ;; esac; do
+            live=${live%%"$key"*}$nl${live#*"$key"}
+        done ;;
     esac
 done
 [ "$live" = "$nl" ] && exit 0
@@ -75,9 +86,10 @@ $live
 EOF
 """
 """The reaper's first stage (``sh -c`` with the Python program's argv as arguments): it
-keeps one ``track`` line per tracked group (an ``untrack`` deletes the group's line, so it
-holds no more than the host tracks; a partial line at EOF is dropped, as the program
-drops it) and, at EOF, execs the program with them, or exits if nothing is tracked."""
+keeps one ``track`` line per tracked group and one ``spawn`` line per spawn under way (an
+``untrack``/``unspawn`` deletes the line, so it holds no more than the host tracks; a
+partial line at EOF is dropped, as the program drops it) and, at EOF, execs the program
+with them, or exits if nothing is tracked."""
 
 
 def reaper_argv(host_pid: int, psutil_dir: str, *, shell: str | None = _SHELL) -> list[str]:
@@ -115,6 +127,7 @@ class Reaper:
         self._lock = threading.Lock()  # the state below; never held while blocking
         self._io_lock = threading.Lock()  # held while writing to or (re)starting the process
         self._tracked: dict[int, bytes] = {}
+        self._spawning: dict[bytes, bytes] = {}  # socket dir -> its ``spawn`` line
         self._outbox = bytearray()  # commands not yet written, in order
         self._proc: subprocess.Popen[bytes] | None = None
         self._fd = -1
@@ -125,7 +138,7 @@ class Reaper:
 
     @property
     def pid(self) -> int | None:
-        """The reaper process's pid, None until the first ``track``."""
+        """The reaper process's pid, None until the first ``track`` or ``spawning``."""
         proc = self._proc
         return proc.pid if proc is not None else None
 
@@ -144,8 +157,34 @@ class Reaper:
         with self._lock:
             self._tracked[pid] = line
             self._outbox += line
+            if self._spawning.pop(path, None) is not None:  # after the track line: no gap
+                self._outbox += b"unspawn %s\n" % path
         with self._io_lock:
             self._flush_locked()
+
+    def spawning(self, socket_dir: str) -> None:
+        """Before forking a plugin given ``socket_dir``: should this process die before
+        :meth:`track`, the reaper kills the process whose environment names that dir.
+        Returns once the reaper has it; :meth:`track` with the same dir (or
+        :meth:`spawn_failed`) withdraws it."""
+        path = os.fsencode(socket_dir)
+        if b"\n" in path:  # one command per line; cannot be announced
+            return
+        line = b"spawn %s\n" % path
+        with self._lock:
+            self._spawning[path] = line
+            self._outbox += line
+        with self._io_lock:
+            self._flush_locked()
+
+    def spawn_failed(self, socket_dir: str) -> None:
+        """Withdraw :meth:`spawning`: no process was started. Never blocks."""
+        path = os.fsencode(socket_dir)
+        with self._lock:
+            if self._spawning.pop(path, None) is None:
+                return
+            self._outbox += b"unspawn %s\n" % path
+        self._write_or_defer()
 
     def untrack(self, pid: int) -> None:
         """Forget group ``pid``: the host has killed or reaped it itself. Never blocks."""
@@ -153,6 +192,16 @@ class Reaper:
             if self._tracked.pop(pid, None) is None:
                 return
             self._outbox += b"untrack %d\n" % pid
+        self._write_or_defer()
+
+    def flush(self) -> None:
+        """Write every pending command (blocking, bounded by the write timeout)."""
+        with self._io_lock:
+            self._flush_locked()
+
+    # ---- internals ----------------------------------------------------------------------
+    def _write_or_defer(self) -> None:
+        """Write the outbox now if that needs no waiting, else leave it to the flusher."""
         if self._io_lock.acquire(blocking=False):
             try:
                 if self._write_now():
@@ -161,12 +210,6 @@ class Reaper:
                 self._io_lock.release()
         self._start_flusher()
 
-    def flush(self) -> None:
-        """Write every pending command (blocking, bounded by the write timeout)."""
-        with self._io_lock:
-            self._flush_locked()
-
-    # ---- internals ----------------------------------------------------------------------
     def _write_now(self) -> bool:
         """Write what fits without waiting (io lock held); True if nothing is left."""
         proc = self._proc
@@ -231,7 +274,7 @@ class Reaper:
         self._stop_locked()
         with self._lock:
             # A new reaper gets the whole tracked set; the pending commands are in it.
-            replay = b"".join(self._tracked.values())
+            replay = b"".join(self._tracked.values()) + b"".join(self._spawning.values())
             self._outbox = bytearray()
         if not replay or time.monotonic() < self._retry_at:
             return

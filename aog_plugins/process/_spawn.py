@@ -270,6 +270,11 @@ def spawn(
 ) -> PluginProcess:
     """Start ``command`` with exactly ``env``; raise a typed start error if it cannot run."""
     argv = tuple(command)
+    socket_dir = env.get("PLUGIN_UNIX_SOCKET_DIR")
+    if socket_dir:
+        # Should this host die between the fork and the track() below, the reaper finds
+        # the plugin by its socket dir, which only this plugin has in its environment.
+        reaper().spawning(socket_dir)
     try:
         # A child inherits this thread's mask, and ours block signals (see transport):
         # the plugin starts with SIGTERM and SIGINT deliverable, whoever starts it.
@@ -285,8 +290,12 @@ def spawn(
                 close_fds=True,
             )
     except OSError as exc:
+        if socket_dir:
+            reaper().spawn_failed(socket_dir)
         raise diagnose_exec_failure(argv[0], exc, argv, env, cwd) from exc
     except (ValueError, TypeError) as exc:  # a NUL byte or a non-string in argv/env/cwd
+        if socket_dir:
+            reaper().spawn_failed(socket_dir)
         raise ConfigurationError(
             f"cannot start {argv[0]!r}: {exc}; the command, its environment and cwd must "
             "be strings without NUL bytes",
@@ -294,7 +303,7 @@ def spawn(
     try:
         # Kill-on-exit that holds even if this host is SIGKILLed (see _reaper).
         create_time = _create_time(popen.pid)
-        reaper().track(popen.pid, create_time, env.get("PLUGIN_UNIX_SOCKET_DIR"))
+        reaper().track(popen.pid, create_time, socket_dir)
         return PluginProcess(popen, argv, logger, on_stdout=on_stdout, create_time=create_time)
     except BaseException:
         # E.g. EMFILE while setting up the pipes' readers: the plugin runs, nobody watches it.
@@ -303,6 +312,8 @@ def spawn(
         with contextlib.suppress(Exception):
             reaper().untrack(popen.pid)
         popen.wait()
+        if socket_dir:
+            reaper().spawn_failed(socket_dir)
         for pipe in (popen.stdout, popen.stderr):
             if pipe is not None:
                 pipe.close()

@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import Any
 
 import psutil
+import pytest
 
 from tests.faults.conftest import HostFactory, gone, plugin_cmd, wait_gone
 from tests.gofixtures.conftest import go_bins
@@ -105,6 +106,44 @@ TRACK_HOST = textwrap.dedent(
     print(json.dumps(out), flush=True)
     if "exit" not in steps:
         time.sleep(600)
+    """
+)
+
+# Dies of SIGKILL in the middle of launching argv[1], before spawn() could tell the
+# reaper the plugin's pid: argv[2] "after-fork" right after the fork (the plugin may not
+# have exec'd yet), "after-handshake" once Popen has returned and the plugin has written
+# its handshake (a plugin that dies before that does so of SIGPIPE when it writes it).
+KILLED_IN_SPAWN_HOST = textwrap.dedent(
+    """
+    import json, os, select, signal, subprocess, sys
+    import aog_plugins
+
+    cmd, where = json.loads(sys.argv[1]), sys.argv[2]
+
+    def die():
+        os.kill(os.getpid(), signal.SIGKILL)
+
+    if where == "after-fork":
+        real_fork_exec = subprocess._fork_exec
+
+        def fork_exec(args, *rest):
+            pid = real_fork_exec(args, *rest)
+            if list(args) == cmd:
+                die()
+            return pid
+
+        subprocess._fork_exec = fork_exec
+    else:
+        real_init = subprocess.Popen.__init__
+
+        def init(self, args, *rest, **kwargs):
+            real_init(self, args, *rest, **kwargs)
+            if list(args) == cmd:
+                select.select([self.stdout], [], [], 30)
+                die()
+
+        subprocess.Popen.__init__ = init
+    aog_plugins.launch(cmd)
     """
 )
 
@@ -284,3 +323,28 @@ def test_clean_exit_spares_untracked_groups_and_ends_the_reaper(
         _kill_and_wait(info["groups"][0])
         for d in info["dirs"]:
             os.rmdir(d)
+
+
+@pytest.mark.parametrize("where", ["after-fork", "after-handshake"])
+@pytest.mark.parametrize("kind", ["python", "go"])
+def test_host_killed_while_spawning_leaves_no_plugin(
+    make_host: HostFactory, leak_check: LeakCheck, go_bins: GoBinaries, where: str, kind: str
+) -> None:
+    # The reaper used to learn of a plugin only from spawn()'s track() after Popen had
+    # returned (on a host's first launch, after the reaper itself had been started): a
+    # host killed in between left a plugin that had written its handshake running for
+    # good, and the socket dir to a later host's sweep.
+    cmd = plugin_cmd("echo_plugin.py") if kind == "python" else [str(go_bins.aog_provider)]
+    host = make_host(KILLED_IN_SPAWN_HOST, json.dumps(cmd), where)
+    assert host.proc.wait(30) == -signal.SIGKILL, host.stderr_text()
+
+    def plugins() -> list[int]:
+        return [p.pid for p in leak_check.processes()]
+
+    # The reaper ends each plugin of its host, found by its socket dir, and removes the dir.
+    wait_until(lambda: not plugins(), 10, lambda: f"the plugin to be killed: {plugins()}")
+    wait_until(
+        lambda: not os.listdir(host.tmpdir),
+        10,
+        lambda: f"the socket dir to be removed: {os.listdir(host.tmpdir)}",
+    )

@@ -112,6 +112,13 @@ def test_the_program_starts_without_site_or_this_package() -> None:
             ["track 1 1.0 -", "track 2 2.0 -", "untrack 2", "track 3 3.0 -"],
             ["track 1 1.0 -", "track 3 3.0 -"],
         ),
+        (["spawn /tmp/a b"], ["spawn /tmp/a b"]),
+        (["spawn /tmp/a", "spawn /tmp/ab", "unspawn /tmp/a"], ["spawn /tmp/ab"]),
+        (
+            ["spawn /t/*?[x] $HOME", "track 4 1.0 /t/*?[x] $HOME", "unspawn /t/*?[x] $HOME"],
+            ["track 4 1.0 /t/*?[x] $HOME"],
+        ),
+        (["spawn /a", "unspawn /a/b", "unspawn /"], ["spawn /a"]),
     ],
 )
 def test_the_shell_stage_keeps_exactly_the_tracked_lines(lines: list[str], kept: list[str]) -> None:
@@ -167,6 +174,33 @@ def test_eof_kills_tracked_groups_only_and_removes_their_dirs(
     assert not gone(stranger), "a group that is not provably ours was killed"
     assert not ours_dir.exists()
     assert kept_dir.is_dir(), "a symlink was followed"
+
+
+@pytest.mark.parametrize("argv", REAPER_ARGVS)
+def test_eof_kills_the_plugin_of_a_spawn_still_announced(
+    groups: list[subprocess.Popen[bytes]], tmp_path: Path, argv: list[str]
+) -> None:
+    # The host died between forking a plugin and tracking it: the reaper finds the plugin
+    # by the socket dir in its environment, which no other process has.
+    spawned_dir, done_dir, other_dir = tmp_path / "s p", tmp_path / "done", tmp_path / "other"
+    for d in (spawned_dir, done_dir, other_dir):
+        d.mkdir()
+
+    def plugin(socket_dir: Path) -> int:
+        env = {**os.environ, "PLUGIN_UNIX_SOCKET_DIR": str(socket_dir)}
+        groups.append(subprocess.Popen(SLEEPER, start_new_session=True, env=env))
+        return groups[-1].pid
+
+    spawned, withdrawn, stranger = plugin(spawned_dir), plugin(done_dir), plugin(other_dir)
+    commands = f"spawn {spawned_dir}\nspawn {done_dir}\nunspawn {done_dir}\n".encode()
+    reaper = subprocess.run(argv, input=commands, timeout=30, check=False)
+    assert reaper.returncode == 0
+    wait_gone([spawned], 5, "the announced plugin to be killed")
+    assert not spawned_dir.exists()
+    assert not gone(withdrawn), "a withdrawn spawn was killed"
+    assert not gone(stranger), "a process with another socket dir was killed"
+    assert done_dir.is_dir()
+    assert other_dir.is_dir()
 
 
 def _pipe_fill(reaper_pid: int) -> tuple[int, int]:
