@@ -39,8 +39,26 @@ _cleaned_in: int | None = None
 _clean_lock = threading.Lock()
 
 
+def _temp_root() -> str:
+    """The directory :func:`tempfile.gettempdir` would choose, without its probe.
+
+    On its first call gettempdir() writes a randomly named file into each candidate and
+    unlinks it: a host killed in between leaves that file in TMPDIR, where no sweep
+    recognizes it. The same candidates (``tempfile.tempdir``, $TMPDIR, $TEMP, $TMP, then
+    the usual dirs) are checked with access() instead; only when none is usable does
+    gettempdir() decide (it also tries the current directory).
+    """
+    if tempfile.tempdir is not None:
+        return os.fsdecode(tempfile.tempdir)
+    candidates = [os.environ.get(name) for name in ("TMPDIR", "TEMP", "TMP")]
+    for candidate in [*candidates, "/tmp", "/var/tmp", "/usr/tmp"]:
+        if candidate and os.path.isdir(candidate) and os.access(candidate, os.W_OK | os.X_OK):
+            return os.path.abspath(candidate)
+    return tempfile.gettempdir()
+
+
 def _base_dir() -> str:
-    base = tempfile.gettempdir()
+    base = _temp_root()
     if len(base) > MAX_SOCKET_DIR_LEN - 20:
         # A long TMPDIR would make the plugin's socket path too long to bind.
         base = "/tmp"

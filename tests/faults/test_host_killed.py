@@ -147,6 +147,27 @@ KILLED_IN_SPAWN_HOST = textwrap.dedent(
     """
 )
 
+# Dies of SIGKILL the first time it would unlink a file of its TMPDIR that is not a socket
+# dir's, as tempfile.gettempdir() does with the file it writes to probe the directory.
+KILLED_IN_TMPDIR_PROBE_HOST = textwrap.dedent(
+    """
+    import json, os, signal, sys
+    import aog_plugins
+
+    tmpdir, real_unlink = os.environ["TMPDIR"], os.unlink
+
+    def unlink(path, *args, **kwargs):
+        path = os.fsdecode(path)
+        if os.path.dirname(path) == tmpdir and not os.path.basename(path).startswith("aogp-"):
+            os.kill(os.getpid(), signal.SIGKILL)
+        return real_unlink(path, *args, **kwargs)
+
+    os.unlink = unlink
+    with aog_plugins.launch(json.loads(sys.argv[1])) as plugin:
+        plugin.ping()
+    """
+)
+
 SLEEPER = [sys.executable, "-c", "import time; time.sleep(600)"]
 # The leader starts a member of its group and exits at once; the member stays.
 LEADER_EXITS = ["sh", "-c", f"{sys.executable} -c 'import time; time.sleep(600)' & exit 0"]
@@ -348,3 +369,13 @@ def test_host_killed_while_spawning_leaves_no_plugin(
         10,
         lambda: f"the socket dir to be removed: {os.listdir(host.tmpdir)}",
     )
+
+
+def test_a_launch_leaves_no_probe_file_in_tmpdir(make_host: HostFactory) -> None:
+    # The socket dir's base came from tempfile.gettempdir(), whose first call writes a
+    # randomly named file into TMPDIR and unlinks it: a host killed in between left that
+    # file, which no sweep recognizes. (The fault-injecting host dies at that unlink.)
+    host = make_host(KILLED_IN_TMPDIR_PROBE_HOST, json.dumps(plugin_cmd("echo_plugin.py")))
+    exit_code = host.proc.wait(60)
+    assert os.listdir(host.tmpdir) == []
+    assert exit_code == 0, host.stderr_text()
