@@ -130,6 +130,7 @@ def _supervise(args: argparse.Namespace, show: Callable[[ManagerEvent], None]) -
             idle_timeout=args.idle_timeout,
             aog_version=args.aog_version,
             on_event=show,
+            install_signal_handlers=False,  # _run's own: SIGTERM ends the run like Ctrl-C
         )
     except KeyboardInterrupt:
         # Ctrl-C or SIGTERM while --eager starts the plugins: the constructor has closed

@@ -25,6 +25,7 @@ from aog_plugins.errors import ConfigurationError, PluginCallError, PluginFatalE
 from aog_plugins.handshake import AOG_HANDSHAKE, HandshakeConfig
 from aog_plugins.manager import ManagerEvent, PluginEntry, PluginManager
 from aog_plugins.process import Plugin, RestartPolicy
+from aog_plugins.process import install_signal_handlers as install_handlers
 from aog_plugins.transport import open_aio_channel
 
 __all__ = ["AsyncPluginManager"]
@@ -165,6 +166,7 @@ class AsyncPluginManager:
         aog_version: str | None = None,
         drain_timeout: float = 30.0,
         kill_grace: float = 2.0,
+        install_signal_handlers: bool = True,
     ) -> AsyncPluginManager:
         """Build the manager on a thread (it scans, and starts plugins when ``eager``);
         the arguments and errors are :class:`~aog_plugins.PluginManager`'s (``on_event``
@@ -200,8 +202,13 @@ class AsyncPluginManager:
                 aog_version=aog_version,
                 drain_timeout=drain_timeout,
                 kill_grace=kill_grace,
+                install_signal_handlers=install_signal_handlers,
             )
 
+        if install_signal_handlers:
+            # The manager is built on a thread, where signal handlers cannot be installed;
+            # the loop usually runs on the main thread, where they can (as aio.launch).
+            install_handlers()
         manager = await in_thread(build, name="aog-aio-manager", orphan=lambda m: m.close())
         holder.append(cls(manager, loop))
         return holder[0]

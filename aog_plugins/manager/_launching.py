@@ -29,6 +29,7 @@ class LaunchSettings:
     checksums: Mapping[str, str] = field(default_factory=dict)
     kill_grace: float = 2.0
     drain_timeout: float = 30.0
+    install_signal_handlers: bool = True
 
     def environment(self) -> tuple[dict[str, str] | None, dict[str, str]]:
         """(``env`` for launch: replaces the host's, or None), (``extra_env``: added)."""
@@ -68,6 +69,7 @@ def launch_found(
             logger=logging.getLogger(f"aog_plugins.plugin.{found.name}"),
             checksum=checksum,
             cwd=str(found.directory),
+            install_signal_handlers=settings.install_signal_handlers,
         )
     except PluginStartError as exc:
         exc.message = f"{prefix}: {exc.message}"

@@ -27,6 +27,7 @@ from aog_plugins.manager._routing import ManagedSource
 from aog_plugins.manager._slot import Slot
 from aog_plugins.manager._watch import Watcher
 from aog_plugins.process import Plugin, RestartPolicy, wait_event
+from aog_plugins.process import install_signal_handlers as install_handlers
 from aog_plugins.transport import seconds, start_thread
 
 __all__ = ["PluginManager"]
@@ -49,6 +50,12 @@ class PluginManager:
     to ``sha256:<hex>``, checked before every start and restart. ``on_event`` receives
     :class:`ManagerEvent` s in order on a thread of their own. A replaced plugin's calls
     in flight get ``drain_timeout`` seconds to finish; stopping gives ``kill_grace``.
+
+    Built on the main thread, it installs the SIGTERM/SIGINT handlers
+    :func:`~aog_plugins.launch` installs (the plugins are stopped, then the signal takes
+    its course), since its plugins start on other threads, where that cannot be done
+    (``eager``, the watcher); ``install_signal_handlers=False`` leaves the signals to the
+    application, as for ``launch``.
     """
 
     def __init__(
@@ -69,6 +76,7 @@ class PluginManager:
         aog_version: str | None = None,
         drain_timeout: float = 30.0,
         kill_grace: float = 2.0,
+        install_signal_handlers: bool = True,
     ) -> None:
         root = Path(os.path.abspath(os.fspath(directory)))
         if not root.is_dir():
@@ -103,7 +111,10 @@ class PluginManager:
             checksums=sums,
             kill_grace=kill_grace,
             drain_timeout=drain_timeout,
+            install_signal_handlers=install_signal_handlers,
         )
+        if install_signal_handlers:
+            install_handlers()  # does nothing off the main thread
         self._eager = eager
         self._idle_timeout = idle_timeout
         self._bus = EventBus(on_event)

@@ -7,6 +7,9 @@ import hashlib
 import json
 import os
 import signal
+import subprocess
+import sys
+import textwrap
 import threading
 from pathlib import Path
 
@@ -23,7 +26,7 @@ from aog_plugins.errors import (
 from aog_plugins.manager import EntryState
 from tests.manager.conftest import EventLog, Layout, wrapper_script, write_atomic
 from tests.support.leaks import LeakCheck
-from tests.support.wait import wait_until
+from tests.support.wait import wait_gone, wait_until
 
 
 def whoami(manager: PluginManager, name: str, request: bytes = b"{}") -> dict[str, object]:
@@ -288,3 +291,62 @@ def test_go_plugin_in_an_aog_layout(go_layout: Layout, leaks: LeakCheck) -> None
         reply = json.loads(manager.client("gofx").invoke_service("echo", b"hello"))
         assert reply["request"] == "hello"
         assert manager.entry("gofx").state is PluginState.RUNNING
+
+
+SIGTERM_HOST = textwrap.dedent(
+    """
+    import asyncio, json, sys, threading
+    from aog_plugins import PluginManager
+    from aog_plugins.aio import AsyncPluginManager
+
+    options = json.loads(sys.argv[2])
+    if sys.argv[3] == "asyncio":
+        async def main():
+            manager = await AsyncPluginManager.open(
+                sys.argv[1], eager=True, watch=False, **options
+            )
+            print(json.dumps([e.pid for e in manager.entries()]), flush=True)
+            await asyncio.Event().wait()
+        asyncio.run(main())
+    manager = PluginManager(sys.argv[1], eager=True, watch=False, **options)
+    print(json.dumps([e.pid for e in manager.entries()]), flush=True)
+    threading.Event().wait()
+    """
+)
+
+
+@pytest.mark.parametrize("api", ["sync", "asyncio"])
+@pytest.mark.parametrize("opt_out", [False, True], ids=["handlers", "opted-out"])
+def test_sigterm_stops_an_eager_managers_plugins_before_the_host_ends(
+    layout: Layout, leaks: LeakCheck, opt_out: bool, api: str
+) -> None:
+    # An eager manager starts its plugins on its own threads, where no signal handler can
+    # be installed: SIGTERM ended the host at once, the plugins got no Shutdown and only
+    # the reaper SIGKILLed them, after the host had died. Built on the main thread, the
+    # manager now installs launch()'s handlers: the host stops (and reaps) its plugins,
+    # then dies of the SIGTERM.
+    layout.add("alpha")
+    options = {"install_signal_handlers": False} if opt_out else {}
+    host = subprocess.Popen(
+        [sys.executable, "-c", SIGTERM_HOST, str(layout.root), json.dumps(options), api],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        env={**os.environ, **leaks.env},
+    )
+    try:
+        assert host.stdout is not None
+        pids = json.loads(host.stdout.readline())
+        assert len(pids) == 1, pids
+        assert pids[0], pids
+        host.send_signal(signal.SIGTERM)
+        _, err = host.communicate(timeout=60)
+        gone_with_the_host = not psutil.pid_exists(pids[0])
+    finally:
+        if host.poll() is None:
+            host.kill()
+            host.wait()
+    assert host.returncode == -signal.SIGTERM, err
+    if not opt_out:
+        assert gone_with_the_host, "the host died before stopping its plugin"
+    wait_gone(pids, 10)  # opted out: the reaper gets it
