@@ -130,12 +130,12 @@ def test_the_walk_sees_violations() -> None:
     """The checker itself: a server module that reaches into process/ is caught, both for
     the layer and for the private module, also when the import hides inside a function;
     relative imports and ``from package import _private`` count too."""
-    hidden = "def f() -> None:\n    from aog_plugins.process._start import Incarnation\n"
+    hidden = "def f() -> None:\n    from aog_plugins.process._incarnation import Incarnation\n"
     found = _violations("aog_plugins.server._probe", hidden)
     assert any("may not import 'process'" in v for v in found), found
     assert any("private module" in v for v in found), found
     relative = "from ..client import _client\n"
     found = _violations("aog_plugins.process._probe", relative)
     assert any("aog_plugins.client._client" in v and "private" in v for v in found), found
-    assert _violations("aog_plugins.process._probe", "from ._start import Incarnation\n") == []
+    assert _violations("aog_plugins.process._probe", "from ._start import StartSpec\n") == []
     assert _violations("aog_plugins.cli", "from aog_plugins.process import launch\n") == []

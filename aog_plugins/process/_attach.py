@@ -16,10 +16,10 @@ from aog_plugins.handshake import HandshakeLine, grpcio_can_verify, split_host_p
 from aog_plugins.process import _registry
 from aog_plugins.process._broker import Broker
 from aog_plugins.process._connect import health_check
+from aog_plugins.process._incarnation import Incarnation
 from aog_plugins.process._ioloop import io_loop
 from aog_plugins.process._plugin import Plugin
 from aog_plugins.process._reattach import ReattachConfig
-from aog_plugins.process._start import Incarnation
 from aog_plugins.process._tempdir import make_socket_dir, remove_socket_dir
 from aog_plugins.transport import (
     BrokerTLS,

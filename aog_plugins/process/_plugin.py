@@ -36,11 +36,12 @@ from aog_plugins.process import _registry
 from aog_plugins.process._broker import Broker
 from aog_plugins.process._connect import health_check
 from aog_plugins.process._events import PluginEvent, PluginState, describe_error, wait_event
+from aog_plugins.process._incarnation import Incarnation
 from aog_plugins.process._lane import Lane
 from aog_plugins.process._policy import RestartHistory, RestartPolicy
 from aog_plugins.process._reattach import ReattachConfig
 from aog_plugins.process._spawn import describe_exit
-from aog_plugins.process._start import Incarnation, StartSpec, start_incarnation
+from aog_plugins.process._start import StartSpec, start_incarnation
 from aog_plugins.transport import DialTarget, seconds, start_thread
 
 if TYPE_CHECKING:
