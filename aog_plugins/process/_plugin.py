@@ -11,7 +11,6 @@ on the shared I/O thread nor under a lock.
 from __future__ import annotations
 
 import contextlib
-import dataclasses
 import logging
 import signal
 import threading
@@ -28,20 +27,20 @@ from aog_plugins.errors import (
     PluginCallError,
     PluginConnectError,
     PluginFatalError,
-    PluginStartError,
     ReattachError,
 )
 from aog_plugins.handshake import HandshakeLine
 from aog_plugins.process import _registry
 from aog_plugins.process._broker import Broker
 from aog_plugins.process._connect import health_check
-from aog_plugins.process._events import PluginEvent, PluginState, describe_error, wait_event
+from aog_plugins.process._events import PluginEvent, PluginState, wait_event
 from aog_plugins.process._incarnation import Incarnation
 from aog_plugins.process._lane import Lane
-from aog_plugins.process._policy import RestartHistory, RestartPolicy
+from aog_plugins.process._policy import RestartPolicy
 from aog_plugins.process._reattach import ReattachConfig
 from aog_plugins.process._spawn import describe_exit
-from aog_plugins.process._start import StartSpec, start_incarnation
+from aog_plugins.process._start import StartSpec
+from aog_plugins.process._supervisor import Supervisor
 from aog_plugins.transport import DialTarget, seconds, start_thread
 
 if TYPE_CHECKING:
@@ -73,11 +72,6 @@ class Plugin:
         self.logger = logger
         # Transitions get their own child logger so they never mix with the plugin's lines.
         self._lifecycle = logger.getChild("lifecycle")
-        self._spec = spec
-        self._policy = (
-            restart if spec is not None and restart is not None else RestartPolicy.never()
-        )
-        self._history = RestartHistory(self._policy)
         self._on_event = on_event
         self._kill_grace = kill_grace
         self._cond = threading.Condition()
@@ -88,14 +82,12 @@ class Plugin:
         self._killed = False
         self._stopper: threading.Thread | None = None
         self._stopped = threading.Event()
-        self._wakeup = threading.Event()
-        self._worker: threading.Thread | None = None
         self._events = Lane(f"aog-plugins-events-{logger.name.rsplit('.', 1)[-1]}")
         self._client: GRPCProviderClient | None = None
         self._kill_reason: str | None = None  # why this host stopped it for good
         self._client_lock = threading.Lock()
-        # One start runs this argv instead of spec.argv (aog_plugins.testing.fail_next_start).
-        self._next_start_argv: tuple[str, ...] | None = None
+        # Before the first adopt: it hands the incarnation's exit to the supervisor.
+        self._supervisor = Supervisor(self, spec, restart)
         self._adopt(incarnation, "started")
 
     # ---- facts ------------------------------------------------------------------------
@@ -126,7 +118,7 @@ class Plugin:
 
     @property
     def restart_policy(self) -> RestartPolicy:
-        return self._policy
+        return self._supervisor.policy
 
     @property
     def exited(self) -> bool:
@@ -321,118 +313,13 @@ class Plugin:
         reason = f"{reason} (pid {incarnation.process.pid})"
         if not self._transition(PluginState.RUNNING, reason, only_from=(PluginState.STARTING,)):
             return False
-        incarnation.process.add_exit_callback(lambda proc: self._on_exit(incarnation))
+        incarnation.process.add_exit_callback(lambda proc: self._supervisor.on_exit(incarnation))
         return True
 
-    def _on_exit(self, incarnation: Incarnation) -> None:
-        # On the process's lane (never the I/O thread): decide, hand slow work to a thread.
-        code = incarnation.process.exit_code
-        uptime = time.monotonic() - incarnation.started_at
-        reason = f"pid {incarnation.process.pid} {describe_exit(code)} after {uptime:.1f}s"
-        with self._cond:
-            if (
-                self._killed
-                or incarnation is not self._current
-                or self._state is not PluginState.RUNNING
-            ):
-                return  # kill() got there first: it cleans up
-            # Calls in flight fail now instead of hanging on a dead socket.
-            incarnation.channel.close()
-            self._history.run_ended(uptime)
-            delay = None
-            if not self._policy.wants_restart(code):
-                new, why = PluginState.EXITED, reason
-            elif not self._history.budget_left(time.monotonic()):
-                new, why = PluginState.FATAL, self._fatal_reason(f"{reason}; restart budget spent")
-            else:
-                delay = self._history.next_delay(time.monotonic())
-                new, why = PluginState.BACKOFF, f"{reason}; restarting in {delay:.2f}s"
-            self._transition(new, why, code)
-            # Made and started under the lock that kill() takes to read it: kill() sees
-            # either no worker (and this one is never made) or a started one it can join.
-            worker = threading.Thread(
-                target=incarnation.release if delay is None else self._restart,
-                args=() if delay is None else (incarnation, delay),
-                name="aog-plugins-restart",
-                daemon=True,
-            )
-            self._worker = worker
-            start_thread(worker)
-
-    def _fatal_reason(self, reason: str) -> str:
-        policy = self._policy
-        return f"{reason} ({policy.max_restarts} restarts within {policy.window:g}s)"
-
-    def _restart(self, dead: Incarnation, delay: float) -> None:
-        try:
-            self._restart_loop(dead, delay)
-        except Exception as exc:  # a defect of ours: end FATAL with the reason, not STARTING
-            self._lifecycle.exception("the restart thread failed")
-            self._transition(
-                PluginState.FATAL,
-                f"restart failed: {describe_error(exc)}",
-                only_from=(PluginState.STARTING, PluginState.BACKOFF),
-            )
-
-    def _restart_loop(self, dead: Incarnation, delay: float) -> None:
-        dead.release()
-        assert self._spec is not None
-        while True:
-            if self._wakeup.wait(delay):
-                return  # killed while waiting
-            if not self._transition(
-                PluginState.STARTING, "restarting", only_from=(PluginState.BACKOFF,)
-            ):
-                return
-            try:
-                incarnation = start_incarnation(self._take_start_spec())
-            except Exception as exc:
-                # Any failure, typed or not (a hostile handshake, ENOSPC, ...): start_incarnation
-                # has killed what it started; back off or give up, with the reason.
-                exit_code = exc.exit_code if isinstance(exc, PluginStartError) else None
-                why = describe_error(exc)
-                with self._cond:
-                    budget = self._history.budget_left(time.monotonic())
-                    delay = self._history.next_delay(time.monotonic()) if budget else 0.0
-                if not budget:
-                    self._transition(
-                        PluginState.FATAL,
-                        self._fatal_reason(f"restart failed, budget spent: {why}"),
-                        exit_code,
-                        only_from=(PluginState.STARTING,),
-                    )
-                    return
-                self._transition(
-                    PluginState.BACKOFF,
-                    f"restart failed: {why}; next try in {delay:.2f}s",
-                    exit_code,
-                    only_from=(PluginState.STARTING,),
-                )
-                continue
-            if not self._adopt(incarnation, "restarted"):
-                incarnation.stop(0.0, self.logger)  # killed while starting
-                incarnation.release()
-            return
-
-    def _take_start_spec(self) -> StartSpec:
-        assert self._spec is not None
-        with self._cond:
-            argv, self._next_start_argv = self._next_start_argv, None
-        if argv is None:
-            return self._spec
-        # Not the plugin's file, so not its checksum either.
-        return dataclasses.replace(self._spec, argv=argv, checksum=None)
-
     def _run_next_start_as(self, argv: Sequence[str]) -> None:
-        """For :func:`aog_plugins.testing.fail_next_start`: the next start (a restart)
-        runs ``argv`` instead of the plugin's command, once; the one after is normal again.
-        The plugin's own command stays untouched, so it always runs under its real path."""
-        if self._spec is None:
-            raise ConfigurationError(
-                "this plugin was attached, not launched here: this host does not start it"
-            )
-        with self._cond:
-            self._next_start_argv = tuple(argv)
+        """For :func:`aog_plugins.testing.fail_next_start`: see
+        :meth:`Supervisor.run_next_start_as`."""
+        self._supervisor.run_next_start_as(argv)
 
     # ---- shutdown ---------------------------------------------------------------------
     def kill(self, grace: float | None = None) -> None:
@@ -454,7 +341,7 @@ class Plugin:
             if stopper is None:
                 self._killed = True
                 self._kill_reason = reason
-                self._wakeup.set()
+                self._supervisor.cancel()
                 stopper = self._stopper = threading.Thread(
                     target=self._stop_for_good,
                     args=(reason, grace),
@@ -477,12 +364,7 @@ class Plugin:
     def _stop_for_good(self, reason: str, grace: float) -> None:
         try:
             self._transition(PluginState.STOPPING, reason)
-            with self._cond:
-                worker = self._worker
-            if worker is not None:
-                # A restart in progress ends within its start timeout; then nothing of it
-                # is left (it sees the kill and cleans up what it started).
-                worker.join()
+            self._supervisor.join()
             incarnation = self._current
             try:
                 incarnation.stop(grace, self.logger)
@@ -506,7 +388,7 @@ class Plugin:
         (its launching host still owns it): closes the channel, streams and relay, and
         this host no longer stops it at exit. A plugin this host launched is stopped with
         :meth:`kill` instead (:class:`ConfigurationError`)."""
-        if self._spec is not None:
+        if self._supervisor.spec is not None:
             raise ConfigurationError(
                 "detach() is for plugins connected with attach(); a plugin this host "
                 "launched is stopped with kill() (hand it over with reattach_config())"
@@ -515,7 +397,7 @@ class Plugin:
             if self._killed or self._stopper is not None:
                 return
             self._killed = True
-            self._wakeup.set()
+            self._supervisor.cancel()
             self._stopper = threading.current_thread()  # a later kill() finds it done
         try:
             if self._client is not None:

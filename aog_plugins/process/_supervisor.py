@@ -1,0 +1,173 @@
+"""The restart side of a :class:`~aog_plugins.process.Plugin`: what an exit means, and
+the restarts it leads to.
+
+:class:`Supervisor` owns the plugin's :class:`RestartPolicy` and the history it is judged
+by, the spec a restart starts from (and a one-time override of its argv, for
+:func:`aog_plugins.testing.fail_next_start`), and the thread that releases a dead
+incarnation or restarts it after a backoff. The state machine stays the plugin's: the
+supervisor changes states only through it, under its lock.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import threading
+import time
+from collections.abc import Sequence
+from typing import TYPE_CHECKING
+
+from aog_plugins.errors import ConfigurationError, PluginStartError
+from aog_plugins.process._events import PluginState, describe_error
+from aog_plugins.process._incarnation import Incarnation
+from aog_plugins.process._policy import RestartHistory, RestartPolicy
+from aog_plugins.process._spawn import describe_exit
+from aog_plugins.process._start import StartSpec, start_incarnation
+from aog_plugins.transport import start_thread
+
+if TYPE_CHECKING:
+    from aog_plugins.process._plugin import Plugin
+
+__all__ = ["Supervisor"]
+
+
+class Supervisor:
+    """Decides, when a plugin's process exits, between EXITED, FATAL and BACKOFF, and runs
+    the restart. An attached plugin (no ``spec``) is never restarted."""
+
+    def __init__(
+        self, plugin: Plugin, spec: StartSpec | None, restart: RestartPolicy | None
+    ) -> None:
+        self._plugin = plugin
+        self.spec = spec
+        self.policy = restart if spec is not None and restart is not None else RestartPolicy.never()
+        self._history = RestartHistory(self.policy)
+        self._wakeup = threading.Event()
+        self._worker: threading.Thread | None = None
+        # One start runs this argv instead of spec.argv (aog_plugins.testing.fail_next_start).
+        self._next_start_argv: tuple[str, ...] | None = None
+
+    def on_exit(self, incarnation: Incarnation) -> None:
+        # On the process's lane (never the I/O thread): decide, hand slow work to a thread.
+        plugin = self._plugin
+        code = incarnation.process.exit_code
+        uptime = time.monotonic() - incarnation.started_at
+        reason = f"pid {incarnation.process.pid} {describe_exit(code)} after {uptime:.1f}s"
+        with plugin._cond:
+            if (
+                plugin._killed
+                or incarnation is not plugin._current
+                or plugin._state is not PluginState.RUNNING
+            ):
+                return  # kill() got there first: it cleans up
+            # Calls in flight fail now instead of hanging on a dead socket.
+            incarnation.channel.close()
+            self._history.run_ended(uptime)
+            delay = None
+            if not self.policy.wants_restart(code):
+                new, why = PluginState.EXITED, reason
+            elif not self._history.budget_left(time.monotonic()):
+                new, why = PluginState.FATAL, self._fatal_reason(f"{reason}; restart budget spent")
+            else:
+                delay = self._history.next_delay(time.monotonic())
+                new, why = PluginState.BACKOFF, f"{reason}; restarting in {delay:.2f}s"
+            plugin._transition(new, why, code)
+            # Made and started under the lock that kill() takes to read it: kill() sees
+            # either no worker (and this one is never made) or a started one it can join.
+            worker = threading.Thread(
+                target=incarnation.release if delay is None else self._restart,
+                args=() if delay is None else (incarnation, delay),
+                name="aog-plugins-restart",
+                daemon=True,
+            )
+            self._worker = worker
+            start_thread(worker)
+
+    def cancel(self) -> None:
+        """The plugin is being stopped or detached (under its lock): a restart waiting out
+        its backoff gives up at once."""
+        self._wakeup.set()
+
+    def join(self) -> None:
+        """Wait for the thread :meth:`on_exit` started, if any."""
+        with self._plugin._cond:
+            worker = self._worker
+        if worker is not None:
+            # A restart in progress ends within its start timeout; then nothing of it
+            # is left (it sees the kill and cleans up what it started).
+            worker.join()
+
+    def _fatal_reason(self, reason: str) -> str:
+        policy = self.policy
+        return f"{reason} ({policy.max_restarts} restarts within {policy.window:g}s)"
+
+    def _restart(self, dead: Incarnation, delay: float) -> None:
+        try:
+            self._restart_loop(dead, delay)
+        except Exception as exc:  # a defect of ours: end FATAL with the reason, not STARTING
+            self._plugin._lifecycle.exception("the restart thread failed")
+            self._plugin._transition(
+                PluginState.FATAL,
+                f"restart failed: {describe_error(exc)}",
+                only_from=(PluginState.STARTING, PluginState.BACKOFF),
+            )
+
+    def _restart_loop(self, dead: Incarnation, delay: float) -> None:
+        plugin = self._plugin
+        dead.release()
+        assert self.spec is not None
+        while True:
+            if self._wakeup.wait(delay):
+                return  # killed while waiting
+            if not plugin._transition(
+                PluginState.STARTING, "restarting", only_from=(PluginState.BACKOFF,)
+            ):
+                return
+            try:
+                incarnation = start_incarnation(self._take_start_spec())
+            except Exception as exc:
+                # Any failure, typed or not (a hostile handshake, ENOSPC, ...): start_incarnation
+                # has killed what it started; back off or give up, with the reason.
+                exit_code = exc.exit_code if isinstance(exc, PluginStartError) else None
+                why = describe_error(exc)
+                with plugin._cond:
+                    budget = self._history.budget_left(time.monotonic())
+                    delay = self._history.next_delay(time.monotonic()) if budget else 0.0
+                if not budget:
+                    plugin._transition(
+                        PluginState.FATAL,
+                        self._fatal_reason(f"restart failed, budget spent: {why}"),
+                        exit_code,
+                        only_from=(PluginState.STARTING,),
+                    )
+                    return
+                plugin._transition(
+                    PluginState.BACKOFF,
+                    f"restart failed: {why}; next try in {delay:.2f}s",
+                    exit_code,
+                    only_from=(PluginState.STARTING,),
+                )
+                continue
+            if not plugin._adopt(incarnation, "restarted"):
+                incarnation.stop(0.0, plugin.logger)  # killed while starting
+                incarnation.release()
+            return
+
+    def _take_start_spec(self) -> StartSpec:
+        assert self.spec is not None
+        with self._plugin._cond:
+            argv, self._next_start_argv = self._next_start_argv, None
+        if argv is None:
+            return self.spec
+        # Not the plugin's file, so not its checksum either.
+        return dataclasses.replace(self.spec, argv=argv, checksum=None)
+
+    def run_next_start_as(self, argv: Sequence[str]) -> None:
+        """For :func:`aog_plugins.testing.fail_next_start`: the next start (a restart)
+        runs ``argv`` instead of the plugin's command, once; the one after is normal again.
+        The plugin's own command stays untouched, so it always runs under its real path."""
+        if self.spec is None:
+            raise ConfigurationError(
+                "this plugin was attached, not launched here: this host does not start it"
+            )
+        with self._plugin._cond:
+            self._next_start_argv = tuple(argv)
