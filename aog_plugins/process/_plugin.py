@@ -6,13 +6,15 @@ STARTING -> RUNNING again, or -> EXITED (no restart wanted) or -> FATAL (budget 
 (to ``on_event`` and as a log record) that carries the reason. Events are delivered in
 order on the plugin's own event lane (a thread that exists while there are events), never
 on the shared I/O thread nor under a lock.
+
+This module owns the state machine (the lock, the state, the current incarnation, the
+events) and what callers see of a plugin. What an exit means and the restarts are
+:mod:`._supervisor`'s; stopping for good (``kill()``, ``detach()``) is :mod:`._stopper`'s.
 """
 
 from __future__ import annotations
 
-import contextlib
 import logging
-import signal
 import threading
 import time
 from collections.abc import Callable, Collection, Sequence
@@ -30,18 +32,18 @@ from aog_plugins.errors import (
     ReattachError,
 )
 from aog_plugins.handshake import HandshakeLine
-from aog_plugins.process import _registry
 from aog_plugins.process._broker import Broker
 from aog_plugins.process._connect import health_check
-from aog_plugins.process._events import PluginEvent, PluginState, wait_event
+from aog_plugins.process._events import PluginEvent, PluginState
 from aog_plugins.process._incarnation import Incarnation
 from aog_plugins.process._lane import Lane
 from aog_plugins.process._policy import RestartPolicy
 from aog_plugins.process._reattach import ReattachConfig
 from aog_plugins.process._spawn import describe_exit
 from aog_plugins.process._start import StartSpec
+from aog_plugins.process._stopper import Stopper
 from aog_plugins.process._supervisor import Supervisor
-from aog_plugins.transport import DialTarget, seconds, start_thread
+from aog_plugins.transport import DialTarget, seconds
 
 if TYPE_CHECKING:
     from aog_plugins.client import ExitInfo, GRPCProviderClient
@@ -80,14 +82,12 @@ class Plugin:
         self._current = incarnation
         self._by_channel: dict[int, Incarnation] = {}
         self._killed = False
-        self._stopper: threading.Thread | None = None
-        self._stopped = threading.Event()
         self._events = Lane(f"aog-plugins-events-{logger.name.rsplit('.', 1)[-1]}")
         self._client: GRPCProviderClient | None = None
-        self._kill_reason: str | None = None  # why this host stopped it for good
         self._client_lock = threading.Lock()
         # Before the first adopt: it hands the incarnation's exit to the supervisor.
         self._supervisor = Supervisor(self, spec, restart)
+        self._stopper = Stopper(self)
         self._adopt(incarnation, "started")
 
     # ---- facts ------------------------------------------------------------------------
@@ -240,11 +240,11 @@ class Plugin:
             return None
         tail = proc.stderr_tail().strip()
         reason = f"pid {proc.pid} {describe_exit(proc.exit_code)}"
-        if self._kill_reason is not None:  # our doing, not the plugin's: say so
-            reason += f", stopped by this host: {self._kill_reason}"
+        if self._stopper.kill_reason is not None:  # our doing, not the plugin's: say so
+            reason += f", stopped by this host: {self._stopper.kill_reason}"
         if tail:
             reason += f"; last stderr lines:\n{tail}"
-        return ExitInfo(reason, proc.exit_code, tail, self._kill_reason)
+        return ExitInfo(reason, proc.exit_code, tail, self._stopper.kill_reason)
 
     def dial_target(self, channel: grpc.Channel) -> tuple[DialTarget, int]:
         """Where the process behind ``channel`` (from :meth:`current_channel`) listens, with
@@ -335,53 +335,8 @@ class Plugin:
         self._kill_for("kill() called", grace)
 
     def _kill_for(self, reason: str, grace: float) -> None:
-        with self._cond:
-            stopper = self._stopper
-            first = stopper is None
-            if stopper is None:
-                self._killed = True
-                self._kill_reason = reason
-                self._supervisor.cancel()
-                stopper = self._stopper = threading.Thread(
-                    target=self._stop_for_good,
-                    args=(reason, grace),
-                    name="aog-plugins-kill",
-                    daemon=True,
-                )
-                start_thread(stopper)
-        if threading.current_thread() is not stopper:
-            if not stopper.is_alive() and not self._stopped.is_set():
-                # The first caller was interrupted (KeyboardInterrupt) between making the
-                # thread and starting it: start it now (a racing starter's error is moot).
-                with contextlib.suppress(RuntimeError):
-                    start_thread(stopper)
-            if not first and not wait_event(self._stopped, grace):
-                self._current.process.signal_group(signal.SIGKILL)  # hurry the first kill()
-            wait_event(self._stopped, None)
-        self._events.drain()
-        _registry.unregister(self)
-
-    def _stop_for_good(self, reason: str, grace: float) -> None:
-        try:
-            self._transition(PluginState.STOPPING, reason)
-            self._supervisor.join()
-            incarnation = self._current
-            try:
-                incarnation.stop(grace, self.logger)
-            finally:
-                if self._client is not None:
-                    self._client._closed_error = self._stopped_error  # as for a new client
-                    self._client.close()
-                incarnation.release()
-            self._transition(
-                PluginState.EXITED, f"stopped ({describe_exit(incarnation.process.exit_code)})"
-            )
-        except Exception as exc:
-            self._lifecycle.exception("stopping the plugin failed")
-            self._current.process.signal_group(signal.SIGKILL)
-            self._transition(PluginState.EXITED, f"stopped after an error: {exc!r}")
-        finally:
-            self._stopped.set()
+        """:meth:`kill`, saying why (``kill_all()`` gives its own reason)."""
+        self._stopper.kill_for(reason, grace)
 
     def detach(self) -> None:
         """Disconnect from a plugin that :func:`attach` connected to, leaving it running
@@ -393,21 +348,7 @@ class Plugin:
                 "detach() is for plugins connected with attach(); a plugin this host "
                 "launched is stopped with kill() (hand it over with reattach_config())"
             )
-        with self._cond:
-            if self._killed or self._stopper is not None:
-                return
-            self._killed = True
-            self._supervisor.cancel()
-            self._stopper = threading.current_thread()  # a later kill() finds it done
-        try:
-            if self._client is not None:
-                self._client.close()
-            self._current.release()
-            self._transition(PluginState.EXITED, "detached: the plugin keeps running")
-        finally:
-            self._stopped.set()
-        self._events.drain()
-        _registry.unregister(self)
+        self._stopper.detach()
 
     def __enter__(self) -> Plugin:
         return self
