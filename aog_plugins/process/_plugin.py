@@ -50,6 +50,9 @@ if TYPE_CHECKING:
 
 __all__ = ["Plugin", "PluginEvent", "PluginState"]
 
+_EXITED_KEPT = 8
+"""Exited processes whose calls can still be told apart from the current process's."""
+
 _FOR_GOOD = (PluginState.FATAL, PluginState.EXITED, PluginState.STOPPING)
 """States a plugin does not come back from: calls and pings fail at once."""
 
@@ -304,11 +307,13 @@ class Plugin:
             if self._killed:
                 return False
             self._current = incarnation
-            self._by_channel = {
-                key: inc
-                for key, inc in self._by_channel.items()
-                if not inc.process.exited or inc is incarnation
-            }
+            # Exited processes are kept for a few restarts: a call on one of them may end
+            # (a stream read later) after this restart, and must still be told that its
+            # process is gone, not matched with the new one. Kept, their channels keep
+            # their ids, so no new channel can be mistaken for one of them.
+            exited = [k for k, inc in self._by_channel.items() if inc.process.exited]
+            for key in exited[:-_EXITED_KEPT]:
+                del self._by_channel[key]
             self._by_channel[id(incarnation.channel)] = incarnation
         reason = f"{reason} (pid {incarnation.process.pid})"
         if not self._transition(PluginState.RUNNING, reason, only_from=(PluginState.STARTING,)):

@@ -99,6 +99,29 @@ def test_sigkill_during_server_stream(echo: tuple[Plugin, list[PluginEvent]]) ->
     assert info.value.exit_code == -signal.SIGKILL
 
 
+def test_a_stream_read_after_the_restart_still_reports_the_crash(
+    echo: tuple[Plugin, list[PluginEvent]],
+) -> None:
+    # The restart forgot the dead process's channel, so a stream read only after it was
+    # matched with the new, running process: "UNAVAILABLE ... process_exited=False", as if
+    # the plugin still ran, instead of PluginCrashedError with the exit of its process.
+    plugin, _ = echo
+    stream = plugin.client.invoke_service_stream(
+        "chat", json.dumps({"chunks": 1000, "interval": 0.05}).encode(), timeout=60
+    )
+    chunks = iter(stream)
+    next(chunks)
+    old_pid = plugin.pid
+    os.kill(old_pid, signal.SIGKILL)
+    wait_until(lambda: plugin.pid != old_pid and plugin.state is PluginState.RUNNING, 30, "restart")
+    with pytest.raises(PluginCrashedError) as info:
+        for _ in chunks:
+            pass
+    assert info.value.process_exited
+    assert info.value.exit_code == -signal.SIGKILL
+    assert f"pid {old_pid}" in str(info.value)
+
+
 def test_sigkill_during_bidi_stream(echo: tuple[Plugin, list[PluginEvent]]) -> None:
     plugin, _ = echo
     sender, replies = plugin.client.invoke_service_bidi("chat", timeout=60)
