@@ -7,8 +7,10 @@ and plugins whose xdist worker has already exited. Leftovers are killed and fail
 
 from __future__ import annotations
 
+import logging
 import os
 import uuid
+from collections.abc import Iterator
 
 import psutil
 import pytest
@@ -33,6 +35,22 @@ def _leftovers() -> list[psutil.Process]:
         except (psutil.Error, OSError):
             continue
     return found
+
+
+@pytest.fixture(autouse=True)
+def _root_logger_left_as_found() -> Iterator[None]:
+    """The CLI run in-process (``aog_plugins.cli.main``) points the root logger at the
+    test's captured stderr, closed once the test is over: a later test's plugin lines
+    then printed "--- Logging error ---" tracebacks. Handlers a test added to the root
+    logger are removed after it and the root level is put back (pytest's own handlers are
+    pytest's business)."""
+    root = logging.getLogger()
+    before, level = set(root.handlers), root.level
+    yield
+    for handler in root.handlers[:]:
+        if handler not in before and type(handler).__module__ != "_pytest.logging":
+            root.removeHandler(handler)
+    root.setLevel(level)
 
 
 def pytest_sessionstart(session: pytest.Session) -> None:
