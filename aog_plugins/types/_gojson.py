@@ -71,6 +71,10 @@ def go_loads(data: bytes | bytearray | memoryview | str) -> Any:
         raise PayloadError(f"invalid JSON: {exc}") from exc
     except RecursionError as exc:
         raise PayloadError("invalid JSON: nested too deeply") from exc
+    except ValueError as exc:
+        # int() refuses an integer of more than 4300 digits (sys.get_int_max_str_digits()):
+        # converting one costs quadratic time. Go fails it in an integer field too.
+        raise PayloadError(f"unusable JSON: an integer too long to read: {exc}") from exc
 
 
 def _reject_constant(name: str) -> Any:

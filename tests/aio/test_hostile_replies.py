@@ -1,0 +1,62 @@
+"""AsyncGRPCProviderClient against a plugin whose replies are hostile (fixtures/plugins/
+hostile_replies.py, a real process): the same typed errors as the sync client."""
+
+from __future__ import annotations
+
+from collections.abc import Awaitable, Callable
+
+import pytest
+
+from aog_plugins import RestartPolicy
+from aog_plugins.aio import AsyncGRPCProviderClient, AsyncPlugin, launch
+from aog_plugins.errors import PayloadError
+from aog_plugins.types import PullModelRequest
+from tests.aio.conftest import run
+from tests.process.conftest import LeakCheck, plugin_cmd
+
+PULL = PullModelRequest(model="m:1b")
+
+
+async def _pull_stream(client: AsyncGRPCProviderClient) -> object:
+    return [item async for item in await client.pull_model_stream(PULL, timeout=30)]
+
+
+JSON_METHODS: dict[str, Callable[[AsyncGRPCProviderClient], Awaitable[object]]] = {
+    "manifest JSON": lambda c: c.get_manifest(timeout=30),
+    "manifest JSON (support model list)": lambda c: c.get_support_model_list(timeout=30),
+    "engine config JSON": lambda c: c.get_config(timeout=30),
+    "model list JSON": lambda c: c.list_models(timeout=30),
+    "running model list JSON": lambda c: c.get_running_models(timeout=30),
+    "version JSON": lambda c: c.get_version(timeout=30),
+    "pull response JSON": lambda c: c.pull_model(PULL, timeout=30),
+    "pull progress JSON": _pull_stream,
+    "pull progress JSON (progress callback)": lambda c: c.pull_model(
+        PULL, lambda _: None, timeout=30
+    ),
+}
+"""Every client method that decodes a JSON reply, by the part its error names."""
+
+
+async def hostile(leak_check: LeakCheck, **env: str) -> AsyncPlugin:
+    return await launch(
+        plugin_cmd("hostile_replies.py"),
+        restart=RestartPolicy.never(),
+        extra_env={**leak_check.env, **env},
+    )
+
+
+async def _payload_errors(client: AsyncGRPCProviderClient, why: str) -> None:
+    for what, call in JSON_METHODS.items():
+        part = what.partition(" (")[0]
+        with pytest.raises(PayloadError, match=f"the plugin's {part} is not valid: .*{why}"):
+            await call(client)
+
+
+def test_a_number_too_long_for_python_is_a_payload_error(leak_check: LeakCheck) -> None:
+    async def main() -> None:
+        document = '{"total": ' + "9" * 5000 + "}"
+        async with await hostile(leak_check, AOG_FIXTURE_JSON=document) as plugin:
+            await _payload_errors(plugin.client, "integer too long to read")
+            assert await plugin.client.invoke_service("chat", b"{}") == b"ok"
+
+    run(main())

@@ -1,0 +1,54 @@
+"""GRPCProviderClient against a plugin whose replies are hostile (fixtures/plugins/
+hostile_replies.py, a real process): whatever a reply holds, a method raises a typed
+error that says what was wrong, never a bare ValueError or RecursionError."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+import pytest
+
+from aog_plugins import GRPCProviderClient, Plugin, RestartPolicy, launch
+from aog_plugins.errors import PayloadError
+from aog_plugins.types import PullModelRequest
+from tests.process.conftest import LeakCheck, plugin_cmd
+
+PULL = PullModelRequest(model="m:1b")
+
+JSON_METHODS: dict[str, Callable[[GRPCProviderClient], object]] = {
+    "manifest JSON": lambda c: c.get_manifest(timeout=30),
+    "manifest JSON (support model list)": lambda c: c.get_support_model_list(timeout=30),
+    "engine config JSON": lambda c: c.get_config(timeout=30),
+    "model list JSON": lambda c: c.list_models(timeout=30),
+    "running model list JSON": lambda c: c.get_running_models(timeout=30),
+    "version JSON": lambda c: c.get_version(timeout=30),
+    "pull response JSON": lambda c: c.pull_model(PULL, timeout=30),
+    "pull progress JSON": lambda c: list(c.pull_model_stream(PULL, timeout=30)),
+    "pull progress JSON (progress callback)": lambda c: c.pull_model(
+        PULL, lambda _: None, timeout=30
+    ),
+}
+"""Every client method that decodes a JSON reply, by the part its error names."""
+
+
+def hostile(leak_check: LeakCheck, **env: str) -> Plugin:
+    return launch(
+        plugin_cmd("hostile_replies.py"),
+        restart=RestartPolicy.never(),
+        extra_env={**leak_check.env, **env},
+    )
+
+
+def _payload_errors(client: GRPCProviderClient, why: str) -> None:
+    for what, call in JSON_METHODS.items():
+        part = what.partition(" (")[0]
+        with pytest.raises(PayloadError, match=f"the plugin's {part} is not valid: .*{why}"):
+            call(client)
+
+
+def test_a_number_too_long_for_python_is_a_payload_error(leak_check: LeakCheck) -> None:
+    # int() refuses more than 4300 digits with a ValueError; Go fails such a field too.
+    with hostile(leak_check, AOG_FIXTURE_JSON='{"total": ' + "9" * 5000 + "}") as plugin:
+        _payload_errors(plugin.client, "integer too long to read")
+        # An unreadable manifest only loses its per-service timeout: the call is made.
+        assert plugin.client.invoke_service("chat", b"{}") == b"ok"
