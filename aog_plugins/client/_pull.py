@@ -5,10 +5,10 @@ unary PullModel RPC, which every AOG local plugin has: AOG's own host only uses 
 
 from __future__ import annotations
 
-import json
 import re
 
-from aog_plugins.errors import PluginCallError, PluginCrashedError, PluginError
+from aog_plugins.errors import PayloadError, PluginCallError, PluginCrashedError, PluginError
+from aog_plugins.types import go_loads
 
 __all__ = ["MODEL_PULL_FAILED", "error_item", "stream_missing"]
 
@@ -29,10 +29,13 @@ _NOT_IMPLEMENTED_TEXT = re.compile(
 
 
 def error_item(data: bytes) -> str | None:
-    """The text of a progress item ``{"error": ...}`` (Ollama's failure shape), else None."""
+    """The text of a progress item ``{"error": ...}`` (Ollama's failure shape), else None.
+
+    Parsed as the item itself is (Go's rules): an item that is not such JSON is left to
+    the decoding, which says what is wrong with it."""
     try:
-        doc = json.loads(data)
-    except ValueError:
+        doc = go_loads(data)
+    except PayloadError:
         return None
     if isinstance(doc, dict) and doc.get("error"):
         return str(doc["error"])

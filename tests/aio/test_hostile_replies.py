@@ -60,3 +60,23 @@ def test_a_number_too_long_for_python_is_a_payload_error(leak_check: LeakCheck) 
             assert await plugin.client.invoke_service("chat", b"{}") == b"ok"
 
     run(main())
+
+
+@pytest.mark.parametrize(
+    ("key", "item", "why"),
+    [
+        ("AOG_FIXTURE_JSON", "[" * 50_000, "nested too deeply"),
+        ("AOG_FIXTURE_JSON_HEX", '{"error": "boom"}'.encode("utf-16-le").hex(), "invalid JSON"),
+    ],
+    ids=["deep", "utf-16"],
+)
+def test_a_progress_item_is_read_as_go_reads_it(
+    leak_check: LeakCheck, key: str, item: str, why: str
+) -> None:
+    async def main() -> None:
+        async with await hostile(leak_check, **{key: item}) as plugin:
+            for what in ("pull progress JSON", "pull progress JSON (progress callback)"):
+                with pytest.raises(PayloadError, match=f"progress JSON is not valid: .*{why}"):
+                    await JSON_METHODS[what](plugin.client)
+
+    run(main())

@@ -52,3 +52,21 @@ def test_a_number_too_long_for_python_is_a_payload_error(leak_check: LeakCheck) 
         _payload_errors(plugin.client, "integer too long to read")
         # An unreadable manifest only loses its per-service timeout: the call is made.
         assert plugin.client.invoke_service("chat", b"{}") == b"ok"
+
+
+@pytest.mark.parametrize(
+    ("item", "why"),
+    [
+        ("[" * 50_000, "nested too deeply"),  # the parser's RecursionError
+        ('{"error": "boom"}'.encode("utf-16-le").hex(), "invalid JSON"),  # Go refuses it too
+    ],
+    ids=["deep", "utf-16"],
+)
+def test_a_progress_item_is_read_as_go_reads_it(leak_check: LeakCheck, item: str, why: str) -> None:
+    # The {"error": ...} check parsed each item with plain json.loads first: a deep one
+    # raised a bare RecursionError, a UTF-16 one (which json.loads detects) was an error.
+    key = "AOG_FIXTURE_JSON" if item.startswith("[") else "AOG_FIXTURE_JSON_HEX"
+    with hostile(leak_check, **{key: item}) as plugin:
+        for what in ("pull progress JSON", "pull progress JSON (progress callback)"):
+            with pytest.raises(PayloadError, match=f"pull progress JSON is not valid: .*{why}"):
+                JSON_METHODS[what](plugin.client)
