@@ -332,7 +332,7 @@ class GoStruct:
         """Build from a decoded JSON object; raises :class:`PayloadError` on wrong types."""
         if not isinstance(data, Mapping):
             raise _fail(cls.__name__, "object", data)
-        return cls._decode(data, cls.__name__)
+        return cls._decode_top(data)
 
     @classmethod
     def from_json(cls: type[_S], data: bytes | bytearray | memoryview | str) -> _S:
@@ -342,7 +342,16 @@ class GoStruct:
             return cls()
         if not isinstance(value, Mapping):
             raise _fail(cls.__name__, "object", value)
-        return cls._decode(value, cls.__name__)
+        return cls._decode_top(value)
+
+    @classmethod
+    def _decode_top(cls: type[_S], data: Mapping[Any, Any]) -> _S:
+        try:
+            return cls._decode(data, cls.__name__)
+        except RecursionError:
+            # Copying a deep value of an unknown key into ``extra`` recurses once or twice
+            # per level: it can run out of stack where the JSON parser did not.
+            raise PayloadError(f"{cls.__name__}: a value is nested too deeply") from None
 
     def _encode(self) -> dict[str, Any]:
         layout = _layout(type(self))

@@ -62,6 +62,23 @@ def test_a_number_too_long_for_python_is_a_payload_error(leak_check: LeakCheck) 
     run(main())
 
 
+@pytest.mark.parametrize("depth", [600, 990])
+def test_a_deeply_nested_unknown_key_is_a_payload_error(leak_check: LeakCheck, depth: int) -> None:
+    async def main() -> None:
+        document = '{"note": ' + "[" * depth + "]" * depth + "}"
+        async with await hostile(leak_check, AOG_FIXTURE_JSON=document) as plugin:
+            errors: list[str] = []
+            for call in JSON_METHODS.values():
+                try:
+                    await call(plugin.client)
+                except PayloadError as exc:
+                    errors.append(str(exc))
+            assert all("nested too deeply" in error for error in errors), errors
+            assert await plugin.client.invoke_service("chat", b"{}") == b"ok"
+
+    run(main())
+
+
 @pytest.mark.parametrize(
     ("key", "item", "why"),
     [

@@ -46,11 +46,32 @@ def _payload_errors(client: GRPCProviderClient, why: str) -> None:
             call(client)
 
 
+def deep(depth: int) -> str:
+    """A document whose unknown key ``note`` holds arrays ``depth`` levels deep."""
+    return '{"note": ' + "[" * depth + "]" * depth + "}"
+
+
 def test_a_number_too_long_for_python_is_a_payload_error(leak_check: LeakCheck) -> None:
     # int() refuses more than 4300 digits with a ValueError; Go fails such a field too.
     with hostile(leak_check, AOG_FIXTURE_JSON='{"total": ' + "9" * 5000 + "}") as plugin:
         _payload_errors(plugin.client, "integer too long to read")
         # An unreadable manifest only loses its per-service timeout: the call is made.
+        assert plugin.client.invoke_service("chat", b"{}") == b"ok"
+
+
+@pytest.mark.parametrize("depth", [600, 990])
+def test_a_deeply_nested_unknown_key_is_a_payload_error(leak_check: LeakCheck, depth: int) -> None:
+    # Unknown keys are kept in ``extra``; copying a value the JSON parser could still read
+    # recursed deeper than the parser (twice per level up to Python 3.11) and raised a
+    # bare RecursionError. Where the stack suffices, the value is simply kept.
+    with hostile(leak_check, AOG_FIXTURE_JSON=deep(depth)) as plugin:
+        errors: list[str] = []
+        for call in JSON_METHODS.values():
+            try:
+                call(plugin.client)
+            except PayloadError as exc:
+                errors.append(str(exc))
+        assert all("nested too deeply" in error for error in errors), errors
         assert plugin.client.invoke_service("chat", b"{}") == b"ok"
 
 
