@@ -70,7 +70,8 @@ def _optional(call: Callable[[], object]) -> object:
     try:
         return call()
     except PluginError as exc:
-        return f"n/a (code {exc.code}: {exc.message})"
+        # str() shows the plugin's message escaped and cut to size; .message is raw.
+        return f"n/a (code {exc.code}: {str(exc).removeprefix(f'plugin error {exc.code}: ')})"
     except PluginCallError as exc:
         if exc.code == "UNIMPLEMENTED":
             return NOT_IMPLEMENTED

@@ -51,6 +51,8 @@ still running, negative for a signal), ``stderr_tail`` and a one-line ``diagnosi
 
 from __future__ import annotations
 
+import re
+
 __all__ = [
     "AmbiguousServiceError",
     "AogPluginsError",
@@ -95,6 +97,30 @@ __all__ = [
     "UnknownPluginError",
     "UnsupportedProtocolError",
 ]
+
+
+# C0 controls but tab, DEL, C1 controls (CSI is U+009B) and the Unicode line separators,
+# as process.printable escapes them in a plugin's log lines.
+_CONTROL = re.compile("[\x00-\x08\x0a-\x1f\x7f-\x9f\u2028\u2029]")
+_NAMED = {"\n": "\\n", "\r": "\\r"}
+_SHOWN_MAX = 2048
+"""Characters of a plugin's own text (an AOG message) an error's ``str`` shows at most."""
+
+
+def _escape(match: re.Match[str]) -> str:
+    char = match.group(0)
+    return _NAMED.get(char) or (
+        f"\\x{ord(char):02x}" if ord(char) < 0x100 else f"\\u{ord(char):04x}"
+    )
+
+
+def _shown(text: str, limit: int | None = None) -> str:
+    """A plugin's text as an error message shows it: control characters (ESC, CR,
+    newlines ...) escaped, so it cannot drive a terminal or forge a log line; cut to
+    ``limit`` characters when given."""
+    if limit is not None and len(text) > limit:
+        text = f"{text[:limit]}... ({len(text)} characters in all)"
+    return _CONTROL.sub(_escape, text)
 
 
 class AogPluginsError(Exception):
@@ -275,7 +301,7 @@ class PluginCallError(AogPluginsError):
     """
 
     def __init__(self, message: str, *, code: str = "", process_exited: bool = False) -> None:
-        super().__init__(message)
+        super().__init__(_shown(message))  # it may carry the plugin's gRPC status text
         self.code = code
         self.process_exited = process_exited
 
@@ -312,10 +338,14 @@ class PluginFatalError(PluginCallError):
 
 
 class PluginError(AogPluginsError):
-    """The plugin answered with an AOG failure: a ``code`` other than 0 or 200."""
+    """The plugin answered with an AOG failure: a ``code`` other than 0 or 200.
+
+    ``message`` is the plugin's text as sent; ``str()`` shows it with control characters
+    escaped and cut to 2048 characters.
+    """
 
     def __init__(self, code: int, message: str) -> None:
-        super().__init__(f"plugin error {code}: {message}")
+        super().__init__(f"plugin error {code}: {_shown(message, _SHOWN_MAX)}")
         self.code = code
         self.message = message
 

@@ -9,7 +9,7 @@ import pytest
 
 from aog_plugins import RestartPolicy
 from aog_plugins.aio import AsyncGRPCProviderClient, AsyncPlugin, launch
-from aog_plugins.errors import PayloadError
+from aog_plugins.errors import PayloadError, PluginError
 from aog_plugins.types import PullModelRequest
 from tests.aio.conftest import run
 from tests.process.conftest import LeakCheck, plugin_cmd
@@ -95,5 +95,26 @@ def test_a_progress_item_is_read_as_go_reads_it(
             for what in ("pull progress JSON", "pull progress JSON (progress callback)"):
                 with pytest.raises(PayloadError, match=f"progress JSON is not valid: .*{why}"):
                     await JSON_METHODS[what](plugin.client)
+
+    run(main())
+
+
+def test_a_failure_message_cannot_drive_the_terminal(leak_check: LeakCheck) -> None:
+    async def main() -> None:
+        env = {"AOG_FIXTURE_CODE": "4000", "AOG_FIXTURE_MESSAGE": "\x1b[2J\rforged\n" * 300}
+        async with await hostile(leak_check, **env) as plugin:
+            for call in (
+                lambda c: c.health_check(timeout=30),
+                lambda c: c.invoke_service("chat", b"{}", timeout=30),
+                JSON_METHODS["model list JSON"],
+                _pull_stream,
+            ):
+                with pytest.raises(PluginError) as info:
+                    await call(plugin.client)
+                assert info.value.message == env["AOG_FIXTURE_MESSAGE"]
+                shown = str(info.value)
+                assert shown.startswith("plugin error 4000: \\x1b[2J\\rforged\\n\\x1b[2J")
+                assert shown.endswith("... (3600 characters in all)")
+                assert shown.isprintable()
 
     run(main())

@@ -359,3 +359,22 @@ def test_a_plugins_multi_line_log_message_cannot_forge_a_line() -> None:
         line.startswith(("plugin hostile_output.py ", "aog-plugins: error:", "the plugin's", " "))
         for line in lines
     ), result.err
+
+
+def test_a_plugins_failure_message_cannot_drive_the_terminal() -> None:
+    # An AOG failure message is the plugin's text: the error line and inspect's table show
+    # its escapes and CRs escaped, on one line.
+    env = {
+        "AOG_FIXTURE_JSON": '{"services": [{"service_name": "chat"}]}',
+        "AOG_FIXTURE_CODE": "4000",
+        "AOG_FIXTURE_MESSAGE": "\x1b]0;PWNED\x07\x1b[2K\rforged\nline",
+    }
+    shown = "\\x1b]0;PWNED\\x07\\x1b[2K\\rforged\\nline"
+    result = cli("invoke", fixture("hostile_replies.py"), "chat", env=env)
+    assert result.code == 1, result.output
+    assert result.err == f"aog-plugins: error: plugin error 4000: {shown}\n"
+    result = cli("inspect", fixture("hostile_replies.py"), env=env)
+    assert result.code == 0, result.output
+    assert f"provider health  n/a (code 4000: {shown})" in result.out
+    assert "\x1b" not in result.output
+    assert "\r" not in result.output

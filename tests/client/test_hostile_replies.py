@@ -9,7 +9,7 @@ from collections.abc import Callable
 import pytest
 
 from aog_plugins import GRPCProviderClient, Plugin, RestartPolicy, launch
-from aog_plugins.errors import PayloadError
+from aog_plugins.errors import PayloadError, PluginCallError, PluginError
 from aog_plugins.types import PullModelRequest
 from tests.process.conftest import LeakCheck, plugin_cmd
 
@@ -91,3 +91,42 @@ def test_a_progress_item_is_read_as_go_reads_it(leak_check: LeakCheck, item: str
         for what in ("pull progress JSON", "pull progress JSON (progress callback)"):
             with pytest.raises(PayloadError, match=f"pull progress JSON is not valid: .*{why}"):
                 JSON_METHODS[what](plugin.client)
+
+
+FORGED = "\x1b]0;PWNED\x07\x1b[2K\rplugin other ERROR: forged\nline 2 \x9b2J\u2028end"
+FORGED_SHOWN = "\\x1b]0;PWNED\\x07\\x1b[2K\\rplugin other ERROR: forged\\nline 2 \\x9b2J\\u2028end"
+CODED_METHODS: dict[str, Callable[[GRPCProviderClient], object]] = {
+    "get_manifest": lambda c: c.get_manifest(timeout=30),
+    "health_check": lambda c: c.health_check(timeout=30),
+    "invoke_service": lambda c: c.invoke_service("chat", b"{}", timeout=30),
+    "invoke_service_stream": lambda c: list(c.invoke_service_stream("chat", b"{}", timeout=30)),
+    "list_models": lambda c: c.list_models(timeout=30),
+    "pull_model_stream": JSON_METHODS["pull progress JSON"],
+}
+
+
+def test_a_failure_message_cannot_drive_the_terminal(leak_check: LeakCheck) -> None:
+    # The AOG message is the plugin's text: shown (str, so the CLI and logs) with its
+    # control characters escaped and cut to a readable size; .message keeps it whole.
+    message = FORGED + "x" * 100_000
+    env = {"AOG_FIXTURE_CODE": "4000", "AOG_FIXTURE_MESSAGE": message}
+    with hostile(leak_check, **env) as plugin:
+        for name, call in CODED_METHODS.items():
+            with pytest.raises(PluginError) as info:
+                call(plugin.client)
+            assert (info.value.code, info.value.message) == (4000, message), name
+            shown = str(info.value)
+            assert shown.startswith(f"plugin error 4000: {FORGED_SHOWN}xxx"), name
+            assert shown.endswith(f"... ({len(message)} characters in all)"), name
+            assert shown.isprintable(), name
+            assert len(shown) < 4096, name
+
+
+def test_a_grpc_status_text_cannot_drive_the_terminal(leak_check: LeakCheck) -> None:
+    with (
+        hostile(leak_check, AOG_FIXTURE_ABORT=FORGED) as plugin,
+        pytest.raises(PluginCallError) as info,
+    ):
+        plugin.client.invoke_service("chat", b"{}", timeout=30)
+    assert info.value.code == "INTERNAL"
+    assert str(info.value) == f"InvokeService failed: INTERNAL: {FORGED_SHOWN}"
