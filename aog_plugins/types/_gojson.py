@@ -43,6 +43,7 @@ _ESCAPES = {
 }
 _NEED_ESCAPE = re.compile("[<>&\u2028\u2029]")
 _LONE_SURROGATE = re.compile("[\ud800-\udfff]")
+_SURROGATE_ESCAPE = re.compile(r"\\u[dD][89a-fA-F]")
 
 
 class Float32(float):
@@ -66,7 +67,7 @@ def go_loads(data: bytes | bytearray | memoryview | str) -> Any:
     else:
         raise PayloadError(f"expected JSON text as bytes or str, got {type(data).__name__}")
     try:
-        return json.loads(text, parse_constant=_reject_constant)
+        value = json.loads(text, parse_constant=_reject_constant)
     except json.JSONDecodeError as exc:
         raise PayloadError(f"invalid JSON: {exc}") from exc
     except RecursionError as exc:
@@ -75,6 +76,39 @@ def go_loads(data: bytes | bytearray | memoryview | str) -> Any:
         # int() refuses an integer of more than 4300 digits (sys.get_int_max_str_digits()):
         # converting one costs quadratic time. Go fails it in an integer field too.
         raise PayloadError(f"unusable JSON: an integer too long to read: {exc}") from exc
+    if _SURROGATE_ESCAPE.search(text) or _LONE_SURROGATE.search(text):
+        value = _replace_lone_surrogates(value)
+    return value
+
+
+def _replace_lone_surrogates(root: Any) -> Any:
+    """Go decodes a ``\\u`` escape of a lone UTF-16 surrogate as U+FFFD; json.loads keeps
+    the surrogate, a str that no encoding can write. Replace them (pairs were already
+    joined), in keys too, without recursion (the tree may be as deep as the parser goes)."""
+
+    def fix(text: str) -> str:
+        return _LONE_SURROGATE.sub("\ufffd", text)
+
+    if isinstance(root, str):
+        return fix(root)
+
+    def fixed(item: Any) -> Any:
+        if isinstance(item, str):
+            return fix(item)
+        if isinstance(item, (dict, list)):
+            stack.append(item)
+        return item
+
+    stack: list[Any] = [root] if isinstance(root, (dict, list)) else []
+    while stack:
+        node = stack.pop()
+        if isinstance(node, dict):
+            items = list(node.items())
+            node.clear()  # refilled in order, under the fixed keys
+            node.update((fix(key), fixed(item)) for key, item in items)
+        else:
+            node[:] = [fixed(item) for item in node]
+    return root
 
 
 def _reject_constant(name: str) -> Any:

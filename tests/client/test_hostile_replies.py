@@ -130,3 +130,20 @@ def test_a_grpc_status_text_cannot_drive_the_terminal(leak_check: LeakCheck) -> 
         plugin.client.invoke_service("chat", b"{}", timeout=30)
     assert info.value.code == "INTERNAL"
     assert str(info.value) == f"InvokeService failed: INTERNAL: {FORGED_SHOWN}"
+
+
+def test_a_lone_surrogate_escape_decodes_to_u_fffd_as_in_go(leak_check: LeakCheck) -> None:
+    # json.loads keeps "\ud800" as a lone surrogate, which no text encoding can write:
+    # printing such a provider name raised UnicodeEncodeError (the CLI's inspect too).
+    # Go's decoder gives U+FFFD; a proper pair is one character in both.
+    document = (
+        '{"version": "\\ud800x", "provider": {"name": "a\\uDFFFb"}, "services": [{"service_name":'
+        ' "chat", "support_models": ["\\ud83d\\ude00", "\\ud800\\u0041"]}], "note": {"\\udc80":'
+        ' ["\\udc80"]}}'
+    )
+    with hostile(leak_check, AOG_FIXTURE_JSON=document) as plugin:
+        manifest = plugin.client.get_manifest(timeout=30)
+    assert manifest.version == "\ufffdx"
+    assert manifest.provider.name == "a\ufffdb"
+    assert manifest.services[0].support_models == ["\U0001f600", "\ufffdA"]
+    assert manifest.extra == {"note": {"\ufffd": ["\ufffd"]}}
