@@ -96,12 +96,13 @@ __all__ = [
     "UnknownNetworkError",
     "UnknownPluginError",
     "UnsupportedProtocolError",
+    "printable",
 ]
 
 
-# C0 controls but tab, DEL, C1 controls (CSI is U+009B) and the Unicode line separators,
-# as process.printable escapes them in a plugin's log lines.
+# C0 controls but tab, DEL, C1 controls (CSI is U+009B) and the Unicode line separators.
 _CONTROL = re.compile("[\x00-\x08\x0a-\x1f\x7f-\x9f\u2028\u2029]")
+_CONTROL_BUT_NEWLINE = re.compile("[\x00-\x08\x0b-\x1f\x7f-\x9f\u2028\u2029]")
 _NAMED = {"\n": "\\n", "\r": "\\r"}
 _SHOWN_MAX = 2048
 """Characters of a plugin's own text (an AOG message) an error's ``str`` shows at most."""
@@ -114,13 +115,14 @@ def _escape(match: re.Match[str]) -> str:
     )
 
 
-def _shown(text: str, limit: int | None = None) -> str:
-    """A plugin's text as an error message shows it: control characters (ESC, CR,
-    newlines ...) escaped, so it cannot drive a terminal or forge a log line; cut to
-    ``limit`` characters when given."""
+def printable(text: str, *, newlines: bool = False, limit: int | None = None) -> str:
+    """``text`` from a plugin with its control characters (ESC, CR, BEL, C1 ...; newlines
+    too unless ``newlines``) written as escapes (``\\x1b``, ``\\r``), cut to ``limit``
+    characters when given: a plugin's output or message, logged or shown in an error,
+    cannot drive the reader's terminal or forge a line of the log."""
     if limit is not None and len(text) > limit:
         text = f"{text[:limit]}... ({len(text)} characters in all)"
-    return _CONTROL.sub(_escape, text)
+    return (_CONTROL_BUT_NEWLINE if newlines else _CONTROL).sub(_escape, text)
 
 
 class AogPluginsError(Exception):
@@ -301,7 +303,9 @@ class PluginCallError(AogPluginsError):
     """
 
     def __init__(self, message: str, *, code: str = "", process_exited: bool = False) -> None:
-        super().__init__(_shown(message))  # it may carry the plugin's gRPC status text
+        # Our own text may span lines (a crash's stderr tail); what a plugin sent in it was
+        # escaped where it was put in (see call_error), this is the last line of defence.
+        super().__init__(printable(message, newlines=True))
         self.code = code
         self.process_exited = process_exited
 
@@ -345,7 +349,7 @@ class PluginError(AogPluginsError):
     """
 
     def __init__(self, code: int, message: str) -> None:
-        super().__init__(f"plugin error {code}: {_shown(message, _SHOWN_MAX)}")
+        super().__init__(f"plugin error {code}: {printable(message, limit=_SHOWN_MAX)}")
         self.code = code
         self.message = message
 

@@ -12,7 +12,7 @@ from typing import Protocol, runtime_checkable
 
 import grpc
 
-from aog_plugins.errors import PluginCallError, PluginCrashedError, PluginError
+from aog_plugins.errors import PluginCallError, PluginCrashedError, PluginError, printable
 
 __all__ = [
     "ConnectionSource",
@@ -102,6 +102,8 @@ def call_error(
             stderr_tail=info.stderr_tail,
             stopped_by_host=info.stopped_by_host,
         )
+    if details is not None:  # the plugin's status text: one line, no terminal escapes
+        details = printable(details)
     if code is grpc.StatusCode.DEADLINE_EXCEEDED:
         text = f"{rpc} failed: no answer within the deadline ({name}); the plugin is still running"
     elif code is grpc.StatusCode.UNIMPLEMENTED:

@@ -16,6 +16,8 @@ from collections import deque
 from dataclasses import dataclass, field
 from typing import Any
 
+from aog_plugins.errors import printable
+
 __all__ = ["TRACE", "LineSplitter", "ParsedLine", "StderrLogParser", "parse_line", "printable"]
 
 TRACE = 5
@@ -40,26 +42,6 @@ TAIL_LINE_MAX = 1024
 """Characters of one stderr line kept for error messages (the log record gets it whole)."""
 TAIL_MAX = 8 * 1024
 """Characters of stderr tail an error message carries at most, however long the lines."""
-
-
-# C0 controls but tab, DEL, C1 controls (CSI is U+009B) and the Unicode line separators.
-_CONTROL = re.compile("[\x00-\x08\x0a-\x1f\x7f-\x9f\u2028\u2029]")
-_CONTROL_BUT_NEWLINE = re.compile("[\x00-\x08\x0b-\x1f\x7f-\x9f\u2028\u2029]")
-_NAMED = {"\n": "\\n", "\r": "\\r"}
-
-
-def _escape(match: re.Match[str]) -> str:
-    char = match.group(0)
-    return _NAMED.get(char) or (
-        f"\\x{ord(char):02x}" if ord(char) < 0x100 else f"\\u{ord(char):04x}"
-    )
-
-
-def printable(text: str, *, newlines: bool = False) -> str:
-    """``text`` with its control characters (ESC, CR, BEL, C1 ...; newlines too unless
-    ``newlines``) written as escapes (``\\x1b``, ``\\r``): a plugin's output, re-logged or
-    shown in an error, cannot drive the reader's terminal or overwrite a line of the log."""
-    return (_CONTROL_BUT_NEWLINE if newlines else _CONTROL).sub(_escape, text)
 
 
 @dataclass(frozen=True)

@@ -64,6 +64,8 @@ def test_sigkill_during_unary_call(echo: tuple[Plugin, list[PluginEvent]]) -> No
     assert info.value.exit_code == -signal.SIGKILL
     assert info.value.process_exited
     assert "SIGKILL" in str(info.value)
+    # Its stderr tail on lines of their own (not escaped like a plugin's status text).
+    assert "last stderr lines:\n" in str(info.value), str(info.value)
     # A new call waits for the restart and reaches the new process.
     assert plugin.client.invoke_service("chat", b'{"x": 1}', timeout=30) == b'{"x": 1}'
     assert plugin.pid != old_pid
