@@ -18,6 +18,7 @@ from typing import TYPE_CHECKING
 
 from aog_plugins.errors import ConfigurationError, PluginStartError
 from aog_plugins.process._events import PluginState, describe_error
+from aog_plugins.process._guard import StartCancelled, StartGuard
 from aog_plugins.process._incarnation import Incarnation
 from aog_plugins.process._policy import RestartHistory, RestartPolicy
 from aog_plugins.process._spawn import describe_exit
@@ -45,6 +46,7 @@ class Supervisor:
         self._worker: threading.Thread | None = None
         # One start runs this argv instead of spec.argv (aog_plugins.testing.fail_next_start).
         self._next_start_argv: tuple[str, ...] | None = None
+        self._starting: StartGuard[Incarnation] | None = None  # the restart's start, if any
 
     def on_exit(self, incarnation: Incarnation) -> None:
         # On the process's lane (never the I/O thread): decide, hand slow work to a thread.
@@ -84,16 +86,19 @@ class Supervisor:
 
     def cancel(self) -> None:
         """The plugin is being stopped or detached (under its lock): a restart waiting out
-        its backoff gives up at once."""
+        its backoff gives up at once, and one starting is abandoned (its process killed, so
+        a handshake it waits for fails now, not after the start timeout)."""
         self._wakeup.set()
+        if self._starting is not None:
+            self._starting.abandon()
 
     def join(self) -> None:
         """Wait for the thread :meth:`on_exit` started, if any."""
         with self._plugin._cond:
             worker = self._worker
         if worker is not None:
-            # A restart in progress ends within its start timeout; then nothing of it
-            # is left (it sees the kill and cleans up what it started).
+            # A restart in progress was abandoned by cancel(): it ends at once, and
+            # nothing of it is left (it sees the kill and cleans up what it started).
             worker.join()
 
     def _fatal_reason(self, reason: str) -> str:
@@ -122,8 +127,15 @@ class Supervisor:
                 PluginState.STARTING, "restarting", only_from=(PluginState.BACKOFF,)
             ):
                 return
+            guard = StartGuard[Incarnation](lambda started: None)  # never run(): no discard
+            with plugin._cond:
+                if plugin._killed:
+                    return
+                self._starting = guard
             try:
-                incarnation = start_incarnation(self._take_start_spec())
+                incarnation = start_incarnation(self._take_start_spec(), guard)
+            except StartCancelled:
+                return  # killed before the spawn; nothing was started
             except Exception as exc:
                 # Any failure, typed or not (a hostile handshake, ENOSPC, ...): start_incarnation
                 # has killed what it started; back off or give up, with the reason.
@@ -147,6 +159,9 @@ class Supervisor:
                     only_from=(PluginState.STARTING,),
                 )
                 continue
+            finally:
+                with plugin._cond:
+                    self._starting = None
             if not plugin._adopt(incarnation, "restarted"):
                 incarnation.stop(0.0, plugin.logger)  # killed while starting
                 incarnation.release()

@@ -180,3 +180,26 @@ def test_a_client_used_before_kill_raises_what_a_new_one_raises(leak_check: Leak
     plugin.kill()
     with pytest.raises(PluginFatalError, match="EXITED"):
         client.health_check()
+
+
+def test_kill_during_a_restart_that_hangs_does_not_wait_out_the_start_timeout(
+    leak_check: LeakCheck,
+) -> None:
+    # kill() waited for the restart thread, and that for its start: a restarted process
+    # that never printed its handshake held kill() for the whole start_timeout (60 s by
+    # default; "A restart in progress ends within its start timeout"). The restart's start
+    # is now given up, its process killed, as a manager's close() gives up a first start.
+    plugin = launch(
+        plugin_cmd("echo_plugin.py"),
+        restart=RestartPolicy(backoff_base=0.01),
+        start_timeout=600,
+        extra_env=leak_check.env,
+    )
+    plugin._run_next_start_as(plugin_cmd("misbehave.py", "never-handshake"))
+    os.kill(plugin.pid, signal.SIGKILL)
+    wait_until(lambda: plugin.state is PluginState.STARTING, 30, "the restart")
+    killer = threading.Thread(target=plugin.kill, args=(1.0,), daemon=True)
+    killer.start()
+    killer.join(60)
+    assert not killer.is_alive(), "kill() waited for the hanging restart"
+    assert plugin.state is PluginState.EXITED
