@@ -18,10 +18,10 @@ import grpc
 from aog_plugins._proto import provider_pb2_grpc
 from aog_plugins.client._methods import Streamed, Unary
 from aog_plugins.client._rpcs import BidiRpc, StreamCall, StreamRpc, Stub, UnaryRpc
-from aog_plugins.client._source import ConnectionSource, transport_error
+from aog_plugins.client._source import ConnectionSource, closed_channel_error, transport_error
 from aog_plugins.client._streams import ResponseStream, StreamRegistry
 from aog_plugins.errors import AogPluginsError, PluginCrashedError
-from aog_plugins.transport import NO_LIMIT_BEYOND, seconds, signals_blocked
+from aog_plugins.transport import NO_LIMIT_BEYOND, make_stub, seconds, signals_blocked
 
 __all__ = ["RpcCalls", "limit_of"]
 
@@ -54,7 +54,7 @@ class RpcCalls:
     def _channel_changed(self) -> None:
         """Called (under the lock) when calls move to a new channel, e.g. after a restart."""
 
-    def _stub(self, timeout: float | None = None) -> tuple[grpc.Channel, Stub]:
+    def _stub(self, timeout: float | None, rpc: str) -> tuple[grpc.Channel, Stub]:
         if self._closed.is_set():
             if self._closed_error is not None:
                 raise self._closed_error()
@@ -63,7 +63,11 @@ class RpcCalls:
         channel = self._source.current_channel(timeout)
         with self._lock:
             if self._stub_for is None or self._stub_for[0] is not channel:
-                self._stub_for = (channel, provider_pb2_grpc.ProviderServiceStub(channel))
+                try:
+                    stub = make_stub(provider_pb2_grpc.ProviderServiceStub, channel)
+                except ValueError as exc:  # closed meanwhile: its process exited
+                    raise closed_channel_error(rpc, exc, self._source, channel) from None
+                self._stub_for = (channel, stub)
                 self._channel_changed()
             return self._stub_for
 
@@ -73,15 +77,22 @@ class RpcCalls:
         deadline = None if limit is None else time.monotonic() + limit
         for attempt in (0, 1):
             remaining = None if deadline is None else max(deadline - time.monotonic(), 0.001)
-            channel, stub = self._stub(remaining)
+            try:
+                channel, stub = self._stub(remaining, rpc.name)
+            except PluginCrashedError:
+                if rpc.idempotent and attempt == 0:
+                    continue
+                raise
             remaining = None if deadline is None else max(deadline - time.monotonic(), 0.001)
             try:
                 return rpc.method(stub)(request, timeout=remaining)
             except grpc.RpcError as exc:
                 error = transport_error(rpc.name, exc, self._source, channel)
-                if rpc.idempotent and attempt == 0 and isinstance(error, PluginCrashedError):
-                    continue
-                raise error from None
+            except ValueError as exc:  # the channel was closed meanwhile: its process exited
+                error = closed_channel_error(rpc.name, exc, self._source, channel)
+            if rpc.idempotent and attempt == 0 and isinstance(error, PluginCrashedError):
+                continue
+            raise error from None
         raise AssertionError("unreachable")  # pragma: no cover
 
     def _call(self, call: Unary[_Q, _R, _T], timeout: float | None) -> _T:
@@ -99,9 +110,12 @@ class RpcCalls:
         convert: Callable[[_R], tuple[_T | None, bool]],
     ) -> ResponseStream[_T]:
         limit = limit_of(timeout)
-        channel, stub = self._stub(limit)
-        with signals_blocked():  # grpcio may start the channel's polling thread here
-            call = rpc.method(stub)(request, timeout=limit)
+        channel, stub = self._stub(limit, rpc.name)
+        try:
+            with signals_blocked():  # grpcio may start the channel's polling thread here
+                call = rpc.method(stub)(request, timeout=limit)
+        except ValueError as exc:
+            raise closed_channel_error(rpc.name, exc, self._source, channel) from None
         return self._track(rpc.name, call, convert, channel)
 
     def _open_bidi(
@@ -112,9 +126,12 @@ class RpcCalls:
         convert: Callable[[_R], tuple[_T | None, bool]],
     ) -> ResponseStream[_T]:
         limit = limit_of(timeout)
-        channel, stub = self._stub(limit)
-        with signals_blocked():  # and a thread consuming the requests
-            call = rpc.method(stub)(requests, timeout=limit)
+        channel, stub = self._stub(limit, rpc.name)
+        try:
+            with signals_blocked():  # and a thread consuming the requests
+                call = rpc.method(stub)(requests, timeout=limit)
+        except ValueError as exc:
+            raise closed_channel_error(rpc.name, exc, self._source, channel) from None
         return self._track(rpc.name, call, convert, channel)
 
     def _track(

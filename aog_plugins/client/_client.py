@@ -81,7 +81,7 @@ class GRPCProviderClient(RpcCalls):
         return service.effective_timeout(streaming)
 
     def _cached_manifest(self) -> PluginManifest:
-        self._stub(DEFAULT_UNARY_TIMEOUT)  # refreshes the cache when the channel changed
+        self._stub(DEFAULT_UNARY_TIMEOUT, "GetManifest")  # refreshes the cache on a new channel
         with self._lock:
             manifest = self._manifest
         if manifest is None:

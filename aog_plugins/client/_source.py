@@ -20,6 +20,7 @@ __all__ = [
     "StaticSource",
     "call_error",
     "check_code",
+    "closed_channel_error",
     "exit_wait",
     "is_success",
     "transport_error",
@@ -111,6 +112,23 @@ def call_error(
     else:
         text = f"{rpc} failed: {name}: {details}"
     return PluginCallError(text, code=name, process_exited=False)
+
+
+_CLOSED_CHANNEL = ("on closed channel", "Channel closed")
+
+
+def closed_channel_error(
+    rpc: str, exc: ValueError, source: ConnectionSource, channel: grpc.Channel
+) -> PluginCallError:
+    """grpcio refuses a call on a closed channel with a bare ``ValueError``. The host closes
+    a plugin's channel when its process exits (calls in flight then fail at once), so a
+    call that took the channel a moment before is told of that exit as they are; any other
+    ``ValueError`` is re-raised."""
+    if not any(text in str(exc) for text in _CLOSED_CHANNEL):
+        raise exc
+    code = grpc.StatusCode.UNAVAILABLE
+    details = "the host's channel to the plugin was closed"
+    return call_error(rpc, code, details, source.exit_info(channel, wait=exit_wait(code)))
 
 
 def transport_error(

@@ -20,7 +20,7 @@ from aog_plugins._proto import (
 )
 from aog_plugins.errors import PluginConnectError, PluginUnhealthyError
 from aog_plugins.handshake import HandshakeLine
-from aog_plugins.transport import HEALTH_SERVICE, is_connected, start_thread
+from aog_plugins.transport import HEALTH_SERVICE, is_connected, make_stub, start_thread
 
 __all__ = [
     "STDIO_MAX_MESSAGE",
@@ -46,7 +46,7 @@ def health_check(
     :class:`PluginConnectError` naming its address. ``on_exit`` (a process's
     ``add_exit_callback``) ends the wait as soon as the plugin exits.
     """
-    stub = health_pb2_grpc.HealthStub(channel)
+    stub = make_stub(health_pb2_grpc.HealthStub, channel)
     request = health_pb2.HealthCheckRequest(service=HEALTH_SERVICE)
     call = stub.Check.future(request, timeout=timeout, wait_for_ready=connecting is not None)
     if on_exit is not None:
@@ -90,10 +90,11 @@ def _raise_if_not_connected(channel: grpc.Channel, line: HandshakeLine, timeout:
 
 def request_shutdown(channel: grpc.Channel, timeout: float) -> None:
     """Ask the plugin to exit (GRPCController.Shutdown); errors are expected and ignored."""
-    stub = grpc_controller_pb2_grpc.GRPCControllerStub(channel)
     # The server usually dies mid-call (UNAVAILABLE); a plugin without the controller
-    # answers UNIMPLEMENTED. Either way the kill ladder goes on.
-    with contextlib.suppress(grpc.RpcError):
+    # answers UNIMPLEMENTED; a channel closed meanwhile (the plugin exited) refuses the
+    # call with a ValueError. Either way the kill ladder goes on.
+    with contextlib.suppress(grpc.RpcError, ValueError):
+        stub = make_stub(grpc_controller_pb2_grpc.GRPCControllerStub, channel)
         stub.Shutdown(grpc_controller_pb2.Empty(), timeout=max(timeout, 0.05))
 
 

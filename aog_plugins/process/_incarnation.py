@@ -22,7 +22,7 @@ from aog_plugins.handshake import HandshakeLine
 from aog_plugins.process._broker import Broker
 from aog_plugins.process._connect import StdioPump, request_shutdown
 from aog_plugins.process._tempdir import remove_socket_dir
-from aog_plugins.transport import ClientTLS, DialTarget, Mux, Relay
+from aog_plugins.transport import ClientTLS, DialTarget, Mux, Relay, close_channel
 
 __all__ = ["Incarnation", "ProcessHandle"]
 
@@ -91,7 +91,7 @@ class Incarnation:
                 self.stdio.close()
             if self.broker is not None:
                 self.broker.close()
-            self.channel.close()
+            close_channel(self.channel)
             if self.mux is not None:
                 self.mux.close()
             if self.relay is not None:

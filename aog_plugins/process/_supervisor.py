@@ -23,7 +23,7 @@ from aog_plugins.process._incarnation import Incarnation
 from aog_plugins.process._policy import RestartHistory, RestartPolicy
 from aog_plugins.process._spawn import describe_exit
 from aog_plugins.process._start import StartSpec, start_incarnation
-from aog_plugins.transport import start_thread
+from aog_plugins.transport import close_channel, start_thread
 
 if TYPE_CHECKING:
     from aog_plugins.process._plugin import Plugin
@@ -62,7 +62,7 @@ class Supervisor:
             ):
                 return  # kill() got there first: it cleans up
             # Calls in flight fail now instead of hanging on a dead socket.
-            incarnation.channel.close()
+            close_channel(incarnation.channel)
             self._history.run_ended(uptime)
             delay = None
             if not self.policy.wants_restart(code):

@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import threading
+from collections.abc import Callable
 from dataclasses import dataclass
+from typing import TypeVar
 
 # grpc.insecure_channel() imports grpc._channel on first use (about 4 ms): imported here,
 # it is paid with the import of this package, not by the first launch of a process.
@@ -18,7 +21,9 @@ __all__ = [
     "HEALTH_SERVICE",
     "ClientTLS",
     "DialTarget",
+    "close_channel",
     "is_connected",
+    "make_stub",
     "open_aio_channel",
     "open_channel",
 ]
@@ -103,6 +108,38 @@ def open_aio_channel(dial: DialTarget) -> grpc.aio.Channel:
         if creds is None:
             return grpc.aio.insecure_channel(dial.target, options=options)
         return grpc.aio.secure_channel(dial.target, creds, options=options)
+
+
+_CLOSING = threading.Lock()
+"""Held while the library closes a channel or makes a stub: see :func:`make_stub`."""
+
+_S = TypeVar("_S")
+
+
+def close_channel(channel: grpc.Channel) -> None:
+    """Close ``channel``; a :func:`make_stub` for it runs wholly before or after."""
+    with _CLOSING:
+        channel.close()
+
+
+def make_stub(factory: Callable[[grpc.Channel], _S], channel: grpc.Channel) -> _S:
+    """``factory(channel)``, a generated stub, made only on an open channel.
+
+    grpcio (1.85) crashes the process with a segmentation fault when a stub's registered
+    method is made on a closed channel, and the library closes a plugin's channel when its
+    process exits (calls in flight then fail at once): a call or a ping picking the channel
+    that moment made its stub on it. Such a channel gives grpcio's own ``ValueError`` for
+    a call on a closed channel instead; our closes (:func:`close_channel`) wait for a stub
+    being made."""
+    with _CLOSING:
+        core = getattr(channel, "_channel", None)
+        check = getattr(core, "check_connectivity_state", None)
+        if check is not None:
+            try:
+                check(False)
+            except ValueError:
+                raise ValueError("Cannot invoke RPC on closed channel!") from None
+        return factory(channel)
 
 
 def is_connected(channel: grpc.Channel) -> bool:

@@ -60,3 +60,30 @@ def test_read_is_retried_when_the_plugin_dies_mid_call(
         expected = ListResponse if method == "get_running_models" else EngineVersionResponse
         assert isinstance(answer, expected)
     logger.removeHandler(logs)
+
+
+def test_a_call_on_a_channel_closed_under_it_is_a_typed_error(leak_check: LeakCheck) -> None:
+    # The host closes a plugin's channel when its process exits, so that calls in flight
+    # fail at once; a call that took the channel a moment before got grpcio's bare
+    # "ValueError: Cannot invoke RPC on closed channel!" (a rare flake of the crash tests).
+    # Closing the channel by hand makes that moment last.
+    from aog_plugins.errors import PluginCallError, PluginConnectError
+
+    with launch(
+        plugin_cmd("echo_plugin.py"), restart=RestartPolicy.never(), extra_env=leak_check.env
+    ) as plugin:
+        plugin.client.health_check(timeout=30)
+        plugin.channel.close()
+        fresh = GRPCProviderClient(plugin)  # its stub is made on the closed channel
+        for call in (
+            lambda: plugin.client.get_manifest(timeout=30),
+            lambda: list(plugin.client.invoke_service_stream("chat", b"{}", timeout=30)),
+            lambda: fresh.get_version(timeout=30),
+        ):
+            with pytest.raises(PluginCallError, match="channel to the plugin was closed") as info:
+                call()
+            assert info.value.code == "UNAVAILABLE"
+            assert not info.value.process_exited  # its process still runs
+        with pytest.raises(PluginConnectError, match="closed"):
+            plugin.ping()  # its health check's stub too
+    # kill() asks for Shutdown on that channel: grpcio segfaulted making its stub there.
