@@ -20,6 +20,7 @@ connects, and later connections resume the first one's TLS 1.3 session.
 from __future__ import annotations
 
 import contextlib
+import errno
 import os
 import select
 import socket
@@ -37,6 +38,11 @@ from aog_plugins.transport._threads import start_thread
 from aog_plugins.transport._tlspump import pump
 
 __all__ = ["ClientRelayPlan", "ThreadRelay", "start_client_relay", "start_server_relay"]
+
+_ACCEPT_FATAL = frozenset({errno.EBADF, errno.EINVAL, errno.ENOTSOCK, errno.EOPNOTSUPP})
+"""accept() errors that mean the listener itself is gone; any other one passes."""
+_ACCEPT_PAUSE_MIN, _ACCEPT_PAUSE_MAX = 0.005, 1.0
+"""Seconds between accept() tries while it fails (doubling), as Go's http.Server."""
 
 
 class ThreadRelay(Relay):
@@ -110,6 +116,9 @@ class ThreadRelay(Relay):
         poller = select.poll()
         poller.register(self._wake_r, select.POLLIN)
         poller.register(self._listener.fileno(), select.POLLIN)
+        woken = select.poll()  # for pauses: the wake pipe only
+        woken.register(self._wake_r, select.POLLIN)
+        pause = 0.0
         while True:
             if any(fd == self._wake_r for fd, _ in poller.poll()):
                 return
@@ -117,8 +126,18 @@ class ThreadRelay(Relay):
                 inbound, _ = self._listener.accept()
             except (BlockingIOError, InterruptedError):
                 continue
-            except OSError:
-                return
+            except OSError as exc:
+                if exc.errno in _ACCEPT_FATAL:
+                    return
+                # Out of fds (EMFILE, ENFILE), of memory, or a connection aborted: the
+                # listener is fine, and stopping here would leave it deaf for good (the
+                # host could never connect again). The waiting connection stays in the
+                # backlog, so pause before the next try, as Go's http.Server does.
+                pause = min(pause * 2, _ACCEPT_PAUSE_MAX) if pause else _ACCEPT_PAUSE_MIN
+                if woken.poll(pause * 1000):
+                    return
+                continue
+            pause = 0.0
             with self._lock:
                 if self._closed:
                     inbound.close()
@@ -127,7 +146,12 @@ class ThreadRelay(Relay):
                     target=self._serve, args=(inbound,), name="aog-plugins-relay-conn", daemon=True
                 )
                 self._threads.add(thread)
-            start_thread(thread)
+            try:
+                start_thread(thread)
+            except RuntimeError:  # no thread to be had now: drop this one connection
+                with self._lock:
+                    self._threads.discard(thread)
+                inbound.close()
 
     def _serve(self, inbound: socket.socket) -> None:
         pair: tuple[ssl.SSLSocket, socket.socket] | None = None

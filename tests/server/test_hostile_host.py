@@ -1,0 +1,103 @@
+"""A Python plugin against a host (or a neighbour) that pushes it to its limits: the
+plugin may refuse work while a resource is exhausted, never stay broken after it."""
+
+from __future__ import annotations
+
+import os
+import resource
+import socket
+import subprocess
+import sys
+from collections.abc import Callable, Iterator
+from pathlib import Path
+
+import grpc
+import psutil
+import pytest
+
+from aog_plugins._proto import provider_pb2, provider_pb2_grpc
+from aog_plugins.handshake import (
+    AOG_HANDSHAKE,
+    HandshakeLine,
+    generate_certificate,
+    host_plugin_env,
+    parse_handshake_line,
+)
+from aog_plugins.transport import open_channel, start_client_relay
+from tests.support.wait import wait_until
+
+FIXTURES = Path(__file__).resolve().parents[2] / "fixtures" / "plugins"
+
+Start = Callable[[dict[str, str]], "tuple[subprocess.Popen[bytes], HandshakeLine]"]
+
+
+@pytest.fixture
+def start_echo(tmp_path: Path) -> Iterator[Start]:
+    """Starts ``echo_plugin.py`` the way a host does; returns it and its handshake."""
+    procs: list[subprocess.Popen[bytes]] = []
+
+    def start(env: dict[str, str]) -> tuple[subprocess.Popen[bytes], HandshakeLine]:
+        proc = subprocess.Popen(
+            [sys.executable, str(FIXTURES / "echo_plugin.py")],
+            env={**os.environ, **env, "PYTHONPATH": str(FIXTURES)},
+            stdout=subprocess.PIPE,
+            stderr=subprocess.DEVNULL,
+            cwd=tmp_path,
+        )
+        procs.append(proc)
+        assert proc.stdout is not None
+        return proc, parse_handshake_line(proc.stdout.readline().decode())
+
+    yield start
+    for proc in procs:
+        if proc.poll() is None:
+            proc.kill()
+        proc.communicate()
+
+
+def _echo(channel: grpc.Channel, payload: bytes) -> bytes:
+    reply = provider_pb2_grpc.ProviderServiceStub(channel).InvokeService(
+        provider_pb2.InvokeServiceRequest(service_name="chat", request_data=payload), timeout=30
+    )
+    assert reply.code == 0
+    return bytes(reply.response_data)
+
+
+def test_the_relay_accepts_again_once_the_plugin_has_file_descriptors_again(
+    tmp_path: Path, start_echo: Start
+) -> None:
+    """A Go host's P-521 certificate: the plugin's own TLS relay accepts its connections.
+    While the plugin is out of file descriptors accept() fails (EMFILE); the relay used
+    to stop accepting for good then, so the host could never connect again."""
+    host = generate_certificate("P-521")
+    proc, line = start_echo(
+        host_plugin_env(AOG_HANDSHAKE, [1], client_cert_pem=host.cert_pem, socket_dir=str(tmp_path))
+    )
+    assert line.server_cert is not None
+    plugin = psutil.Process(proc.pid)
+    soft, hard = resource.prlimit(proc.pid, resource.RLIMIT_NOFILE)
+    spare = 4
+    limit = plugin.num_fds() + spare
+    resource.prlimit(proc.pid, resource.RLIMIT_NOFILE, (limit, hard))
+    # Silent connections: each one the relay accepts holds a descriptor in its TLS
+    # handshake until that times out (10 s); the one left over waits in the backlog
+    # while every accept() of it fails with EMFILE.
+    silent = []
+    for _ in range(spare + 1):
+        sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        sock.connect(line.address)
+        silent.append(sock)
+    try:
+        wait_until(lambda: plugin.num_fds() >= limit, 30, "the plugin to run out of fds")
+        # The relay gives up on the silent handshakes: descriptors are free again.
+        wait_until(lambda: plugin.num_fds() < limit, 60, "the silent handshakes to time out")
+    finally:
+        for sock in silent:
+            sock.close()
+    resource.prlimit(proc.pid, resource.RLIMIT_NOFILE, (soft, hard))
+    relay = start_client_relay(str(tmp_path), (line.network, line.address), host, line.server_cert)
+    try:
+        with open_channel(f"unix:{relay.address}") as channel:
+            assert _echo(channel, b'{"after": "emfile"}') == b'{"after": "emfile"}'
+    finally:
+        relay.close()
