@@ -72,13 +72,20 @@ class GrowingExecutor(ThreadPoolExecutor):
             self._queue.append((time.monotonic(), future, lambda: fn(*args, **kwargs)))
             if self._idle > len(self._queue) - 1:
                 self._cond.notify()
-            elif self._workers == 0:
-                self._start_worker_locked()
+            elif self._workers == 0 and self._start_worker_locked():
+                pass
             elif not self._watching:
+                # Never raises: grpcio's server calls submit() on its one serving thread,
+                # which an exception here would end (the plugin deaf until killed).
                 self._watching = True
-                start_thread(
-                    threading.Thread(target=self._watch, name=f"{self._prefix}-watch", daemon=True)
-                )
+                try:
+                    start_thread(
+                        threading.Thread(
+                            target=self._watch, name=f"{self._prefix}-watch", daemon=True
+                        )
+                    )
+                except RuntimeError:  # no thread now: the call waits, the next submit retries
+                    self._watching = False
         return future
 
     def shutdown(self, wait: bool = True, *, cancel_futures: bool = False) -> None:
@@ -93,11 +100,17 @@ class GrowingExecutor(ThreadPoolExecutor):
             while wait and (self._workers or self._watching):
                 self._state.wait()
 
-    def _start_worker_locked(self) -> None:
-        self._workers += 1
+    def _start_worker_locked(self) -> bool:
+        """Start a worker; False when the system has no thread to give now (a thread
+        limit, no address space for its stack): the caller tries again later."""
         self._count += 1
         name = f"{self._prefix}_{self._count}"
-        start_thread(threading.Thread(target=self._work, name=name, daemon=True))
+        try:
+            start_thread(threading.Thread(target=self._work, name=name, daemon=True))
+        except RuntimeError:  # "can't start new thread"
+            return False
+        self._workers += 1
+        return True
 
     def _work(self) -> None:
         while True:
@@ -147,7 +160,8 @@ class GrowingExecutor(ThreadPoolExecutor):
                 if self._max is not None:
                     room = min(room, self._max - self._workers)
                 for _ in range(max(room, 0)):
-                    self._start_worker_locked()
+                    if not self._start_worker_locked():
+                        break  # out of threads for now: the next tick tries again
 
     @property
     def threads(self) -> int:

@@ -104,6 +104,33 @@ class _PlumbingFirst(_Interceptor):
         return _on_pool(handler, self._pool)
 
 
+class _PlumbingPool(concurrent.futures.ThreadPoolExecutor):
+    """A thread for every concurrent call, as ``ThreadPoolExecutor`` makes them, but a
+    ``submit`` that never raises for want of a thread.
+
+    grpcio calls ``submit`` on its one serving thread; a ``RuntimeError("can't start new
+    thread")`` there (a thread limit, no address space for a stack) ends that thread, and
+    the plugin answers nothing ever again, ``Shutdown`` included. The call is queued before
+    the thread is started, so here it just waits: for a thread of the pool to finish its
+    call, or for a later ``submit`` (the host's next health check), which then starts a
+    thread for it as well as for its own call.
+    """
+
+    def __init__(self, max_workers: int, thread_name_prefix: str) -> None:
+        super().__init__(max_workers, thread_name_prefix=thread_name_prefix)
+        self._owed = 0  # calls queued while no thread could start (under _shutdown_lock)
+
+    def _adjust_thread_count(self) -> None:
+        # submit() calls this under its lock, once per call queued.
+        self._owed += 1
+        while self._owed:
+            try:
+                super()._adjust_thread_count()
+            except RuntimeError:  # "can't start new thread": the next submit tries again
+                return
+            self._owed -= 1
+
+
 class ServerThreads:
     """The two pools of one plugin server and the interceptor that picks between them."""
 
@@ -117,9 +144,7 @@ class ServerThreads:
             )
         self.max_workers = max_workers
         self.calls = GrowingExecutor(max_workers, thread_name_prefix="aog-plugin")
-        self.plumbing = concurrent.futures.ThreadPoolExecutor(
-            _AS_NEEDED, thread_name_prefix="aog-plugin-plumbing"
-        )
+        self.plumbing = _PlumbingPool(_AS_NEEDED, thread_name_prefix="aog-plugin-plumbing")
         self.interceptor = _PlumbingFirst(self.plumbing)
 
     def server(self, options: list[tuple[str, object]]) -> grpc.Server:

@@ -4,7 +4,11 @@ many callers share a thread, a call stuck behind a busy thread gets one of its o
 
 from __future__ import annotations
 
+import os
+import subprocess
+import sys
 import threading
+from pathlib import Path
 
 import pytest
 
@@ -128,3 +132,47 @@ def test_errors_reach_the_caller_and_shutdown_ends_the_threads() -> None:
     assert not [t for t in threading.enumerate() if t.name.startswith("errors")]
     with pytest.raises(RuntimeError, match="after shutdown"):
         pool.submit(lambda: None)
+
+
+_NO_THREADS_FOR_A_WHILE = """
+import resource, sys, threading, psutil
+from aog_plugins.server._executor import GrowingExecutor
+
+pool = GrowingExecutor(None, thread_name_prefix="starved")
+release = threading.Event()
+a = pool.submit(release.wait, 120)
+b = pool.submit(release.wait, 120)  # starts the watchdog, which gives it a thread
+while pool.threads < 2:
+    release.wait(0.01)
+soft, hard = resource.getrlimit(resource.RLIMIT_AS)
+# No room for one more thread stack (8 MiB): the next threads cannot start.
+resource.setrlimit(resource.RLIMIT_AS, (psutil.Process().memory_info().vms + (4 << 20), hard))
+try:
+    c = pool.submit(release.wait, 120)
+    d = pool.submit(release.wait, 120)
+    release.wait(0.5)  # (the watchdog tries to start threads for them, and cannot)
+finally:
+    resource.setrlimit(resource.RLIMIT_AS, (soft, hard))
+e = pool.submit(lambda: "quick")
+print(e.result(timeout=30), pool.threads, flush=True)
+release.set()
+pool.shutdown()
+"""
+
+
+def test_a_pool_that_could_not_start_threads_grows_again_once_it_can() -> None:
+    """A real thread-start failure (address space full), in a process of its own: it
+    used to kill the watchdog (or raise from submit()), so no call ever got a thread of
+    its own again and a quick call waited behind the stuck ones for good."""
+    done = subprocess.run(
+        [sys.executable, "-c", _NO_THREADS_FOR_A_WHILE],
+        check=False,
+        capture_output=True,
+        text=True,
+        timeout=120,
+        env={**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parents[2])},
+    )
+    assert done.returncode == 0, done.stderr
+    answer, threads = done.stdout.split()
+    assert answer == "quick"
+    assert int(threads) >= 5  # a, b, c, d and e: one each

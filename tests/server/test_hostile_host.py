@@ -3,6 +3,7 @@ plugin may refuse work while a resource is exhausted, never stay broken after it
 
 from __future__ import annotations
 
+import contextlib
 import os
 import resource
 import socket
@@ -14,8 +15,16 @@ from pathlib import Path
 import grpc
 import psutil
 import pytest
+from google.protobuf import empty_pb2
+from grpc_health.v1 import health_pb2, health_pb2_grpc
 
-from aog_plugins._proto import provider_pb2, provider_pb2_grpc
+from aog_plugins._proto import (
+    grpc_controller_pb2,
+    grpc_controller_pb2_grpc,
+    grpc_stdio_pb2_grpc,
+    provider_pb2,
+    provider_pb2_grpc,
+)
 from aog_plugins.handshake import (
     AOG_HANDSHAKE,
     HandshakeLine,
@@ -101,3 +110,57 @@ def test_the_relay_accepts_again_once_the_plugin_has_file_descriptors_again(
             assert _echo(channel, b'{"after": "emfile"}') == b'{"after": "emfile"}'
     finally:
         relay.close()
+
+
+def test_a_plugin_that_could_not_start_threads_answers_again_once_it_can(
+    tmp_path: Path, start_echo: Start
+) -> None:
+    """Calls arrive while the plugin cannot start a thread (its address space is full:
+    no room for a stack). grpcio's serving thread used to die of the RuntimeError the
+    executors raised (the plugin deaf for good, Shutdown included), and the executor's
+    watchdog with it (calls never got a thread of their own again)."""
+    proc, line = start_echo(host_plugin_env(AOG_HANDSHAKE, [1], socket_dir=str(tmp_path)))
+    plugin = psutil.Process(proc.pid)
+    with open_channel(f"unix:{line.address}") as channel:
+        health = health_pb2_grpc.HealthStub(channel)
+        check = health_pb2.HealthCheckRequest(service="plugin")
+        assert health.Check(check, timeout=30).status == health_pb2.HealthCheckResponse.SERVING
+        # Every thread the plugin has is busy: its provider thread with a long call, its
+        # go-plugin thread with the stdio stream.
+        provider = provider_pb2_grpc.ProviderServiceStub(channel)
+        long_call = provider.InvokeService.future(
+            provider_pb2.InvokeServiceRequest(service_name="chat", request_data=b'{"sleep": 120}'),
+            timeout=180,
+        )
+        stdio = grpc_stdio_pb2_grpc.GRPCStdioStub(channel).StreamStdio(empty_pb2.Empty())
+        for output in stdio:  # its handler runs: the greeting has arrived
+            assert b"echo plugin ready" in output.data
+            break
+        soft, hard = resource.prlimit(proc.pid, resource.RLIMIT_AS)
+        # Room for a few allocations, not for one more thread stack (8 MiB).
+        resource.prlimit(proc.pid, resource.RLIMIT_AS, (plugin.memory_info().vms + (4 << 20), hard))
+        try:
+            # Each needs a new thread, and none can be had.
+            with pytest.raises(grpc.RpcError):
+                health.Check(check, timeout=2)
+            with pytest.raises(grpc.RpcError):
+                _echo_within(provider, 2)
+        finally:
+            resource.prlimit(proc.pid, resource.RLIMIT_AS, (soft, hard))
+        assert health.Check(check, timeout=30).status == health_pb2.HealthCheckResponse.SERVING
+        assert not long_call.done()
+        assert _echo_within(provider, 30) == b'{"quick": true}'
+        with contextlib.suppress(grpc.RpcError):  # the server may go away mid-call
+            grpc_controller_pb2_grpc.GRPCControllerStub(channel).Shutdown(
+                grpc_controller_pb2.Empty(), timeout=30
+            )
+        stdio.cancel()  # type: ignore[no-untyped-call]
+    assert proc.wait(timeout=30) == 0
+
+
+def _echo_within(provider: provider_pb2_grpc.ProviderServiceStub, timeout: float) -> bytes:
+    reply = provider.InvokeService(
+        provider_pb2.InvokeServiceRequest(service_name="chat", request_data=b'{"quick": true}'),
+        timeout=timeout,
+    )
+    return bytes(reply.response_data)
