@@ -27,6 +27,7 @@ import socket
 import ssl
 import tempfile
 import threading
+import time
 from collections import deque
 from collections.abc import Callable
 from concurrent.futures import Future
@@ -53,7 +54,7 @@ class ThreadRelay(Relay):
         address: str,
         listener: socket.socket,
         tmp: str,
-        connect: Callable[[socket.socket], tuple[ssl.SSLSocket, socket.socket]],
+        connect: Callable[[socket.socket, int], tuple[ssl.SSLSocket, socket.socket]],
         *,
         dial_ahead: Callable[[], ssl.SSLSocket] | None = None,
         ahead: int = 0,
@@ -156,7 +157,7 @@ class ThreadRelay(Relay):
     def _serve(self, inbound: socket.socket) -> None:
         pair: tuple[ssl.SSLSocket, socket.socket] | None = None
         try:
-            pair = self._take_ahead(inbound) or self._connect(inbound)
+            pair = self._take_ahead(inbound) or self._connect(inbound, self._wake_r)
             pump(*pair, self._wake_r, self._first_read)
         except (OSError, ValueError):
             pass  # a refused TLS handshake, a wrong certificate, a peer gone: drop it
@@ -223,7 +224,10 @@ def _handshake(
     pinned: bytes,
     timeout: float,
     session: ssl.SSLSession | None = None,
+    wake: int | None = None,
 ) -> ssl.SSLSocket:
+    """The TLS handshake on ``raw``, pinned; at most ``timeout`` s, and with ``wake``
+    (a pipe's read end) given, given up as soon as it is readable."""
     raw.settimeout(timeout)
     tls = ctx.wrap_socket(
         raw,
@@ -233,12 +237,36 @@ def _handshake(
         session=session,
     )
     try:
-        tls.do_handshake()
+        if wake is None:
+            tls.do_handshake()
+        else:
+            _handshake_or_wake(tls, wake, timeout)
         _pin(pinned)(tls)
     except BaseException:
         tls.close()
         raise
     return tls
+
+
+def _handshake_or_wake(tls: ssl.SSLSocket, wake: int, timeout: float) -> None:
+    """``tls.do_handshake()`` on a non-blocking socket, polling it and ``wake`` in turn."""
+    deadline = time.monotonic() + timeout
+    tls.setblocking(False)
+    poller = select.poll()
+    poller.register(wake, select.POLLIN)
+    while True:
+        try:
+            tls.do_handshake()
+            return
+        except ssl.SSLWantReadError:
+            poller.register(tls.fileno(), select.POLLIN)
+        except ssl.SSLWantWriteError:
+            poller.register(tls.fileno(), select.POLLOUT)
+        left = deadline - time.monotonic()
+        if left <= 0:
+            raise TimeoutError("the TLS handshake timed out")
+        if any(fd == wake for fd, _ in poller.poll(left * 1000)):
+            raise ConnectionAbortedError("the relay is closing")
 
 
 def _private_tmp(directory: str) -> str:
@@ -325,7 +353,7 @@ class ClientRelayPlan:
                 ctx, raw, server=False, pinned=plugin_cert_der, timeout=timeout, session=session
             )
 
-        def connect(inbound: socket.socket) -> tuple[ssl.SSLSocket, socket.socket]:
+        def connect(inbound: socket.socket, wake: int) -> tuple[ssl.SSLSocket, socket.socket]:
             return dial(), inbound
 
         return ThreadRelay(
@@ -385,8 +413,12 @@ def start_server_relay(
         os.rmdir(tmp)
         raise
 
-    def connect(inbound: socket.socket) -> tuple[ssl.SSLSocket, socket.socket]:
-        tls = _handshake(ctx, inbound, server=True, pinned=host_cert_der, timeout=timeout)
+    def connect(inbound: socket.socket, wake: int) -> tuple[ssl.SSLSocket, socket.socket]:
+        # Whoever connects (on TCP any local user) gets up to ``timeout`` for the TLS
+        # handshake, but no longer than the relay runs: close() wakes it.
+        tls = _handshake(
+            ctx, inbound, server=True, pinned=host_cert_der, timeout=timeout, wake=wake
+        )
         try:
             return tls, _dial("unix", private_path, timeout)
         except BaseException:

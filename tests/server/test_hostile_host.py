@@ -164,3 +164,47 @@ def _echo_within(provider: provider_pb2_grpc.ProviderServiceStub, timeout: float
         timeout=timeout,
     )
     return bytes(reply.response_data)
+
+
+GO_PLUGIN_KILL_GRACE = 2.0
+"""go-plugin's host SIGKILLs a plugin that has not exited this long after Shutdown."""
+
+
+def test_connections_stuck_in_the_relays_tls_handshake_do_not_hold_up_shutdown(
+    tmp_path: Path, start_echo: Start
+) -> None:
+    """Connections that never finish their TLS handshake (on TCP any local user can open
+    them) each held a relay thread for the handshake's 10 s timeout, and the plugin's
+    exit joined those threads: Shutdown took up to 10 s, so a go-plugin host, which
+    waits 2 s, SIGKILLed it. Now the relay's close() ends those handshakes at once."""
+    host = generate_certificate("P-521")
+    proc, line = start_echo(
+        host_plugin_env(AOG_HANDSHAKE, [1], client_cert_pem=host.cert_pem, socket_dir=str(tmp_path))
+    )
+    assert line.server_cert is not None
+    plugin = psutil.Process(proc.pid)
+    idle_threads = plugin.num_threads()
+    stuck = []
+    for _ in range(3):
+        sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        sock.connect(line.address)
+        stuck.append(sock)
+    relay = start_client_relay(str(tmp_path), (line.network, line.address), host, line.server_cert)
+    try:
+        wait_until(
+            lambda: plugin.num_threads() >= idle_threads + len(stuck),
+            30,
+            "the relay to take the silent connections",
+        )
+        # (The server may go away mid-call.)
+        with open_channel(f"unix:{relay.address}") as channel, contextlib.suppress(grpc.RpcError):
+            grpc_controller_pb2_grpc.GRPCControllerStub(channel).Shutdown(
+                grpc_controller_pb2.Empty(), timeout=30
+            )
+        # A bound that is the host's protocol, not a speed requirement: past it the
+        # plugin would be killed; the stuck handshakes alone would last 10 s.
+        assert proc.wait(timeout=GO_PLUGIN_KILL_GRACE + 2.0) == 0
+    finally:
+        relay.close()
+        for sock in stuck:
+            sock.close()
