@@ -27,15 +27,15 @@ import socket
 import ssl
 import tempfile
 import threading
-import time
 from collections import deque
 from collections.abc import Callable
 from concurrent.futures import Future
 
-from aog_plugins.errors import HostResourceError, PluginConnectError
-from aog_plugins.handshake import CertificateBundle, split_host_port
-from aog_plugins.transport._relay import Relay, _context, _own_context, _pin, _trust
+from aog_plugins.errors import PluginConnectError
+from aog_plugins.handshake import CertificateBundle
+from aog_plugins.transport._relay import Relay, _context, _own_context, _trust
 from aog_plugins.transport._threads import start_thread
+from aog_plugins.transport._tlsconn import dial, handshake, listen_socket, private_tmp
 from aog_plugins.transport._tlspump import pump
 
 __all__ = ["ClientRelayPlan", "ThreadRelay", "start_client_relay", "start_server_relay"]
@@ -195,104 +195,6 @@ class ThreadRelay(Relay):
             os.rmdir(self._tmp)
 
 
-def _socket(network: str, address: str) -> tuple[socket.socket, str | tuple[str, int]]:
-    """A stream socket for ``address`` (a unix path or host:port) and its sockaddr."""
-    if network == "unix":
-        return socket.socket(socket.AF_UNIX, socket.SOCK_STREAM), address
-    host, port = split_host_port(address)
-    return socket.socket(socket.AF_INET6 if ":" in host else socket.AF_INET), (host, port)
-
-
-def _dial(network: str, address: str, timeout: float) -> socket.socket:
-    sock, target = _socket(network, address)
-    if network != "unix":
-        sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-    sock.settimeout(timeout)
-    try:
-        sock.connect(target)
-    except BaseException:
-        sock.close()
-        raise
-    return sock
-
-
-def _handshake(
-    ctx: ssl.SSLContext,
-    raw: socket.socket,
-    *,
-    server: bool,
-    pinned: bytes,
-    timeout: float,
-    session: ssl.SSLSession | None = None,
-    wake: int | None = None,
-) -> ssl.SSLSocket:
-    """The TLS handshake on ``raw``, pinned; at most ``timeout`` s, and with ``wake``
-    (a pipe's read end) given, given up as soon as it is readable."""
-    raw.settimeout(timeout)
-    tls = ctx.wrap_socket(
-        raw,
-        server_side=server,
-        server_hostname=None if server else "localhost",
-        do_handshake_on_connect=False,
-        session=session,
-    )
-    try:
-        if wake is None:
-            tls.do_handshake()
-        else:
-            _handshake_or_wake(tls, wake, timeout)
-        _pin(pinned)(tls)
-    except BaseException:
-        tls.close()
-        raise
-    return tls
-
-
-def _handshake_or_wake(tls: ssl.SSLSocket, wake: int, timeout: float) -> None:
-    """``tls.do_handshake()`` on a non-blocking socket, polling it and ``wake`` in turn."""
-    deadline = time.monotonic() + timeout
-    tls.setblocking(False)
-    poller = select.poll()
-    poller.register(wake, select.POLLIN)
-    while True:
-        try:
-            tls.do_handshake()
-            return
-        except ssl.SSLWantReadError:
-            poller.register(tls.fileno(), select.POLLIN)
-        except ssl.SSLWantWriteError:
-            poller.register(tls.fileno(), select.POLLOUT)
-        left = deadline - time.monotonic()
-        if left <= 0:
-            raise TimeoutError("the TLS handshake timed out")
-        if any(fd == wake for fd, _ in poller.poll(left * 1000)):
-            raise ConnectionAbortedError("the relay is closing")
-
-
-def _private_tmp(directory: str) -> str:
-    try:
-        return tempfile.mkdtemp(prefix="relay-", dir=directory)
-    except OSError as exc:
-        raise HostResourceError(
-            f"cannot create the TLS relay's directory in {directory}: {exc}",
-            diagnosis="free space or inodes in the temp directory (TMPDIR)",
-        ) from exc
-
-
-def _listen(network: str, address: str) -> tuple[socket.socket, str]:
-    sock, bound = _socket(network, address)
-    if network != "unix":
-        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-    try:
-        sock.bind(bound)
-        sock.listen(128)
-        sock.setblocking(False)
-    except BaseException:
-        sock.close()
-        raise
-    return sock, address
-
-
 class ClientRelayPlan:
     """A host-side relay made ready before the plugin's certificate is known.
 
@@ -303,11 +205,11 @@ class ClientRelayPlan:
     """
 
     def __init__(self, socket_dir: str, host: CertificateBundle) -> None:
-        self._tmp = _private_tmp(socket_dir)
+        self._tmp = private_tmp(socket_dir)
         try:
             self._ctx = _own_context(ssl.PROTOCOL_TLS_CLIENT, host, self._tmp)
             self._path = os.path.join(self._tmp, "s")
-            self._listener, _ = _listen("unix", self._path)
+            self._listener, _ = listen_socket("unix", self._path)
         except BaseException as exc:
             os.rmdir(self._tmp)
             if isinstance(exc, OSError):
@@ -346,22 +248,22 @@ class ClientRelayPlan:
             if session is not None and session.has_ticket and not tls.session_reused:
                 sessions[:] = [session]
 
-        def dial() -> ssl.SSLSocket:
-            raw = _dial(network, address, timeout)
+        def dial_tls() -> ssl.SSLSocket:
+            raw = dial(network, address, timeout)
             session = sessions[0] if sessions else None
-            return _handshake(
+            return handshake(
                 ctx, raw, server=False, pinned=plugin_cert_der, timeout=timeout, session=session
             )
 
         def connect(inbound: socket.socket, wake: int) -> tuple[ssl.SSLSocket, socket.socket]:
-            return dial(), inbound
+            return dial_tls(), inbound
 
         return ThreadRelay(
             self._path,
             self._listener,
             self._tmp,
             connect,
-            dial_ahead=dial,
+            dial_ahead=dial_tls,
             ahead=ahead,
             first_read=keep_session,
         )
@@ -408,7 +310,7 @@ def start_server_relay(
     tmp = tempfile.mkdtemp(prefix="relay-", dir=os.path.dirname(private_path))
     try:
         ctx = _context(ssl.PROTOCOL_TLS_SERVER, ours, host_cert_der, tmp)
-        listener, address = _listen(*listen)
+        listener, address = listen_socket(*listen)
     except BaseException:
         os.rmdir(tmp)
         raise
@@ -416,11 +318,9 @@ def start_server_relay(
     def connect(inbound: socket.socket, wake: int) -> tuple[ssl.SSLSocket, socket.socket]:
         # Whoever connects (on TCP any local user) gets up to ``timeout`` for the TLS
         # handshake, but no longer than the relay runs: close() wakes it.
-        tls = _handshake(
-            ctx, inbound, server=True, pinned=host_cert_der, timeout=timeout, wake=wake
-        )
+        tls = handshake(ctx, inbound, server=True, pinned=host_cert_der, timeout=timeout, wake=wake)
         try:
-            return tls, _dial("unix", private_path, timeout)
+            return tls, dial("unix", private_path, timeout)
         except BaseException:
             tls.close()
             raise

@@ -1,0 +1,115 @@
+"""One relayed connection's sockets: dialing and listening on a unix path or loopback TCP,
+the pinned TLS handshake (cut short by the relay's wake-up pipe when given), and the
+relay's private directory. Used by :mod:`._tlsrelay`."""
+
+from __future__ import annotations
+
+import select
+import socket
+import ssl
+import tempfile
+import time
+
+from aog_plugins.errors import HostResourceError
+from aog_plugins.handshake import split_host_port
+from aog_plugins.transport._relay import _pin
+
+__all__ = ["dial", "handshake", "listen_socket", "private_tmp"]
+
+
+def _socket(network: str, address: str) -> tuple[socket.socket, str | tuple[str, int]]:
+    """A stream socket for ``address`` (a unix path or host:port) and its sockaddr."""
+    if network == "unix":
+        return socket.socket(socket.AF_UNIX, socket.SOCK_STREAM), address
+    host, port = split_host_port(address)
+    return socket.socket(socket.AF_INET6 if ":" in host else socket.AF_INET), (host, port)
+
+
+def dial(network: str, address: str, timeout: float) -> socket.socket:
+    sock, target = _socket(network, address)
+    if network != "unix":
+        sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+    sock.settimeout(timeout)
+    try:
+        sock.connect(target)
+    except BaseException:
+        sock.close()
+        raise
+    return sock
+
+
+def handshake(
+    ctx: ssl.SSLContext,
+    raw: socket.socket,
+    *,
+    server: bool,
+    pinned: bytes,
+    timeout: float,
+    session: ssl.SSLSession | None = None,
+    wake: int | None = None,
+) -> ssl.SSLSocket:
+    """The TLS handshake on ``raw``, pinned; at most ``timeout`` s, and with ``wake``
+    (a pipe's read end) given, given up as soon as it is readable."""
+    raw.settimeout(timeout)
+    tls = ctx.wrap_socket(
+        raw,
+        server_side=server,
+        server_hostname=None if server else "localhost",
+        do_handshake_on_connect=False,
+        session=session,
+    )
+    try:
+        if wake is None:
+            tls.do_handshake()
+        else:
+            _handshake_or_wake(tls, wake, timeout)
+        _pin(pinned)(tls)
+    except BaseException:
+        tls.close()
+        raise
+    return tls
+
+
+def _handshake_or_wake(tls: ssl.SSLSocket, wake: int, timeout: float) -> None:
+    """``tls.do_handshake()`` on a non-blocking socket, polling it and ``wake`` in turn."""
+    deadline = time.monotonic() + timeout
+    tls.setblocking(False)
+    poller = select.poll()
+    poller.register(wake, select.POLLIN)
+    while True:
+        try:
+            tls.do_handshake()
+            return
+        except ssl.SSLWantReadError:
+            poller.register(tls.fileno(), select.POLLIN)
+        except ssl.SSLWantWriteError:
+            poller.register(tls.fileno(), select.POLLOUT)
+        left = deadline - time.monotonic()
+        if left <= 0:
+            raise TimeoutError("the TLS handshake timed out")
+        if any(fd == wake for fd, _ in poller.poll(left * 1000)):
+            raise ConnectionAbortedError("the relay is closing")
+
+
+def private_tmp(directory: str) -> str:
+    try:
+        return tempfile.mkdtemp(prefix="relay-", dir=directory)
+    except OSError as exc:
+        raise HostResourceError(
+            f"cannot create the TLS relay's directory in {directory}: {exc}",
+            diagnosis="free space or inodes in the temp directory (TMPDIR)",
+        ) from exc
+
+
+def listen_socket(network: str, address: str) -> tuple[socket.socket, str]:
+    sock, bound = _socket(network, address)
+    if network != "unix":
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    try:
+        sock.bind(bound)
+        sock.listen(128)
+        sock.setblocking(False)
+    except BaseException:
+        sock.close()
+        raise
+    return sock, address
