@@ -13,8 +13,15 @@ from collections.abc import Callable
 from typing import TypeVar
 
 import grpc
+import grpc.aio
 
-from aog_plugins.aio._source import AsyncConnectionSource, Link, failure, lost_under_us
+from aog_plugins.aio._source import (
+    AsyncConnectionSource,
+    Link,
+    closed_link_error,
+    failure,
+    lost_under_us,
+)
 from aog_plugins.aio._streams import AsyncResponseStream
 from aog_plugins.client import StreamRegistry, limit_of, methods, rpcs
 from aog_plugins.errors import AogPluginsError, PluginCallError, PluginCrashedError
@@ -63,11 +70,19 @@ class AsyncRpcCalls:
 
         for attempt in (0, 1):
             link = await self._link(remaining())
-            call = rpc.aio(link.stub)(request, timeout=remaining())
-            link.track(call)
             error: PluginCallError
             try:
+                call = rpc.aio(link.stub)(request, timeout=remaining())
+            except grpc.aio.UsageError:  # its channel closed meanwhile: its process exited
+                error = await closed_link_error(self._source, rpc.name, link)
+                if rpc.idempotent and attempt == 0 and isinstance(error, PluginCrashedError):
+                    continue
+                raise error from None
+            link.track(call)
+            try:
                 return await call
+            except grpc.aio.UsageError:
+                error = await closed_link_error(self._source, rpc.name, link)
             except grpc.RpcError as exc:
                 error = await failure(self._source, rpc.name, link, exc)
             except asyncio.CancelledError:
@@ -90,7 +105,10 @@ class AsyncRpcCalls:
     ) -> AsyncResponseStream[_T]:
         limit = limit_of(timeout)
         link = await self._link(limit)
-        grpc_call = call.rpc.aio(link.stub)(call.request, timeout=limit)
+        try:
+            grpc_call = call.rpc.aio(link.stub)(call.request, timeout=limit)
+        except grpc.aio.UsageError:  # its channel closed meanwhile: its process exited
+            raise await closed_link_error(self._source, call.rpc.name, link) from None
         stream = AsyncResponseStream(call.rpc.name, grpc_call, call.convert, self._source, link)
         self._streams.add(stream)
         return stream

@@ -17,7 +17,12 @@ from collections.abc import AsyncIterable, AsyncIterator, Awaitable, Callable, I
 import grpc.aio
 
 from aog_plugins.aio._calls import AsyncRpcCalls
-from aog_plugins.aio._source import AsyncConnectionSource, StaticAsyncSource, close_quietly
+from aog_plugins.aio._source import (
+    AsyncConnectionSource,
+    StaticAsyncSource,
+    close_quietly,
+    closed_link_error,
+)
 from aog_plugins.aio._streams import AsyncBidiCall, AsyncResponseStream
 from aog_plugins.client import (
     DEFAULT_STREAM_TIMEOUT,
@@ -155,7 +160,10 @@ class AsyncGRPCProviderClient(AsyncRpcCalls):
             timeout = await self._service_timeout(service_name, streaming=True)
         limit = limit_of(timeout)
         link = await self._link(limit)
-        grpc_call = rpcs.INVOKE_SERVICE_BIDI.aio(link.stub)(None, timeout=limit)
+        try:
+            grpc_call = rpcs.INVOKE_SERVICE_BIDI.aio(link.stub)(None, timeout=limit)
+        except grpc.aio.UsageError:  # its channel closed meanwhile: its process exited
+            raise await closed_link_error(self._source, "InvokeServiceBidi", link) from None
         call = AsyncBidiCall(
             grpc_call,
             self._source,

@@ -31,6 +31,7 @@ __all__ = [
     "Link",
     "StaticAsyncSource",
     "close_quietly",
+    "closed_link_error",
     "failure",
     "lost_under_us",
 ]
@@ -150,6 +151,15 @@ async def failure(
         code, details = exc.code(), exc.details()
     info = await source.exit_info(link, exit_wait(code) if not link.lost else 1.0)
     return call_error(rpc, code, details, info)
+
+
+async def closed_link_error(source: AsyncConnectionSource, rpc: str, link: Link) -> PluginCallError:
+    """The typed error for grpc.aio's ``UsageError("Channel is closed.")``: the link's
+    channel is closed when its process exits (calls in flight fail at once), so a call that
+    took the link a moment before is told of that exit as they are."""
+    code = grpc.StatusCode.UNAVAILABLE
+    info = await source.exit_info(link, exit_wait(code))
+    return call_error(rpc, code, "the host's channel to the plugin was closed", info)
 
 
 def lost_under_us(link: Link) -> bool:

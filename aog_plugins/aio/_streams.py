@@ -8,6 +8,7 @@ from collections.abc import Callable, Coroutine
 from typing import Generic, Protocol, TypeVar
 
 import grpc
+import grpc.aio
 
 from aog_plugins._proto import provider_pb2
 from aog_plugins.aio._source import (
@@ -15,6 +16,7 @@ from aog_plugins.aio._source import (
     AsyncConnectionSource,
     AsyncStreamCall,
     Link,
+    closed_link_error,
     failure,
     lost_under_us,
 )
@@ -72,6 +74,10 @@ class AsyncResponseStream(Generic[T]):
             except StopAsyncIteration:
                 self._finish()
                 break
+            except grpc.aio.UsageError:  # its channel closed meanwhile: its process exited
+                self._finish()
+                error = await closed_link_error(self._source, self._rpc, self._link)
+                raise self._failed(error) from None
             except grpc.RpcError as exc:
                 self._finish()
                 if self._cancelled:

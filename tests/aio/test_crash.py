@@ -161,3 +161,31 @@ def test_an_idempotent_read_is_retried_on_the_restarted_plugin(
             assert plugin.pid != first
 
     run(main())
+
+
+def test_a_call_on_a_link_closed_under_it_is_a_typed_error(leak_check: LeakCheck) -> None:
+    # A link's channel is closed when its process exits (calls in flight fail at once); a
+    # call that took the link a moment before got grpc.aio's bare UsageError("Channel is
+    # closed."). Closing the channel by hand makes that moment last.
+    async def main() -> None:
+        cmd = plugin_cmd("echo_plugin.py")
+        async with await launch(
+            cmd, restart=RestartPolicy.never(), extra_env=leak_check.env
+        ) as plugin:
+            await plugin.client.health_check(timeout=30)
+            link = await plugin.client._source.link(30)
+            await link.channel.close(None)
+            calls = (
+                lambda: plugin.client.get_manifest(timeout=30),
+                lambda: plugin.client.invoke_service_stream("chat", b"{}", timeout=30),
+                lambda: plugin.client.invoke_service_bidi("chat", timeout=30),
+            )
+            for call in calls:
+                with pytest.raises(
+                    PluginCallError, match="channel to the plugin was closed"
+                ) as info:
+                    await bounded(call())
+                assert info.value.code == "UNAVAILABLE"
+                assert not info.value.process_exited  # its process still runs
+
+    run(main())
