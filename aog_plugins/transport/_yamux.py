@@ -273,6 +273,9 @@ class YamuxSession(asyncio.Protocol):
             if version != 0:
                 raise YamuxError(f"unknown yamux version {version}")
             if kind == DATA:
+                # Checked before waiting for the payload: a length far beyond the window
+                # (up to 4 GiB) must not be buffered first (yamux checks it there too).
+                self._check_window(stream_id, flags, length)
                 if len(buf) < HEADER.size + length:
                     return
                 payload = bytes(buf[HEADER.size : HEADER.size + length])
@@ -291,6 +294,16 @@ class YamuxSession(asyncio.Protocol):
                 self._stream_frame(kind, flags, stream_id, length, payload)
             else:
                 raise YamuxError(f"unknown yamux frame type {kind}")
+
+    def _check_window(self, stream_id: int, flags: int, length: int) -> None:
+        stream = None if flags & SYN else self._streams.get(stream_id)
+        # A new or unknown stream (one we already forgot) has at most a full window.
+        window = WINDOW if stream is None else stream._recv_window
+        if length > window:
+            raise YamuxError(
+                f"stream {stream_id}: a data frame of {length} bytes exceeds the "
+                f"receive window ({window} bytes)"
+            )
 
     def _stream_frame(
         self, kind: int, flags: int, stream_id: int, length: int, payload: bytes
