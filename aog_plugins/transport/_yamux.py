@@ -193,6 +193,12 @@ class YamuxStream:
             self.peer.abort()
         self._finish()
 
+    def _refuse(self) -> None:
+        """The peer broke this stream's rules: reset it, here and there."""
+        self.abort()
+        if self.peer is not None:
+            self.peer.abort()
+
     def _maybe_done(self) -> None:
         if self._fin_in and self._fin_sent:
             self._finish()
@@ -324,6 +330,12 @@ class YamuxSession(asyncio.Protocol):
         if kind == WINDOW_UPDATE:
             stream._window(length)
         elif payload:
+            if stream._fin_in:
+                # Nothing can follow a FIN (the pipe behind has had its EOF): a broken
+                # stream, not a broken session; the other streams go on.
+                _log.warning("yamux: stream %d: data after the peer's FIN; resetting it", stream_id)
+                stream._refuse()
+                return
             stream._received(payload)
         if flags & RST:
             stream._rst()

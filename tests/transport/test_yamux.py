@@ -248,3 +248,39 @@ def test_a_data_frame_beyond_the_window_is_refused_before_its_payload_arrives(
     sent = loop.run_until_complete(asyncio.wait_for(sending, 60))
     assert sent < flood_size
     assert len(session._buffer) <= HEADER.size + WINDOW
+
+
+def test_data_after_fin_resets_that_stream_and_the_session_goes_on(
+    loop: asyncio.AbstractEventLoop,
+) -> None:
+    errors: list[dict[str, object]] = []
+    loop.set_exception_handler(lambda _loop, context: errors.append(context))
+    session, peer, accepted = start(loop, client=False)
+    near, far = socket.socketpair()
+    far.settimeout(10)
+
+    async def bridge() -> None:
+        _, pipe = await loop.create_connection(_Pipe, sock=near)
+        accepted[0].attach(pipe)
+        pipe.attach(accepted[0])
+
+    peer.send(frame(WINDOW_UPDATE, SYN, 1, 0))
+    run(loop, peer)
+    loop.run_until_complete(bridge())
+    peer.send(frame(DATA, FIN, 1, 5, b"hello"))
+    assert loop.run_until_complete(loop.run_in_executor(None, far.recv, 5)) == b"hello"
+    assert loop.run_until_complete(loop.run_in_executor(None, far.recv, 5)) == b""  # the EOF
+    peer.send(frame(DATA, 0, 1, 5, b"after"))  # a peer bug: data after its FIN
+    assert run(loop, peer)[:4] == (WINDOW_UPDATE, RST, 1, 0)
+    # The session is unharmed: a new stream is acknowledged and carries data.
+    peer.send(frame(WINDOW_UPDATE, SYN, 3, 0))
+    assert run(loop, peer)[:4] == (WINDOW_UPDATE, ACK, 3, 0)
+    sink = Collect(loop)
+    accepted[1].attach(sink)
+    peer.send(frame(DATA, 0, 3, 2, b"ok"))
+    peer.send(frame(PING, SYN, 0, 7))
+    assert run(loop, peer)[:4] == (PING, ACK, 0, 7)
+    assert bytes(sink.data) == b"ok"
+    assert errors == []
+    session.close()
+    far.close()
