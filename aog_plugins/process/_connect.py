@@ -36,6 +36,7 @@ def health_check(
     *,
     connecting: HandshakeLine | None = None,
     on_exit: Callable[[Callable[[object], None]], None] | None = None,
+    on_lost: Callable[[Callable[[str], None]], None] | None = None,
 ) -> None:
     """Check ``grpc.health.v1`` service ``plugin``; UNIMPLEMENTED counts as reachable.
 
@@ -44,21 +45,38 @@ def health_check(
     (``wait_for_ready``), so connecting and checking take one round trip instead of a
     readiness poll plus a call; a plugin that cannot be reached within ``timeout`` gives
     :class:`PluginConnectError` naming its address. ``on_exit`` (a process's
-    ``add_exit_callback``) ends the wait as soon as the plugin exits.
+    ``add_exit_callback``) ends the wait as soon as the plugin exits; ``on_lost`` (a
+    multiplexed connection's :meth:`~aog_plugins.transport.Mux.on_lost`) as soon as the
+    only connection to the plugin has ended, with its reason.
     """
     stub = make_stub(health_pb2_grpc.HealthStub, channel)
     request = health_pb2.HealthCheckRequest(service=HEALTH_SERVICE)
     call = stub.Check.future(request, timeout=timeout, wait_for_ready=connecting is not None)
+    exited: list[object] = []
     if on_exit is not None:
 
-        def give_up(_process: object) -> None:
+        def give_up(process: object) -> None:
+            exited.append(process)
             call.cancel()
 
         on_exit(give_up)
+    lost: list[str] = []
+    if on_lost is not None:
+
+        def connection_lost(reason: str) -> None:
+            lost.append(reason)
+            call.cancel()
+
+        on_lost(connection_lost)
     try:
         reply = call.result()
     except grpc.FutureCancelledError as exc:
         where = f" at {connecting.network} {connecting.address}" if connecting else ""
+        if lost and not exited:
+            raise PluginConnectError(
+                f"could not connect to the plugin{where}: its multiplexed connection "
+                f"ended: {lost[0]}"
+            ) from exc
         raise PluginConnectError(
             f"could not connect to the plugin{where}: it exited before the host had connected"
         ) from exc

@@ -240,6 +240,7 @@ def _connect(
             max(deadline - time.monotonic(), 0.1),
             connecting=line,
             on_exit=proc.add_exit_callback,
+            on_lost=None if mux is None else mux.on_lost,
         )
         incarnation.stdio = StdioPump(
             dial(max_receive=STDIO_MAX_MESSAGE),

@@ -231,6 +231,11 @@ class Mux:
         handler(stream)
 
     # ---- the end ------------------------------------------------------------------
+    def on_lost(self, callback: Callable[[str], None]) -> None:
+        """Call ``callback(reason)`` (on the relay loop) once the session has ended: a
+        protocol error, or the peer closed the connection. Nothing more can be opened."""
+        _Loop.get().call_soon_threadsafe(self.session.on_end, callback)
+
     def close(self) -> None:
         """Close the session, every stream and every private socket (idempotent)."""
         for relay in self._forwards:

@@ -225,6 +225,9 @@ class YamuxSession(asyncio.Protocol):
         self.transport: asyncio.Transport | None = None
         self.closed: asyncio.Future[None] = asyncio.get_running_loop().create_future()
         self._remote_go_away = False
+        self.end_reason: str | None = None
+        """Why the session ended (None while it runs): no new stream can be opened."""
+        self._on_end: list[Callable[[str], None]] = []
 
     # ---- connection ---------------------------------------------------------------
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
@@ -237,9 +240,10 @@ class YamuxSession(asyncio.Protocol):
             self._parse()
         except YamuxError as exc:
             _log.warning("yamux: %s; closing the session", exc)
-            self.close(GO_AWAY_PROTOCOL)
+            self.close(GO_AWAY_PROTOCOL, reason=f"yamux protocol error: {exc}")
 
     def connection_lost(self, exc: Exception | None) -> None:
+        self._ended("the peer closed the connection" + (f" ({exc})" if exc else ""))
         for stream in list(self._streams.values()):
             stream._rst()
         if not self.closed.done():
@@ -249,13 +253,29 @@ class YamuxSession(asyncio.Protocol):
         if self.transport is not None and not self.transport.is_closing():
             self.transport.write(data)
 
-    def close(self, code: int = GO_AWAY_NORMAL) -> None:
+    def close(self, code: int = GO_AWAY_NORMAL, *, reason: str = "closed by this side") -> None:
         """Say go away (with ``code``) and close the connection; every stream is reset."""
+        self._ended(reason)
         if self.transport is not None and not self.transport.is_closing():
             self.write(frame(GO_AWAY, 0, 0, code))
             self.transport.close()
         for stream in list(self._streams.values()):
             stream._rst()
+
+    def on_end(self, callback: Callable[[str], None]) -> None:
+        """Call ``callback(reason)`` when the session ends (now if it has ended)."""
+        if self.end_reason is not None:
+            callback(self.end_reason)
+        else:
+            self._on_end.append(callback)
+
+    def _ended(self, reason: str) -> None:
+        if self.end_reason is not None:
+            return
+        self.end_reason = reason
+        callbacks, self._on_end = self._on_end, []
+        for callback in callbacks:
+            callback(reason)
 
     # ---- streams ------------------------------------------------------------------
     def open_stream(self) -> YamuxStream:

@@ -78,3 +78,32 @@ def test_a_multiplexed_plugin_cannot_be_reattached(leak_check: LeakCheck) -> Non
         pytest.raises(ReattachError, match="one connection"),
     ):
         plugin.reattach_config()
+
+
+@pytest.mark.parametrize(
+    ("mode", "reason"),
+    [
+        ("bad-version", "yamux protocol error: unknown yamux version 1"),
+        ("close", "the peer closed the connection"),
+        ("huge-frame", "a data frame of 4294967295 bytes exceeds the receive window"),
+    ],
+    ids=["bad-version", "close", "huge-frame"],
+)
+def test_a_plugin_that_breaks_the_yamux_session_fails_its_start_at_once(
+    mode: str, reason: str, leak_check: LeakCheck
+) -> None:
+    # The plugin lives on, but its one connection is gone: nothing can ever connect.
+    # The start must say so now, naming why, not wait out start_timeout and blame the
+    # address; the plugin is stopped and its socket dir removed (leak_check).
+    from aog_plugins import RestartPolicy, launch
+    from aog_plugins.errors import PluginConnectError
+
+    with pytest.raises(PluginConnectError, match="multiplexed connection ended") as failed:
+        launch(
+            plugin_cmd("hostile_mux.py", mode),
+            multiplex=True,
+            start_timeout=30,
+            extra_env=leak_check.env,
+            restart=RestartPolicy.never(),
+        )
+    assert reason in str(failed.value)
