@@ -61,6 +61,8 @@ class Incarnation:
     """The host's certificate and the pinned plugin certificate (AutoMTLS), for reattach."""
     started_at: float = field(default_factory=time.monotonic)
     dial: DialTarget | None = None  # where ``channel`` goes, for a second (aio) channel
+    lost: str | None = None
+    """Why its multiplexed connection ended while the process ran (it was then stopped)."""
     _released: bool = False
     _release_lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
 

@@ -319,6 +319,7 @@ class Plugin:
         if not self._transition(PluginState.RUNNING, reason, only_from=(PluginState.STARTING,)):
             return False
         incarnation.process.add_exit_callback(lambda proc: self._supervisor.on_exit(incarnation))
+        self._supervisor.watch_connection(incarnation)
         return True
 
     def _run_next_start_as(self, argv: Sequence[str]) -> None:

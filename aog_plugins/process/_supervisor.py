@@ -11,6 +11,7 @@ supervisor changes states only through it, under its lock.
 from __future__ import annotations
 
 import dataclasses
+import signal
 import threading
 import time
 from collections.abc import Sequence
@@ -30,6 +31,10 @@ if TYPE_CHECKING:
 
 __all__ = ["Supervisor"]
 
+_LOST_GRACE = 0.5
+"""Seconds a plugin whose multiplexed connection ended has to exit by itself (the end of
+the connection is usually the end of the process) before it is stopped."""
+
 
 class Supervisor:
     """Decides, when a plugin's process exits, between EXITED, FATAL and BACKOFF, and runs
@@ -48,12 +53,56 @@ class Supervisor:
         self._next_start_argv: tuple[str, ...] | None = None
         self._starting: StartGuard[Incarnation] | None = None  # the restart's start, if any
 
+    def watch_connection(self, incarnation: Incarnation) -> None:
+        """Multiplexed, the plugin has one connection: once it ends while the process runs
+        (a protocol error, the plugin closing it), no call can reach the plugin again. It
+        is then stopped, and its exit is judged by the restart policy like any other."""
+        mux = incarnation.mux
+        if mux is None:
+            return
+
+        def lost(reason: str) -> None:  # on the relay's event loop: never block there
+            worker = threading.Thread(
+                target=self._connection_lost,
+                args=(incarnation, reason),
+                name="aog-plugins-mux-lost",
+                daemon=True,
+            )
+            start_thread(worker)
+
+        mux.on_lost(lost)
+
+    def _connection_lost(self, incarnation: Incarnation, reason: str) -> None:
+        proc = incarnation.process
+        if proc.wait(_LOST_GRACE):
+            return  # the plugin exited (the connection ended with it): its exit says why
+        plugin = self._plugin
+        with plugin._cond:
+            if (
+                plugin._killed
+                or incarnation is not plugin._current
+                or plugin._state is not PluginState.RUNNING
+            ):
+                return
+            incarnation.lost = reason
+        plugin._lifecycle.warning(
+            "plugin %d: its multiplexed connection ended (%s) while it runs, so no call can "
+            "reach it: stopping it",
+            proc.pid,
+            reason,
+        )
+        proc.signal_group(signal.SIGKILL)
+
     def on_exit(self, incarnation: Incarnation) -> None:
         # On the process's lane (never the I/O thread): decide, hand slow work to a thread.
         plugin = self._plugin
         code = incarnation.process.exit_code
         uptime = time.monotonic() - incarnation.started_at
         reason = f"pid {incarnation.process.pid} {describe_exit(code)} after {uptime:.1f}s"
+        if incarnation.lost is not None:
+            reason += (
+                f" (stopped by this host: its multiplexed connection ended: {incarnation.lost})"
+            )
         with plugin._cond:
             if (
                 plugin._killed

@@ -107,3 +107,40 @@ def test_a_plugin_that_breaks_the_yamux_session_fails_its_start_at_once(
             restart=RestartPolicy.never(),
         )
     assert reason in str(failed.value)
+
+
+@pytest.mark.parametrize("target", targets(lambda f: f.id == "py-remote"))
+def test_a_plugin_whose_multiplexed_connection_ends_is_restarted(
+    target: Target, leak_check: LeakCheck
+) -> None:
+    # Its one connection gone, a running plugin can never be reached again: every call
+    # failed UNAVAILABLE and nothing restarted it. It is now stopped, and the restart
+    # policy brings up a new process with a new connection. (A Go plugin exits by itself
+    # when its connection ends: exit 0, which the default policy leaves EXITED.)
+    import os
+    import socket
+
+    from aog_plugins import PluginEvent, PluginState, RestartPolicy
+
+    events: list[PluginEvent] = []
+    restart = RestartPolicy(backoff_base=0.05)
+    with target.launch(
+        leak_check, multiplex=True, on_event=events.append, restart=restart
+    ) as plugin:
+        plugin.ping()
+        old = plugin.pid
+        mux = plugin._current.mux
+        assert mux is not None
+        assert mux.session.transport is not None
+        fd = mux.session.transport.get_extra_info("socket").fileno()
+        # Both ends of the connection see it end; the plugin process lives on.
+        with socket.socket(fileno=os.dup(fd)) as connection:
+            connection.shutdown(socket.SHUT_RDWR)
+        wait_until(
+            lambda: plugin.pid != old and plugin.state is PluginState.RUNNING,
+            60,
+            "the plugin restarted on a new connection",
+        )
+        assert plugin.client.get_manifest(timeout=30).provider.name == target.family.provider_name
+        backoff = next(e for e in events if e.new is PluginState.BACKOFF)
+        assert "multiplexed connection ended" in backoff.reason
