@@ -198,8 +198,11 @@ def test_reset_and_protocol_errors(loop: asyncio.AbstractEventLoop) -> None:
     assert session.closed.done() or session.transport is None or session.transport.is_closing()
 
 
-def test_a_stream_bridges_to_a_relay_pipe(loop: asyncio.AbstractEventLoop) -> None:
-    # The piece the multiplexer is built from: yamux stream <-> real socket via _Pipe.
+def _bridged_stream(
+    loop: asyncio.AbstractEventLoop,
+) -> tuple[YamuxSession, Peer, list[YamuxStream], socket.socket]:
+    """A server session whose peer opened stream 1, bridged to a real socket via _Pipe:
+    (the session, the peer, the streams accepted, the far end of that socket)."""
     session, peer, accepted = start(loop, client=False)
     near, far = socket.socketpair()
     far.settimeout(10)
@@ -212,6 +215,12 @@ def test_a_stream_bridges_to_a_relay_pipe(loop: asyncio.AbstractEventLoop) -> No
     peer.send(frame(WINDOW_UPDATE, SYN, 1, 0))
     run(loop, peer)
     loop.run_until_complete(bridge())
+    return session, peer, accepted, far
+
+
+def test_a_stream_bridges_to_a_relay_pipe(loop: asyncio.AbstractEventLoop) -> None:
+    # The piece the multiplexer is built from: yamux stream <-> real socket via _Pipe.
+    session, peer, _, far = _bridged_stream(loop)
     peer.send(frame(DATA, 0, 1, 5, b"hello"))
     assert loop.run_until_complete(loop.run_in_executor(None, far.recv, 5)) == b"hello"
     far.sendall(b"world")
@@ -255,18 +264,7 @@ def test_data_after_fin_resets_that_stream_and_the_session_goes_on(
 ) -> None:
     errors: list[dict[str, object]] = []
     loop.set_exception_handler(lambda _loop, context: errors.append(context))
-    session, peer, accepted = start(loop, client=False)
-    near, far = socket.socketpair()
-    far.settimeout(10)
-
-    async def bridge() -> None:
-        _, pipe = await loop.create_connection(_Pipe, sock=near)
-        accepted[0].attach(pipe)
-        pipe.attach(accepted[0])
-
-    peer.send(frame(WINDOW_UPDATE, SYN, 1, 0))
-    run(loop, peer)
-    loop.run_until_complete(bridge())
+    session, peer, accepted, far = _bridged_stream(loop)
     peer.send(frame(DATA, FIN, 1, 5, b"hello"))
     assert loop.run_until_complete(loop.run_in_executor(None, far.recv, 5)) == b"hello"
     assert loop.run_until_complete(loop.run_in_executor(None, far.recv, 5)) == b""  # the EOF
