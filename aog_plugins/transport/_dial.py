@@ -110,7 +110,7 @@ def open_aio_channel(dial: DialTarget) -> grpc.aio.Channel:
         return grpc.aio.secure_channel(dial.target, creds, options=options)
 
 
-_CLOSING = threading.Lock()
+_CLOSING = threading.RLock()  # reentrant: a callback run by a close may make a stub
 """Held while the library closes a channel or makes a stub: see :func:`make_stub`."""
 
 _S = TypeVar("_S")
