@@ -132,14 +132,19 @@ def make_stub(factory: Callable[[grpc.Channel], _S], channel: grpc.Channel) -> _
     a call on a closed channel instead; our closes (:func:`close_channel`) wait for a stub
     being made."""
     with _CLOSING:
-        core = getattr(channel, "_channel", None)
-        check = getattr(core, "check_connectivity_state", None)
-        if check is not None:
-            try:
-                check(False)
-            except ValueError:
-                raise ValueError("Cannot invoke RPC on closed channel!") from None
+        try:
+            _core_state(channel)
+        except ValueError:
+            raise ValueError("Cannot invoke RPC on closed channel!") from None
         return factory(channel)
+
+
+def _core_state(channel: grpc.Channel) -> int | None:
+    """The connectivity state of grpcio's core channel behind ``channel``, asked on the
+    caller's thread without starting to connect; None when it cannot be asked (not
+    grpcio's own channel). Raises ``ValueError`` when the channel is closed."""
+    check = getattr(getattr(channel, "_channel", None), "check_connectivity_state", None)
+    return None if check is None else int(check(False))
 
 
 def is_connected(channel: grpc.Channel) -> bool:
@@ -151,11 +156,8 @@ def is_connected(channel: grpc.Channel) -> bool:
     synchronously instead. A channel that cannot be asked (closed, or not grpcio's own)
     counts as not connected.
     """
-    check = getattr(getattr(channel, "_channel", None), "check_connectivity_state", None)
-    if check is None:
-        return False
     try:
-        state = check(False)  # False: only look, do not start connecting
+        state = _core_state(channel)
     except ValueError:  # closed
         return False
-    return bool(state == grpc.ChannelConnectivity.READY.value[0])
+    return state is not None and state == int(grpc.ChannelConnectivity.READY.value[0])
