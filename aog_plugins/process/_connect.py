@@ -52,34 +52,23 @@ def health_check(
     stub = make_stub(health_pb2_grpc.HealthStub, channel)
     request = health_pb2.HealthCheckRequest(service=HEALTH_SERVICE)
     call = stub.Check.future(request, timeout=timeout, wait_for_ready=connecting is not None)
-    exited: list[object] = []
+    exited = "it exited before the host had connected"
+    ended: dict[str, str] = {}  # why the wait was given up: "exit" and/or "lost"
+
+    def give_up(kind: str, why: str) -> None:
+        ended.setdefault(kind, why)
+        call.cancel()
+
     if on_exit is not None:
-
-        def give_up(process: object) -> None:
-            exited.append(process)
-            call.cancel()
-
-        on_exit(give_up)
-    lost: list[str] = []
+        on_exit(lambda _process: give_up("exit", exited))
     if on_lost is not None:
-
-        def connection_lost(reason: str) -> None:
-            lost.append(reason)
-            call.cancel()
-
-        on_lost(connection_lost)
+        on_lost(lambda reason: give_up("lost", f"its multiplexed connection ended: {reason}"))
     try:
         reply = call.result()
     except grpc.FutureCancelledError as exc:
         where = f" at {connecting.network} {connecting.address}" if connecting else ""
-        if lost and not exited:
-            raise PluginConnectError(
-                f"could not connect to the plugin{where}: its multiplexed connection "
-                f"ended: {lost[0]}"
-            ) from exc
-        raise PluginConnectError(
-            f"could not connect to the plugin{where}: it exited before the host had connected"
-        ) from exc
+        why = ended.get("exit") or ended.get("lost") or exited  # an exit ends the connection too
+        raise PluginConnectError(f"could not connect to the plugin{where}: {why}") from exc
     except grpc.RpcError as exc:
         code = exc.code() if isinstance(exc, grpc.Call) else None
         if code == grpc.StatusCode.UNIMPLEMENTED:
