@@ -18,7 +18,7 @@ import grpc
 import grpc.aio
 
 from aog_plugins.aio._threads import cancelling
-from aog_plugins.client import ExitInfo, call_error, exit_wait, rpcs
+from aog_plugins.client import CLOSED_WAIT, ExitInfo, call_error, closed_error, exit_wait, rpcs
 from aog_plugins.errors import PluginCallError
 
 if TYPE_CHECKING:
@@ -157,9 +157,7 @@ async def closed_link_error(source: AsyncConnectionSource, rpc: str, link: Link)
     """The typed error for grpc.aio's ``UsageError("Channel is closed.")``: the link's
     channel is closed when its process exits (calls in flight fail at once), so a call that
     took the link a moment before is told of that exit as they are."""
-    code = grpc.StatusCode.UNAVAILABLE
-    info = await source.exit_info(link, exit_wait(code))
-    return call_error(rpc, code, "the host's channel to the plugin was closed", info)
+    return closed_error(rpc, await source.exit_info(link, CLOSED_WAIT))
 
 
 def lost_under_us(link: Link) -> bool:

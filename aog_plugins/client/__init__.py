@@ -11,10 +11,12 @@ from aog_plugins.client._client import (
 )
 from aog_plugins.client._pull import stream_missing
 from aog_plugins.client._source import (
+    CLOSED_WAIT,
     ConnectionSource,
     ExitInfo,
     StaticSource,
     call_error,
+    closed_error,
     exit_wait,
 )
 from aog_plugins.client._streams import BidiSender, ResponseStream, StreamRegistry
@@ -28,6 +30,7 @@ from aog_plugins.contract import (
 )
 
 __all__ = [
+    "CLOSED_WAIT",  # for the asyncio client, as the helpers below
     "DEFAULT_STREAM_TIMEOUT",
     "DEFAULT_UNARY_TIMEOUT",
     "BidiSender",
@@ -45,6 +48,7 @@ __all__ = [
     "StreamablePlugin",
     # For aog_plugins.aio's client, so each RPC's semantics live in one place:
     "call_error",
+    "closed_error",
     "exit_wait",
     "limit_of",
     "methods",

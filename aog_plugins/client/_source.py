@@ -15,12 +15,14 @@ import grpc
 from aog_plugins.errors import PluginCallError, PluginCrashedError, PluginError, printable
 
 __all__ = [
+    "CLOSED_WAIT",
     "ConnectionSource",
     "ExitInfo",
     "StaticSource",
     "call_error",
     "check_code",
     "closed_channel_error",
+    "closed_error",
     "exit_wait",
     "is_success",
     "transport_error",
@@ -117,6 +119,18 @@ def call_error(
 _CLOSED_CHANNEL = ("on closed channel", "Channel closed")
 
 
+CLOSED_WAIT = exit_wait(grpc.StatusCode.UNAVAILABLE)
+"""Seconds a call its closed channel refused waits for its process's exit to be seen."""
+
+
+def closed_error(rpc: str, info: ExitInfo | None) -> PluginCallError:
+    """The error of a call its channel refused because the host had closed it, as it does
+    when the plugin's process exits: ``info``, that exit (as for a call in flight), or
+    while the process runs, UNAVAILABLE saying so. Sync and asyncio alike."""
+    details = "the host's channel to the plugin was closed"
+    return call_error(rpc, grpc.StatusCode.UNAVAILABLE, details, info)
+
+
 def closed_channel_error(
     rpc: str, exc: ValueError, source: ConnectionSource, channel: grpc.Channel
 ) -> PluginCallError:
@@ -126,9 +140,7 @@ def closed_channel_error(
     ``ValueError`` is re-raised."""
     if not any(text in str(exc) for text in _CLOSED_CHANNEL):
         raise exc
-    code = grpc.StatusCode.UNAVAILABLE
-    details = "the host's channel to the plugin was closed"
-    return call_error(rpc, code, details, source.exit_info(channel, wait=exit_wait(code)))
+    return closed_error(rpc, source.exit_info(channel, wait=CLOSED_WAIT))
 
 
 def transport_error(
