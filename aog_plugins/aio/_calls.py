@@ -71,17 +71,12 @@ class AsyncRpcCalls:
         for attempt in (0, 1):
             link = await self._link(remaining())
             error: PluginCallError
+            call = None
             try:
                 call = rpc.aio(link.stub)(request, timeout=remaining())
-            except grpc.aio.UsageError:  # its channel closed meanwhile: its process exited
-                error = await closed_link_error(self._source, rpc.name, link)
-                if rpc.idempotent and attempt == 0 and isinstance(error, PluginCrashedError):
-                    continue
-                raise error from None
-            link.track(call)
-            try:
+                link.track(call)
                 return await call
-            except grpc.aio.UsageError:
+            except grpc.aio.UsageError:  # its channel closed meanwhile: its process exited
                 error = await closed_link_error(self._source, rpc.name, link)
             except grpc.RpcError as exc:
                 error = await failure(self._source, rpc.name, link, exc)
@@ -90,7 +85,8 @@ class AsyncRpcCalls:
                     raise  # the caller's task was cancelled: grpc cancelled the RPC
                 error = await failure(self._source, rpc.name, link, None)
             finally:
-                link.untrack(call)
+                if call is not None:
+                    link.untrack(call)
             if rpc.idempotent and attempt == 0 and isinstance(error, PluginCrashedError):
                 continue
             raise error

@@ -20,7 +20,7 @@ from aog_plugins.client._methods import Streamed, Unary
 from aog_plugins.client._rpcs import BidiRpc, StreamCall, StreamRpc, Stub, UnaryRpc
 from aog_plugins.client._source import ConnectionSource, closed_channel_error, transport_error
 from aog_plugins.client._streams import ResponseStream, StreamRegistry
-from aog_plugins.errors import AogPluginsError, PluginCrashedError
+from aog_plugins.errors import AogPluginsError, PluginCallError, PluginCrashedError
 from aog_plugins.transport import NO_LIMIT_BEYOND, make_stub, seconds, signals_blocked
 
 __all__ = ["RpcCalls", "limit_of"]
@@ -77,19 +77,19 @@ class RpcCalls:
         deadline = None if limit is None else time.monotonic() + limit
         for attempt in (0, 1):
             remaining = None if deadline is None else max(deadline - time.monotonic(), 0.001)
+            error: PluginCallError
             try:
                 channel, stub = self._stub(remaining, rpc.name)
-            except PluginCrashedError:
-                if rpc.idempotent and attempt == 0:
-                    continue
-                raise
-            remaining = None if deadline is None else max(deadline - time.monotonic(), 0.001)
-            try:
-                return rpc.method(stub)(request, timeout=remaining)
-            except grpc.RpcError as exc:
-                error = transport_error(rpc.name, exc, self._source, channel)
-            except ValueError as exc:  # the channel was closed meanwhile: its process exited
-                error = closed_channel_error(rpc.name, exc, self._source, channel)
+            except PluginCrashedError as exc:  # its channel closed meanwhile: see _stub
+                error = exc
+            else:
+                remaining = None if deadline is None else max(deadline - time.monotonic(), 0.001)
+                try:
+                    return rpc.method(stub)(request, timeout=remaining)
+                except grpc.RpcError as exc:
+                    error = transport_error(rpc.name, exc, self._source, channel)
+                except ValueError as exc:  # the channel was closed meanwhile: its process exited
+                    error = closed_channel_error(rpc.name, exc, self._source, channel)
             if rpc.idempotent and attempt == 0 and isinstance(error, PluginCrashedError):
                 continue
             raise error from None
