@@ -78,11 +78,7 @@ class Supervisor:
             return  # the plugin exited (the connection ended with it): its exit says why
         plugin = self._plugin
         with plugin._cond:
-            if (
-                plugin._killed
-                or incarnation is not plugin._current
-                or plugin._state is not PluginState.RUNNING
-            ):
+            if not self._serving(incarnation):
                 return
             incarnation.lost = reason
         plugin._lifecycle.warning(
@@ -104,11 +100,7 @@ class Supervisor:
                 f" (stopped by this host: its multiplexed connection ended: {incarnation.lost})"
             )
         with plugin._cond:
-            if (
-                plugin._killed
-                or incarnation is not plugin._current
-                or plugin._state is not PluginState.RUNNING
-            ):
+            if not self._serving(incarnation):
                 return  # kill() got there first: it cleans up
             # Calls in flight fail now instead of hanging on a dead socket.
             close_channel(incarnation.channel)
@@ -132,6 +124,15 @@ class Supervisor:
             )
             self._worker = worker
             start_thread(worker)
+
+    def _serving(self, incarnation: Incarnation) -> bool:
+        """Whether ``incarnation`` is the running plugin's, not stopped (under its lock)."""
+        plugin = self._plugin
+        return (
+            not plugin._killed
+            and incarnation is plugin._current
+            and plugin._state is PluginState.RUNNING
+        )
 
     def cancel(self) -> None:
         """The plugin is being stopped or detached (under its lock): a restart waiting out
