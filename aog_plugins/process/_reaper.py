@@ -162,23 +162,28 @@ class Reaper:
         with self._io_lock:
             self._flush_locked()
 
-    def spawning(self, socket_dir: str) -> None:
-        """Before forking a plugin given ``socket_dir``: should this process die before
-        :meth:`track`, the reaper kills the process whose environment names that dir.
-        Returns once the reaper has it; :meth:`track` with the same dir (or
-        :meth:`spawn_failed`) withdraws it."""
+    def spawning(self, socket_dir: str) -> bool:
+        """Before a plugin is given ``socket_dir`` (or the dir is made): should this process
+        die before :meth:`track`, the reaper kills the process whose environment names
+        that dir and removes the dir. Returns once the reaper has it: True if this call
+        announced it, False if it already was (or cannot be). :meth:`track` with the same
+        dir (or :meth:`spawn_failed`) withdraws it."""
         path = os.fsencode(socket_dir)
         if b"\n" in path:  # one command per line; cannot be announced
-            return
+            return False
         line = b"spawn %s\n" % path
         with self._lock:
+            if path in self._spawning:
+                return False
             self._spawning[path] = line
             self._outbox += line
         with self._io_lock:
             self._flush_locked()
+        return True
 
     def spawn_failed(self, socket_dir: str) -> None:
-        """Withdraw :meth:`spawning`: no process was started. Never blocks."""
+        """Withdraw :meth:`spawning` (no process was started, or the dir is gone).
+        Never blocks."""
         path = os.fsencode(socket_dir)
         with self._lock:
             if self._spawning.pop(path, None) is None:

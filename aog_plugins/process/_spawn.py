@@ -271,10 +271,10 @@ def spawn(
     """Start ``command`` with exactly ``env``; raise a typed start error if it cannot run."""
     argv = tuple(command)
     socket_dir = env.get("PLUGIN_UNIX_SOCKET_DIR")
-    if socket_dir:
-        # Should this host die between the fork and the track() below, the reaper finds
-        # the plugin by its socket dir, which only this plugin has in its environment.
-        reaper().spawning(socket_dir)
+    # Should this host die between the fork and the track() below, the reaper finds the
+    # plugin by its socket dir, which only this plugin has in its environment (announced
+    # here unless make_socket_dir already did; only what is announced here is withdrawn).
+    announced = bool(socket_dir) and reaper().spawning(socket_dir or "")
     try:
         # A child inherits this thread's mask, and ours block signals (see transport):
         # the plugin starts with SIGTERM and SIGINT deliverable, whoever starts it.
@@ -290,11 +290,11 @@ def spawn(
                 close_fds=True,
             )
     except OSError as exc:
-        if socket_dir:
+        if announced and socket_dir:
             reaper().spawn_failed(socket_dir)
         raise diagnose_exec_failure(argv[0], exc, argv, env, cwd) from exc
     except (ValueError, TypeError) as exc:  # a NUL byte or a non-string in argv/env/cwd
-        if socket_dir:
+        if announced and socket_dir:
             reaper().spawn_failed(socket_dir)
         raise ConfigurationError(
             f"cannot start {argv[0]!r}: {exc}; the command, its environment and cwd must "
@@ -312,7 +312,7 @@ def spawn(
         with contextlib.suppress(Exception):
             reaper().untrack(popen.pid)
         popen.wait()
-        if socket_dir:
+        if announced and socket_dir:
             reaper().spawn_failed(socket_dir)
         for pipe in (popen.stdout, popen.stderr):
             if pipe is not None:

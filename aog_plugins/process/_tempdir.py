@@ -6,6 +6,9 @@ start (while its plugin boots) or the first :func:`make_socket_dir` removes thos
 hosts (:func:`remove_stale_dirs`). A Python
 plugin whose host gave it no socket dir names its private TLS-relay dir the same way
 (``aogp-<plugin pid>-relay-<random>``), so the same cleanup removes it once it is dead.
+
+The reaper (:mod:`._reaper`) hears of a host's dir before it is made, so that a host
+killed at any moment, even right after the ``mkdir``, leaves no dir for a sweep to find.
 """
 
 from __future__ import annotations
@@ -13,12 +16,15 @@ from __future__ import annotations
 import logging
 import os
 import re
+import secrets
 import shutil
 import stat
 import tempfile
 import threading
 
 import psutil
+
+from aog_plugins.process._reaper import reaper
 
 __all__ = [
     "MAX_SOCKET_DIR_LEN",
@@ -68,10 +74,28 @@ def _base_dir() -> str:
 def make_socket_dir(*, clean_stale: bool = True) -> str:
     """Create a fresh 0700 directory named after this host's pid; unless ``clean_stale``
     is False (the caller then calls :func:`remove_stale_dirs_once` itself, later), the
-    first call of the process removes the stale dirs of dead hosts first."""
+    first call of the process removes the stale dirs of dead hosts first.
+
+    The reaper is told of the dir before it exists (and removes it if this process dies
+    before :func:`remove_socket_dir`); a plugin later started with it in its environment
+    is covered by the same announcement until it is tracked.
+    """
     if clean_stale:
         remove_stale_dirs_once()
-    return tempfile.mkdtemp(prefix=f"{PREFIX}{os.getpid()}-", dir=_base_dir())
+    base = _base_dir()
+    for _ in range(100):
+        path = os.path.join(base, f"{PREFIX}{os.getpid()}-{secrets.token_hex(4)}")
+        announced = reaper().spawning(path)
+        try:
+            os.mkdir(path, 0o700)
+        except BaseException as exc:
+            if announced:
+                reaper().spawn_failed(path)
+            if isinstance(exc, FileExistsError):
+                continue
+            raise
+        return path
+    raise FileExistsError(f"no unused socket dir name in {base} after 100 tries")
 
 
 def remove_stale_dirs_once() -> None:
@@ -85,9 +109,11 @@ def remove_stale_dirs_once() -> None:
 
 
 def remove_socket_dir(path: str | None) -> None:
-    """Remove a socket directory and whatever the plugin left in it."""
+    """Remove a socket directory and whatever the plugin left in it, then withdraw it
+    from the reaper (:func:`make_socket_dir`)."""
     if path:
         shutil.rmtree(path, ignore_errors=True)
+        reaper().spawn_failed(path)
 
 
 def remove_stale_dirs() -> list[str]:

@@ -168,6 +168,26 @@ KILLED_IN_TMPDIR_PROBE_HOST = textwrap.dedent(
     """
 )
 
+# Dies of SIGKILL right after it makes its first socket dir (in its TMPDIR), before the
+# plugin is forked.
+KILLED_AFTER_MKDIR_HOST = textwrap.dedent(
+    """
+    import json, os, signal, sys
+    import aog_plugins
+
+    tmpdir, real_mkdir = os.environ["TMPDIR"], os.mkdir
+
+    def mkdir(path, *args, **kwargs):
+        real_mkdir(path, *args, **kwargs)
+        path = os.fsdecode(path)
+        if os.path.dirname(path) == tmpdir and os.path.basename(path).startswith("aogp-"):
+            os.kill(os.getpid(), signal.SIGKILL)
+
+    os.mkdir = mkdir
+    aog_plugins.launch(json.loads(sys.argv[1]))
+    """
+)
+
 SLEEPER = [sys.executable, "-c", "import time; time.sleep(600)"]
 # The leader starts a member of its group and exits at once; the member stays.
 LEADER_EXITS = ["sh", "-c", f"{sys.executable} -c 'import time; time.sleep(600)' & exit 0"]
@@ -379,3 +399,18 @@ def test_a_launch_leaves_no_probe_file_in_tmpdir(make_host: HostFactory) -> None
     exit_code = host.proc.wait(60)
     assert os.listdir(host.tmpdir) == []
     assert exit_code == 0, host.stderr_text()
+
+
+def test_host_killed_right_after_making_the_socket_dir_leaves_no_dir(
+    make_host: HostFactory,
+) -> None:
+    # The reaper used to hear of a socket dir only when the plugin was about to be forked
+    # (on a host's first launch it was not even running yet): a host killed between the
+    # mkdir and that announcement left the empty dir for a later host's sweep.
+    host = make_host(KILLED_AFTER_MKDIR_HOST, json.dumps(plugin_cmd("echo_plugin.py")))
+    assert host.proc.wait(30) == -signal.SIGKILL, host.stderr_text()
+    wait_until(
+        lambda: not os.listdir(host.tmpdir),
+        10,
+        lambda: f"the socket dir to be removed: {os.listdir(host.tmpdir)}",
+    )
