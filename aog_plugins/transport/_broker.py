@@ -18,6 +18,7 @@ import collections
 import contextlib
 import itertools
 import logging
+import os
 import shutil
 import tempfile
 import threading
@@ -225,7 +226,9 @@ class BrokerCore:
             return self._socket_dir
         with self._cond:
             if self._own_dir is None:
-                self._own_dir = tempfile.mkdtemp(prefix="aogp-broker-")
+                # Named like a host's socket dir, with our pid: should this process die
+                # of SIGKILL, the next host's stale-dir sweep removes it.
+                self._own_dir = tempfile.mkdtemp(prefix=f"aogp-{os.getpid()}-broker-")
             return self._own_dir
 
     # ---- dialing ----------------------------------------------------------------------

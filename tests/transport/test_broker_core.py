@@ -3,7 +3,11 @@
 from __future__ import annotations
 
 import os
+import signal
+import subprocess
+import sys
 import tempfile
+import textwrap
 from collections.abc import Callable, Iterator
 
 import grpc
@@ -12,6 +16,7 @@ import pytest
 from aog_plugins._proto import callback_pb2, callback_pb2_grpc
 from aog_plugins.errors import BrokerError, ConfigurationError
 from aog_plugins.handshake import generate_certificate
+from aog_plugins.process._tempdir import remove_stale_dirs
 from aog_plugins.transport import BrokerCore, BrokerTLS, ConnInfo, Knock
 
 
@@ -32,6 +37,12 @@ def register(prefix: str) -> Callable[[grpc.Server], None]:
 def call(channel: grpc.Channel, text: str) -> str:
     stub = callback_pb2_grpc.CallbackStub(channel)
     return stub.Call(callback_pb2.CallRequest(text=text), timeout=10).text
+
+
+@pytest.fixture
+def short_tmpdir() -> Iterator[str]:
+    with tempfile.TemporaryDirectory(prefix="bt-", dir="/tmp") as d:
+        yield d
 
 
 @pytest.fixture
@@ -146,3 +157,40 @@ def test_close_stops_servers_and_channels(socket_dir: str) -> None:
     assert not os.path.exists(server.address)
     with pytest.raises(BrokerError, match="closed"):
         a.accept_and_serve(2, register(""))
+
+
+# Serves through a BrokerCore given no socket dir (a host that set no
+# PLUGIN_UNIX_SOCKET_DIR), prints the dir it made, then dies of SIGKILL.
+KILLED_WITH_OWN_DIR = textwrap.dedent(
+    """
+    import os, signal
+    from aog_plugins.transport import BrokerCore
+
+    core = BrokerCore(lambda info: None, network="unix", socket_dir=None, tls=None)
+    server = core.accept_and_serve(1, lambda s: None)
+    print(os.path.dirname(server.address), flush=True)
+    os.kill(os.getpid(), signal.SIGKILL)
+    """
+)
+
+
+def test_a_killed_processs_own_broker_dir_is_swept(
+    short_tmpdir: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # The dir was named aogp-broker-*, with no pid: once its process had died of SIGKILL,
+    # no stale-dir sweep recognized it, and it stayed in TMPDIR for good.
+    proc = subprocess.run(
+        [sys.executable, "-c", KILLED_WITH_OWN_DIR],
+        env={**os.environ, "TMPDIR": short_tmpdir},
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    assert proc.returncode == -signal.SIGKILL, proc.stderr
+    own_dir = proc.stdout.strip()
+    assert os.path.dirname(own_dir) == short_tmpdir
+    assert os.path.isdir(own_dir)
+    monkeypatch.setattr(tempfile, "tempdir", short_tmpdir)  # the sweep's base dir
+    assert own_dir in remove_stale_dirs()
+    assert os.listdir(short_tmpdir) == []
