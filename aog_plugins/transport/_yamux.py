@@ -26,6 +26,7 @@ __all__ = [
     "DATA",
     "FIN",
     "GO_AWAY",
+    "MAX_STREAMS",
     "PING",
     "RST",
     "SYN",
@@ -45,6 +46,9 @@ SYN, ACK, FIN, RST = 1, 2, 4, 8
 WINDOW = 256 * 1024
 _MAX_FRAME = 64 * 1024
 _HIGH_WATER = 1024 * 1024
+MAX_STREAMS = 1024
+"""Streams open at once on one session; a SYN beyond that is reset (yamux resets those
+beyond its accept backlog the same way)."""
 GO_AWAY_NORMAL, GO_AWAY_PROTOCOL = 0, 1
 
 
@@ -228,11 +232,24 @@ class YamuxSession(asyncio.Protocol):
         self.end_reason: str | None = None
         """Why the session ended (None while it runs): no new stream can be opened."""
         self._on_end: list[Callable[[str], None]] = []
+        self._refused_streams = 0
 
     # ---- connection ---------------------------------------------------------------
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         assert isinstance(transport, asyncio.Transport)
         self.transport = transport
+        transport.set_write_buffer_limits(high=_HIGH_WATER)
+
+    def pause_writing(self) -> None:
+        # The peer does not read what we write (answers to its pings and SYNs, window
+        # updates, data): read nothing more of it until it does, so that frames which
+        # each need an answer cannot grow our output without bound.
+        if self.transport is not None:
+            self.transport.pause_reading()
+
+    def resume_writing(self) -> None:
+        if self.transport is not None and not self.transport.is_closing():
+            self.transport.resume_reading()
 
     def data_received(self, data: bytes) -> None:
         self._buffer += data
@@ -338,6 +355,19 @@ class YamuxSession(asyncio.Protocol):
         if flags & SYN:
             if stream is not None:
                 raise YamuxError(f"duplicate stream {stream_id}")
+            if stream_id == 0 or stream_id % 2 == self._next_id % 2:
+                # Ours to number (or the session's own id): it would collide with a
+                # stream we open.
+                raise YamuxError(f"the peer opened stream {stream_id}, an id it may not use")
+            if len(self._streams) >= MAX_STREAMS:
+                if not self._refused_streams:
+                    _log.warning(
+                        "yamux: the peer has %d streams open; resetting the new ones",
+                        len(self._streams),
+                    )
+                self._refused_streams += 1
+                self.write(frame(WINDOW_UPDATE, RST, stream_id, 0))
+                return
             stream = YamuxStream(self, stream_id)
             self._streams[stream_id] = stream
             self.write(frame(WINDOW_UPDATE, ACK, stream_id, 0))

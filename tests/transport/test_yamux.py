@@ -16,6 +16,7 @@ from aog_plugins.transport._yamux import (
     DATA,
     FIN,
     GO_AWAY,
+    MAX_STREAMS,
     PING,
     RST,
     SYN,
@@ -282,3 +283,70 @@ def test_data_after_fin_resets_that_stream_and_the_session_goes_on(
     assert errors == []
     session.close()
     far.close()
+
+
+@pytest.mark.parametrize("stream_id", [0, 2], ids=["session-id", "our-parity"])
+def test_a_stream_id_the_peer_may_not_use_is_a_protocol_error(
+    loop: asyncio.AbstractEventLoop, stream_id: int
+) -> None:
+    # Accepted before: stream 0 is the session's, and an even id on the accepting side
+    # collides with the stream it opens next.
+    session, peer, accepted = start(loop, client=False)
+    peer.send(frame(WINDOW_UPDATE, SYN, stream_id, 0))
+    ends_with_protocol_error(loop, peer)
+    assert accepted == []
+    assert session.end_reason is not None
+
+
+def test_streams_beyond_the_limit_are_reset_and_the_session_goes_on(
+    loop: asyncio.AbstractEventLoop,
+) -> None:
+    # Every stream the peer opened was accepted (on the plugin side, each one a
+    # connection to the gRPC server): a peer could exhaust our file descriptors.
+    session, peer, accepted = start(loop, client=False)
+    ids = [2 * i + 1 for i in range(MAX_STREAMS + 1)]
+    peer.send(b"".join(frame(WINDOW_UPDATE, SYN, sid, 0) for sid in ids))
+    answers = [run(loop, peer)[:4] for _ in ids]
+    assert answers[:-1] == [(WINDOW_UPDATE, ACK, sid, 0) for sid in ids[:-1]]
+    assert answers[-1] == (WINDOW_UPDATE, RST, ids[-1], 0)
+    assert len(accepted) == MAX_STREAMS
+    # Once one is reset, a new stream is accepted again.
+    peer.send(frame(WINDOW_UPDATE, RST, ids[0], 0) + frame(WINDOW_UPDATE, SYN, ids[-1] + 2, 0))
+    assert run(loop, peer)[:4] == (WINDOW_UPDATE, ACK, ids[-1] + 2, 0)
+    session.close()
+
+
+def test_a_peer_that_pings_without_reading_cannot_grow_our_output(
+    loop: asyncio.AbstractEventLoop,
+) -> None:
+    # Each ping is answered; a peer that never reads used to have every answer buffered.
+    session, peer, _ = start(loop, client=False)
+    pings = frame(PING, SYN, 0, 1) * 400_000  # 4.8 MB of pings, as many answers
+    peer.sock.settimeout(1)
+
+    def flood() -> int:
+        view, sent = memoryview(pings), 0
+        with contextlib.suppress(OSError):  # a timeout: the session stopped reading
+            while sent < len(pings):
+                sent += peer.sock.send(view[sent:])
+        return sent
+
+    sent = loop.run_until_complete(loop.run_in_executor(None, flood))
+    assert session.transport is not None
+    assert session.transport.get_write_buffer_size() <= 2 * 1024 * 1024
+    assert sent < len(pings)
+    # Once the peer reads, the session reads again: every ping and a last one are answered.
+    peer.sock.settimeout(10)
+
+    def until_the_last_answer() -> int:
+        answers = 0
+        while peer.frame()[:4] != (PING, ACK, 0, 0xFEED):
+            answers += 1
+        return answers
+
+    rest = pings[sent:] + frame(PING, SYN, 0, 0xFEED)
+    sending = loop.run_in_executor(None, lambda: peer.send(rest))
+    answers = loop.run_until_complete(loop.run_in_executor(None, until_the_last_answer))
+    loop.run_until_complete(sending)
+    assert answers == 400_000
+    session.close()
