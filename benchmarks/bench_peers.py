@@ -4,8 +4,10 @@
     python benchmarks/bench_peers.py [--quick] [--rounds N] [--baseline DIR] [--name NAME]
 
 Columns: go-plugin's Go host (``fixtures/hosts/go``), aog-plugins (this checkout; and its
-asyncio API ``aog_plugins.aio`` as a column of its own where the checkout has it), and
-python-plugin 0.1.0 (grpclib) and pyvider-rpcplugin 0.5.5 (grpc.aio), each installed by this
+asyncio API ``aog_plugins.aio`` as a column of its own where the checkout has it), the
+grpcio floor (``peers/grpcio_floor_host.py``: spawn, read the handshake line, a bare grpcio
+channel and call, nothing else; what no grpcio-based host can beat; ``--no-floor`` leaves
+it out), and python-plugin 0.1.0 (grpclib) and pyvider-rpcplugin 0.5.5 (grpc.aio), each installed by this
 script into a throwaway venv of its own (``--venvs``, default under
 ``~/.cache/aog-plugins/bench-venvs``; never a test dependency). ``--baseline DIR`` adds a
 column for another checkout of aog-plugins (e.g. ``git worktree add /tmp/perf-old <commit>``),
@@ -43,6 +45,7 @@ sys.path.insert(0, str(REPO))
 from tests.support.gobuild import GoBinaries, build_go_binaries, cache_root  # noqa: E402
 
 MIB = 1024 * 1024
+FLOOR = "grpcio floor (no library)"
 Value = float | str  # a figure, or why there is none
 
 
@@ -203,8 +206,10 @@ class DriverHost(Column):
         go: GoHost,
         bins: GoBinaries,
         pythonpath: str | None = None,
+        no_plugin: str = "same plugin as the sync column",
     ) -> None:
         self.name, self.python, self.driver = name, python, str(PEERS / driver)
+        self.no_plugin = no_plugin  # the "plugin side" cell without a plugin of its own
         self.plugin_argv, self.go, self.bins = plugin_argv, go, bins
         self.env = dict(os.environ)
         self.env.pop("PYTHONPATH", None)
@@ -260,7 +265,7 @@ class DriverHost(Column):
             return value if value is not None else "not measured"
         if row == "plugin_mtls":
             if not self.plugin_argv:
-                return "same plugin as the sync column"
+                return self.no_plugin
             return plugin_row(self.go, self.name, self.plugin_argv, s)
         if row in ("fleet", "fleet_rss"):
             if not s.fleet:
@@ -388,6 +393,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--baseline", help="another aog-plugins checkout: an extra column")
     parser.add_argument("--only", help="comma list of row keys (default: all)")
     parser.add_argument("--no-peers", action="store_true", help="leave the PyPI peers out")
+    parser.add_argument("--no-floor", action="store_true", help="leave the grpcio floor out")
     parser.add_argument("--venvs", default=str(Path.home() / ".cache/aog-plugins/bench-venvs"))
     parser.add_argument("--name", default=time.strftime("peers-%Y%m%d-%H%M%S"))
     args = parser.parse_args(argv)
@@ -424,6 +430,9 @@ def main(argv: list[str] | None = None) -> int:
     else:
         aio = host_args(sys.executable, "aog_aio_host.py", [])
         columns.append(DriverHost(f"{ours} (asyncio)", **aio, pythonpath=here))
+    if not args.no_floor:
+        floor = host_args(sys.executable, "grpcio_floor_host.py", [])
+        columns.append(DriverHost(FLOOR, **floor, no_plugin="a host only, no plugin side"))
     if args.baseline:
         base = Path(args.baseline).resolve()
         old_plugin = [sys.executable, str(base / "fixtures" / "plugins" / "remote_provider.py")]

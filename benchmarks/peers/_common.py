@@ -11,6 +11,7 @@ import importlib.util
 import json
 import statistics
 import sys
+import threading
 import time
 from collections.abc import Awaitable, Callable
 from pathlib import Path
@@ -80,6 +81,27 @@ def p50_us(call: Callable[[], object], n: int, warmup: int) -> tuple[float, floa
         call()
         times.append(time.perf_counter_ns() - began)
     return statistics.median(times) / 1000, (time.process_time_ns() - cpu) / n / 1000
+
+
+def thread_throughput(call: Callable[[], object], parallel: int, per_worker: int) -> float:
+    """Calls per second of ``parallel`` threads making ``per_worker`` calls each."""
+    for _ in range(20):
+        call()
+    gate = threading.Barrier(parallel + 1)
+
+    def work() -> None:
+        gate.wait()
+        for _ in range(per_worker):
+            call()
+
+    threads = [threading.Thread(target=work) for _ in range(parallel)]
+    for t in threads:
+        t.start()
+    gate.wait()
+    began = time.perf_counter()
+    for t in threads:
+        t.join()
+    return parallel * per_worker / (time.perf_counter() - began)
 
 
 async def async_p50_us(

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import json
 import logging
-import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
@@ -39,26 +38,6 @@ def cold(spec: dict[str, Any]) -> dict[str, Any]:
     return {"first_call_ms": first, "import_ms": IMPORT_MS}
 
 
-def throughput(call: Any, parallel: int, per_worker: int) -> float:
-    for _ in range(20):
-        call()
-    gate = threading.Barrier(parallel + 1)
-
-    def work() -> None:
-        gate.wait()
-        for _ in range(per_worker):
-            call()
-
-    threads = [threading.Thread(target=work) for _ in range(parallel)]
-    for t in threads:
-        t.start()
-    gate.wait()
-    began = time.perf_counter()
-    for t in threads:
-        t.join()
-    return parallel * per_worker / (time.perf_counter() - began)
-
-
 def calls(spec: dict[str, Any]) -> dict[str, Any]:
     plugin = start(spec)
     client = plugin.client
@@ -74,7 +53,9 @@ def calls(spec: dict[str, Any]) -> dict[str, Any]:
         out: dict[str, Any] = {
             "p50_us": p50,
             "cpu_us": cpu,
-            "ops_s": c.guarded(lambda: throughput(health, spec["parallel"], spec["per_worker"])),
+            "ops_s": c.guarded(
+                lambda: c.thread_throughput(health, spec["parallel"], spec["per_worker"])
+            ),
         }
         if spec.get("big_bytes"):
             data = json.dumps({"size": spec["big_bytes"]}).encode()
