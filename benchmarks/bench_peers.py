@@ -7,8 +7,8 @@ Columns: go-plugin's Go host (``fixtures/hosts/go``), aog-plugins (this checkout
 asyncio API ``aog_plugins.aio`` as a column of its own where the checkout has it), the
 grpcio floor (``peers/grpcio_floor_host.py``: spawn, read the handshake line, a bare grpcio
 channel and call, nothing else; what no grpcio-based host can beat; ``--no-floor`` leaves
-it out), and python-plugin 0.1.0 (grpclib) and pyvider-rpcplugin 0.5.5 (grpc.aio), each installed by this
-script into a throwaway venv of its own (``--venvs``, default under
+it out), and python-plugin 0.1.0 (grpclib) and pyvider-rpcplugin 0.5.5 (grpc.aio), each
+installed by this script into a throwaway venv of its own (``--venvs``, default under
 ``~/.cache/aog-plugins/bench-venvs``; never a test dependency). ``--baseline DIR`` adds a
 column for another checkout of aog-plugins (e.g. ``git worktree add /tmp/perf-old <commit>``),
 run by the same interpreter with ``PYTHONPATH=DIR``: before/after in one interleaved run.
