@@ -29,6 +29,7 @@ from aog_plugins.testing._leaks import MARKER_ENV, find_leaks, kill_leaks
 __all__ = ["aog_plugin", "aog_plugin_manager", "aog_provider"]
 
 HARNESS = pytest.StashKey[PluginHarness]()
+_PATH_OPTIONS = ("aog_plugin_dir", "aog_keep_plugin_logs")
 
 
 def pytest_addoption(parser: pytest.Parser) -> None:
@@ -52,6 +53,27 @@ def pytest_addoption(parser: pytest.Parser) -> None:
         default=None,
         help="write every plugin's log records, events and exit to DIR/<test>/ (passing tests too)",
     )
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    """Make the path options absolute now, against the directory pytest was run from: a
+    test that changes directory (``monkeypatch.chdir``) must not change what they mean.
+    The log directory is created here, so an unusable one is a usage error up front."""
+    base = config.invocation_params.dir
+    for dest in _PATH_OPTIONS:
+        value = config.getoption(dest)
+        if value is not None:
+            setattr(config.option, dest, os.path.join(base, os.path.expanduser(value)))
+    logs = config.getoption("aog_keep_plugin_logs")
+    if logs is not None:
+        try:
+            os.makedirs(logs, exist_ok=True)
+        except OSError as exc:
+            why = "a file is in the way" if isinstance(exc, FileExistsError) else exc.strerror
+            raise pytest.UsageError(
+                f"--aog-keep-plugin-logs {logs}: cannot create that directory ({why}); "
+                "pass a directory that exists or can be created"
+            ) from None
 
 
 @pytest.hookimpl(wrapper=True)

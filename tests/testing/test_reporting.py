@@ -115,3 +115,35 @@ def test_a_plugin_dir_whose_executable_is_missing_says_so(tmp_path: Path) -> Non
     (tmp_path / "plugin.yaml").write_text(PLUGIN_YAML.format(platform=f"{go_os()}_{go_arch()}"))
     with PluginHarness() as harness, pytest.raises(PluginNotFoundError, match="build or install"):
         harness.start(tmp_path)
+
+
+CHDIR = """
+def test_in_another_directory(aog_plugin, tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    aog_plugin("myplugin").ping()
+"""
+
+
+def test_relative_path_options_mean_the_directory_pytest_was_run_from(
+    pytester: pytest.Pytester,
+) -> None:
+    """A test that changes directory does not change where the options point."""
+    run = pytester.path / "plugins" / "myplugin"
+    run.parent.mkdir()
+    run.write_text(f'#!/bin/sh\nexec {sys.executable} {LOCAL_PROVIDER} "$@"\n')
+    run.chmod(0o755)
+    args = ("--aog-plugin-dir", "plugins", "--aog-keep-plugin-logs", "logs")
+    result = run_inner(pytester, CHDIR, *args)
+    result.assert_outcomes(passed=1)
+    (kept,) = (pytester.path / "logs").rglob("*.log")
+    assert kept.name == "1-myplugin.log"
+
+
+def test_a_log_directory_that_cannot_be_made_is_a_usage_error(pytester: pytest.Pytester) -> None:
+    in_the_way = pytester.path / "a-file"
+    in_the_way.write_text("")
+    result = run_inner(pytester, FAILING, "--aog-keep-plugin-logs", str(in_the_way / "logs"))
+    assert result.ret == pytest.ExitCode.USAGE_ERROR
+    result.stderr.fnmatch_lines(
+        [f"ERROR: --aog-keep-plugin-logs {in_the_way}/logs: cannot create that directory (*)*"]
+    )
