@@ -5,6 +5,8 @@ The pytest fixtures are thin wrappers around it; other test runners can use it d
 
 from __future__ import annotations
 
+import contextlib
+import hashlib
 import itertools
 import logging
 import os
@@ -29,6 +31,9 @@ __all__ = ["Command", "PluginHarness"]
 
 Command = str | os.PathLike[str] | Sequence[str]
 _UNSAFE = re.compile(r"[^A-Za-z0-9_.-]+")
+_MAX_NAME = 120
+"""Longest kept-log file or directory name made from a test id or plugin name (the file
+system allows 255 bytes; a parametrized test id can be much longer)."""
 
 
 class PluginHarness:
@@ -50,7 +55,10 @@ class PluginHarness:
     ) -> None:
         self.auto_mtls = auto_mtls
         self.plugin_dir = Path(plugin_dir) if plugin_dir is not None else None
-        self._keep = Path(keep_logs) / _UNSAFE.sub("_", label or "run") if keep_logs else None
+        # Absolute now: a test that changes directory must not move its logs.
+        self._keep = (
+            Path(os.path.abspath(keep_logs)) / _file_name(label or "run") if keep_logs else None
+        )
         self._watches: list[PluginWatch] = []
         self._lock = threading.Lock()
         self._seq = itertools.count(1)
@@ -137,9 +145,17 @@ class PluginHarness:
             logger.setLevel(logging.DEBUG)  # everything into the report, and on to caplog
         log_path = None
         if self._keep is not None:
-            self._keep.mkdir(parents=True, exist_ok=True)
-            log_path = str(self._keep / f"{seq}-{_UNSAFE.sub('_', name)}.log")
-        records = RecordBuffer(log_path)
+            log_path = str(self._keep / f"{seq}-{_file_name(name)}.log")
+        try:
+            if self._keep is not None:
+                self._keep.mkdir(parents=True, exist_ok=True)
+            records = RecordBuffer(log_path)
+        except OSError as exc:
+            raise ConfigurationError(
+                f"cannot write the plugin's log file {log_path} ({exc.strerror}): pass a "
+                "keep_logs directory (--aog-keep-plugin-logs) that can be written; nothing "
+                "was started"
+            ) from exc
         logger.addHandler(records)
         watch = PluginWatch(
             name=name, marker=marker, logger=logger, records=records, log_path=log_path
@@ -223,8 +239,8 @@ class PluginHarness:
                 )
             watch.logger.removeHandler(watch.records)
             watch.records.close()
-            if watch.log_path is not None:
-                with open(watch.log_path, "a", encoding="utf-8") as f:
+            if watch.log_path is not None and watch.records.file_error is None:
+                with contextlib.suppress(OSError), open(watch.log_path, "a", encoding="utf-8") as f:
                     f.write(f"--- {watch.title()} ---\n{watch.report(records=False)}")
         if self._tmp is not None:
             shutil.rmtree(self._tmp, ignore_errors=True)
@@ -241,6 +257,16 @@ class PluginHarness:
         problems = self.close()
         if problems:
             raise AssertionError("\n".join(problems))
+
+
+def _file_name(text: str) -> str:
+    """``text`` as one file name: runs of unsafe characters become ``_``; a long one is cut
+    short and ends in a hash of the whole ``text``, so distinct long ids stay distinct."""
+    safe = _UNSAFE.sub("_", text)
+    if len(safe) <= _MAX_NAME:
+        return safe
+    digest = hashlib.sha256(text.encode()).hexdigest()[:12]
+    return f"{safe[: _MAX_NAME - len(digest) - 1]}-{digest}"
 
 
 def _argv_name(argv: Sequence[str]) -> str:

@@ -4,6 +4,7 @@ dirs; and the report text a failing test shows."""
 from __future__ import annotations
 
 import collections
+import contextlib
 import logging
 import signal
 import threading
@@ -37,12 +38,17 @@ def _stamp(created: float) -> str:
 
 
 class RecordBuffer(logging.Handler):
-    """Keeps the last log records of one plugin as text (and appends them to a file)."""
+    """Keeps the last log records of one plugin as text (and appends them to a file).
+
+    A file that cannot be written (a full disk) is given up, saying why in ``file_error``:
+    the records go on into memory, and the plugin's events and logging are not disturbed.
+    """
 
     def __init__(self, path: str | None = None) -> None:
         super().__init__(logging.DEBUG)
         self.lines: collections.deque[str] = collections.deque(maxlen=MAX_RECORDS)
         self.dropped = 0
+        self.file_error: str | None = None
         self._file = open(path, "a", encoding="utf-8") if path else None  # noqa: SIM115
 
     def emit(self, record: logging.LogRecord) -> None:
@@ -56,13 +62,28 @@ class RecordBuffer(logging.Handler):
             self.dropped += 1
         self.lines.append(text)
         if self._file is not None:
-            self._file.write(text + "\n")
-            self._file.flush()
+            try:
+                self._file.write(text + "\n")
+                self._file.flush()
+            except OSError as exc:
+                self._give_up_file(exc)
+
+    def _give_up_file(self, exc: OSError) -> None:
+        file, self._file = self._file, None
+        if self.file_error is None:
+            self.file_error = f"{getattr(file, 'name', '?')}: {exc.strerror or exc}"
+        if file is not None:
+            with contextlib.suppress(OSError):
+                file.close()
 
     def close(self) -> None:
-        if self._file is not None:
-            self._file.close()
-            self._file = None
+        with self.lock or contextlib.nullcontext():
+            if self._file is not None:
+                try:
+                    self._file.close()
+                    self._file = None
+                except OSError as exc:
+                    self._give_up_file(exc)
         super().close()
 
 
@@ -121,6 +142,8 @@ class PluginWatch:
             parts.append("did not start")
         else:
             parts.append(f"state {plugin.state.value}, {describe_exit(plugin.exit_code)}")
+        if self.records.file_error:
+            parts.append(f"log file not written: {self.records.file_error}")
         if self.leaks:
             parts.append("left behind:\n" + "\n".join(f"  {leak}" for leak in self.leaks))
         with self.lock:

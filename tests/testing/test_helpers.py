@@ -123,3 +123,45 @@ def test_fail_next_start_also_fails_a_start_of_an_argv_list() -> None:
         assert plugin.client.get_manifest().services
     failed = [r for r in events if "this start of local_provider.py was made to fail" in r]
     assert len(failed) == 1, events
+
+
+def test_kept_logs_of_a_long_test_id_fit_a_file_name(tmp_path: Path) -> None:
+    """A parametrized test id can be far longer than the 255 bytes of a file name."""
+    label = "test_x.py::test_long[" + "a" * 300 + "]"
+    with PluginHarness(keep_logs=tmp_path, label=label) as harness:
+        harness.start([sys.executable, str(LOCAL_PROVIDER)]).ping()
+    with PluginHarness(keep_logs=tmp_path, label=label[:-1] + "b]") as harness:
+        harness.start([sys.executable, str(LOCAL_PROVIDER)]).ping()
+    kept = sorted(tmp_path.rglob("*.log"))
+    assert len(kept) == 2, kept  # not one file for both: the cut names stay distinct
+    assert all(len(p.parent.name) <= 120 and "STARTING -> RUNNING" in p.read_text() for p in kept)
+
+
+def test_a_log_file_that_cannot_be_written_is_a_configuration_error(tmp_path: Path) -> None:
+    (tmp_path / "in-the-way").write_text("")
+    with PluginHarness(keep_logs=tmp_path / "in-the-way", label="t") as harness:
+        with pytest.raises(ConfigurationError, match="cannot write the plugin's log file"):
+            harness.start([sys.executable, str(LOCAL_PROVIDER)])
+        assert all(w.plugin is None for w in harness.watches)  # nothing was started
+
+
+def test_a_full_disk_under_the_kept_logs_disturbs_neither_events_nor_teardown(
+    tmp_path: Path,
+) -> None:
+    """Every write to the kept log file fails (it is /dev/full): the records stay in
+    memory, events still reach the caller, close() still checks for leaks, and the
+    report says the file was not written."""
+    (tmp_path / "t").mkdir()
+    (tmp_path / "t" / "1-misbehave.py.log").symlink_to("/dev/full")
+    events: list[str] = []
+    harness = PluginHarness(keep_logs=tmp_path, label="t")
+    plugin = harness.start(
+        [sys.executable, str(MISBEHAVE), "hclog"], on_event=lambda e: events.append(e.new.value)
+    )
+    plugin.ping()
+    assert harness.close() == []
+    assert events == ["RUNNING", "STOPPING", "EXITED"]
+    ((_, text),) = harness.sections()
+    assert "log file not written: " in text
+    assert "No space left on device" in text
+    assert "an info line" in text
