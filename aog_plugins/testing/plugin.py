@@ -13,6 +13,7 @@ State lives in the test item (``item.stash``), so xdist workers share nothing.
 from __future__ import annotations
 
 import os
+import sys
 import uuid
 from collections.abc import Callable, Generator
 from pathlib import Path
@@ -29,6 +30,7 @@ from aog_plugins.testing._leaks import MARKER_ENV, find_leaks, kill_leaks
 __all__ = ["aog_plugin", "aog_plugin_manager", "aog_provider"]
 
 HARNESS = pytest.StashKey[PluginHarness]()
+_FINISHING = pytest.StashKey[bool]()
 _PATH_OPTIONS = ("aog_plugin_dir", "aog_keep_plugin_logs")
 
 
@@ -77,6 +79,26 @@ def pytest_configure(config: pytest.Config) -> None:
 
 
 @pytest.hookimpl(wrapper=True)
+def pytest_sessionfinish(session: pytest.Session) -> Generator[None, None, None]:
+    """Fixtures still set up now (after Ctrl-C or ``pytest.exit()``) are torn down inside
+    this hook, where a failure has no test to go to: :func:`_fail` reports it instead."""
+    session.stash[_FINISHING] = True
+    yield
+
+
+def _fail(request: pytest.FixtureRequest, message: str) -> None:
+    """Fail the test at teardown; when the session is ending (interrupted), where pytest
+    would show an exception as a crash of its own, write ``message`` to the terminal."""
+    if not request.session.stash.get(_FINISHING, False):
+        pytest.fail(message, pytrace=False)
+    terminal = request.config.pluginmanager.get_plugin("terminalreporter")
+    if terminal is not None:
+        terminal.write_line(f"{request.node.nodeid}: {message}", red=True)
+    else:
+        sys.stderr.write(f"{request.node.nodeid}: {message}\n")
+
+
+@pytest.hookimpl(wrapper=True)
 def pytest_runtest_makereport(
     item: pytest.Item, call: pytest.CallInfo[None]
 ) -> Generator[None, pytest.TestReport, pytest.TestReport]:
@@ -102,7 +124,7 @@ def _aog_plugins_harness(request: pytest.FixtureRequest) -> Generator[PluginHarn
     yield harness
     problems = harness.close()
     if problems:
-        pytest.fail("aog_plugins: " + "\n".join(problems), pytrace=False)
+        _fail(request, "aog_plugins: " + "\n".join(problems))
 
 
 @pytest.fixture
@@ -169,7 +191,7 @@ def aog_plugin_manager(
                 + "; ".join(found)
             )
     if problems:
-        pytest.fail("aog_plugins: " + "\n".join(problems) + " (now killed)", pytrace=False)
+        _fail(request, "aog_plugins: " + "\n".join(problems) + " (now killed)")
 
 
 def _describe(pid: int) -> str:

@@ -59,6 +59,34 @@ def test_a_child_that_outlives_its_plugin_fails_the_test(pytester: pytest.Pytest
     assert not psutil.pid_exists(child) or psutil.Process(child).status() == "zombie"
 
 
+INTERRUPTED = """
+import pytest
+
+def test_interrupted(aog_plugin):
+    aog_plugin([PYTHON, MISBEHAVE, "escape-child"]).ping()
+    raise KeyboardInterrupt  # what Ctrl-C raises; pytest.exit() ends the session alike
+"""
+
+
+def test_a_leak_found_after_ctrl_c_is_reported_and_the_run_stays_interrupted(
+    pytester: pytest.Pytester,
+) -> None:
+    """The fixtures are then torn down while the session finishes, where a failure would
+    be a crash of pytest itself (a traceback, exit code 1) instead of a report."""
+    result = run_inner(pytester, INTERRUPTED, MISBEHAVE=str(MISBEHAVE))
+    assert result.ret == pytest.ExitCode.INTERRUPTED
+    out = result.stdout.str()
+    match = re.search(
+        r"test_inner\.py::test_interrupted: aog_plugins: plugin misbehave\.py \(pids \d+\) "
+        r"left behind after it was stopped:\n\s+process pid (\d+) \(.*sleep.*\) forked",
+        out,
+    )
+    assert match, out
+    child = int(match.group(1))
+    assert "Traceback" not in out + result.stderr.str()
+    assert not psutil.pid_exists(child) or psutil.Process(child).status() == "zombie"
+
+
 PLUGIN_YAML = """\
 version: "1.0"
 provider:
