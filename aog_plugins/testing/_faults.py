@@ -16,6 +16,9 @@ from pathlib import Path
 
 from aog_plugins.errors import AogPluginsError, ConfigurationError
 from aog_plugins.process import Plugin, PluginState
+from aog_plugins.process._incarnation import ProcessHandle
+from aog_plugins.testing._watch import describe_exit
+from aog_plugins.transport._seconds import seconds
 
 __all__ = [
     "WaitTimeoutError",
@@ -60,6 +63,38 @@ def plugin_name(plugin: Plugin) -> str:
     return name[len(prefix) :] if name.startswith(prefix) else name
 
 
+def _process(plugin: Plugin) -> ProcessHandle:
+    """The plugin's current process: its pid and whether it exited, about the same process
+    (``plugin.pid`` and ``plugin.exited`` may be read across a restart)."""
+    return plugin._current.process
+
+
+def _signal(proc: ProcessHandle, sig: int) -> bool:
+    """Send ``sig`` to ``proc`` itself; False (nothing sent) when it already exited.
+
+    Never a stranger that got its pid since: the pidfd is opened first, and ``proc`` had
+    not exited (been reaped) after that, so the pidfd is of ``proc``."""
+    try:
+        pidfd = os.pidfd_open(proc.pid)
+    except ProcessLookupError:
+        return False
+    except (AttributeError, OSError):  # pragma: no cover - no pidfd (old kernels, not Linux)
+        if proc.exited:
+            return False
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(proc.pid, sig)
+        return True
+    try:
+        if proc.exited:
+            return False
+        signal.pidfd_send_signal(pidfd, sig)
+        return True
+    except ProcessLookupError:
+        return False
+    finally:
+        os.close(pidfd)
+
+
 def _group_of(pid: int) -> int | None:
     """The plugin's own process group, or None when it shares ours (never signal that)."""
     try:
@@ -79,9 +114,12 @@ def crash(
     :class:`WaitTimeoutError` if that does not happen within ``timeout`` s (e.g. the plugin
     ignores ``sig``).
     """
-    pid = plugin.pid
-    with contextlib.suppress(ProcessLookupError):  # already gone: the host sees it anyway
-        os.kill(pid, sig)
+    if isinstance(sig, bool) or sig not in signal.valid_signals():
+        raise ConfigurationError(f"crash: {sig!r} is not a signal; e.g. signal.SIGKILL")
+    timeout = seconds("timeout", timeout, finite=False, zero=True)
+    proc = _process(plugin)
+    pid = proc.pid
+    _signal(proc, sig)  # not sent if it already exited: the host sees (saw) that anyway
     if not wait:
         return pid
     deadline = time.monotonic() + timeout
@@ -100,23 +138,29 @@ def freeze(plugin: Plugin) -> Iterator[int]:
     """Stop the plugin (SIGSTOP to its process group) for the ``with`` block, then SIGCONT.
 
     A frozen plugin keeps its sockets open but answers nothing: calls time out instead of
-    failing fast, which is what a hung plugin looks like. Yields the frozen pid.
+    failing fast, which is what a hung plugin looks like. Yields the frozen pid. A plugin
+    with no running process (EXITED, FATAL, in BACKOFF) raises :class:`ConfigurationError`.
     """
-    pid = plugin.pid
+    proc = _process(plugin)
+    pid = proc.pid
+    if not _signal(proc, signal.SIGSTOP):
+        raise ConfigurationError(
+            f"freeze: plugin {plugin_name(plugin)} (pid {pid}) has no running process to "
+            f"freeze: it is {plugin.state.value} ({describe_exit(plugin.exit_code)}); "
+            "wait_for_state(plugin, 'RUNNING') first"
+        )
+    # Stopped, not gone: its pid, and so its group id, cannot have been reused.
     group = _group_of(pid)
-
-    def send(sig: int) -> None:
-        if group is not None:
-            os.killpg(group, sig)
-        else:
-            os.kill(pid, sig)
-
-    send(signal.SIGSTOP)
+    if group is not None:
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(group, signal.SIGSTOP)
     try:
         yield pid
     finally:
-        with contextlib.suppress(ProcessLookupError):
-            send(signal.SIGCONT)
+        # Only while it has not exited (been killed meanwhile) is its group still its own.
+        if _signal(proc, signal.SIGCONT) and group is not None:
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(group, signal.SIGCONT)
 
 
 def wait_for_state(
@@ -130,6 +174,7 @@ def wait_for_state(
     the state the plugin is stuck in when ``timeout`` s pass first.
     """
     wanted = _states(state)
+    timeout = seconds("timeout", timeout, finite=False, zero=True)
     deadline = time.monotonic() + timeout
     while True:
         seen = plugin.state
@@ -178,14 +223,20 @@ def fail_next_start(plugin: Plugin) -> None:
 
 
 def _states(state: PluginState | str | Iterable[PluginState | str]) -> frozenset[PluginState]:
-    items: Iterable[PluginState | str] = (
-        (state,) if isinstance(state, (PluginState, str)) else state
-    )
+    items: Iterable[object]
+    try:
+        items = (state,) if isinstance(state, (PluginState, str)) else tuple(state)
+    except TypeError:
+        items = (state,)
     found: set[PluginState] = set()
     for item in items:
         if isinstance(item, PluginState):
             found.add(item)
             continue
+        if not isinstance(item, str):
+            raise ConfigurationError(
+                f"wait_for_state: {item!r} is not a PluginState or a state's name"
+            )
         try:
             found.add(PluginState[item.upper()])
         except KeyError:

@@ -19,6 +19,7 @@ from aog_plugins.testing import (
     WaitTimeoutError,
     crash,
     fail_next_start,
+    freeze,
     wait_for_state,
 )
 from aog_plugins.testing._leaks import find_leaks, kill_leaks
@@ -165,3 +166,31 @@ def test_a_full_disk_under_the_kept_logs_disturbs_neither_events_nor_teardown(
     assert "log file not written: " in text
     assert "No space left on device" in text
     assert "an info line" in text
+
+
+def test_freeze_of_a_plugin_with_no_running_process_says_so() -> None:
+    with PluginHarness() as harness:
+        plugin = harness.start([sys.executable, str(LOCAL_PROVIDER)])
+        crash(plugin)  # restarts are off: EXITED, its pid reaped (and free for a stranger)
+        with (
+            pytest.raises(ConfigurationError, match="no running process to freeze: it is EXITED"),
+            freeze(plugin),
+        ):
+            pass
+
+
+def test_unusable_timeouts_signals_and_states_are_configuration_errors() -> None:
+    """Not a wait that ends at once (-1), or never (NaN), nor an OSError or TypeError."""
+    with PluginHarness() as harness:
+        plugin = harness.start([sys.executable, str(LOCAL_PROVIDER)])
+        for timeout in (-1, float("nan"), "1"):
+            with pytest.raises(ConfigurationError, match="timeout must be a number of seconds"):
+                wait_for_state(plugin, "FATAL", timeout=timeout)  # type: ignore[arg-type]
+            with pytest.raises(ConfigurationError, match="timeout must be a number of seconds"):
+                crash(plugin, signal.SIGCONT, timeout=timeout)  # type: ignore[arg-type]
+        for sig in (0, 999):
+            with pytest.raises(ConfigurationError, match=f"crash: {sig} is not a signal"):
+                crash(plugin, sig, timeout=0.1)
+        with pytest.raises(ConfigurationError, match="3 is not a PluginState"):
+            wait_for_state(plugin, 3)  # type: ignore[arg-type]
+        assert wait_for_state(plugin, "RUNNING", timeout=0) is PluginState.RUNNING
