@@ -84,6 +84,11 @@ def write_provider_program(
     if not name or "/" in name or name.startswith("."):
         raise ConfigurationError(f"name must be a plain file name, got {name!r}")
     for what, table in (("services", services), ("streams", streams)):
+        if not isinstance(table, Mapping):
+            raise ConfigurationError(
+                f"{what} must be a mapping of service name to callable, e.g. "
+                f"{{'chat': chat}}, got {table!r}"
+            )
         for key, fn in table.items():
             if not callable(fn):
                 raise ConfigurationError(f"{what}[{key!r}] is not callable: {fn!r}")

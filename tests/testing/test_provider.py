@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import pytest
 
+from aog_plugins.errors import ConfigurationError
+from aog_plugins.testing import PluginHarness
 from tests.testing.conftest import run_inner
 
 PROVIDER_SUITE = """
@@ -114,3 +116,12 @@ def test_under_xdist_with_two_workers(pytester: pytest.Pytester) -> None:
     assert "created: 2/2 workers" in out
     assert "aog plugin xdist-failing (pids" in out
     assert "STARTING -> RUNNING: started" in out
+
+
+def test_services_that_are_not_a_mapping_are_refused() -> None:
+    with PluginHarness() as harness:
+        with pytest.raises(ConfigurationError, match="services must be a mapping of service"):
+            harness.provider([len])  # type: ignore[arg-type]
+        with pytest.raises(ConfigurationError, match="streams must be a mapping of service"):
+            harness.provider(streams=[len])  # type: ignore[arg-type]
+        assert not harness.watches  # nothing was started
