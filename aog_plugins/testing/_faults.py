@@ -199,7 +199,8 @@ def fail_next_start(plugin: Plugin) -> None:
     ``aog_plugin``/``aog_provider`` fixtures or a
     :class:`~aog_plugins.testing.PluginHarness`: that one start runs a failing script of
     the harness instead of the plugin's command, which itself is never replaced (the
-    plugin always runs under its own path).
+    plugin always runs under its own path). A plugin that will not start again (restarts
+    off, the fixtures' default; EXITED; FATAL) raises :class:`ConfigurationError`.
     """
     with _failable_lock:
         start = _failable.get(plugin)
@@ -207,6 +208,19 @@ def fail_next_start(plugin: Plugin) -> None:
         raise ConfigurationError(
             f"fail_next_start: plugin {plugin_name(plugin)} was not started by the "
             "aog_plugin/aog_provider fixtures (or a PluginHarness); start it with one of those"
+        )
+    policy = plugin.restart_policy
+    if policy.mode == "never" or policy.max_restarts == 0:
+        raise ConfigurationError(
+            f"fail_next_start: plugin {plugin_name(plugin)} never restarts (its restart "
+            f"policy is {policy.mode!r} with max_restarts={policy.max_restarts}; the fixtures' "
+            "default is RestartPolicy.never()), so it has no next start to fail: start it "
+            "with restart=RestartPolicy(...)"
+        )
+    if plugin.state in (PluginState.EXITED, PluginState.FATAL):
+        raise ConfigurationError(
+            f"fail_next_start: plugin {plugin_name(plugin)} is {plugin.state.value} and will "
+            "not start again, so it has no next start to fail"
         )
     start.directory.mkdir(parents=True, exist_ok=True)
     script = start.directory / f"{start.name}-fail-next-start"

@@ -194,3 +194,16 @@ def test_unusable_timeouts_signals_and_states_are_configuration_errors() -> None
         with pytest.raises(ConfigurationError, match="3 is not a PluginState"):
             wait_for_state(plugin, 3)  # type: ignore[arg-type]
         assert wait_for_state(plugin, "RUNNING", timeout=0) is PluginState.RUNNING
+
+
+def test_fail_next_start_of_a_plugin_that_will_not_start_again_says_so() -> None:
+    """Not a call that silently does nothing (the fixtures start plugins without restarts)."""
+    with PluginHarness() as harness:
+        plugin = harness.start([sys.executable, str(LOCAL_PROVIDER)])
+        with pytest.raises(ConfigurationError, match=r"never restarts .* restart=RestartPolicy"):
+            fail_next_start(plugin)
+        policy = RestartPolicy(backoff_base=0.01, jitter=0.0, max_restarts=5)
+        restarting = harness.start([sys.executable, str(LOCAL_PROVIDER)], restart=policy)
+        restarting.kill()
+        with pytest.raises(ConfigurationError, match="is EXITED and will not start again"):
+            fail_next_start(restarting)
