@@ -30,6 +30,7 @@ ALLOWED: dict[str, set[str]] = {
     # testing's aog_provider child process serves through server/ (it is a plugin).
     "testing": {
         "errors",
+        "transport",
         "handshake",
         "types",
         "contract",

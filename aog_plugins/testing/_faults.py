@@ -13,12 +13,12 @@ import weakref
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Protocol
 
 from aog_plugins.errors import AogPluginsError, ConfigurationError
 from aog_plugins.process import Plugin, PluginState
-from aog_plugins.process._incarnation import ProcessHandle
 from aog_plugins.testing._watch import describe_exit
-from aog_plugins.transport._seconds import seconds
+from aog_plugins.transport import seconds
 
 __all__ = [
     "WaitTimeoutError",
@@ -63,13 +63,23 @@ def plugin_name(plugin: Plugin) -> str:
     return name[len(prefix) :] if name.startswith(prefix) else name
 
 
-def _process(plugin: Plugin) -> ProcessHandle:
+class _Process(Protocol):
+    """What the faults need of a plugin's process (ours, or an attached one)."""
+
+    @property
+    def pid(self) -> int: ...
+
+    @property
+    def exited(self) -> bool: ...
+
+
+def _process(plugin: Plugin) -> _Process:
     """The plugin's current process: its pid and whether it exited, about the same process
     (``plugin.pid`` and ``plugin.exited`` may be read across a restart)."""
     return plugin._current.process
 
 
-def _signal(proc: ProcessHandle, sig: int) -> bool:
+def _signal(proc: _Process, sig: int) -> bool:
     """Send ``sig`` to ``proc`` itself; False (nothing sent) when it already exited.
 
     Never a stranger that got its pid since: the pidfd is opened first, and ``proc`` had
