@@ -207,3 +207,24 @@ def test_fail_next_start_of_a_plugin_that_will_not_start_again_says_so() -> None
         restarting.kill()
         with pytest.raises(ConfigurationError, match="is EXITED and will not start again"):
             fail_next_start(restarting)
+
+
+@pytest.mark.parametrize(
+    ("env", "args", "passed"),
+    [
+        ({}, ["-p", "no:aog_plugins"], 0),
+        ({"PYTEST_DISABLE_PLUGIN_AUTOLOAD": "1"}, ["-p", "aog_plugins"], 1),
+    ],
+)
+def test_the_plugin_is_turned_off_and_on_by_its_name(
+    pytester: pytest.Pytester,
+    monkeypatch: pytest.MonkeyPatch,
+    env: dict[str, str],
+    args: list[str],
+    passed: int,
+) -> None:
+    for name, value in env.items():
+        monkeypatch.setenv(name, value)
+    pytester.makepyfile(test_it="def test_it(aog_plugin):\n    pass\n")
+    result = pytester.runpytest_subprocess("-p", "no:cacheprovider", *args, timeout=60)
+    result.assert_outcomes(passed=passed, errors=1 - passed)
