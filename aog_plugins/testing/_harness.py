@@ -73,7 +73,9 @@ class PluginHarness:
     def _private_dir(self) -> Path:
         with self._lock:
             if self._tmp is None:
-                self._tmp = tempfile.mkdtemp(prefix="aog-testing-")
+                # Named like a host's socket dir, with our pid: should this test run die
+                # of SIGKILL, the next host's stale-dir sweep removes it.
+                self._tmp = tempfile.mkdtemp(prefix=f"aogp-{os.getpid()}-testing-")
             return Path(self._tmp)
 
     # ---- starting ---------------------------------------------------------------------

@@ -3,10 +3,14 @@
 from __future__ import annotations
 
 import importlib.metadata
+import os
+import shutil
 import signal
 import socket
 import subprocess
 import sys
+import tempfile
+import textwrap
 import uuid
 from pathlib import Path
 
@@ -14,6 +18,7 @@ import pytest
 
 from aog_plugins import PluginState, RestartPolicy, launch
 from aog_plugins.errors import ConfigurationError
+from aog_plugins.process._tempdir import remove_stale_dirs
 from aog_plugins.testing import (
     PluginHarness,
     WaitTimeoutError,
@@ -23,6 +28,7 @@ from aog_plugins.testing import (
     wait_for_state,
 )
 from aog_plugins.testing._leaks import find_leaks, kill_leaks
+from tests.support.wait import wait_until
 from tests.testing.conftest import LOCAL_PROVIDER, MISBEHAVE
 
 
@@ -228,3 +234,44 @@ def test_the_plugin_is_turned_off_and_on_by_its_name(
     pytester.makepyfile(test_it="def test_it(aog_plugin):\n    pass\n")
     result = pytester.runpytest_subprocess("-p", "no:cacheprovider", *args, timeout=60)
     result.assert_outcomes(passed=passed, errors=1 - passed)
+
+
+# A harness that has started a plugin, then a test process that dies of SIGKILL.
+KILLED_WITH_A_HARNESS = textwrap.dedent(
+    """
+    import os, signal, sys
+    from aog_plugins.testing import PluginHarness
+
+    harness = PluginHarness()
+    harness.start([sys.executable, sys.argv[1]])
+    os.kill(os.getpid(), signal.SIGKILL)
+    """
+)
+
+
+def test_a_killed_test_runs_harness_dir_is_swept(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # The harness's private dir was named aog-testing-*: once its test run had died of
+    # SIGKILL (a CI timeout), no sweep recognized it and it stayed in TMPDIR for good.
+    short = tempfile.mkdtemp(prefix="aogh-", dir="/tmp")
+    try:
+        proc = subprocess.run(
+            [sys.executable, "-c", KILLED_WITH_A_HARNESS, str(LOCAL_PROVIDER)],
+            env={**os.environ, "TMPDIR": short},
+            capture_output=True,
+            text=True,
+            timeout=60,
+            check=False,
+        )
+        assert proc.returncode == -signal.SIGKILL, proc.stderr
+        # The reaper kills the plugin and removes its socket dir; a sweep the harness dir.
+        monkeypatch.setattr(tempfile, "tempdir", short)
+
+        def left() -> list[str]:
+            remove_stale_dirs()
+            return os.listdir(short)
+
+        wait_until(lambda: not left(), 10, lambda: f"TMPDIR to be emptied: {left()}")
+    finally:
+        shutil.rmtree(short, ignore_errors=True)
