@@ -22,6 +22,7 @@ from aog_plugins.process._start import (
     start_incarnation,
     verify_checksum,
 )
+from aog_plugins.process._startargs import check_launch_types
 from aog_plugins.transport import seconds
 
 __all__ = ["cancellable_start", "launch"]
@@ -90,6 +91,22 @@ def launch(
     connection carries every channel and broker sub-connection.
     """
     argv = command_argv(cmd)
+    check_launch_types(
+        handshake=handshake,
+        auto_mtls=auto_mtls,
+        env=env,
+        extra_env=extra_env,
+        inherit_env=inherit_env,
+        on_event=on_event,
+        stdout=stdout,
+        stderr=stderr,
+        logger=logger,
+        checksum=checksum,
+        unix_socket_group=unix_socket_group,
+        cwd=os.fspath(cwd) if isinstance(cwd, os.PathLike) else cwd,
+        install_signal_handlers=install_signal_handlers,
+        multiplex=multiplex,
+    )
     start_timeout = seconds("start_timeout", start_timeout)
     kill_grace = seconds("kill_grace", kill_grace, zero=True)
     if restart is not None and not isinstance(restart, RestartPolicy):

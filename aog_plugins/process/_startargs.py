@@ -4,13 +4,21 @@ checksum check and the plugin's environment."""
 from __future__ import annotations
 
 import hashlib
+import logging
 import os
 from collections.abc import Collection, Mapping, Sequence
 
 from aog_plugins.errors import ChecksumMismatchError, ConfigurationError
 from aog_plugins.handshake import HandshakeConfig
 
-__all__ = ["MINIMAL_ENV", "command_argv", "offered_for", "plugin_env", "verify_checksum"]
+__all__ = [
+    "MINIMAL_ENV",
+    "check_launch_types",
+    "command_argv",
+    "offered_for",
+    "plugin_env",
+    "verify_checksum",
+]
 
 _PROTOCOL_ENV_PREFIX = "PLUGIN_"
 MINIMAL_ENV = ("PATH", "LANG", "LC_ALL", "TZ")
@@ -18,13 +26,59 @@ MINIMAL_ENV = ("PATH", "LANG", "LC_ALL", "TZ")
 to keep text and times right, nothing that may hold a secret."""
 
 
-def command_argv(cmd: str | os.PathLike[str] | Sequence[str]) -> tuple[str, ...]:
+def command_argv(cmd: object) -> tuple[str, ...]:
+    """``cmd`` (a path, or an argv list of str/PathLike) as argv; a ConfigurationError
+    for anything else."""
+    usage = "give the plugin's path (str or Path) or an argv list of strings"
     if isinstance(cmd, (str, os.PathLike)):
-        return (os.fspath(cmd),)
-    argv = tuple(os.fspath(a) for a in cmd)
-    if not argv:
-        raise ConfigurationError("cmd is empty: give the plugin's path or an argv list")
-    return argv
+        path = os.fspath(cmd)
+        if not isinstance(path, str):
+            raise ConfigurationError(f"cmd must be a str path, got bytes {path!r}: {usage}")
+        if not path:
+            raise ConfigurationError(f"cmd is an empty path: {usage}")
+        return (path,)
+    if not isinstance(cmd, Sequence) or isinstance(cmd, (bytes, bytearray)):
+        raise ConfigurationError(f"cmd must be a path or an argv list, got {cmd!r}: {usage}")
+    argv = []
+    for arg in cmd:
+        item = os.fspath(arg) if isinstance(arg, os.PathLike) else arg
+        if not isinstance(item, str):
+            raise ConfigurationError(f"cmd has an item that is not a string: {arg!r}: {usage}")
+        argv.append(item)
+    if not argv or not argv[0]:
+        raise ConfigurationError(f"cmd is empty: {usage}")
+    return tuple(argv)
+
+
+def check_launch_types(**given: object) -> None:
+    """launch()'s other arguments, by name: the flags are bools, the environments
+    mappings of str to str, the callbacks callables, the rest what they say (or None)."""
+    for name, value in given.items():
+        if value is None:
+            continue
+        if name in ("auto_mtls", "inherit_env", "install_signal_handlers", "multiplex"):
+            if not isinstance(value, bool):
+                raise ConfigurationError(f"{name} must be True or False, got {value!r}")
+        elif name in ("env", "extra_env"):
+            if not isinstance(value, Mapping):
+                raise ConfigurationError(
+                    f"{name} must be a mapping of variable name to value, e.g. "
+                    f"{{'LOG_LEVEL': 'debug'}}, got {value!r}"
+                )
+            for key, item in value.items():
+                if not isinstance(key, str) or not isinstance(item, str):
+                    raise ConfigurationError(f"{name} must map str to str, got {key!r}: {item!r}")
+        elif name in ("on_event", "stdout", "stderr"):
+            if not callable(value):
+                raise ConfigurationError(f"{name} must be a callable, got {value!r}")
+        elif name == "logger":
+            if not isinstance(value, logging.Logger):
+                raise ConfigurationError(f"logger must be a logging.Logger, got {value!r}")
+        elif name == "handshake":
+            if not isinstance(value, HandshakeConfig):
+                raise ConfigurationError(f"handshake must be a HandshakeConfig, got {value!r}")
+        elif not isinstance(value, str):  # checksum, unix_socket_group, cwd
+            raise ConfigurationError(f"{name} must be a str, got {value!r}")
 
 
 def offered_for(handshake: HandshakeConfig, versions: Collection[int] | None) -> tuple[int, ...]:

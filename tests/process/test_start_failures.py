@@ -368,6 +368,37 @@ def test_nul_bytes_in_the_command_are_a_configuration_error(leak_check: LeakChec
 def test_empty_command() -> None:
     with pytest.raises(ConfigurationError, match="empty"):
         launch([])
+    with pytest.raises(ConfigurationError, match="empty path"):
+        launch("")  # was resolved to the current directory: "cannot execute ...: a directory"
+
+
+@pytest.mark.parametrize(
+    ("cmd", "kwargs", "named"),
+    [
+        # TypeError and ValueError tracebacks before:
+        (None, {}, "cmd must be a path"),
+        (5, {}, "cmd must be a path"),
+        (b"/bin/true", {}, "cmd must be a path"),
+        ([sys.executable, 5], {}, "cmd has an item"),
+        ("PLUGIN", {"env": ["A=1"]}, "env must be a mapping"),
+        # Taken as true, or kept until they broke something later:
+        ("PLUGIN", {"auto_mtls": "no"}, "auto_mtls must be True or False"),
+        ("PLUGIN", {"multiplex": 1}, "multiplex must be True or False"),
+        ("PLUGIN", {"logger": "plugin-log"}, "logger must be a logging.Logger"),
+        ("PLUGIN", {"stdout": 5}, "stdout must be a callable"),
+        ("PLUGIN", {"on_event": "print"}, "on_event must be a callable"),
+        ("PLUGIN", {"extra_env": {"A": 1}}, "extra_env must map str to str"),
+        ("PLUGIN", {"checksum": 5}, "checksum must be a str"),
+    ],
+)
+def test_arguments_of_the_wrong_type_are_configuration_errors(
+    cmd: object, kwargs: dict[str, object], named: str, leak_check: LeakCheck
+) -> None:
+    argv = plugin_cmd("echo_plugin.py") if cmd == "PLUGIN" else cmd
+    extra_env = kwargs.pop("extra_env", {})
+    assert isinstance(extra_env, dict)
+    with pytest.raises(ConfigurationError, match=named):
+        launch(argv, extra_env={**leak_check.env, **extra_env}, **kwargs)  # type: ignore[arg-type]
 
 
 @pytest.mark.timeout(600)  # the first Go test may pay for a cold build
