@@ -17,6 +17,7 @@ from aog_plugins._cli_base import Command, seconds
 from aog_plugins._cli_show import table
 from aog_plugins._cli_target import refuse_manifest_file
 from aog_plugins.manager import ManagerEvent, PluginEntry, PluginManager
+from aog_plugins.process import printable
 
 __all__ = ["LIST", "RUN", "entry_doc"]
 
@@ -84,7 +85,7 @@ def _list(args: argparse.Namespace) -> int:
     if broken:
         print()
         for d in broken:
-            print(f"{d['name']}: {d['error_type']}: {d['error']}")
+            print(printable(f"{d['name']}: {d['error_type']}: {d['error']}"))
     return 0
 
 
@@ -92,9 +93,10 @@ _out_lock = threading.Lock()
 
 
 def _say(text: str) -> None:
-    """One whole line per write: events come from another thread than the main one."""
+    """One whole line per write: events come from another thread than the main one. An
+    event names a plugin as its manifest does: control characters are shown escaped."""
     with _out_lock:
-        sys.stdout.write(text + "\n")
+        sys.stdout.write(printable(text) + "\n")
         sys.stdout.flush()
 
 

@@ -55,8 +55,9 @@ def handshake_doc(line: HandshakeLine) -> dict[str, Any]:
 
 
 def table(rows: Sequence[Sequence[object]], header: Sequence[str] | None = None) -> str:
-    """A plain aligned text table."""
-    cells = [[str(c) for c in row] for row in ([header] if header else []) + list(rows)]
+    """A plain aligned text table; control characters in a cell are shown escaped (a
+    manifest's name, version or path cannot drive the terminal or break the layout)."""
+    cells = [[printable(str(c)) for c in row] for row in ([header] if header else []) + list(rows)]
     if not cells:
         return ""
     widths = [max(len(row[i]) for row in cells if i < len(row)) for i in range(len(cells[0]))]

@@ -26,7 +26,7 @@ from aog_plugins._cli_call import INSPECT, INVOKE
 from aog_plugins._cli_demo import DEMO
 from aog_plugins._cli_manager import LIST, RUN
 from aog_plugins._cli_show import CliLogFormatter, describe_error, hide_unimplemented_noise
-from aog_plugins.errors import AogPluginsError, ConfigurationError
+from aog_plugins.errors import AogPluginsError, ConfigurationError, printable
 
 __all__ = ["COMMANDS", "build_parser", "main"]
 
@@ -104,7 +104,9 @@ def _setup_logging(level: str) -> None:
 
 
 def _error(text: str) -> None:
-    print(f"aog-plugins: error: {text}", file=sys.stderr, flush=True)
+    # Paths, names and services in a message may come from a plugins directory (or a
+    # hostile argument): escape their control characters; the message's own lines stay.
+    print(f"aog-plugins: error: {printable(text, newlines=True)}", file=sys.stderr, flush=True)
 
 
 def main(argv: Sequence[str] | None = None) -> int:

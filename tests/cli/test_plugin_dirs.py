@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.cli.conftest import cli
+from tests.cli.conftest import cli, fixture
 from tests.manager.conftest import Layout, manifest_doc
 
 
@@ -166,3 +166,20 @@ def test_a_manifest_file_instead_of_a_directory_says_which_directory(
             f"pass the directory that holds one folder per plugin (here {plugins.root})\n"
         )
         assert result.out == ""
+
+
+def test_a_manifests_control_characters_reach_no_terminal(plugins: Layout) -> None:
+    # The error that lists the directory's services and inspect's table once wrote a
+    # manifest's escapes out as they were.
+    hostile = "\x1b]0;PWNED\x07\x1b[2J"
+    plugins.add("alpha", services=[(f"chat{hostile}", "chat")])
+    unknown = cli("invoke", str(plugins.root), "rerank")
+    assert unknown.code == 2, unknown.output
+    assert "services available: chat\\x1b]0;PWNED\\x07\\x1b[2J (alpha)" in unknown.err
+    env = {"AOG_FIXTURE_JSON": json.dumps(manifest_doc(f"x{hostile}", version=hostile))}
+    shown = cli("inspect", fixture("hostile_replies.py"), env=env)
+    assert shown.code == 0, shown.output
+    assert "provider         x\\x1b]0;PWNED\\x07\\x1b[2J \\x1b]0;PWNED" in shown.out
+    for result in (unknown, shown):
+        assert "\x1b" not in result.output
+        assert "\x07" not in result.output

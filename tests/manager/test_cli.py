@@ -164,3 +164,34 @@ def test_run_stopped_while_eager_starts_ends_at_once_with_0(
         code = proc.wait(45)  # a bound under the start timeout, not a speed requirement
         assert code == 0
         lines.until("all plugins stopped")
+
+
+HOSTILE = "\x1b]0;PWNED\x07\x1b[2J"  # sets the terminal's title, then clears the screen
+
+
+def test_list_shows_a_manifests_control_characters_escaped(
+    layout: Layout, capsys: pytest.CaptureFixture[str]
+) -> None:
+    # A plugins directory is not the user's own text: its table once passed a manifest's
+    # escapes to the terminal as they were.
+    layout.add("alpha", version=f"1.0{HOSTILE}", services=[(f"chat{HOSTILE}", "chat")])
+    layout.add("beta", exe_mode=0o644, services=[("chat\nforged: line", "chat")])
+    assert main(["list", str(layout.root)]) == 0
+    text = capsys.readouterr().out
+    assert "1.0\\x1b]0;PWNED\\x07\\x1b[2J" in text
+    assert "chat\\x1b]0;PWNED" in text
+    assert "\x1b" not in text
+    assert "\x07" not in text
+    assert not [line for line in text.splitlines() if line.startswith("forged")]
+
+
+def test_run_shows_a_plugin_names_control_characters_escaped(
+    layout: Layout, leaks: LeakCheck
+) -> None:
+    layout.add("alpha", name=f"alpha{HOSTILE}")
+    with _running(layout, leaks, subprocess.DEVNULL) as (proc, lines):
+        added = lines.until("added    alpha")
+        lines.until("supervising 1 plugin(s)")
+        proc.send_signal(signal.SIGTERM)
+        assert proc.wait(60) == 0
+    assert "added    alpha\\x1b]0;PWNED\\x07\\x1b[2J: found at start" in added, added
