@@ -270,6 +270,11 @@ def _invoke(args: argparse.Namespace) -> int:
         json.loads(data)
     except ValueError as exc:
         raise ConfigurationError(f"--data is not valid JSON: {exc}") from None
+    except RecursionError:  # Python's parser recurses once per level
+        raise ConfigurationError(
+            "--data is nested too deeply to check (thousands of levels of arrays or "
+            "objects); send a flatter request"
+        ) from None
     credentials, used_env = _credentials(args)
     _utf8(args.service, f"the service name {args.service!r}", "name a service of the manifest")
     _utf8(args.auth_type, "--auth-type", "pass a UTF-8 auth type")

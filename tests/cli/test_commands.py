@@ -126,6 +126,16 @@ def test_invoke_bad_json_exits_2_before_starting_anything(tmp_path: Path) -> Non
     _clean(result.output)
 
 
+@pytest.mark.parametrize("nested", ["[" * 20000 + "]" * 20000, '{"a":' * 20000 + "1" + "}" * 20000])
+def test_invoke_data_nested_too_deeply_exits_2_before_starting(tmp_path: Path, nested: str) -> None:
+    # Once a RecursionError traceback (exit 1) from checking the JSON.
+    result = cli("invoke", str(tmp_path / "absent"), "chat", "--data", nested)
+    assert result.code == 2, result.output
+    assert "--data is nested too deeply to check" in result.err
+    assert result.err.count("\n") == 1
+    _clean(result.output)
+
+
 NOT_UTF8 = "\udcff"  # how Python shows byte 0xff of argv or the environment
 
 
