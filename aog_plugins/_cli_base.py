@@ -50,7 +50,8 @@ EXIT_CODES = f"""\
 exit codes:
   {EXIT_OK}    success; for run, also its end by Ctrl-C or SIGTERM (every plugin stopped)
   {EXIT_FAILED}    the plugin failed: it could not be started or connected, a call failed,
-       answered with an AOG error code, or the plugin died
+       answered with an AOG error code, or the plugin died; or the output could
+       not be written (the reader of a pipe went away, a full disk)
   {EXIT_USAGE}    usage: a bad option, --data that is not UTF-8 JSON, an unreadable or
        empty credential, a service the plugin's manifest does not list, a plugins
        directory where no plugin or several serve the service (nothing is called)

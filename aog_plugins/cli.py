@@ -9,11 +9,13 @@ exit code (see ``EXIT_CODES``); Ctrl-C stops the plugin and exits 130 without a 
 from __future__ import annotations
 
 import argparse
+import errno
+import io
 import logging
 import os
 import sys
 from collections.abc import Sequence
-from typing import Any
+from typing import IO, Any
 
 from aog_plugins._cli_base import (
     EXIT_CODES,
@@ -109,8 +111,52 @@ def _error(text: str) -> None:
     print(f"aog-plugins: error: {printable(text, newlines=True)}", file=sys.stderr, flush=True)
 
 
+_STREAMS = (("stdin", 0, "r"), ("stdout", 1, "w"), ("stderr", 2, "w"))
+_OUTPUT_ERRNOS = frozenset({errno.ENOSPC, errno.EDQUOT, errno.EFBIG, errno.EIO})
+"""Why writing stdout fails when the reader is still there (a full disk, ``>/dev/full``)."""
+
+
+def _standard_streams() -> None:
+    """Make stdin, stdout and stderr safe to use, whatever the shell gave us.
+
+    A closed one (``2>&-``) is None in ``sys``: then ``print(file=sys.stderr)`` writes to
+    stdout, mixing errors into the data, and the next file or pipe opened takes its fd
+    (where C code, gRPC's logging, still writes). It becomes /dev/null. Text that cannot
+    be encoded (a file name that is not UTF-8) is written escaped, not a traceback.
+    """
+    for name, fd, mode in _STREAMS:
+        stream = getattr(sys, name)
+        if stream is None:
+            stream = _null_stream(fd, mode)
+            setattr(sys, name, stream)
+        if mode == "w" and isinstance(stream, io.TextIOWrapper):
+            stream.reconfigure(errors="backslashreplace")
+
+
+def _null_stream(fd: int, mode: str) -> IO[str]:
+    """/dev/null as ``fd`` when ``fd`` is closed; else (the fd belongs to whoever runs us
+    without a ``sys`` stream for it, say a test runner) /dev/null on an fd of its own."""
+    try:
+        os.fstat(fd)
+    except OSError:
+        null = os.open(os.devnull, os.O_RDWR)  # the lowest free fd: ``fd`` itself
+        if null != fd:
+            os.dup2(null, fd)
+            os.close(null)
+        return open(fd, mode, closefd=False)
+    return open(os.devnull, mode)
+
+
+def _silence_stdout() -> None:
+    """stdout failed: what is still buffered goes to /dev/null, not into an error at exit."""
+    devnull = os.open(os.devnull, os.O_WRONLY)
+    os.dup2(devnull, sys.stdout.fileno())
+    os.close(devnull)
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     """Run the CLI; returns the exit status (0 ok, 1 plugin failure, 2 usage, 130 Ctrl-C)."""
+    _standard_streams()
     try:
         args = build_parser().parse_args(argv)
         _setup_logging(args.log_level)
@@ -127,6 +173,11 @@ def main(argv: Sequence[str] | None = None) -> int:
         return EXIT_FAILED
     except BrokenPipeError:
         # The reader went away (e.g. '| head'): stop quietly, without a flush error at exit.
-        devnull = os.open(os.devnull, os.O_WRONLY)
-        os.dup2(devnull, sys.stdout.fileno())
+        _silence_stdout()
+        return EXIT_FAILED
+    except OSError as exc:
+        if exc.errno not in _OUTPUT_ERRNOS or exc.filename is not None:
+            raise  # not the output: a bug to see in full
+        _silence_stdout()
+        _error(f"cannot write the output: {exc.strerror}")
         return EXIT_FAILED

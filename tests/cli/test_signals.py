@@ -1,5 +1,6 @@
 """Ctrl-C: the CLI stops the plugin and exits 130, without a traceback (issue 9, item 15);
-and a reader that goes away (``| head``) ends it quietly too."""
+a reader that goes away (``| head``) ends it quietly too, and so do a closed or full
+stdout or stderr."""
 
 from __future__ import annotations
 
@@ -10,7 +11,8 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 
-from tests.cli.conftest import Running, cli, fixture
+from tests.cli.conftest import Result, Running, cli, fixture
+from tests.manager.conftest import Layout
 
 
 def test_sigint_during_a_stream_exits_130_quietly(start_cli: Callable[..., Running]) -> None:
@@ -63,6 +65,48 @@ def test_closed_stdout_ends_a_stream_without_a_traceback() -> None:
     assert result.code == 1  # pipefail: the CLI's status
     assert "Traceback" not in result.err
     assert "BrokenPipe" not in result.err
+
+
+def _shell(command: str, *args: str, env: dict[str, str] | None = None) -> Result:
+    """The CLI run by bash with ``ARGS`` then the redirections in ``command``."""
+    cli_command = shlex.join([sys.executable, "-m", "aog_plugins", *args])
+    return cli(command=["bash", "-c", command.format(cli=cli_command)], env=env)
+
+
+def test_a_full_disk_under_stdout_is_one_error_line() -> None:
+    # Once an OSError traceback ("No space left on device").
+    for args in (["invoke", fixture("remote_provider.py"), "chat"], ["list", "/"]):
+        result = _shell("{cli} >/dev/full", *args)
+        assert result.code == 1, result.output
+        assert (
+            result.err == "aog-plugins: error: cannot write the output: No space left on device\n"
+        )
+
+
+def test_closed_stderr_keeps_errors_out_of_stdout() -> None:
+    # print(file=sys.stderr) with stderr closed writes to stdout: the error was mixed into
+    # the data a pipe reads.
+    result = _shell("{cli} 2>&-", "inspect", "/nonexistent/plugin")
+    assert result.code == 1
+    assert result.out == ""
+
+
+def test_closed_stdout_discards_the_answer_without_a_traceback() -> None:
+    # invoke once died of AttributeError ('NoneType' object has no attribute 'buffer').
+    result = _shell("{cli} >&-", "invoke", fixture("remote_provider.py"), "chat")
+    assert result.code == 0, result.err
+    assert result.err == ""
+
+
+def test_a_file_name_that_is_not_utf8_is_shown_escaped(tmp_path: Path) -> None:
+    # With a strict stdout (a UTF-8 locale other than C.UTF-8), the byte 0xff of a plugin
+    # directory's name was a UnicodeEncodeError traceback.
+    plugins = Layout(tmp_path)
+    plugins.add("\udcffalpha", name="alpha")
+    env = {"PYTHONIOENCODING": "utf-8:strict"}
+    result = cli("list", str(tmp_path), env=env)
+    assert result.code == 0, result.output
+    assert f"{tmp_path}/\\udcffalpha/" in result.out
 
 
 def test_run_ends_with_0_on_ctrl_c_and_its_help_and_the_readme_say_so(
