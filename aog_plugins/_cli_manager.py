@@ -9,7 +9,6 @@ import signal
 import sys
 import threading
 import time
-from collections.abc import Callable
 from types import FrameType
 from typing import Any
 
@@ -100,8 +99,21 @@ def _say(text: str) -> None:
         sys.stdout.flush()
 
 
-def _print_event(event: ManagerEvent) -> None:
-    _say(f"{time.strftime('%H:%M:%S')} {event}")
+class _EventPrinter:
+    """The manager's ``on_event``: prints each event. Output that fails there (the reader
+    of a pipe went away) is kept for the main thread, which ends the run with it, instead
+    of being logged as a failing callback at each event."""
+
+    def __init__(self) -> None:
+        self.error: OSError | None = None
+
+    def __call__(self, event: ManagerEvent) -> None:
+        if self.error is not None:
+            return
+        try:
+            _say(f"{time.strftime('%H:%M:%S')} {event}")
+        except OSError as exc:
+            self.error = exc
 
 
 def _run(args: argparse.Namespace) -> int:
@@ -109,7 +121,7 @@ def _run(args: argparse.Namespace) -> int:
     previous = {sig: signal.getsignal(sig) for sig in (signal.SIGTERM, signal.SIGINT)}
     signal.signal(signal.SIGTERM, _interrupt)  # SIGTERM ends the run like Ctrl-C
     try:
-        return _supervise(args, _print_event)
+        return _supervise(args, _EventPrinter())
     finally:
         for sig, handler in previous.items():
             signal.signal(sig, handler)
@@ -123,7 +135,7 @@ def _interrupt(signum: int, frame: FrameType | None) -> None:
     raise KeyboardInterrupt
 
 
-def _supervise(args: argparse.Namespace, show: Callable[[ManagerEvent], None]) -> int:
+def _supervise(args: argparse.Namespace, show: _EventPrinter) -> int:
     try:
         manager = PluginManager(
             args.directory,
@@ -147,6 +159,8 @@ def _supervise(args: argparse.Namespace, show: Callable[[ManagerEvent], None]) -
             # Short naps: a signal may land on one of gRPC's or the watcher's threads, and
             # Python runs its handler only once the main thread wakes up.
             time.sleep(0.2)
+            if show.error is not None:
+                raise show.error  # the CLI ends quietly (a broken pipe) or says why
     except KeyboardInterrupt:
         print("stopping every plugin", file=sys.stderr, flush=True)
     finally:

@@ -195,3 +195,34 @@ def test_run_shows_a_plugin_names_control_characters_escaped(
         proc.send_signal(signal.SIGTERM)
         assert proc.wait(60) == 0
     assert "added    alpha\\x1b]0;PWNED\\x07\\x1b[2J: found at start" in added, added
+
+
+def test_run_whose_reader_went_away_ends_quietly_at_its_next_event(
+    layout: Layout, leaks: LeakCheck
+) -> None:
+    # The failing write was logged as "the manager's on_event callback failed", traceback
+    # hint and all, at every event, and the run went on supervising for nobody.
+    layout.add("alpha")
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "aog_plugins", "run", str(layout.root), "--eager"],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        env={**os.environ, **leaks.env},
+    )
+    try:
+        assert proc.stdout is not None
+        for line in proc.stdout:
+            if "supervising 1 plugin(s)" in line:
+                break
+        proc.stdout.close()  # the reader goes away ('| head -n 3')
+        layout.add("beta")  # an event to print
+        _out, err = proc.communicate(timeout=60)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.communicate()
+    assert proc.returncode == 1, err
+    assert "callback" not in err
+    assert "Traceback" not in err
+    assert leaks.processes() == []
