@@ -15,10 +15,12 @@ import argparse
 import json
 import logging
 import os
+import signal
 import tempfile
 import threading
 from collections.abc import Callable
 from pathlib import Path
+from types import FrameType
 
 import psutil
 
@@ -151,7 +153,30 @@ def _walk_through(manager: PluginManager, plugins: Path, events: _Events, seen: 
     _show_entries(manager)
 
 
+class _Terminated(BaseException):
+    """SIGTERM, raised on the main thread so that the demo's ``with`` blocks unwind."""
+
+
+def _on_sigterm(signum: int, frame: FrameType | None) -> None:
+    signal.signal(signal.SIGTERM, signal.SIG_IGN)  # a second one must not cut the cleanup
+    raise _Terminated
+
+
 def _demo(args: argparse.Namespace) -> int:
+    """SIGTERM ends the demo as it ends ``invoke``: dead of SIGTERM (143 in a shell), once
+    its plugins are stopped and, unlike the default action, its temporary directory gone."""
+    previous = signal.signal(signal.SIGTERM, _on_sigterm)
+    try:
+        return _run_demo(args)
+    except _Terminated:
+        signal.signal(signal.SIGTERM, signal.SIG_DFL)
+        os.kill(os.getpid(), signal.SIGTERM)
+        raise AssertionError("unreachable: SIGTERM's default action ends the process") from None
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+
+
+def _run_demo(args: argparse.Namespace) -> int:
     logger = logging.getLogger("aog_plugins.plugin")
     logger.setLevel(logging.DEBUG - 5)
     logger.propagate = False

@@ -6,13 +6,15 @@ from __future__ import annotations
 
 import re
 import shutil
+import signal
 import subprocess
 import sys
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
 
-from tests.cli.conftest import cli
+from tests.cli.conftest import Running, cli
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -98,3 +100,16 @@ def test_demo_after_a_plain_install_without_test_extras(tmp_path: Path) -> None:
     assert result.code == 0, result.output
     _check_demo_output(result.out, "unix")
     assert f"({site}/aog_plugins/examples/echo)" in result.out  # the installed copy ran
+
+
+def test_sigterm_ends_the_demo_of_sigterm_leaving_no_temporary_directory(
+    tmp_path: Path, start_cli: Callable[..., Running]
+) -> None:
+    # SIGTERM's default action skipped the demo's cleanup: its temporary plugins
+    # directory (a copy of the example) stayed behind, once per run.
+    running = start_cli("demo", env={"TMPDIR": str(tmp_path)})
+    running.plugin("plugin.py")  # the echo example is running: the demo is under way
+    result = running.interrupt(signal.SIGTERM)  # also: no plugin, no socket dir left
+    assert result.code == -signal.SIGTERM, result.output
+    assert "Traceback" not in result.err
+    assert list(tmp_path.iterdir()) == []
