@@ -12,6 +12,7 @@ __all__ = [
     "EXIT_FAILED",
     "EXIT_INTERRUPTED",
     "EXIT_OK",
+    "EXIT_TERMINATED",
     "EXIT_USAGE",
     "MAX_SECONDS",
     "Command",
@@ -22,6 +23,8 @@ EXIT_OK = 0
 EXIT_FAILED = 1
 EXIT_USAGE = 2
 EXIT_INTERRUPTED = 130
+EXIT_TERMINATED = 143
+"""Not returned: the status a shell shows for a process that died of SIGTERM (128 + 15)."""
 
 MAX_SECONDS = 365 * 24 * 3600
 """The longest time option the CLI takes (a year): far beyond that, gRPC deadlines and the
@@ -56,7 +59,9 @@ exit codes:
        empty credential, a service the plugin's manifest does not list, a plugins
        directory where no plugin or several serve the service (nothing is called)
   {EXIT_INTERRUPTED}  interrupted by Ctrl-C (SIGINT); the plugin has been stopped (run exits
-       {EXIT_OK} instead)"""
+       {EXIT_OK} instead)
+  {EXIT_TERMINATED}  ended by SIGTERM, as a shell shows it (128 + 15): the command dies of the
+       signal once its plugins are stopped (run exits {EXIT_OK} instead)"""
 
 
 @dataclass(frozen=True)

@@ -38,7 +38,7 @@ def test_top_level_help_lists_commands_examples_and_exit_codes() -> None:
         assert name in result.out
         assert command.summary in result.out
     assert "examples:" in result.out
-    for code in ("0 ", "1 ", "2 ", "130 "):
+    for code in ("0 ", "1 ", "2 ", "130 ", "143 "):  # 143: SIGTERM, once undocumented
         assert f"\n  {code}" in result.out.split("exit codes:")[1]
 
 
