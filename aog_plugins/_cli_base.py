@@ -16,6 +16,7 @@ __all__ = [
     "EXIT_USAGE",
     "MAX_SECONDS",
     "Command",
+    "path",
     "seconds",
 ]
 
@@ -47,6 +48,15 @@ def seconds(text: str) -> float:
             f"got {text!r}"
         )
     return value
+
+
+def path(text: str) -> str:
+    """The argparse ``type`` of every path argument: not empty. ``Path("")`` is the current
+    directory, so an unset shell variable (``aog-plugins run "$DIR"``) would otherwise
+    list, run or invoke whatever plugins the current directory holds."""
+    if not text:
+        raise argparse.ArgumentTypeError("is empty; pass a path (an unset shell variable?)")
+    return text
 
 
 EXIT_CODES = f"""\

@@ -12,7 +12,7 @@ import time
 from types import FrameType
 from typing import Any
 
-from aog_plugins._cli_base import Command, seconds
+from aog_plugins._cli_base import Command, path, seconds
 from aog_plugins._cli_show import table
 from aog_plugins._cli_target import refuse_manifest_file
 from aog_plugins.manager import ManagerEvent, PluginEntry, PluginManager
@@ -22,12 +22,16 @@ __all__ = ["LIST", "RUN", "entry_doc"]
 
 
 def _configure_list(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("directory", help="the plugins directory (one folder per plugin)")
+    parser.add_argument(
+        "directory", type=path, help="the plugins directory (one folder per plugin)"
+    )
     parser.add_argument("--json", action="store_true", help="print one JSON document")
 
 
 def _configure_run(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("directory", help="the plugins directory (one folder per plugin)")
+    parser.add_argument(
+        "directory", type=path, help="the plugins directory (one folder per plugin)"
+    )
     parser.add_argument("--eager", action="store_true", help="start every plugin now")
     parser.add_argument(
         "--no-auto-mtls", dest="auto_mtls", action="store_false", help="plaintext gRPC"

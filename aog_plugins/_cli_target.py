@@ -14,6 +14,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from aog_plugins._cli_base import path
 from aog_plugins.errors import (
     AmbiguousServiceError,
     ConfigurationError,
@@ -51,7 +52,7 @@ def add_target_args(parser: argparse.ArgumentParser, *, plugins_dir: bool) -> No
     what = "the plugin: its executable, or its directory (with plugin.yaml)"
     if plugins_dir:
         what += ", or a plugins directory (one folder per plugin: the service picks the plugin)"
-    parser.add_argument("executable", metavar="PLUGIN", help=what)
+    parser.add_argument("executable", metavar="PLUGIN", type=path, help=what)
 
 
 def refuse_manifest_file(text: str, *, plugins_dir_wanted: bool) -> None:

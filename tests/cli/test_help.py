@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+from pathlib import Path
 
 import pytest
 
@@ -74,4 +75,15 @@ def test_usage_errors_exit_2_with_usage_and_no_traceback(args: tuple[str, ...]) 
     result = cli(*args)
     assert result.code == 2
     assert "usage: aog-plugins" in result.err
+    assert "Traceback" not in result.output
+
+
+@pytest.mark.parametrize("args", [("list", ""), ("inspect", ""), ("invoke", "", "chat")])
+def test_an_empty_path_is_a_usage_error(args: tuple[str, ...], tmp_path: Path) -> None:
+    # Path("") is ".": an unset shell variable listed (or invoked the plugins of) the
+    # current directory.
+    (tmp_path / "plugin.yaml").write_text("not: a manifest\n")
+    result = cli(*args, cwd=tmp_path)
+    assert result.code == 2, result.output
+    assert "is empty; pass a path" in result.err
     assert "Traceback" not in result.output
