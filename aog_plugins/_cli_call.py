@@ -211,15 +211,25 @@ def _pair(item: str, option: str, what: str) -> tuple[str, str]:
     return key, value
 
 
+SECRET_MAX = 1 << 20
+"""The most characters ``--auth-file`` reads: a credential is short, and a wrong path
+(``/dev/zero``, a disk image) must not fill the memory."""
+
+
 def _read_secret(path: str, key: str) -> str:
     try:
         if path == "-":
-            text = sys.stdin.read()
+            text = sys.stdin.read(SECRET_MAX + 1)
         else:
             with open(os.path.expanduser(path), encoding="utf-8") as handle:
-                text = handle.read()
+                text = handle.read(SECRET_MAX + 1)
     except (OSError, UnicodeDecodeError) as exc:
         raise ConfigurationError(f"--auth-file {key}: cannot read {path}: {exc}") from None
+    if len(text) > SECRET_MAX:
+        raise ConfigurationError(
+            f"--auth-file {key}: {'stdin' if path == '-' else path} holds more than "
+            f"{SECRET_MAX >> 20} MiB, too much for a credential: is it the right file?"
+        )
     return text.rstrip("\r\n")
 
 

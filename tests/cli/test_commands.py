@@ -317,6 +317,8 @@ def test_auth_from_stdin() -> None:
         (["--auth-env", "api_key"], "--auth-env wants KEY=VAR"),
         (["--auth", "api_key=a", "--auth-env", "api_key=HOME"], "'api_key' is given twice"),
         (["--auth-file", "a=-", "--auth-file", "b=-"], "only one credential can come from stdin"),
+        # read to the end once: a MemoryError traceback, or the machine out of memory
+        (["--auth-file", "api_key=/dev/zero"], "/dev/zero holds more than 1 MiB"),
     ],
 )
 def test_bad_credential_sources_exit_2_before_starting(options: list[str], message: str) -> None:
