@@ -167,13 +167,14 @@ def _demo(args: argparse.Namespace) -> int:
     its plugins are stopped and, unlike the default action, its temporary directory gone."""
     previous = signal.signal(signal.SIGTERM, _on_sigterm)
     try:
-        return _run_demo(args)
-    except _Terminated:
+        try:
+            return _run_demo(args)
+        finally:
+            signal.signal(signal.SIGTERM, previous)
+    except _Terminated:  # also when it comes just as the demo ends
         signal.signal(signal.SIGTERM, signal.SIG_DFL)
         os.kill(os.getpid(), signal.SIGTERM)
         raise AssertionError("unreachable: SIGTERM's default action ends the process") from None
-    finally:
-        signal.signal(signal.SIGTERM, previous)
 
 
 def _run_demo(args: argparse.Namespace) -> int:
