@@ -35,13 +35,17 @@ async def in_thread(
     loop = asyncio.get_running_loop()
     future: asyncio.Future[_T] = loop.create_future()
 
-    def succeed(value: _T) -> None:  # on the loop
-        if not future.cancelled():
-            future.set_result(value)
-        elif orphan is not None:
+    def give_away(value: _T) -> None:  # on the loop: nobody will receive ``value``
+        if orphan is not None:
             start_thread(
                 threading.Thread(target=_quietly, args=(orphan, value), name=name, daemon=True)
             )
+
+    def succeed(value: _T) -> None:  # on the loop
+        if not future.cancelled():
+            future.set_result(value)
+        else:
+            give_away(value)
 
     def fail(error: BaseException) -> None:  # on the loop
         if not future.cancelled():
@@ -61,7 +65,14 @@ async def in_thread(
                 _quietly(orphan, value)
 
     start_thread(threading.Thread(target=run, name=name, daemon=True))
-    return await future
+    try:
+        return await future
+    except asyncio.CancelledError:
+        # The task may be cancelled after the result arrived but before it woke up to
+        # take it: the result is then nobody's either.
+        if future.done() and not future.cancelled() and future.exception() is None:
+            give_away(future.result())
+        raise
 
 
 def _quietly(orphan: Callable[[_T], None], value: _T) -> None:

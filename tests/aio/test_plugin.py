@@ -6,6 +6,8 @@ from __future__ import annotations
 import asyncio
 import os
 import signal
+import threading
+import time
 
 import pytest
 
@@ -107,4 +109,37 @@ def test_a_cancelled_launch_leaves_nothing_running(leak_check: LeakCheck) -> Non
         lambda: not leak_check.tagged() and not socket_dirs() - dirs,
         30,
         "the orphaned plugin to be killed and its socket dir removed",
+    )
+
+
+def test_a_launch_cancelled_as_its_result_arrives_leaves_nothing_running(
+    leak_check: LeakCheck,
+) -> None:
+    """The task is cancelled after the start handed its plugin to the loop but before the
+    task woke up to take it: that plugin is nobody's, and is killed too."""
+
+    async def main() -> None:
+        loop = asyncio.get_running_loop()
+        task = asyncio.ensure_future(
+            launch(plugin_cmd("local_provider.py"), extra_env=leak_check.env)
+        )
+        await asyncio.sleep(0)  # the start thread runs
+
+        def hold_the_loop() -> None:
+            # Until the start thread has queued its result; the cancel then runs after the
+            # result is set and before the task wakes up.
+            while any(t.name == "aog-aio-launch" for t in threading.enumerate()):
+                time.sleep(0.01)
+            loop.call_soon(task.cancel)
+
+        loop.call_soon(hold_the_loop)
+        with pytest.raises(asyncio.CancelledError):
+            await task
+
+    dirs = socket_dirs()
+    run(main())
+    wait_until(
+        lambda: not leak_check.tagged() and not socket_dirs() - dirs,
+        30,
+        "the plugin nobody received to be killed and its socket dir removed",
     )
