@@ -88,10 +88,12 @@ class Link:
             call.cancel()
         self._calls.add(call)
         if self._held:
-            end = self._ends[call] = self._held.pop()
-            done = getattr(call, "add_done_callback", None)
-            if done is not None:  # a stream left unread still ends its count when over
-                done(lambda _call: end())
+            self._ends[call] = self._held.pop()
+        done = getattr(call, "add_done_callback", None)
+        if done is not None:
+            # A stream left unread, or dropped unfinished (then cancelled), is over when
+            # its call is: it ends its count and is not kept here for the link's life.
+            done(lambda _call: self.untrack(call))
 
     def untrack(self, call: AsyncCall) -> None:
         self._calls.discard(call)

@@ -4,7 +4,9 @@ plugin sees its call end as cancelled (it counts that on its side)."""
 from __future__ import annotations
 
 import asyncio
+import gc
 import json
+import weakref
 from typing import Any
 
 import pytest
@@ -95,5 +97,24 @@ def test_cancelling_a_bidi_reader_cancels_the_call(leak_check: LeakCheck) -> Non
             with pytest.raises(asyncio.CancelledError):
                 await task
             await _until(client, "cancelled", "bidi", 1)
+
+    run(main())
+
+
+def test_a_stream_dropped_unfinished_is_cancelled_and_not_kept(leak_check: LeakCheck) -> None:
+    """A stream garbage collected mid-way is cancelled on the plugin, and its call is not
+    held by the client for the rest of the process's life."""
+
+    async def main() -> None:
+        async with await _watcher(leak_check) as plugin:
+            client = plugin.client
+            stream = await client.invoke_service_stream("wait", b"{}", timeout=60)
+            assert json.loads((await stream.__anext__()).data) == {"index": 0}
+            call = weakref.ref(stream.call)
+            del stream
+            gc.collect()
+            await _until(client, "cancelled", "stream", 1)
+            gc.collect()
+            assert call() is None, "the cancelled call of a dropped stream is still held"
 
     run(main())
