@@ -24,7 +24,7 @@ from aog_plugins.aio._client import AsyncGRPCProviderClient
 from aog_plugins.aio._source import Link, close_quietly
 from aog_plugins.aio._threads import in_thread
 from aog_plugins.client import ExitInfo
-from aog_plugins.errors import PluginCallError, PluginFatalError
+from aog_plugins.errors import ConfigurationError, PluginCallError, PluginFatalError
 from aog_plugins.handshake import AOG_HANDSHAKE, HandshakeConfig, HandshakeLine
 from aog_plugins.process import Plugin, PluginEvent, PluginState, ReattachConfig, RestartPolicy
 from aog_plugins.process import install_signal_handlers as install_handlers
@@ -44,7 +44,7 @@ class _Bridge:
     def __init__(
         self, loop: asyncio.AbstractEventLoop, chained: Callable[[PluginEvent], None] | None
     ) -> None:
-        self._loop = loop
+        self.loop = loop
         self._chained = chained
         self._first = True
         self.handlers: list[Callable[[PluginEvent], None]] = []
@@ -55,7 +55,7 @@ class _Bridge:
         # first event) may come after launch() returned; it is not news to the loop.
         if not (first and event.new is PluginState.RUNNING):
             with contextlib.suppress(RuntimeError):  # a closed loop: the sync side goes on
-                self._loop.call_soon_threadsafe(self._deliver, event)
+                self.loop.call_soon_threadsafe(self._deliver, event)
         if self._chained is not None:
             self._chained(event)
 
@@ -104,6 +104,7 @@ class AsyncPlugin:
 
     def __init__(self, plugin: Plugin, bridge: _Bridge) -> None:
         self._plugin = plugin
+        self._loop = bridge.loop
         self._links: dict[int, Link] = {}
         self._changed = asyncio.Event()
         self._subscribers: set[_Events] = set()
@@ -189,6 +190,7 @@ class AsyncPlugin:
     def events(self) -> AsyncIterator[PluginEvent]:
         """The transitions from now on, as an async iterator that ends after EXITED or
         FATAL (at once if the plugin is already there)."""
+        self._own_loop()
         subscriber = _Events(self, ended=self._plugin.state in _LAST)
         self._subscribers.add(subscriber)
         return subscriber
@@ -228,10 +230,25 @@ class AsyncPlugin:
     def __repr__(self) -> str:
         return f"<AsyncPlugin pid={self.pid} state={self.state.value}>"
 
+    def _own_loop(self) -> None:
+        """ConfigurationError on another event loop than launch()'s: the transitions are
+        delivered there, and the ``grpc.aio`` channels are bound to it."""
+        try:
+            running = asyncio.get_running_loop()
+        except RuntimeError:
+            return
+        if running is not self._loop:
+            raise ConfigurationError(
+                "this AsyncPlugin belongs to the event loop that launch() ran on (its "
+                "transitions and channels are bound to it): use it on that loop, or launch "
+                "the plugin on this one (kill() works from any)"
+            )
+
     # ---- AsyncConnectionSource (for the client) ---------------------------------------
     async def link(self, timeout: float | None = None) -> Link:
         """The aio link to the running process, waiting on the loop (up to ``timeout`` s)
         while the plugin restarts; FATAL or stopped raise at once."""
+        self._own_loop()
         loop = asyncio.get_running_loop()
         deadline = None if timeout is None else loop.time() + timeout
         while True:

@@ -12,7 +12,7 @@ import time
 import pytest
 
 from aog_plugins import PluginState, RestartPolicy
-from aog_plugins.aio import AsyncGRPCProviderClient, launch
+from aog_plugins.aio import AsyncGRPCProviderClient, AsyncPlugin, launch
 from aog_plugins.errors import (
     ConfigurationError,
     PluginExitedError,
@@ -143,3 +143,24 @@ def test_a_launch_cancelled_as_its_result_arrives_leaves_nothing_running(
         30,
         "the plugin nobody received to be killed and its socket dir removed",
     )
+
+
+def test_on_another_event_loop_calls_raise_a_typed_error(leak_check: LeakCheck) -> None:
+    async def start() -> AsyncPlugin:
+        plugin = await launch(plugin_cmd("local_provider.py"), extra_env=leak_check.env)
+        await plugin.client.get_manifest()
+        return plugin
+
+    plugin = run(start())
+
+    async def elsewhere() -> None:
+        with pytest.raises(ConfigurationError, match="event loop that launch"):
+            await plugin.client.get_manifest()
+        with pytest.raises(ConfigurationError, match="event loop that launch"):
+            await plugin.channel()
+        with pytest.raises(ConfigurationError, match="event loop that launch"):
+            plugin.events()
+        await plugin.kill()  # works from any loop
+        assert plugin.state is PluginState.EXITED
+
+    run(elsewhere())
