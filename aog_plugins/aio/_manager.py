@@ -291,8 +291,16 @@ class AsyncPluginManager:
         return follow()
 
     async def close(self) -> None:
-        """Stop every plugin (on a thread) and the clients; idempotent."""
+        """Stop every plugin (on a thread) and the clients; idempotent. If the awaiting
+        task is cancelled, the close still completes in the background (event iterators
+        end then)."""
         self._closed = True
+        task = asyncio.get_running_loop().create_task(self._close())
+        self._closing.add(task)
+        task.add_done_callback(self._closing.discard)
+        await asyncio.shield(task)
+
+    async def _close(self) -> None:
         await in_thread(self._manager.close, name="aog-aio-manager")
         for client in self._clients.values():
             await client.close()

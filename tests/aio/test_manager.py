@@ -160,3 +160,26 @@ def test_a_manager_used_on_another_loop_says_so(layout: Layout, leaks: LeakCheck
         await manager.close()  # from any loop
 
     run(elsewhere())
+
+
+def test_a_cancelled_close_still_ends_the_event_iterators(layout: Layout, leaks: LeakCheck) -> None:
+    # The close went on in the background, but events() never ended: a task following
+    # them waited forever.
+    layout.add("alpha")
+
+    async def main() -> None:
+        manager = await AsyncPluginManager.open(layout.root, env=leaks.env, watch=False)
+        events = manager.events()
+
+        async def follow() -> list[str]:
+            return [event.kind async for event in events]
+
+        follower = asyncio.ensure_future(follow())
+        closing = asyncio.ensure_future(manager.close())
+        await asyncio.sleep(0)  # the close is under way, on its thread
+        assert closing.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await closing
+        assert isinstance(await asyncio.wait_for(follower, 30), list)  # it ended
+
+    run(main())
