@@ -23,7 +23,7 @@ from aog_plugins.aio._broker import AsyncBroker
 from aog_plugins.aio._client import AsyncGRPCProviderClient
 from aog_plugins.aio._source import Link, close_quietly
 from aog_plugins.aio._threads import in_thread
-from aog_plugins.client import ExitInfo
+from aog_plugins.client import ExitInfo, limit_of
 from aog_plugins.errors import ConfigurationError, PluginCallError, PluginFatalError
 from aog_plugins.handshake import AOG_HANDSHAKE, HandshakeConfig, HandshakeLine
 from aog_plugins.process import Plugin, PluginEvent, PluginState, ReattachConfig, RestartPolicy
@@ -160,7 +160,7 @@ class AsyncPlugin:
         """The ``grpc.aio`` channel to the running process, for services of your own on
         the main connection (waits for a restart as calls do). It closes when that
         process ends: ask again after a restart."""
-        return (await self.link(timeout)).channel
+        return (await self.link(limit_of(timeout))).channel
 
     @property
     def broker(self) -> AsyncBroker:

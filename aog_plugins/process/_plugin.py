@@ -43,7 +43,7 @@ from aog_plugins.process._spawn import describe_exit
 from aog_plugins.process._start import StartSpec
 from aog_plugins.process._stopper import Stopper
 from aog_plugins.process._supervisor import Supervisor
-from aog_plugins.transport import DialTarget, seconds
+from aog_plugins.transport import NO_LIMIT_BEYOND, DialTarget, seconds
 
 if TYPE_CHECKING:
     from aog_plugins.client import ExitInfo, GRPCProviderClient
@@ -190,6 +190,8 @@ class Plugin:
         """Health-check the plugin now, without waiting for a restart: raises
         :class:`PluginFatalError` when it is FATAL or stopped, :class:`PluginConnectError`
         when it is not running (starting, in backoff) or the check fails."""
+        # A positive number of seconds; infinity (or more than ten years) is no limit.
+        limit = min(seconds("timeout", timeout, finite=False), NO_LIMIT_BEYOND)
         with self._cond:
             state, reason = self._state, self._reason
             if state in _FOR_GOOD:
@@ -201,7 +203,7 @@ class Plugin:
                 )
             channel = self._current.channel
         try:
-            health_check(channel, timeout)
+            health_check(channel, limit)
         except ValueError as exc:  # grpcio: "Channel closed!", a restart or kill meanwhile
             raise PluginConnectError(
                 f"the plugin's connection closed during the health check ({exc}): it is "

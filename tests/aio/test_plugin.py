@@ -164,3 +164,19 @@ def test_on_another_event_loop_calls_raise_a_typed_error(leak_check: LeakCheck) 
         assert plugin.state is PluginState.EXITED
 
     run(elsewhere())
+
+
+def test_bad_timeouts_are_a_typed_error(leak_check: LeakCheck) -> None:
+    # channel(nan) waited for ever while the plugin restarted; ping(inf) failed a healthy
+    # plugin (the sync ping's defect, awaited on a thread).
+    async def main() -> None:
+        async with await launch(plugin_cmd("local_provider.py"), extra_env=leak_check.env) as p:
+            await p.channel(float("inf"))
+            await p.ping(float("inf"))
+            for bad in (0, -1.0, float("nan"), True):
+                with pytest.raises(ConfigurationError, match="timeout"):
+                    await p.channel(bad)
+                with pytest.raises(ConfigurationError, match="timeout"):
+                    await p.ping(bad)
+
+    run(main())

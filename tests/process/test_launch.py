@@ -231,3 +231,16 @@ def test_grandchild_is_killed_with_the_plugin(
         plugin.kill()
     grandchild.wait(timeout=3)
     assert not grandchild.is_running()
+
+
+def test_ping_timeouts_are_checked_and_infinity_is_no_limit(leak_check: LeakCheck) -> None:
+    # An infinite or huge timeout failed a healthy plugin with DEADLINE_EXCEEDED, and 0,
+    # negative or NaN ones were a PluginConnectError instead of naming the bad value.
+    from aog_plugins.errors import ConfigurationError
+
+    with launch(plugin_cmd("local_provider.py"), extra_env=leak_check.env) as plugin:
+        plugin.ping(timeout=float("inf"))
+        plugin.ping(timeout=1e12)
+        for bad in (0, -1.0, float("nan"), float("-inf"), True):
+            with pytest.raises(ConfigurationError, match="timeout"):
+                plugin.ping(timeout=bad)
