@@ -20,7 +20,8 @@ from aog_plugins.aio._source import (
     failure,
     lost_under_us,
 )
-from aog_plugins.client import methods
+from aog_plugins.aio._threads import not_cancelling
+from aog_plugins.client import call_error, methods
 from aog_plugins.errors import ConfigurationError, PluginCallError, PluginCrashedError
 from aog_plugins.types import BidiMessage
 
@@ -28,6 +29,7 @@ __all__ = ["AsyncBidiCall", "AsyncResponseStream"]
 
 T = TypeVar("T")
 _R = TypeVar("_R")
+_CANCELLED = "the call was cancelled on the host (a send on it, or the grpc call, was cancelled)"
 
 
 class AsyncResponseStream(Generic[T]):
@@ -91,6 +93,10 @@ class AsyncResponseStream(Generic[T]):
                 if lost_under_us(self._link):
                     error = await failure(self._source, self._rpc, self._link, None)
                     raise self._failed(error) from None
+                if not_cancelling():
+                    # Not this task's cancellation: the RPC was cancelled under it (another
+                    # task's send on the call was cancelled, or grpc's call.cancel()).
+                    raise call_error(self._rpc, grpc.StatusCode.CANCELLED, _CANCELLED, None)
                 raise  # the awaiting task was cancelled; grpc has cancelled the RPC
             try:
                 item, last = convert()

@@ -17,7 +17,7 @@ from typing import TypeVar
 
 from aog_plugins.transport import start_thread
 
-__all__ = ["cancelling", "in_thread"]
+__all__ = ["cancelling", "in_thread", "not_cancelling"]
 
 _T = TypeVar("_T")
 _log = logging.getLogger("aog_plugins.aio")
@@ -88,3 +88,11 @@ def cancelling() -> bool:
     task = asyncio.current_task()
     count = getattr(task, "cancelling", None)
     return bool(count()) if callable(count) else False
+
+
+def not_cancelling() -> bool:
+    """True when the current task has surely not been asked to cancel (Python >= 3.11
+    can tell; on 3.10 this is False): a CancelledError it sees then is the RPC's own."""
+    task = asyncio.current_task()
+    count = getattr(task, "cancelling", None)
+    return callable(count) and not count()

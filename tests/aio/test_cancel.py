@@ -13,6 +13,7 @@ import pytest
 
 from aog_plugins import RestartPolicy
 from aog_plugins.aio import AsyncGRPCProviderClient, AsyncPlugin, launch
+from aog_plugins.errors import PluginCallError
 from tests.aio.conftest import run, watcher_cmd
 from tests.process.conftest import LeakCheck
 
@@ -116,5 +117,33 @@ def test_a_stream_dropped_unfinished_is_cancelled_and_not_kept(leak_check: LeakC
             await _until(client, "cancelled", "stream", 1)
             gc.collect()
             assert call() is None, "the cancelled call of a dropped stream is still held"
+
+    run(main())
+
+
+def test_a_cancelled_send_fails_the_reader_with_a_typed_error(leak_check: LeakCheck) -> None:
+    """grpc.aio cancels a bidi call when a send on it is cancelled: the task reading the
+    replies (not itself cancelled) used to get a bare CancelledError."""
+
+    async def main() -> None:
+        async with await _watcher(leak_check) as plugin:
+            client = plugin.client
+            call = await client.invoke_service_bidi("wait", timeout=60)
+            await call.send("hello")
+            assert (await call.__anext__()).data == b"hello"
+
+            async def send_forever() -> None:
+                while True:
+                    await call.send(b"x" * 65536)
+
+            sender = asyncio.ensure_future(send_forever())
+            await asyncio.sleep(0)
+            sender.cancel()  # it is in a send: its only await
+            with pytest.raises(asyncio.CancelledError):
+                await sender
+            with pytest.raises(PluginCallError, match="cancelled on the host") as info:
+                await call.__anext__()
+            assert info.value.code == "CANCELLED"
+            await _until(client, "cancelled", "bidi", 1)
 
     run(main())
