@@ -22,6 +22,7 @@ from aog_plugins.handshake import HandshakeLine
 from aog_plugins.process._address import check_plugin_address
 from aog_plugins.transport import (
     DIAL_TIMEOUT,
+    NO_LIMIT_BEYOND,
     BrokerCore,
     BrokerServer,
     BrokerTLS,
@@ -31,12 +32,18 @@ from aog_plugins.transport import (
     Mux,
     conninfo_from_pb,
     conninfo_to_pb,
+    seconds,
     start_thread,
 )
 
 __all__ = ["Broker"]
 
 _log = logging.getLogger("aog_plugins.broker")
+
+
+def _dial_timeout(timeout: float) -> float:
+    """A dial's wait: a positive number of seconds, infinity (or over ten years) none."""
+    return min(seconds("timeout", timeout, finite=False), NO_LIMIT_BEYOND)
 _END = object()
 
 
@@ -160,13 +167,13 @@ class Broker:
         ``timeout`` s for the plugin's connection info (:class:`BrokerError` after).
         Multiplexed, it waits as long for the plugin's answer to the knock for the id, and
         raises :class:`BrokerError` at once if the plugin refuses it."""
-        return self._core.dial(service_id, timeout)
+        return self._core.dial(service_id, _dial_timeout(timeout))
 
     def dial_target(self, service_id: int, timeout: float = DIAL_TIMEOUT) -> DialTarget:
         """Where :meth:`dial` would connect for ``service_id``, with the pinned TLS (waits
         the same way): for a channel of your own, e.g. ``transport.open_aio_channel``
         (``aog_plugins.aio``'s broker uses it). You close that channel."""
-        return self._core.dial_target(service_id, timeout)
+        return self._core.dial_target(service_id, _dial_timeout(timeout))
 
     @property
     def closed(self) -> bool:

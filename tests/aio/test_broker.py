@@ -133,3 +133,24 @@ def test_a_restarted_plugin_has_a_new_async_broker(leak_check: LeakCheck) -> Non
             assert await call(await second.dial(sid), "one") == "new one"
 
     run(main())
+
+
+def test_dial_timeouts_are_checked(leak_check: LeakCheck) -> None:
+    # 0 or a negative timeout gave up at once as if the plugin served nothing, NaN waited
+    # for ever (on a thread that stayed), infinity raised a bare OverflowError.
+    from aog_plugins.errors import ConfigurationError
+
+    async def main() -> None:
+        argv = Row("py", "unix", False, False).argv()
+        async with await launch(argv, extra_env=leak_check.env) as plugin:
+            for bad in (0, -1.0, True, float("nan")):
+                with pytest.raises(ConfigurationError, match="timeout"):
+                    await plugin.broker.dial(4242, timeout=bad)
+                with pytest.raises(ConfigurationError, match="timeout"):
+                    plugin.plugin.broker.dial(4242, timeout=bad)
+            demo = callback_pb2_grpc.BrokerDemoStub(await plugin.channel())
+            sid = (await demo.Serve(callback_pb2.ServeRequest(prefix="ok "), timeout=30)).broker_id
+            endless = await plugin.broker.dial(sid, timeout=float("inf"))
+            assert await call(endless, "then") == "ok then"
+
+    run(main())
