@@ -96,7 +96,8 @@ class AsyncResponseStream(Generic[T]):
                 if not_cancelling():
                     # Not this task's cancellation: the RPC was cancelled under it (another
                     # task's send on the call was cancelled, or grpc's call.cancel()).
-                    raise call_error(self._rpc, grpc.StatusCode.CANCELLED, _CANCELLED, None)
+                    error = call_error(self._rpc, grpc.StatusCode.CANCELLED, _CANCELLED, None)
+                    raise error from None
                 raise  # the awaiting task was cancelled; grpc has cancelled the RPC
             try:
                 item, last = convert()

@@ -44,6 +44,8 @@ _log = logging.getLogger("aog_plugins.broker")
 def _dial_timeout(timeout: float) -> float:
     """A dial's wait: a positive number of seconds, infinity (or over ten years) none."""
     return min(seconds("timeout", timeout, finite=False), NO_LIMIT_BEYOND)
+
+
 _END = object()
 
 
