@@ -41,14 +41,34 @@ NOT_FIRST = "first bidirectional message must set is_first=true"
 NO_SERVICE = "service_name is required in first bidirectional message"
 
 _log = logging.getLogger("aog_plugins.server.provider")
+_INT32 = range(-(2**31), 2**31)
+
+
+def _text(value: object, form: Callable[[object], str] = str) -> str:
+    """``form(value)`` as protobuf can send it: never raises, lone surrogates escaped."""
+    try:
+        text = value if isinstance(value, str) and form is str else form(value)
+    except Exception as exc:  # a __str__ that raises: the author's bug
+        return f"<str() failed: {type(exc).__name__}>"
+    return text.encode("utf-8", "backslashreplace").decode("utf-8")
 
 
 def error_status(exc: BaseException) -> tuple[int, str]:
-    """The ``code``/``message`` pair for a failure: a PluginError's own, else 11 and its name."""
+    """The ``code``/``message`` pair for a failure: a PluginError's own, else 11 and its name.
+
+    Never raises: a message that is not valid text (a ``__str__`` that raises, lone
+    surrogates) is escaped, and a PluginError whose code is no int32 answers 11 saying so,
+    so the host still gets the SDK's answer rather than a bare gRPC UNKNOWN.
+    """
+    name = type(exc).__name__
     if isinstance(exc, PluginError):
-        return exc.code, exc.message
-    text = str(exc)
-    return INTERNAL, f"{type(exc).__name__}: {text}" if text else type(exc).__name__
+        code: object = exc.code
+        message = _text(exc.message)
+        if isinstance(code, int) and code in _INT32:
+            return code, message
+        return INTERNAL, f"{name} with invalid code {_text(code, repr)}: {message}"
+    text = _text(exc)
+    return INTERNAL, f"{name}: {text}" if text else name
 
 
 def failure(exc: BaseException, rpc: str) -> tuple[int, str]:
@@ -76,10 +96,12 @@ def refuse(response: type[_M], code: int, message: str) -> _M:
     return answer
 
 
-PROVIDER_FAILURES: tuple[type[BaseException], ...] = (Exception, SystemExit)
-"""What a provider method may raise that is answered as a failure: ``SystemExit`` too, as
-``sys.exit()`` in a call would only end the worker thread and leave the host's call
-unanswered until its deadline."""
+PROVIDER_FAILURES: tuple[type[BaseException], ...] = (BaseException,)
+"""What a provider method may raise that is answered as a failure: anything. grpcio answers
+only an ``Exception``; any other exception (``sys.exit()``'s ``SystemExit``,
+``KeyboardInterrupt``, ``asyncio.CancelledError`` from code run with ``asyncio.run``)
+would end the worker's call and leave the host's call unanswered until its deadline.
+(Signals reach only the main thread, which never runs provider code.)"""
 
 
 def reply(response: type[_M], action: Callable[[], object]) -> _M:

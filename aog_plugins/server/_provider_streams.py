@@ -62,7 +62,7 @@ def _close(iterator: object, rpc: str) -> None:
     if callable(close):
         try:
             close()
-        except Exception:
+        except PROVIDER_FAILURES:  # its ``finally`` raised: the call still ends
             _log.warning("%s: closing the provider's iterator failed", rpc, exc_info=True)
 
 

@@ -6,6 +6,7 @@ Python classes that record what reached them.
 
 from __future__ import annotations
 
+import asyncio
 import json
 import logging
 import threading
@@ -81,7 +82,32 @@ class Base:
             return 42  # type: ignore[return-value]
         if service_name == "exit":
             raise SystemExit(3)  # sys.exit() in a call: it used to go unanswered
+        if service_name in _AUTHOR_BUGS:
+            raise _AUTHOR_BUGS[service_name]
         raise KeyError(service_name)
+
+
+class _StrRaises(Exception):
+    def __str__(self) -> str:
+        raise RuntimeError("no text")
+
+
+class _Custom(BaseException):
+    pass
+
+
+# Failures that used to leave the call unanswered until its deadline (BaseExceptions
+# grpcio does not catch) or end it with a bare gRPC UNKNOWN (text protobuf cannot send).
+_AUTHOR_BUGS: dict[str, BaseException] = {
+    "interrupt": KeyboardInterrupt("ki"),
+    "cancelled": asyncio.CancelledError(),
+    "custom-base": _Custom("mine"),
+    "str-raises": _StrRaises(),
+    "surrogate": ValueError("bad \udcff byte"),
+    "surrogate-plugin-error": PluginError(4001, "bad \udcff byte"),
+    "code-too-big": PluginError(1 << 40, "huge code"),
+    "code-not-int": PluginError("4001", "text code"),  # type: ignore[arg-type]
+}
 
 
 class Full(Base):
@@ -180,6 +206,13 @@ class Full(Base):
             yield StreamChunk(data=b"a", metadata={"k": "v"})
             if service == "raise-mid":
                 raise ValueError("mid")
+            if service == "interrupt-mid":
+                raise KeyboardInterrupt
+            if service == "final-then-finally-raises":
+                try:
+                    yield StreamChunk(data=b"b", is_final=True)
+                finally:
+                    raise asyncio.CancelledError  # an author bug, on purpose
             if service == "error-chunk":
                 yield StreamChunk(data=b"lost", error=PluginError(4004, "bad chunk"))
             if service == "final-then-more":
@@ -254,6 +287,14 @@ def serve(tmp_path: Path) -> Iterator[Callable[[object], Stub]]:
         ("missing", 11, "KeyError: 'missing'"),
         ("not-bytes", 11, "TypeError"),
         ("exit", 11, "SystemExit: 3"),
+        ("interrupt", 11, "KeyboardInterrupt: ki"),
+        ("cancelled", 11, "CancelledError"),
+        ("custom-base", 11, "_Custom: mine"),
+        ("str-raises", 11, "_StrRaises: <str() failed: RuntimeError>"),
+        ("surrogate", 11, "ValueError: bad \\udcff byte"),
+        ("surrogate-plugin-error", 4001, "bad \\udcff byte"),
+        ("code-too-big", 11, "PluginError with invalid code 1099511627776: huge code"),
+        ("code-not-int", 11, "PluginError with invalid code '4001': text code"),
     ],
 )
 def test_invoke_service_failures_become_code_and_message(

@@ -55,6 +55,7 @@ def test_stream_ends_at_the_final_chunk_and_closes_the_generator(
     [
         ("raise-first", 0, (4002, "upstream timeout")),
         ("raise-mid", 1, (11, "ValueError: mid")),
+        ("interrupt-mid", 1, (11, "KeyboardInterrupt")),  # used to go unanswered
         ("error-chunk", 1, (4004, "bad chunk")),
     ],
 )
@@ -64,6 +65,18 @@ def test_stream_failures_end_with_a_final_error_chunk_and_grpc_ok(
     chunks = _stream(serve(Full()), service)
     assert len(chunks) == sent + 1
     assert chunks[-1] == (*last, b"", True)
+
+
+def test_a_generator_whose_finally_raises_still_ends_the_stream(
+    serve: Callable[[object], Stub],
+) -> None:
+    # Closing it raises CancelledError (a BaseException): the call used to go unanswered.
+    provider = Full()
+    assert _stream(serve(provider), "final-then-finally-raises") == [
+        (0, "success", b"a", False),
+        (0, "success", b"b", True),
+    ]
+    assert provider.closed.wait(T)
 
 
 def test_cancelling_a_stream_closes_the_provider_generator(
