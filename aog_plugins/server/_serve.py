@@ -45,7 +45,7 @@ from aog_plugins.server._broker import Broker, BrokerServicer, set_current
 from aog_plugins.server._hclog import configure_logging
 from aog_plugins.server._mux import serve_multiplexed
 from aog_plugins.server._pools import ServerThreads
-from aog_plugins.server._stdio import STDERR, STDOUT, StdioBuffer, StdioServicer, text_stream
+from aog_plugins.server._stdio import StdioBuffer, StdioRedirect, StdioServicer
 from aog_plugins.transport import (
     HEALTH_SERVICE,
     BrokerTLS,
@@ -115,7 +115,8 @@ class PluginServer:
     """One plugin's gRPC server, from environment checks to the printed handshake line.
 
     ``start()`` checks the cookie, negotiates the app version, listens and starts serving;
-    ``announce()`` prints the handshake and redirects sys.stdout/sys.stderr to GRPCStdio;
+    ``announce()`` prints the handshake and redirects sys.stdout/sys.stderr to GRPCStdio
+    (until :meth:`stop`, which puts the real ones back);
     ``wait()`` blocks until the host calls Shutdown (or :meth:`stop`).
 
     ``max_workers`` caps how many of the plugin's own calls run at once (each holds a
@@ -156,6 +157,7 @@ class PluginServer:
         self._on_shutdown = on_shutdown or self.stop
         self._stopped = threading.Event()
         self._stdio = StdioBuffer()
+        self._redirect = StdioRedirect(self._stdio)
         self._server: grpc.Server | None = None
         self._socket_path: str | None = None
         self._private_dir: str | None = None
@@ -322,7 +324,8 @@ class PluginServer:
             set_group_writable(path, env.socket_group, 0o660)
 
     def announce(self, stdout: IO[str] | None = None) -> None:
-        """Print the handshake line, then send later sys.stdout/sys.stderr writes to GRPCStdio."""
+        """Print the handshake line, then send sys.stdout/sys.stderr writes to GRPCStdio
+        until :meth:`stop`."""
         line = self.handshake_line.format() + "\n"
         if stdout is not None:
             stdout.write(line)
@@ -332,8 +335,7 @@ class PluginServer:
                 sys.stdout.flush()
             os.write(1, line.encode())
         if self._stdio_service:
-            sys.stdout = text_stream(self._stdio, STDOUT)
-            sys.stderr = text_stream(self._stdio, STDERR)
+            self._redirect.install()
 
     def wait(self) -> None:
         """Block until the host asks for shutdown or :meth:`stop` is called."""
@@ -342,16 +344,12 @@ class PluginServer:
             self._server.wait_for_termination()
 
     def stop(self, grace: float = 1.0) -> None:
-        """Stop serving (in-flight calls get ``grace`` seconds) and remove the socket."""
+        """Stop serving (in-flight calls get ``grace`` seconds) and remove the socket;
+        sys.stdout/sys.stderr are the process's own again (see ``StdioRedirect``)."""
         if self._stopped.is_set():
             return
         self._stopped.set()
-        for stream in (sys.stdout, sys.stderr):
-            try:
-                if stream is not None:
-                    stream.flush()
-            except (OSError, ValueError):
-                pass
+        self._redirect.restore()
         self._stdio.wait_empty(0.5)
         self._stdio.close()
         if self._broker is not None:

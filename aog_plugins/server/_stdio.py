@@ -9,15 +9,17 @@ from __future__ import annotations
 
 import collections
 import io
+import sys
 import threading
 from collections.abc import Iterator
+from typing import IO
 
 import grpc
 from google.protobuf import empty_pb2
 
 from aog_plugins._proto import grpc_stdio_pb2, grpc_stdio_pb2_grpc
 
-__all__ = ["StdioBuffer", "StdioServicer", "StreamWriter"]
+__all__ = ["StdioBuffer", "StdioRedirect", "StdioServicer", "StreamWriter"]
 
 STDOUT = grpc_stdio_pb2.StdioData.STDOUT
 STDERR = grpc_stdio_pb2.StdioData.STDERR
@@ -121,6 +123,42 @@ def text_stream(buffer: StdioBuffer, channel: int, encoding: str = "utf-8") -> i
         line_buffering=True,
         write_through=False,
     )
+
+
+class StdioRedirect:
+    """sys.stdout/sys.stderr sent to a :class:`StdioBuffer` from :meth:`install` until
+    :meth:`restore`, which puts the process's own streams back.
+
+    GRPCStdio ends when the server stops; what the plugin writes after that (a call
+    finishing within the grace, code after ``serve()`` returns, the traceback it dies
+    with, atexit output) then reaches the real stdout/stderr, which the host reads until
+    the process is gone, instead of a buffer nobody will read again.
+    """
+
+    def __init__(self, buffer: StdioBuffer) -> None:
+        self._buffer = buffer
+        self._real: tuple[IO[str] | None, IO[str] | None] = (None, None)
+        self._ours: tuple[IO[str], IO[str]] | None = None
+
+    def install(self) -> None:
+        self._real = (sys.stdout, sys.stderr)
+        self._ours = (text_stream(self._buffer, STDOUT), text_stream(self._buffer, STDERR))
+        sys.stdout, sys.stderr = self._ours
+
+    def restore(self) -> None:
+        """Put the real streams back (unless the plugin replaced ours), then flush ours
+        into the buffer; without :meth:`install`, flush the current ones."""
+        if self._ours is not None:
+            if sys.stdout is self._ours[0]:
+                sys.stdout = self._real[0]
+            if sys.stderr is self._ours[1]:
+                sys.stderr = self._real[1]
+        for stream in self._ours or (sys.stdout, sys.stderr):
+            try:
+                if stream is not None:
+                    stream.flush()
+            except (OSError, ValueError):
+                pass
 
 
 class StdioServicer(grpc_stdio_pb2_grpc.GRPCStdioServicer):

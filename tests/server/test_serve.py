@@ -266,3 +266,28 @@ def test_an_on_ready_that_raises_is_reported_and_leaves_nothing(
     assert out.decode().startswith("1|1|unix|")  # the handshake was printed first
     assert "on_ready broke" in err.decode(), err.decode()
     assert [p.name for p in tmp_path.iterdir()] == [], "the socket was left behind"
+
+
+OUTPUT_AFTER_SERVE = """
+import _fixture_path, atexit, sys
+from aog_plugins.server import serve
+atexit.register(lambda: print("atexit note", file=sys.stderr))
+serve(lambda s: None, on_ready=lambda: print("over stdio"))
+print("after serve")
+raise RuntimeError("crash after serve")
+"""
+
+
+def test_output_after_shutdown_reaches_the_real_stdout_and_stderr(
+    tmp_path: Path, run_plugin: Start
+) -> None:
+    # GRPCStdio ends at Shutdown: what the plugin writes later (code after serve(), the
+    # traceback it dies with, atexit output) used to go into a buffer nobody reads.
+    proc = run_plugin(OUTPUT_AFTER_SERVE, _env(tmp_path))
+    line = parse_handshake_line(_handshake(proc))
+    _shutdown(line.grpc_target)
+    out, err = proc.communicate(timeout=30)
+    assert proc.returncode == 1
+    assert out.decode() == "after serve\n"
+    assert "RuntimeError: crash after serve" in err.decode(), err.decode()
+    assert "atexit note" in err.decode(), err.decode()
