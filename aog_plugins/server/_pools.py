@@ -8,6 +8,12 @@ So go-plugin's services (health, controller, stdio, broker) get a pool of their 
 chosen per call by grpcio (a behaviour's ``experimental_thread_pool``) from a server
 interceptor, which runs on grpcio's polling thread and so needs no pool thread itself.
 
+The same interceptor guards the plugin's own handlers: grpcio answers a handler's
+``Exception`` with UNKNOWN, but any other exception (``KeyboardInterrupt``, ``SystemExit``
+from ``sys.exit()``, ``asyncio.CancelledError``) ends its thread's work and leaves the
+host's call unanswered, silently, until its deadline; such an exception is turned into a
+``RuntimeError`` naming it, which grpcio logs and answers as usual.
+
 The plugin's own calls run on the other pool (:mod:`._executor`): ``max_workers`` threads
 at most (calls beyond that wait for a free thread, grpcio's rule), or by default as many
 as the calls need: quick calls share a thread or two, and a call that waits for a busy
@@ -18,7 +24,7 @@ own goroutine; a Python thread per quick call only adds GIL contention).
 from __future__ import annotations
 
 import concurrent.futures
-from collections.abc import Callable
+from collections.abc import Callable, Iterable, Iterator
 from typing import TYPE_CHECKING, Generic, TypeVar
 
 import grpc
@@ -87,8 +93,68 @@ def _on_pool(handler: _Handler, pool: concurrent.futures.ThreadPoolExecutor) -> 
     return handler
 
 
+def _escaped(exc: BaseException) -> RuntimeError:
+    try:
+        text = str(exc)
+    except Exception:  # a __str__ that raises
+        text = ""
+    name = type(exc).__name__
+    return RuntimeError(
+        f"the handler raised {name}: {text}" if text else f"the handler raised {name}"
+    )
+
+
+class _Guarded(Generic[_In]):
+    """A handler's behaviour whose non-``Exception`` exceptions grpcio can answer."""
+
+    def __init__(self, behaviour: Callable[[_In, grpc.ServicerContext], object]) -> None:
+        self._behaviour = behaviour
+
+    def __call__(self, request: _In, context: grpc.ServicerContext) -> object:
+        try:
+            return self._behaviour(request, context)
+        except Exception:
+            raise
+        except BaseException as exc:
+            raise _escaped(exc) from exc
+
+
+def _guarded_stream(items: Iterable[object]) -> Iterator[object]:
+    try:
+        yield from items
+    except (Exception, GeneratorExit):  # GeneratorExit: grpcio closed us, items is closed
+        raise
+    except BaseException as exc:
+        raise _escaped(exc) from exc
+
+
+class _GuardedStream(_Guarded[_In]):
+    def __call__(self, request: _In, context: grpc.ServicerContext) -> object:
+        items = super().__call__(request, context)
+        return _guarded_stream(items) if isinstance(items, Iterable) else items
+
+
+def _guard(handler: _Handler) -> _Handler:
+    """The same handler, its behaviour wrapped in :class:`_Guarded`."""
+    decode, encode = handler.request_deserializer, handler.response_serializer
+    if handler.unary_unary is not None:
+        return grpc.unary_unary_rpc_method_handler(_Guarded(handler.unary_unary), decode, encode)
+    if handler.unary_stream is not None:
+        return grpc.unary_stream_rpc_method_handler(
+            _GuardedStream(handler.unary_stream), decode, encode
+        )
+    if handler.stream_unary is not None:
+        return grpc.stream_unary_rpc_method_handler(_Guarded(handler.stream_unary), decode, encode)
+    if handler.stream_stream is not None:
+        return grpc.stream_stream_rpc_method_handler(
+            _GuardedStream(handler.stream_stream), decode, encode
+        )
+    return handler
+
+
 class _PlumbingFirst(_Interceptor):
-    """Sends calls to go-plugin's services to the plumbing pool."""
+    """Sends calls to go-plugin's services to the plumbing pool; guards the plugin's own
+    handlers (see the module doc)."""
 
     def __init__(self, pool: concurrent.futures.ThreadPoolExecutor) -> None:
         self._pool = pool
@@ -99,8 +165,10 @@ class _PlumbingFirst(_Interceptor):
         handler_call_details: grpc.HandlerCallDetails,
     ) -> _Handler | None:
         handler = continuation(handler_call_details)
-        if handler is None or not handler_call_details.method.startswith(PLUMBING_SERVICES):
-            return handler
+        if handler is None:
+            return None
+        if not handler_call_details.method.startswith(PLUMBING_SERVICES):
+            return _guard(handler)
         return _on_pool(handler, self._pool)
 
 

@@ -7,19 +7,23 @@ from __future__ import annotations
 
 import contextlib
 import logging
+import sys
 import uuid
 from collections.abc import Iterator
 
+import grpc
 import pytest
 
 from aog_plugins import Plugin, RestartPolicy, launch
+from aog_plugins._proto import provider_pb2 as pb
+from aog_plugins._proto import provider_pb2_grpc
 from aog_plugins.client import ResponseStream
 from aog_plugins.errors import ConfigurationError
 from aog_plugins.server import PluginServer
 from aog_plugins.types import StreamChunk
 from tests.gofixtures.conftest import go_bins
-from tests.process.conftest import LeakCheck, leak_check, plugin_cmd
-from tests.server.test_provider_support import Collected
+from tests.process.conftest import FIXTURES, LeakCheck, leak_check, plugin_cmd
+from tests.server.test_provider_support import Collected, collect
 from tests.support.gobuild import GoBinaries
 
 __all__ = ["go_bins", "leak_check"]
@@ -109,3 +113,43 @@ def test_go_plugin_serves_70_streams_and_still_answers(
 def test_max_workers_must_be_a_positive_int(bad: int) -> None:
     with pytest.raises(ConfigurationError, match="max_workers"):
         PluginServer(lambda server: None, max_workers=bad)
+
+
+# A servicer of the author's own (serve(), not serve_provider()) whose calls end with
+# exceptions grpcio does not catch: they used to leave the call unanswered, silently,
+# until the host's deadline.
+NOT_AN_EXCEPTION = """
+import _fixture_path
+from aog_plugins._proto import provider_pb2 as pb, provider_pb2_grpc
+from aog_plugins.server import serve
+
+class Servicer(provider_pb2_grpc.ProviderServiceServicer):
+    def InvokeService(self, request, context):
+        raise KeyboardInterrupt("in a unary call")
+
+    def InvokeServiceStream(self, request, context):
+        yield pb.InvokeServiceStreamResponse(chunk_data=b"one")
+        raise SystemExit(4)
+
+serve(lambda server: provider_pb2_grpc.add_ProviderServiceServicer_to_server(Servicer(), server))
+"""
+
+
+def test_a_handler_raising_a_base_exception_is_answered_unknown(leak_check: LeakCheck) -> None:
+    env = {**leak_check.env, "PYTHONPATH": str(FIXTURES)}
+    with _launched([sys.executable, "-c", NOT_AN_EXCEPTION], env) as (plugin, logs):
+        stub = provider_pb2_grpc.ProviderServiceStub(plugin.channel)
+        for _ in range(2):  # and the plugin goes on serving
+            with pytest.raises(grpc.RpcError) as info:
+                stub.InvokeService(pb.InvokeServiceRequest(service_name="x"), timeout=5)
+            assert info.value.code() is grpc.StatusCode.UNKNOWN
+            assert "KeyboardInterrupt: in a unary call" in str(info.value.details())
+        stream = stub.InvokeServiceStream(pb.InvokeServiceRequest(service_name="x"), timeout=5)
+        received: list[pb.InvokeServiceStreamResponse] = []
+        with pytest.raises(grpc.RpcError) as info:
+            collect(stream, received)
+        assert [item.chunk_data for item in received] == [b"one"]
+        assert info.value.code() is grpc.StatusCode.UNKNOWN
+        assert "SystemExit: 4" in str(info.value.details())
+        logs.wait_for("KeyboardInterrupt")  # the plugin logged it too
+        _kill_gracefully(plugin, logs)
