@@ -189,6 +189,19 @@ def inspect_dir(directory: Path, previous: Found | None = None) -> Found:
                 hint=f"add platforms.{key}.executable to {path.name} and build for {key}",
             ),
         )
+    if "\0" in str(executable):  # os.stat() would raise ValueError, not OSError
+        return _broken(
+            directory,
+            name,
+            path,
+            manifest,
+            NoPlatformError(
+                f"platforms.{key}.executable contains a NUL byte: no file can have that name",
+                plugin=name,
+                directory=where,
+                hint=f"set platforms.{key}.executable in {path.name} to the binary's path",
+            ),
+        )
     error = _check_executable(executable, name, where, key)
     found = Found(
         directory, name, manifest, path, executable, error, fingerprint_of(directory, executable)

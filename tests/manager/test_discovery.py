@@ -247,3 +247,20 @@ def test_an_unreadable_or_oversized_plugin_is_listed_broken_and_stops_nothing() 
     assert json.loads(lines[-1]) == {"list": 0}
     assert "Permission denied" in done.stdout
     assert "larger than 1024 KiB" in done.stdout
+
+
+def test_a_nul_byte_in_the_executable_path_is_listed_broken(
+    layout: Layout, leaks: LeakCheck
+) -> None:
+    # os.stat() raises ValueError (not OSError) for it: PluginManager() failed as a whole,
+    # and a watcher that met such a manifest later could apply no change any more.
+    layout.add("good")
+    layout.add("nul", write_exe=False, manifest=manifest_doc("nul", executable="bin/\x00x"))
+    with PluginManager(layout.root, env=leaks.env) as manager:
+        error = manager.entry("nul").error
+        assert isinstance(error, NoPlatformError)
+        assert "NUL byte" in str(error)
+        layout.add("later", manifest=manifest_doc("later", executable="bin/later\x00"))
+        layout.add("after")
+        assert isinstance({e.name: e.error for e in manager.rescan()}["later"], NoPlatformError)
+        assert b'"name": "after"' in manager.client("after").invoke_service("chat", b"{}")
