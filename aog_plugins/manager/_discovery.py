@@ -95,16 +95,31 @@ def manifest_file(directory: Path) -> Path | None:
 
 
 def plugin_dirs(root: Path) -> list[Path]:
-    """Subdirectories of ``root`` that hold a manifest, sorted by name; hidden ones skipped."""
+    """Subdirectories of ``root`` that hold a manifest, sorted by name; hidden ones skipped.
+    Empty when ``root`` is gone; :class:`ConfigurationError` when it exists but cannot be
+    read (no reason to take every plugin for removed)."""
     try:
         names = sorted(os.listdir(root))
-    except OSError:
+    except (FileNotFoundError, NotADirectoryError):
         return []
+    except OSError as exc:
+        raise ConfigurationError(
+            f"cannot read the plugins directory {root}: {exc.strerror}: "
+            "let this user read and search it (chmod u+rx, or fix its owner)"
+        ) from exc
     return [
-        root / name
-        for name in names
-        if not name.startswith(".") and (root / name).is_dir() and manifest_file(root / name)
+        root / name for name in names if not name.startswith(".") and _holds_plugin(root / name)
     ]
+
+
+def _holds_plugin(path: Path) -> bool:
+    try:
+        is_dir = path.is_dir()
+    except OSError:
+        # A symlink into a directory we may not search (EACCES): like a plugin directory
+        # we may not read, listed with the read's own error, never failing the whole scan.
+        return True
+    return is_dir and manifest_file(path) is not None
 
 
 def fingerprint_of(directory: Path, executable: Path | None) -> tuple[Stamp, Stamp, Stamp]:

@@ -4,6 +4,7 @@ and kept in step with the directory while the host runs (see docs/manager.md).""
 from __future__ import annotations
 
 import contextlib
+import logging
 import os
 import threading
 from collections.abc import Callable, Hashable, Mapping
@@ -33,6 +34,7 @@ from aog_plugins.transport import seconds, start_thread
 __all__ = ["PluginManager"]
 
 _DEFAULT_RESTART = RestartPolicy()
+_log = logging.getLogger("aog_plugins.manager")
 
 
 class PluginManager:
@@ -79,7 +81,14 @@ class PluginManager:
         install_signal_handlers: bool = True,
     ) -> None:
         root = Path(os.path.abspath(os.fspath(directory)))
-        if not root.is_dir():
+        try:
+            is_dir = root.is_dir()
+        except OSError as exc:  # EACCES on a directory above it
+            raise ConfigurationError(
+                f"cannot look at the plugins directory {root}: {exc.strerror}: "
+                "let this user search the directories above it"
+            ) from exc
+        if not is_dir:
             raise ConfigurationError(
                 f"plugins directory {root} does not exist or is not a directory: "
                 "create it, or pass the directory that holds one folder per plugin"
@@ -237,7 +246,8 @@ class PluginManager:
     def rescan(self) -> list[PluginEntry]:
         """Bring the manager in step with the directory now (added, removed, replaced),
         waiting for the resulting starts, swaps and stops, those the watcher began
-        included; returns :meth:`entries`."""
+        included; returns :meth:`entries`. A directory that cannot be read raises
+        :class:`ConfigurationError` and changes nothing."""
         self._sync(wait=True)
         self._join_workers()
         return self.entries()
@@ -326,13 +336,19 @@ class PluginManager:
     def _disk_state(self) -> Hashable:
         with self._lock:
             cache = {d: s.target for d, s in self._slots.items()}
-        return tuple(
-            (d, inspect_dir(d, cache.get(d)).fingerprint) for d in plugin_dirs(self.directory)
-        )
+        try:
+            dirs = plugin_dirs(self.directory)
+        except ConfigurationError as exc:
+            return str(exc)  # unreadable: a change, applied (and reported) once
+        return tuple((d, inspect_dir(d, cache.get(d)).fingerprint) for d in dirs)
 
     def _watched_change(self) -> None:
-        if not self._closed.is_set():
+        if self._closed.is_set():
+            return
+        try:
             self._sync(wait=False)
+        except ConfigurationError as exc:  # the directory exists but cannot be read now
+            _log.warning("%s; the plugins are kept as they are until it can be read", exc)
 
     def _sync(self, *, initial: bool = False, wait: bool) -> None:
         started: list[threading.Thread] = []

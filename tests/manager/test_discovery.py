@@ -4,9 +4,13 @@ plugin and its directory, and never stops the others from loading."""
 from __future__ import annotations
 
 import hashlib
+import json
 import os
 import shutil
 import stat
+import subprocess
+import sys
+import tempfile
 from pathlib import Path
 
 import pytest
@@ -212,22 +216,16 @@ finally:
 """
 
 
-def test_an_unreadable_or_oversized_plugin_is_listed_broken_and_stops_nothing() -> None:
-    # Path.is_file() raises PermissionError for a directory we may not search: that made
-    # PluginManager() and `aog-plugins list` fail as a whole (and killed the watcher).
-    # Permissions bind only a user other than root: as root, run the host as nobody.
-    import json
-    import subprocess
-    import sys
-    import tempfile
-
+def run_as_nobody(script: str) -> subprocess.CompletedProcess[str]:
+    """Run ``script`` with the work dir it may use as argv[1]. Permissions bind only a
+    user other than root: as root, run it as nobody."""
     repo = Path(__file__).resolve().parents[2]
     work = tempfile.mkdtemp(prefix="aogt-perm-", dir="/tmp")
     os.chmod(work, 0o777)
     prefix = ["setpriv", "--reuid=65534", "--regid=65534", "--clear-groups"]
     try:
-        done = subprocess.run(
-            [*(prefix if os.getuid() == 0 else []), sys.executable, "-c", UNREADABLE, work],
+        return subprocess.run(
+            [*(prefix if os.getuid() == 0 else []), sys.executable, "-c", script, work],
             env={**os.environ, "PYTHONPATH": str(repo)},
             capture_output=True,
             text=True,
@@ -235,7 +233,14 @@ def test_an_unreadable_or_oversized_plugin_is_listed_broken_and_stops_nothing() 
             check=False,
         )
     finally:
+        subprocess.run(["chmod", "-R", "u+rwx", work], check=False, capture_output=True)
         shutil.rmtree(work, ignore_errors=True)
+
+
+def test_an_unreadable_or_oversized_plugin_is_listed_broken_and_stops_nothing() -> None:
+    # Path.is_file() raises PermissionError for a directory we may not search: that made
+    # PluginManager() and `aog-plugins list` fail as a whole (and killed the watcher).
+    done = run_as_nobody(UNREADABLE)
     assert done.returncode == 0, done.stderr
     lines = done.stdout.strip().splitlines()
     entries = json.loads(lines[0])
@@ -264,3 +269,63 @@ def test_a_nul_byte_in_the_executable_path_is_listed_broken(
         layout.add("after")
         assert isinstance({e.name: e.error for e in manager.rescan()}["later"], NoPlatformError)
         assert b'"name": "after"' in manager.client("after").invoke_service("chat", b"{}")
+
+
+UNREADABLE_ROOT = """
+import json, logging, os, sys, threading
+from pathlib import Path
+from aog_plugins import PluginManager
+from aog_plugins.cli import main
+from tests.manager.conftest import Layout
+work = Path(sys.argv[1])
+root = work / "plugins"
+root.mkdir()
+(work / "secret" / "inner").mkdir(parents=True)
+os.chmod(work / "secret", 0)
+layout = Layout(root)
+layout.add("good")
+os.symlink(work / "secret" / "inner", root / "link")  # into a directory we may not search
+warned = threading.Event()
+class Warned(logging.Handler):
+    def emit(self, record):
+        if "cannot read the plugins directory" in record.getMessage():
+            warned.set()
+logging.getLogger("aog_plugins.manager").addHandler(Warned())
+out = {}
+events = []
+with PluginManager(root, watch="poll", on_event=events.append) as manager:
+    out["entries"] = {e.directory.name: type(e.error).__name__ for e in manager.entries()}
+    layout.add("later")
+    out["rescan"] = sorted(e.directory.name for e in manager.rescan())
+    os.chmod(root, 0)
+    try:
+        manager.rescan()
+    except Exception as exc:
+        out["rescan_unreadable"] = type(exc).__name__
+    out["warned"] = warned.wait(30)  # the watcher met it too
+    out["kept"] = sorted(e.directory.name for e in manager.entries())
+    os.chmod(root, 0o755)
+out["removed"] = [e.name for e in events if e.kind == "removed"]
+os.chmod(root, 0)
+out["list"] = main(["list", str(root)])
+os.chmod(root, 0o755)
+print(json.dumps(out))
+"""
+
+
+def test_a_directory_that_cannot_be_read_is_not_taken_for_empty() -> None:
+    # A symlink into a directory we may not search made every scan raise PermissionError
+    # (PluginManager() and rescan() failed, the watcher applied nothing any more); a
+    # plugins directory made unreadable read as empty: every plugin was stopped and
+    # dropped, and `aog-plugins list` exited 0 listing nothing.
+    done = run_as_nobody(UNREADABLE_ROOT)
+    assert done.returncode == 0, done.stderr
+    out = json.loads(done.stdout.strip().splitlines()[-1])
+    assert out["entries"] == {"good": "NoneType", "link": "InvalidManifestError"}
+    assert out["rescan"] == ["good", "later", "link"]
+    assert out["rescan_unreadable"] == "ConfigurationError"
+    assert out["warned"] is True
+    assert out["kept"] == ["good", "later", "link"]
+    assert out["removed"] == []
+    assert out["list"] == 2
+    assert "cannot read the plugins directory" in done.stderr
