@@ -55,7 +55,7 @@ class Slot:
         self._ops = threading.Lock()
         self._plugin: Plugin | None = None
         self._starting: Future[Plugin] | None = None
-        self._start_guard: _Abandonable | None = None  # the start under way, if any
+        self._start_guards: set[_Abandonable] = set()  # the starts under way (remove() ends them)
         self._error: AogPluginsError | None = None
         self._gone: str | None = None
         self._hurry = False  # closing: stop draining
@@ -129,16 +129,7 @@ class Slot:
 
     def _lead_start(self, future: Future[Plugin], found: Found) -> None:
         try:
-            with cancellable_start() as guard:  # remove() (close) ends it at once
-                with self._cond:
-                    self._start_guard = guard
-                    if self._gone is not None:
-                        guard.abandon()
-                try:
-                    plugin = self.launch(found)
-                finally:
-                    with self._cond:
-                        self._start_guard = None
+            plugin = self._guarded_launch(found)
         except BaseException as exc:
             with self._cond:
                 self._starting = None
@@ -165,6 +156,20 @@ class Slot:
             return
         self.event("started", "started on first use", pid=plugin.pid)
         future.set_result(plugin)
+
+    def _guarded_launch(self, found: Found) -> Plugin:
+        """:meth:`launch`, given up at once by :meth:`remove` (close, the directory's
+        removal): raises StartCancelled or the start's error then."""
+        with cancellable_start() as guard:
+            with self._cond:
+                self._start_guards.add(guard)
+                if self._gone is not None:
+                    guard.abandon()
+            try:
+                return self.launch(found)
+            finally:
+                with self._cond:
+                    self._start_guards.discard(guard)
 
     def launch(self, found: Found) -> Plugin:
         """Start ``found``'s executable (checksum first) as a supervised plugin."""
@@ -288,11 +293,17 @@ class Slot:
             )
             return found.error
         try:
-            new = self.launch(found)
-        except AogPluginsError as exc:
+            new = self._guarded_launch(found)
+        except (AogPluginsError, StartCancelled) as exc:
             with self._cond:
-                self.found = found
-                self._error = exc
+                gone = self._gone is not None
+                if not gone and isinstance(exc, AogPluginsError):
+                    self.found = found
+                    self._error = exc
+            if gone:
+                return None  # given up by remove(): the old process is stopped there
+            if not isinstance(exc, AogPluginsError):
+                raise
             self.event(
                 "failed", f"replacement failed, the old process keeps serving: {exc}", error=exc
             )
@@ -341,8 +352,8 @@ class Slot:
                 self._gone = reason
             if not drain:
                 self._hurry = True  # a drain in progress (a replace) ends now
-            if self._start_guard is not None:
-                self._start_guard.abandon()
+            for guard in self._start_guards:
+                guard.abandon()
             self._cond.notify_all()
         self.stop(reason, drain=drain)
 

@@ -498,3 +498,34 @@ def test_a_rescan_during_a_replacement_does_not_swap_twice(
         manager.rescan()
         first.join()
     assert events.kinds("p").count("replaced") == 1
+
+
+@pytest.mark.parametrize("how", ["close", "remove"])
+def test_a_replacement_under_way_is_given_up_by_close_or_removal(
+    layout: Layout, leaks: LeakCheck, how: str
+) -> None:
+    # The new build's start was not under the start guard that close() and a removal
+    # abandon: both waited for it, up to start_timeout (the old process kept running).
+    layout.add("p", version="1.0.0")
+    manager = PluginManager(layout.root, watch=False, env=leaks.env, start_timeout=300)
+    try:
+        old = manager.get("p").pid
+        layout.add("p", version="2.0.0", wrapper_lines=["sleep 600"])  # never handshakes
+        reloader = threading.Thread(target=manager.reload, args=("p",), daemon=True)
+        reloader.start()
+        wait_until(lambda: len(leaks.processes()) >= 2, 30, "the new build to be spawned")
+        if how == "close":
+            ender = threading.Thread(target=manager.close)
+        else:
+            shutil.rmtree(layout.root / "p")
+            ender = threading.Thread(target=manager.rescan)
+        ender.start()
+        ender.join(30)  # a bound far below the start timeout, not a speed requirement
+        reloader.join(30)
+        assert not ender.is_alive(), f"{how} waited for the replacement's start timeout"
+        assert not reloader.is_alive()
+        assert gone(old)
+        with pytest.raises(PluginRemovedError):
+            manager.get("p")
+    finally:
+        manager.close()
