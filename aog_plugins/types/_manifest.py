@@ -250,6 +250,8 @@ class PluginManifest(GoStruct):
             data = yaml.load(text, Loader=_TextKeepingLoader)  # a SafeLoader subclass
         except yaml.YAMLError as exc:
             raise PayloadError(f"invalid YAML: {exc}") from exc
+        except RecursionError as exc:  # PyYAML's reader recurses once per nesting level
+            raise PayloadError("invalid YAML: nested too deeply") from exc
         if data is None:
             return cls()
         if not isinstance(data, dict):
@@ -311,8 +313,48 @@ class PluginManifest(GoStruct):
         ]
 
 
+_MAX_YAML_NODES = 1_000_000
+"""More nodes than a 1 MiB manifest can write out: only aliases get a document past it."""
+
+
 class _TextKeepingLoader(yaml.SafeLoader):
     """A safe loader whose non-string scalars remember their source text (see YamlScalar)."""
+
+    def construct_document(self, node: yaml.Node) -> Any:
+        # Aliases share nodes, so a few hundred bytes (9 levels of 9 aliases of the one
+        # before) stand for 9**9 values; copying them into ``extra`` would take minutes and
+        # gigabytes. Go's yaml.v3 refuses "excessive aliasing" too.
+        if _expanded_size(node) > _MAX_YAML_NODES:
+            raise PayloadError(
+                f"invalid YAML: its aliases expand it to more than {_MAX_YAML_NODES} values"
+            )
+        return super().construct_document(node)
+
+
+def _expanded_size(root: yaml.Node) -> int:
+    """How many nodes ``root`` stands for once every alias is written out (a node that
+    contains itself counts once: the decoder refuses it as nested too deeply)."""
+    sizes: dict[int, int] = {}
+    stack: list[tuple[yaml.Node, bool]] = [(root, False)]
+    while stack:
+        node, children_done = stack.pop()
+        children: list[yaml.Node] = []
+        if isinstance(node, yaml.SequenceNode):
+            children = list(node.value)
+        elif isinstance(node, yaml.MappingNode):
+            children = [part for pair in node.value for part in pair]
+        if not children_done:
+            if id(node) in sizes:
+                continue
+            sizes[id(node)] = 1  # also what a cycle back to it counts
+            stack.append((node, True))
+            stack.extend((child, False) for child in children if id(child) not in sizes)
+        else:
+            total = 1 + sum(sizes[id(child)] for child in children)
+            if total > _MAX_YAML_NODES:
+                return total
+            sizes[id(node)] = total
+    return sizes[id(root)]
 
 
 def _keep_text(tag: str) -> None:

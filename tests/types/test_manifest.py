@@ -162,6 +162,12 @@ def test_missing_manifest(tmp_path: Path) -> None:
         PluginManifest.load(tmp_path / "plugin.yaml")
 
 
+ALIAS_BOMB = "\n".join(
+    ["a0: &a0 [x, x, x, x, x, x, x, x, x]"]
+    + [f"a{i}: &a{i} [" + ", ".join([f"*a{i - 1}"] * 9) + "]" for i in range(1, 9)]
+)
+
+
 @pytest.mark.parametrize(
     ("filename", "text", "match"),
     [
@@ -171,6 +177,12 @@ def test_missing_manifest(tmp_path: Path) -> None:
         ("plugin.yaml", "provider: local\n", "PluginManifest.provider"),
         ("plugin.json", '{"services":[{"capabilities":{"support_streaming":"yes"}}]}', "yes|bool"),
         ("plugin.json", "{", "invalid JSON"),
+        # RecursionError escaped: one such manifest failed PluginManager() as a whole.
+        ("plugin.yaml", "provider: " + "[" * 5_000 + "]" * 5_000, "nested too deeply"),
+        ("plugin.json", "[" * 100_000 + "]" * 100_000, "nested too deeply"),
+        ("plugin.yaml", "a: &a [*a]\n", "nested too deeply"),
+        # 9 levels of 9 aliases of the level before: 9**9 values to copy (minutes, GiBs).
+        ("plugin.yaml", ALIAS_BOMB, "aliases expand it"),
     ],
 )
 def test_bad_manifest_raises_payload_error(
