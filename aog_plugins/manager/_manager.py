@@ -157,6 +157,7 @@ class PluginManager:
                     self._disk_state,
                     self._watched_change,
                     mode="poll" if watch == "poll" else "events",
+                    extra_dirs=self._executable_dirs,
                 )
                 self._watcher.start(before)
         except BaseException:
@@ -341,6 +342,25 @@ class PluginManager:
         except ConfigurationError as exc:
             return str(exc)  # unreadable: a change, applied (and reported) once
         return tuple((d, inspect_dir(d, cache.get(d)).fingerprint) for d in dirs)
+
+    def _executable_dirs(self) -> list[Path]:
+        """Where the executables are, for the watcher: each directory from a plugin's
+        folder down to its executable's (where a replacement lands)."""
+        with self._lock:
+            found = [slot.target for slot in self._slots.values()]
+        dirs: list[Path] = []
+        for target in found:
+            if target.executable is None:
+                continue
+            folder = Path(os.path.normpath(target.directory))
+            parent = Path(os.path.normpath(target.executable.parent))
+            if not parent.is_relative_to(folder):
+                dirs.append(parent)  # outside its folder: that one only
+                continue
+            for part in parent.relative_to(folder).parts:
+                folder = folder / part
+                dirs.append(folder)
+        return dirs
 
     def _watched_change(self) -> None:
         if self._closed.is_set():

@@ -10,7 +10,7 @@ import os
 import stat
 import threading
 import time
-from collections.abc import Callable, Hashable
+from collections.abc import Callable, Hashable, Iterable
 from pathlib import Path
 from typing import Literal, Protocol
 
@@ -30,6 +30,12 @@ class Watcher:
     ``mode="events"`` waits on file events and also applies every ``safety_interval``
     seconds (events can be lost, e.g. on inotify queue overflow); if events cannot be had
     (no watchfiles, no inotify) it falls back to polling every ``poll_interval``.
+
+    The events come from ``root``, its immediate subdirectories and the directories
+    ``extra_dirs()`` names, each watched on its own, never a whole tree: a recursive watch
+    follows symlinks, and a plugin folder holding a link to ``/usr`` cost ~17,000 inotify
+    watches (one to ``/`` could take the user's whole inotify limit, breaking file events
+    for every other program of that user). The set is rebuilt when it changes.
     """
 
     def __init__(
@@ -43,8 +49,10 @@ class Watcher:
         poll_interval: float = 0.5,
         safety_interval: float = 10.0,
         max_settle: float = 10.0,
+        extra_dirs: Callable[[], Iterable[Path]] = tuple,
     ) -> None:
         self._root = root
+        self._extra_dirs = extra_dirs
         self._snapshot = snapshot
         self._apply = apply
         self.mode: WatchMode = mode
@@ -91,25 +99,47 @@ class Watcher:
         from watchfiles._rust_notify import RustNotify
 
         while not self._stop.is_set():
-            watched = _identity(self._root)
-            if watched is None:  # gone: wait for it to come back (a redeploy), then watch it
+            targets = self._targets()
+            if not targets:  # gone: wait for it to come back (a redeploy), then watch it
                 self._catch_up()
                 if self._stop.wait(self._poll_interval):
                     return
                 continue
             try:
-                notify = RustNotify([str(self._root)], False, False, 300, True, True)
+                # Not recursive (see the class); permission-denied ones are skipped.
+                notify = RustNotify([path for path, _ in targets], False, False, 300, False, True)
             except FileNotFoundError:
-                continue  # removed meanwhile
+                if self._stop.wait(0.05):  # one was removed meanwhile: look again
+                    return
+                continue
             with notify:
                 self._catch_up()
-                self._follow(notify, watched)
+                self._follow(notify, targets)
 
-    def _follow(self, notify: _Notify, watched: tuple[int, int]) -> None:
+    def _targets(self) -> tuple[tuple[str, tuple[int, int]], ...]:
+        """The directories to watch, with their (device, inode): the root, its immediate
+        subdirectories (not hidden) and ``extra_dirs()``, those that exist. Empty when
+        the root is gone."""
+        root = _identity(self._root)
+        if root is None:
+            return ()
+        found = {str(self._root): root}
+        try:
+            names = [name for name in os.listdir(self._root) if not name.startswith(".")]
+        except OSError:
+            names = []
+        for path in [*(self._root / name for name in names), *self._extra_dirs()]:
+            identity = _identity(path)
+            if identity is not None:
+                found[str(path)] = identity
+        return tuple(sorted(found.items()))
+
+    def _follow(self, notify: _Notify, targets: tuple[tuple[str, tuple[int, int]], ...]) -> None:
         """Apply on file events and at every safety rescan, until stopped or until the
-        directory is no longer the one watched. OS watches follow a directory, not its
-        path: one removed and made again (or a symlink to it switched to another) would
-        otherwise go unwatched; the check is a stat every ``poll_interval``."""
+        directories to watch are no longer the ones watched. OS watches follow a
+        directory, not its path: one removed and made again (or a symlink to it switched
+        to another), or a plugin folder added, would otherwise go unwatched; the check is
+        a listing and a stat per directory every ``poll_interval``."""
         rescan_at = time.monotonic() + self._safety_interval
         while not self._stop.is_set():
             outcome = notify.watch(400, 50, int(self._poll_interval * 1000), self._stop)
@@ -119,7 +149,7 @@ class Watcher:
             if outcome != "timeout" or time.monotonic() >= rescan_at:
                 self._settle_and_apply()
                 rescan_at = time.monotonic() + self._safety_interval
-            if _identity(self._root) != watched:
+            if self._targets() != targets:
                 return
 
     def _catch_up(self) -> None:

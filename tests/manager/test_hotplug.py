@@ -193,6 +193,52 @@ def test_a_switched_symlink_is_followed(
         assert [e.name for e in manager.entries()] == ["second"]
 
 
+def _inotify_watches() -> int:
+    """How many inotify watches this process holds (every inotify instance's)."""
+    count = 0
+    for fd in os.listdir("/proc/self/fd"):
+        try:
+            if os.readlink(f"/proc/self/fd/{fd}") != "anon_inode:inotify":
+                continue
+            with open(f"/proc/self/fdinfo/{fd}") as info:
+                count += sum(1 for line in info if line.startswith("inotify wd:"))
+        except OSError:
+            continue  # closed meanwhile
+    return count
+
+
+def test_a_symlink_in_a_plugin_folder_is_not_watched_through(
+    layout: Layout, leaks: LeakCheck, tmp_path: Path
+) -> None:
+    # The watch was recursive, and a recursive watch follows symlinks: a plugin folder
+    # linking to /usr cost ~17,000 inotify watches; one linking to / could take the
+    # user's whole inotify limit (file events then fail for every program of the user).
+    elsewhere = tmp_path / "elsewhere"
+    for i in range(300):
+        (elsewhere / f"d{i}").mkdir(parents=True)
+    (layout.add("first") / "data").symlink_to(elsewhere)
+    before = _inotify_watches()
+    with managed(layout, leaks, True) as (_manager, events):
+        wait_until(lambda: _inotify_watches() > before, 10, "the watch to be set up")
+        time.sleep(0.5)  # room for more watches to show up
+        assert _inotify_watches() - before < 20
+        layout.add("second")  # and hot-plug still works
+        assert events.wait("added", "second").error is None
+
+
+def test_a_folder_made_before_its_manifest_is_picked_up_by_its_events(
+    layout: Layout, leaks: LeakCheck
+) -> None:
+    # With the tree no longer watched as a whole, a new folder must be watched on its
+    # own before its manifest lands (the safety rescan is off in these tests).
+    with managed(layout, leaks, True) as (manager, events):
+        (layout.root / "late").mkdir()
+        time.sleep(1.5)  # the folder's event has been handled long before
+        assert manager.entries() == []
+        layout.add("late")
+        assert events.wait("added", "late").error is None
+
+
 @pytest.mark.parametrize("watch", WATCH_MODES)
 def test_a_slow_copy_is_one_change(layout: Layout, leaks: LeakCheck, watch: bool | str) -> None:
     with managed(layout, leaks, watch) as (manager, events):
