@@ -125,7 +125,11 @@ class Watcher:
             return ()
         found = {str(self._root): root}
         try:
-            names = [name for name in os.listdir(self._root) if not name.startswith(".")]
+            names = [
+                name
+                for name in os.listdir(self._root)
+                if not name.startswith(".") and _utf8(name)  # watchfiles takes UTF-8 only
+            ]
         except OSError:
             names = []
         for path in [*(self._root / name for name in names), *self._extra_dirs()]:
@@ -186,6 +190,15 @@ class _Notify(Protocol):
     def watch(
         self, debounce_ms: int, step_ms: int, timeout_ms: int, stop_event: threading.Event
     ) -> object: ...
+
+
+def _utf8(name: str) -> bool:
+    """Whether ``name`` is valid UTF-8 (not a file name's undecodable bytes, escaped)."""
+    try:
+        name.encode()
+    except UnicodeEncodeError:
+        return False
+    return True
 
 
 def _identity(path: Path) -> tuple[int, int] | None:

@@ -226,6 +226,19 @@ def test_a_symlink_in_a_plugin_folder_is_not_watched_through(
         assert events.wait("added", "second").error is None
 
 
+def test_a_folder_name_that_is_not_utf8_does_not_end_file_events(
+    layout: Layout, leaks: LeakCheck
+) -> None:
+    # watchfiles refused the whole watch for one such name anywhere in the tree, and the
+    # manager fell back to polling for good.
+    os.mkdir(os.path.join(os.fsencode(layout.root), b"caf\xe9"))
+    with managed(layout, leaks, True) as (manager, events):
+        layout.add("second")
+        assert events.wait("added", "second").error is None
+        assert manager._watcher is not None
+        assert manager._watcher.mode == "events"
+
+
 def test_a_folder_made_before_its_manifest_is_picked_up_by_its_events(
     layout: Layout, leaks: LeakCheck
 ) -> None:
