@@ -66,6 +66,13 @@ def _close(iterator: object, rpc: str) -> None:
             _log.warning("%s: closing the provider's iterator failed", rpc, exc_info=True)
 
 
+def _check_item(item: object, kind: type, method: str) -> None:
+    """A provider's generator yields ``kind``: anything else is the author's bug, said so
+    (instead of the AttributeError converting it would raise)."""
+    if not isinstance(item, kind):
+        raise TypeError(f"{method} yielded {type(item).__name__}, not a {kind.__name__}")
+
+
 def _forward(
     rpc: str,
     what: str,
@@ -119,6 +126,7 @@ def invoke_stream(
         return
 
     def convert(chunk: StreamChunk) -> tuple[pb.InvokeServiceStreamResponse, bool]:
+        _check_item(chunk, StreamChunk, "invoke_service_stream")
         if chunk.error is not None:
             return last(*error_status(chunk.error)), True
         response = pb.InvokeServiceStreamResponse(
@@ -251,6 +259,7 @@ def invoke_bidi(
     inbound = Inbound(requests, _message(first) if forward_first else None)
 
     def convert(message: BidiMessage) -> tuple[pb.InvokeServiceBidiResponse, bool]:
+        _check_item(message, BidiMessage, "invoke_service_bidirectional")
         response = pb.InvokeServiceBidiResponse(
             code=0,
             message=SUCCESS_MESSAGE,

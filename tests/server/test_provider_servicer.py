@@ -208,6 +208,8 @@ class Full(Base):
                 raise ValueError("mid")
             if service == "interrupt-mid":
                 raise KeyboardInterrupt
+            if service == "wrong-item":
+                yield b"raw"  # type: ignore[misc]  # an author bug, on purpose
             if service == "final-then-finally-raises":
                 try:
                     yield StreamChunk(data=b"b", is_final=True)
@@ -244,6 +246,8 @@ class Full(Base):
                     return
                 if message.data == b"raise":
                     raise ValueError("mid-bidi")
+                if message.data == b"wrong-item":
+                    yield "raw"  # type: ignore[misc]  # an author bug, on purpose
                 if message.data == b"error-item":
                     yield BidiMessage(data=b"d", error=PluginError(4004, "bad item"))
                     continue

@@ -57,6 +57,12 @@ def test_stream_ends_at_the_final_chunk_and_closes_the_generator(
         ("raise-mid", 1, (11, "ValueError: mid")),
         ("interrupt-mid", 1, (11, "KeyboardInterrupt")),  # used to go unanswered
         ("error-chunk", 1, (4004, "bad chunk")),
+        # Was "AttributeError: 'bytes' object has no attribute 'error'":
+        (
+            "wrong-item",
+            1,
+            (11, "TypeError: invoke_service_stream yielded bytes, not a StreamChunk"),
+        ),
     ],
 )
 def test_stream_failures_end_with_a_final_error_chunk_and_grpc_ok(
@@ -187,6 +193,17 @@ def test_bidi_error_item_keeps_the_stream_going_and_a_raise_ends_it(
         (4004, "bad item", b"d"),
         (0, "success", b"after"),
         (11, "ValueError: mid-bidi", b""),
+    ]
+
+
+def test_a_bidi_item_of_the_wrong_type_ends_the_stream_saying_so(
+    serve: Callable[[object], Stub],
+) -> None:
+    # Was "AttributeError: 'str' object has no attribute 'data'".
+    requests = [bidi_first("echo"), text("wrong-item"), text("x")]
+    replies = list(serve(Full()).InvokeServiceBidi(iter(requests), timeout=T))
+    assert [(r.code, r.message) for r in replies] == [
+        (11, "TypeError: invoke_service_bidirectional yielded str, not a BidiMessage"),
     ]
 
 
