@@ -248,7 +248,10 @@ class PluginManager:
         """Bring the manager in step with the directory now (added, removed, replaced),
         waiting for the resulting starts, swaps and stops, those the watcher began
         included; returns :meth:`entries`. A directory that cannot be read raises
-        :class:`ConfigurationError` and changes nothing."""
+        :class:`ConfigurationError` and changes nothing; a closed manager raises
+        :class:`PluginRemovedError`."""
+        if self._closed.is_set():
+            raise PluginRemovedError("the plugin manager is closed", code="CLOSED")
         self._sync(wait=True)
         self._join_workers()
         return self.entries()

@@ -241,6 +241,8 @@ def test_close_leaves_nothing_and_later_use_fails_fast(layout: Layout, leaks: Le
         manager.get("a")
     with pytest.raises(AogPluginsError, match="closed"):  # close() closed its clients
         held.invoke_service("chat", b"{}")
+    with pytest.raises(PluginRemovedError, match="closed"):  # did nothing, said nothing
+        manager.rescan()
 
 
 def test_a_second_close_returns_once_the_first_is_done(layout: Layout, leaks: LeakCheck) -> None:
