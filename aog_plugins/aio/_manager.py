@@ -19,9 +19,9 @@ from types import TracebackType
 
 from aog_plugins.aio._client import AsyncGRPCProviderClient
 from aog_plugins.aio._source import Link, close_quietly
-from aog_plugins.aio._threads import in_thread
+from aog_plugins.aio._threads import in_thread, on_loop
 from aog_plugins.client import ExitInfo
-from aog_plugins.errors import ConfigurationError, PluginCallError, PluginFatalError
+from aog_plugins.errors import PluginCallError, PluginFatalError
 from aog_plugins.handshake import AOG_HANDSHAKE, HandshakeConfig
 from aog_plugins.manager import ManagerEvent, PluginEntry, PluginManager
 from aog_plugins.process import Plugin, RestartPolicy
@@ -228,18 +228,12 @@ class AsyncPluginManager:
         return self._manager.find(service=service, task_type=task_type)
 
     def _own_loop(self) -> None:
-        """ConfigurationError when called on another event loop than :meth:`open`'s (the
-        manager's events and calls are bound to that one); fine outside any loop."""
-        try:
-            running = asyncio.get_running_loop()
-        except RuntimeError:
-            return
-        if running is not self._loop:
-            raise ConfigurationError(
-                "this AsyncPluginManager belongs to the event loop that open() ran on (its "
-                "events and calls are delivered there): use it on that loop, or open a "
-                "manager on this one (close() works from any)"
-            )
+        on_loop(
+            self._loop,
+            "AsyncPluginManager",
+            "open() ran on (its events and calls are delivered there)",
+            "or open a manager on this one (close() works from any)",
+        )
 
     async def get(self, name: str) -> Plugin:
         """The running sync :class:`~aog_plugins.Plugin` ``name``, started (on a thread)

@@ -22,9 +22,9 @@ import grpc.aio
 from aog_plugins.aio._broker import AsyncBroker
 from aog_plugins.aio._client import AsyncGRPCProviderClient
 from aog_plugins.aio._source import Link, close_quietly
-from aog_plugins.aio._threads import in_thread
+from aog_plugins.aio._threads import in_thread, on_loop
 from aog_plugins.client import ExitInfo, limit_of
-from aog_plugins.errors import ConfigurationError, PluginCallError, PluginFatalError
+from aog_plugins.errors import PluginCallError, PluginFatalError
 from aog_plugins.handshake import AOG_HANDSHAKE, HandshakeConfig, HandshakeLine
 from aog_plugins.process import Plugin, PluginEvent, PluginState, ReattachConfig, RestartPolicy
 from aog_plugins.process import install_signal_handlers as install_handlers
@@ -231,18 +231,12 @@ class AsyncPlugin:
         return f"<AsyncPlugin pid={self.pid} state={self.state.value}>"
 
     def _own_loop(self) -> None:
-        """ConfigurationError on another event loop than launch()'s: the transitions are
-        delivered there, and the ``grpc.aio`` channels are bound to it."""
-        try:
-            running = asyncio.get_running_loop()
-        except RuntimeError:
-            return
-        if running is not self._loop:
-            raise ConfigurationError(
-                "this AsyncPlugin belongs to the event loop that launch() ran on (its "
-                "transitions and channels are bound to it): use it on that loop, or launch "
-                "the plugin on this one (kill() works from any)"
-            )
+        on_loop(
+            self._loop,
+            "AsyncPlugin",
+            "launch() ran on (its transitions and channels are bound to it)",
+            "or launch the plugin on this one (kill() works from any)",
+        )
 
     # ---- AsyncConnectionSource (for the client) ---------------------------------------
     async def link(self, timeout: float | None = None) -> Link:

@@ -15,9 +15,10 @@ import threading
 from collections.abc import Callable
 from typing import TypeVar
 
+from aog_plugins.errors import ConfigurationError
 from aog_plugins.transport import start_thread
 
-__all__ = ["cancelling", "in_thread", "not_cancelling"]
+__all__ = ["cancelling", "in_thread", "not_cancelling", "on_loop"]
 
 _T = TypeVar("_T")
 _log = logging.getLogger("aog_plugins.aio")
@@ -96,3 +97,17 @@ def not_cancelling() -> bool:
     task = asyncio.current_task()
     count = getattr(task, "cancelling", None)
     return callable(count) and not count()
+
+
+def on_loop(loop: asyncio.AbstractEventLoop, what: str, bound: str, hint: str) -> None:
+    """ConfigurationError when running on another event loop than ``loop``, the one
+    ``what`` belongs to (``bound``: what of it is bound there; ``hint``: what to do);
+    fine outside any loop."""
+    try:
+        running = asyncio.get_running_loop()
+    except RuntimeError:
+        return
+    if running is not loop:
+        raise ConfigurationError(
+            f"this {what} belongs to the event loop that {bound}: use it on that loop, {hint}"
+        )

@@ -104,6 +104,33 @@ def thread_throughput(call: Callable[[], object], parallel: int, per_worker: int
     return parallel * per_worker / (time.perf_counter() - began)
 
 
+def best_ms(call: Callable[[], bytes], size: int, rounds: int) -> float:
+    """The fastest of ``rounds`` calls (after one to warm up) answering ``size`` bytes, ms."""
+    best = float("inf")
+    for _ in range(rounds + 1):  # the first one warms up
+        began = time.perf_counter()
+        got = call()
+        assert len(got) == size, len(got)
+        best = min(best, (time.perf_counter() - began) * 1000)
+    return best
+
+
+def fleet_of(start: Callable[[], Any], kill: Callable[[Any], object], n: int) -> dict[str, Any]:
+    """``n`` hosts' plugins started at once (``start`` returns one that has answered a
+    call): the wall time and the RSS growth per plugin; then all killed."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    before = rss_kb()
+    began = time.perf_counter()
+    with ThreadPoolExecutor(n) as pool:
+        started = list(pool.map(lambda _: start(), range(n)))
+    wall = (time.perf_counter() - began) * 1000
+    after = rss_kb()
+    with ThreadPoolExecutor(n) as pool:
+        list(pool.map(kill, started))
+    return {"wall_ms": wall, "rss_kb_per_plugin": (after - before) / n}
+
+
 async def async_p50_us(
     call: Callable[[], Awaitable[object]], n: int, warmup: int
 ) -> tuple[float, float]:

@@ -5,7 +5,6 @@ from __future__ import annotations
 import json
 import logging
 import time
-from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 import _common as c
@@ -61,13 +60,10 @@ def calls(spec: dict[str, Any]) -> dict[str, Any]:
             data = json.dumps({"size": spec["big_bytes"]}).encode()
 
             def big() -> float:
-                best = float("inf")
-                for _ in range(spec["big_rounds"] + 1):  # the first one warms up
-                    began = time.perf_counter()
-                    got = client.invoke_service("big", data, timeout=120)
-                    assert len(got) == spec["big_bytes"], len(got)
-                    best = min(best, (time.perf_counter() - began) * 1000)
-                return best
+                def call() -> bytes:
+                    return client.invoke_service("big", data, timeout=120)
+
+                return c.best_ms(call, spec["big_bytes"], spec["big_rounds"])
 
             out["big_ms"] = c.guarded(big)
         return out
@@ -76,21 +72,12 @@ def calls(spec: dict[str, Any]) -> dict[str, Any]:
 
 
 def fleet(spec: dict[str, Any]) -> dict[str, Any]:
-    before = c.rss_kb()
-    began = time.perf_counter()
-
-    def one(_: int) -> Any:
+    def one() -> Any:
         plugin = start(spec)
         plugin.client.health_check(timeout=60)
         return plugin
 
-    with ThreadPoolExecutor(spec["fleet"]) as pool:
-        plugins = list(pool.map(one, range(spec["fleet"])))
-    wall = (time.perf_counter() - began) * 1000
-    after = c.rss_kb()
-    with ThreadPoolExecutor(spec["fleet"]) as pool:
-        list(pool.map(lambda p: p.kill(), plugins))
-    return {"wall_ms": wall, "rss_kb_per_plugin": (after - before) / spec["fleet"]}
+    return c.fleet_of(one, lambda plugin: plugin.kill(), spec["fleet"])
 
 
 if __name__ == "__main__":

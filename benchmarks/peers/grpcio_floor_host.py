@@ -14,7 +14,6 @@ import shutil
 import subprocess
 import tempfile
 import time
-from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 import _common as c
@@ -100,13 +99,10 @@ def calls(spec: dict[str, Any]) -> dict[str, Any]:
             request = c.big_request(PB, spec["big_bytes"])
 
             def big() -> float:
-                best = float("inf")
-                for _ in range(spec["big_rounds"] + 1):  # the first one warms up
-                    began = time.perf_counter()
-                    got = bare.invoke_rpc(request, timeout=120).response_data
-                    assert len(got) == spec["big_bytes"], len(got)
-                    best = min(best, (time.perf_counter() - began) * 1000)
-                return best
+                def call() -> bytes:
+                    return bytes(bare.invoke_rpc(request, timeout=120).response_data)
+
+                return c.best_ms(call, spec["big_bytes"], spec["big_rounds"])
 
             out["big_ms"] = c.guarded(big)
         return out
@@ -115,21 +111,12 @@ def calls(spec: dict[str, Any]) -> dict[str, Any]:
 
 
 def fleet(spec: dict[str, Any]) -> dict[str, Any]:
-    before = c.rss_kb()
-    began = time.perf_counter()
-
-    def one(_: int) -> Bare:
+    def one() -> Bare:
         bare = Bare(spec)
         bare.health()
         return bare
 
-    with ThreadPoolExecutor(spec["fleet"]) as pool:
-        fleet_ = list(pool.map(one, range(spec["fleet"])))
-    wall = (time.perf_counter() - began) * 1000
-    after = c.rss_kb()
-    with ThreadPoolExecutor(spec["fleet"]) as pool:
-        list(pool.map(lambda b: b.kill(), fleet_))
-    return {"wall_ms": wall, "rss_kb_per_plugin": (after - before) / spec["fleet"]}
+    return c.fleet_of(one, Bare.kill, spec["fleet"])
 
 
 if __name__ == "__main__":
