@@ -68,8 +68,16 @@ class AsyncRpcCalls:
         def remaining() -> float | None:
             return None if deadline is None else max(deadline - loop.time(), 0.001)
 
+        crash: PluginCrashedError | None = None
         for attempt in (0, 1):
-            link = await self._link(remaining())
+            try:
+                link = await self._link(remaining())
+            except PluginCallError:
+                if crash is None:
+                    raise
+                # No plugin to retry on (stopped, FATAL, or not back in time): the caller
+                # is told of the crash the call hit, with its exit code and stderr tail.
+                raise crash from None
             error: PluginCallError
             call = None
             try:
@@ -88,6 +96,7 @@ class AsyncRpcCalls:
                 if call is not None:
                     link.untrack(call)
             if rpc.idempotent and attempt == 0 and isinstance(error, PluginCrashedError):
+                crash = error
                 continue
             raise error
         raise AssertionError("unreachable")  # pragma: no cover

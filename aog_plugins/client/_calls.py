@@ -75,6 +75,7 @@ class RpcCalls:
         """One unary RPC; an idempotent read is retried once on a restarted plugin."""
         limit = limit_of(timeout)
         deadline = None if limit is None else time.monotonic() + limit
+        crash: PluginCrashedError | None = None
         for attempt in (0, 1):
             remaining = None if deadline is None else max(deadline - time.monotonic(), 0.001)
             error: PluginCallError
@@ -82,6 +83,12 @@ class RpcCalls:
                 channel, stub = self._stub(remaining, rpc.name)
             except PluginCrashedError as exc:  # its channel closed meanwhile: see _stub
                 error = exc
+            except PluginCallError:
+                if crash is None:
+                    raise
+                # No plugin to retry on (stopped, FATAL, or not back in time): the caller
+                # is told of the crash the call hit, with its exit code and stderr tail.
+                raise crash from None
             else:
                 remaining = None if deadline is None else max(deadline - time.monotonic(), 0.001)
                 try:
@@ -91,6 +98,7 @@ class RpcCalls:
                 except ValueError as exc:  # the channel was closed meanwhile: its process exited
                     error = closed_channel_error(rpc.name, exc, self._source, channel)
             if rpc.idempotent and attempt == 0 and isinstance(error, PluginCrashedError):
+                crash = error
                 continue
             raise error from None
         raise AssertionError("unreachable")  # pragma: no cover

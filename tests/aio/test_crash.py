@@ -163,6 +163,33 @@ def test_an_idempotent_read_is_retried_on_the_restarted_plugin(
     run(main())
 
 
+@pytest.mark.parametrize("stop", ["sigkill", "kill()"])
+def test_a_read_with_no_plugin_to_retry_on_raises_the_crash(
+    leak_check: LeakCheck, tmp_path: Path, stop: str
+) -> None:
+    # The retry of a crashed read found the plugin EXITED (no restarts) or STOPPING (a
+    # kill()) and raised that PluginFatalError, losing the crash, as the sync client did.
+    async def main() -> None:
+        env = {**leak_check.env, "AOG_FIXTURE_HANG_ONCE": str(tmp_path / "hung")}
+        cmd = plugin_cmd("local_provider.py")
+        async with await launch(cmd, restart=RestartPolicy.never(), extra_env=env) as plugin:
+            call = asyncio.ensure_future(plugin.client.get_version(timeout=120))
+            while not (tmp_path / "hung").exists():  # the read is inside the provider
+                await asyncio.sleep(0.01)
+            if stop == "sigkill":
+                os.kill(plugin.pid, signal.SIGKILL)
+            else:
+                await plugin.kill()
+            with pytest.raises(PluginCrashedError) as crashed:
+                await bounded(call)
+            if stop == "sigkill":
+                assert crashed.value.exit_code == -signal.SIGKILL
+            else:
+                assert crashed.value.stopped_by_host == "kill() called"
+
+    run(main())
+
+
 def test_a_call_on_a_link_closed_under_it_is_a_typed_error(leak_check: LeakCheck) -> None:
     # A link's channel is closed when its process exits (calls in flight fail at once); a
     # call that took the link a moment before got grpc.aio's bare UsageError("Channel is

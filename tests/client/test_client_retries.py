@@ -18,6 +18,7 @@ from aog_plugins import GRPCProviderClient, RestartPolicy, launch
 from aog_plugins.types import EngineVersionResponse, ListResponse
 from tests.process.conftest import LeakCheck, leak_check, plugin_cmd
 from tests.server.test_provider_support import Collected
+from tests.support.wait import wait_until
 
 __all__ = ["leak_check"]
 
@@ -87,3 +88,36 @@ def test_a_call_on_a_channel_closed_under_it_is_a_typed_error(leak_check: LeakCh
         with pytest.raises(PluginConnectError, match="closed"):
             plugin.ping()  # its health check's stub too
     # kill() asks for Shutdown on that channel: grpcio segfaulted making its stub there.
+
+
+@pytest.mark.parametrize("stop", ["sigkill", "kill()"])
+def test_a_read_with_no_plugin_to_retry_on_raises_the_crash(
+    leak_check: LeakCheck, tmp_path: Path, stop: str
+) -> None:
+    # The retry of a crashed read found the plugin EXITED (no restarts) or STOPPING (a
+    # kill()) and raised that PluginFatalError: the crash (exit code, stderr tail, who
+    # stopped it), which docs/lifecycle.md promises for a call in flight, was lost.
+    from aog_plugins.errors import PluginCrashedError
+
+    hung = tmp_path / "hung"
+    env = {**leak_check.env, "AOG_FIXTURE_HANG_ONCE": str(hung)}
+    with launch(
+        plugin_cmd("local_provider.py"), restart=RestartPolicy.never(), extra_env=env
+    ) as plugin:
+
+        def stop_when_hung() -> None:
+            wait_until(hung.exists, 60, "the read never reached the provider")
+            if stop == "sigkill":
+                os.kill(plugin.pid, signal.SIGKILL)
+            else:
+                plugin.kill()
+
+        stopper = threading.Thread(target=stop_when_hung, daemon=True)
+        stopper.start()
+        with pytest.raises(PluginCrashedError) as crashed:
+            plugin.client.get_version(timeout=60)
+        stopper.join()
+        if stop == "sigkill":
+            assert crashed.value.exit_code == -signal.SIGKILL
+        else:
+            assert crashed.value.stopped_by_host == "kill() called"
