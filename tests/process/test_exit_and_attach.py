@@ -230,6 +230,11 @@ def test_attach_without_a_wait_is_refused_and_prints_no_grpc_traceback(
         ("kill_grace", float("nan"), "kill_grace must be a number of seconds >= 0"),
         ("kill_grace", float("inf"), "kill_grace must be a finite number of seconds"),
         ("kill_grace", "2", "kill_grace must be a number of seconds"),
+        # An int too large for a float was a bare OverflowError; one too long to print, too.
+        pytest.param("kill_grace", 10**400, "kill_grace must be a finite", id="kill_grace-10**400"),
+        pytest.param(
+            "kill_grace", 10**5000, "kill_grace must be a finite", id="kill_grace-10**5000"
+        ),
     ],
 )
 def test_attach_refuses_bad_durations_before_connecting(
