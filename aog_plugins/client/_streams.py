@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import logging
 import queue
 import threading
 import weakref
@@ -21,6 +22,7 @@ from aog_plugins.types import BidiMessage
 __all__ = ["BidiSender", "ResponseStream", "StreamRegistry"]
 
 T = TypeVar("T")
+_log = logging.getLogger("aog_plugins.client")
 _R = TypeVar("_R")
 
 
@@ -204,5 +206,9 @@ def pump(
                 sender.send(message)
     except ConfigurationError:
         pass  # the call was cancelled or closed under us
+    except Exception:
+        # The caller's messages failed: the plugin sees their end (the call goes on, its
+        # replies still come) and the error is logged, not left to the thread's excepthook.
+        _log.exception("the inbound messages of a bidi call failed; ending what is sent")
     finally:
         sender.close()

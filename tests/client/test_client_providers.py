@@ -194,6 +194,24 @@ def test_bidi_close_and_bridge(remote: Plugin) -> None:
     assert out.get(timeout=5) is None
 
 
+def test_bidi_bridge_with_a_failing_inbound_logs_it(
+    remote: Plugin, caplog: pytest.LogCaptureFixture
+) -> None:
+    # As the asyncio client does (docs/asyncio.md): the plugin sees the end of what is
+    # sent, its replies still come, and the error is logged. It escaped the bridge's
+    # thread instead, to threading.excepthook ("Exception in thread aog-bidi-pump").
+    def inbound() -> Iterator[BidiMessage]:
+        yield BidiMessage(data=b"one", message_type="text")
+        raise ValueError("the caller's source broke")
+
+    with caplog.at_level(logging.ERROR, logger="aog_plugins.client"):
+        replies = remote.client.invoke_service_bidirectional(
+            "realtime", "ws-11", "", inbound(), timeout=60
+        )
+        assert [r.data for r in replies] == [b"echo: one"]
+    assert "the caller's source broke" in caplog.text
+
+
 def test_bidi_failure_from_the_plugin(remote: Plugin) -> None:
     sender, replies = remote.client.invoke_service_bidi("realtime")
     sender.send("boom")
