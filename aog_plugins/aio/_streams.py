@@ -64,12 +64,19 @@ class AsyncResponseStream(Generic[T]):
         self._cancelled_by_caller = False
         self._crash: PluginCrashedError | None = None
         self._done = False
+        self._reading = asyncio.Lock()
         link.track(call)
 
     def __aiter__(self) -> AsyncResponseStream[T]:
         return self
 
     async def __anext__(self) -> T:
+        # One read at a time: grpc.aio fails a second concurrent one with a bare
+        # RuntimeError ("anext(): asynchronous generator is already running").
+        async with self._reading:
+            return await self._next()
+
+    async def _next(self) -> T:
         while not self._done:
             try:
                 convert = await self._receive()

@@ -75,11 +75,18 @@ class ResponseStream(Generic[T]):
         self._cancelled = False
         self._source = source
         self._done = False
+        self._reading = threading.Lock()
 
     def __iter__(self) -> ResponseStream[T]:
         return self
 
     def __next__(self) -> T:
+        # One read at a time: grpcio fails a second concurrent one with a bare ValueError
+        # ("Internal gRPC call error 8"); another thread waits its turn instead.
+        with self._reading:
+            return self._next()
+
+    def _next(self) -> T:
         while not self._done:
             try:
                 convert = self._receive()

@@ -51,3 +51,25 @@ def test_many_concurrent_tasks_on_one_plugin(leak_check: LeakCheck, lang: str) -
             assert plugin.plugin.state.value == "RUNNING"
 
     run(main())
+
+
+def test_one_stream_read_from_two_tasks(leak_check: LeakCheck) -> None:
+    # grpc.aio fails a read made while another task's read waits with a bare
+    # "RuntimeError: anext(): asynchronous generator is already running": reads now take
+    # turns, each chunk once.
+    async def main() -> None:
+        async with await launch(
+            plugin_cmd("echo_plugin.py"), restart=RestartPolicy.never(), extra_env=leak_check.env
+        ) as plugin:
+            request = json.dumps({"chunks": 10, "interval": 0.05}).encode()
+            stream = await plugin.client.invoke_service_stream("chat", request, timeout=60)
+
+            async def read() -> list[bytes]:
+                return [chunk.data async for chunk in stream]
+
+            first, second = await asyncio.wait_for(asyncio.gather(read(), read()), 60)
+            chunks = sorted(first + second)
+            assert chunks[1:] == [json.dumps({"index": i}).encode() for i in range(10)]
+            assert chunks[0] == b""  # the final chunk
+
+    run(main())

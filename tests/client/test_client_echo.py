@@ -174,3 +174,28 @@ def test_an_endless_timeout_means_no_limit(echo: Plugin, none: float) -> None:
     # 1e12 s used to expire the call at once (grpcio's deadline arithmetic overflows); an
     # int too large for a float raised a bare OverflowError.
     assert echo.client.invoke_service("chat", b'{"q": 1}', timeout=none)
+
+
+def test_one_stream_read_from_two_threads(echo: Plugin) -> None:
+    # grpcio fails a read made while another thread's read waits with a bare
+    # "ValueError: Internal gRPC call error 8": reads now take turns, each chunk once.
+    request = json.dumps({"chunks": 10, "interval": 0.05}).encode()
+    stream = echo.client.invoke_service_stream("chat", request, timeout=60)
+    chunks: list[bytes] = []
+    errors: list[BaseException] = []
+
+    def read() -> None:
+        try:
+            chunks.extend(chunk.data for chunk in stream)
+        except BaseException as exc:
+            errors.append(exc)
+
+    readers = [threading.Thread(target=read) for _ in range(2)]
+    for reader in readers:
+        reader.start()
+    for reader in readers:
+        reader.join(timeout=60)
+    assert not errors, errors
+    chunks.sort()
+    assert chunks[1:] == [json.dumps({"index": i}).encode() for i in range(10)]
+    assert chunks[0] == b""  # the final chunk
