@@ -120,9 +120,10 @@ class AsyncGRPCProviderClient(AsyncRpcCalls):
         timeout: float | None = None,
     ) -> bytes:
         """One unary service call: request bytes (usually JSON) in, response bytes out."""
+        call = methods.invoke_service(service_name, request, auth_info)  # checked first
         if timeout is None:
             timeout = await self._service_timeout(service_name, streaming=False)
-        return await self._call(methods.invoke_service(service_name, request, auth_info), timeout)
+        return await self._call(call, timeout)
 
     async def get_support_model_list(
         self, *, timeout: float | None = None
@@ -141,9 +142,9 @@ class AsyncGRPCProviderClient(AsyncRpcCalls):
     ) -> AsyncResponseStream[StreamChunk]:
         """``async for`` the chunks; ends after ``is_final``, raises :class:`PluginError` on
         a failure chunk. Stop iterating (``cancel()``/``aclose()``) to cancel the RPC."""
+        call = methods.invoke_service_stream(service_name, request, auth_info)  # checked first
         if timeout is None:
             timeout = await self._service_timeout(service_name, streaming=True)
-        call = methods.invoke_service_stream(service_name, request, auth_info)
         return await self._stream(call, timeout)
 
     async def invoke_service_bidi(
@@ -156,6 +157,7 @@ class AsyncGRPCProviderClient(AsyncRpcCalls):
     ) -> AsyncBidiCall:
         """Open a bidi call: ``await call.send(...)``, ``await call.close()`` (half-close),
         ``async for message in call``."""
+        methods.bidi_opening(service_name, auth_info, ws_conn_id)
         if timeout is None:
             timeout = await self._service_timeout(service_name, streaming=True)
         limit = limit_of(timeout)
@@ -220,7 +222,7 @@ class AsyncGRPCProviderClient(AsyncRpcCalls):
     async def set_auth(
         self, auth_type: str, credentials: Mapping[str, str], *, timeout: float | None = None
     ) -> None:
-        await self._call(methods.set_auth(auth_type, dict(credentials)), timeout)
+        await self._call(methods.set_auth(auth_type, credentials), timeout)
 
     async def validate_auth(self, *, timeout: float | None = None) -> None:
         await self._call(methods.validate_auth(), timeout)
@@ -261,6 +263,7 @@ class AsyncGRPCProviderClient(AsyncRpcCalls):
         """Pull a model and return the final progress item; as the sync client's
         ``pull_model`` (PullModelStream with ``progress``, falling back to PullModel when
         the plugin lacks it), except that ``progress`` may also be a coroutine function."""
+        methods.progress_callback(progress)
         if progress is None:
             return await self._call(methods.pull_model(request), timeout)
         loop = asyncio.get_running_loop()

@@ -117,9 +117,10 @@ class GRPCProviderClient(RpcCalls):
         timeout: float | None = None,
     ) -> bytes:
         """One unary service call: request bytes (usually JSON) in, response bytes out."""
+        call = methods.invoke_service(service_name, request, auth_info)  # checked first
         if timeout is None:
             timeout = self._service_timeout(service_name, streaming=False)
-        return self._call(methods.invoke_service(service_name, request, auth_info), timeout)
+        return self._call(call, timeout)
 
     def get_support_model_list(self, *, timeout: float | None = None) -> list[RecommendModelData]:
         """One entry per (service, supported model) of the manifest, as AOG's host builds it."""
@@ -137,9 +138,9 @@ class GRPCProviderClient(RpcCalls):
     ) -> ResponseStream[StreamChunk]:
         """Stream a service's response: yields chunks, ends after ``is_final``, raises
         :class:`PluginError` on a failure chunk. Stop iterating (or ``close()``) to cancel."""
+        call = methods.invoke_service_stream(service_name, request, auth_info)  # checked first
         if timeout is None:
             timeout = self._service_timeout(service_name, streaming=True)
-        call = methods.invoke_service_stream(service_name, request, auth_info)
         return self._stream(call, timeout)
 
     def invoke_service_bidi(
@@ -152,6 +153,7 @@ class GRPCProviderClient(RpcCalls):
     ) -> tuple[BidiSender, ResponseStream[BidiMessage]]:
         """Open a bidi call: returns a sender (``send``/``close``/``cancel``) and an iterator
         of the plugin's messages, which raises :class:`PluginError` on a failure code."""
+        methods.bidi_opening(service_name, auth_info, ws_conn_id)
         if timeout is None:
             timeout = self._service_timeout(service_name, streaming=True)
         sender = BidiSender(service_name, auth_info, ws_conn_id)
@@ -224,7 +226,7 @@ class GRPCProviderClient(RpcCalls):
     def set_auth(
         self, auth_type: str, credentials: Mapping[str, str], *, timeout: float | None = None
     ) -> None:
-        self._call(methods.set_auth(auth_type, dict(credentials)), timeout)
+        self._call(methods.set_auth(auth_type, credentials), timeout)
 
     def validate_auth(self, *, timeout: float | None = None) -> None:
         self._call(methods.validate_auth(), timeout)
@@ -275,6 +277,7 @@ class GRPCProviderClient(RpcCalls):
         ``timeout``, and the callback sees its answer once. Errors: as
         :meth:`pull_model_stream`.
         """
+        methods.progress_callback(progress)
         if progress is None:
             return self._call(methods.pull_model(request), timeout)
         started = time.monotonic()

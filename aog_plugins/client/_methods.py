@@ -8,7 +8,7 @@ semantics cannot drift between the two clients.
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Generic, TypeVar
 
@@ -17,7 +17,7 @@ from aog_plugins.client import _rpcs as rpcs
 from aog_plugins.client._pull import MODEL_PULL_FAILED, error_item
 from aog_plugins.client._rpcs import Coded, StreamRpc, UnaryRpc
 from aog_plugins.client._source import check_code
-from aog_plugins.errors import PayloadError, PluginError
+from aog_plugins.errors import AogPluginsError, ConfigurationError, PayloadError, PluginError
 from aog_plugins.types import (
     BidiMessage,
     DeleteRequest,
@@ -33,7 +33,16 @@ from aog_plugins.types import (
     UnloadModelRequest,
 )
 
-__all__ = ["Streamed", "Unary", "bidi_message", "bidi_reply", "bidi_request", "decode"]
+__all__ = [
+    "Streamed",
+    "Unary",
+    "bidi_message",
+    "bidi_opening",
+    "bidi_reply",
+    "bidi_request",
+    "decode",
+    "progress_callback",
+]
 
 _Q = TypeVar("_Q")
 _R = TypeVar("_R")
@@ -68,6 +77,49 @@ def decode(kind: type[_G], data: bytes, what: str) -> _G:
         raise PayloadError(f"the plugin's {what} is not valid: {exc}") from None
 
 
+def _text(rpc: str, what: str, value: object) -> str:
+    """A caller's text argument; protobuf would send ``None`` as ``""`` without a word."""
+    if not isinstance(value, str):
+        raise ConfigurationError(f"{rpc}: {what} must be a str, got {type(value).__name__}")
+    try:
+        value.encode()
+    except UnicodeEncodeError:
+        raise ConfigurationError(
+            f"{rpc}: {what} is not UTF-8 text (it holds a lone surrogate): {value!a}"
+        ) from None
+    return value
+
+
+def _data(rpc: str, what: str, value: object) -> bytes:
+    """A caller's bytes argument; ``bytes(5)`` would send five zero bytes."""
+    if not isinstance(value, (bytes, bytearray, memoryview)):
+        raise ConfigurationError(
+            f"{rpc}: {what} must be bytes, got {type(value).__name__} (encode text first)"
+        )
+    return bytes(value)
+
+
+def _body(rpc: str, value: object, kind: type[GoStruct]) -> bytes:
+    """A caller's request struct as JSON."""
+    if not isinstance(value, kind):
+        raise ConfigurationError(
+            f"{rpc}: the request must be an aog_plugins.types.{kind.__name__}, "
+            f"got {type(value).__name__}"
+        )
+    return value.to_json()
+
+
+def _message(rpc: str, build: Callable[[], _Q]) -> _Q:
+    """The wire request; what protobuf refuses (a lone surrogate in a str, an int out of
+    int32 range, a wrong type) is the caller's :class:`ConfigurationError`."""
+    try:
+        return build()
+    except AogPluginsError:
+        raise
+    except (TypeError, ValueError) as exc:
+        raise ConfigurationError(f"{rpc}: the request cannot be sent: {exc}") from None
+
+
 def _checked(response: _C) -> _C:
     check_code(response.code, response.message)
     return response
@@ -98,7 +150,7 @@ def set_operate_status(
     status: int,
 ) -> Unary[pb.SetOperateStatusRequest, pb.SetOperateStatusResponse, None]:
     # The response has no code: Go's client ignores it too.
-    request = pb.SetOperateStatusRequest(status=status)
+    request = _message("SetOperateStatus", lambda: pb.SetOperateStatusRequest(status=status))
     return Unary(rpcs.SET_OPERATE_STATUS, request, _ignored)
 
 
@@ -106,12 +158,21 @@ def health_check() -> Unary[pb.HealthCheckRequest, pb.HealthCheckResponse, None]
     return Unary(rpcs.HEALTH_CHECK, pb.HealthCheckRequest(), _done)
 
 
+def _service_request(
+    rpc: str, service_name: str, request: bytes, auth_info: str
+) -> pb.InvokeServiceRequest:
+    name = _text(rpc, "service_name", service_name)
+    data = _data(rpc, "request", request)
+    auth = _text(rpc, "auth_info", auth_info)
+    return _message(
+        rpc, lambda: pb.InvokeServiceRequest(service_name=name, request_data=data, auth_info=auth)
+    )
+
+
 def invoke_service(
     service_name: str, request: bytes, auth_info: str
 ) -> Unary[pb.InvokeServiceRequest, pb.InvokeServiceResponse, bytes]:
-    message = pb.InvokeServiceRequest(
-        service_name=service_name, request_data=bytes(request), auth_info=auth_info
-    )
+    message = _service_request("InvokeService", service_name, request, auth_info)
     return Unary(rpcs.INVOKE_SERVICE, message, lambda r: bytes(_checked(r).response_data))
 
 
@@ -119,9 +180,7 @@ def invoke_service_stream(
     service_name: str, request: bytes, auth_info: str
 ) -> Streamed[pb.InvokeServiceRequest, pb.InvokeServiceStreamResponse, StreamChunk]:
     """Chunks until ``is_final``; a failure chunk raises :class:`PluginError`."""
-    message = pb.InvokeServiceRequest(
-        service_name=service_name, request_data=bytes(request), auth_info=auth_info
-    )
+    message = _service_request("InvokeServiceStream", service_name, request, auth_info)
 
     def convert(item: pb.InvokeServiceStreamResponse) -> tuple[StreamChunk, bool]:
         check_code(item.code, item.message)
@@ -137,25 +196,45 @@ def bidi_message(message: BidiMessage | bytes | str, message_type: str = "text")
     """A message to send on a bidi call; bytes/str are wrapped with ``message_type``."""
     if isinstance(message, BidiMessage):
         return message
-    data = message.encode() if isinstance(message, str) else bytes(message)
-    return BidiMessage(data=data, message_type=message_type)
+    if isinstance(message, str):
+        data = _message("InvokeServiceBidi", message.encode)
+    else:
+        data = _data("InvokeServiceBidi", "a message", message)
+    return BidiMessage(
+        data=data, message_type=_text("InvokeServiceBidi", "message_type", message_type)
+    )
+
+
+def bidi_opening(service_name: str, auth_info: str, ws_conn_id: str) -> None:
+    """Check a bidi call's arguments before it is opened (its first message sends them)."""
+    rpc = "InvokeServiceBidi"
+    _text(rpc, "service_name", service_name)
+    _text(rpc, "auth_info", auth_info)
+    _text(rpc, "ws_conn_id", ws_conn_id)
 
 
 def bidi_request(
     message: BidiMessage, first: bool, service_name: str, auth_info: str, ws_conn_id: str
 ) -> pb.InvokeServiceBidiRequest:
     """The wire request for ``message``; the first one carries ``is_first``, the service
-    name, auth info and the ``ws_conn_id`` metadata, as AOG's host sends them."""
-    request = pb.InvokeServiceBidiRequest(
-        data=message.data, message_type=message.message_type, metadata=dict(message.metadata or {})
-    )
-    if first:
-        request.is_first = True
-        request.service_name = service_name
-        request.auth_info = auth_info
-        if ws_conn_id:
-            request.metadata["ws_conn_id"] = ws_conn_id
-    return request
+    name, auth info and the ``ws_conn_id`` metadata (checked by :func:`bidi_opening`), as
+    AOG's host sends them."""
+
+    def build() -> pb.InvokeServiceBidiRequest:
+        request = pb.InvokeServiceBidiRequest(
+            data=message.data,
+            message_type=message.message_type,
+            metadata=dict(message.metadata or {}),
+        )
+        if first:
+            request.is_first = True
+            request.service_name = service_name
+            request.auth_info = auth_info
+            if ws_conn_id:
+                request.metadata["ws_conn_id"] = ws_conn_id
+        return request
+
+    return _message("InvokeServiceBidi", build)
 
 
 def bidi_reply(item: pb.InvokeServiceBidiResponse) -> tuple[BidiMessage, bool]:
@@ -167,11 +246,23 @@ def bidi_reply(item: pb.InvokeServiceBidiResponse) -> tuple[BidiMessage, bool]:
     return message, False
 
 
+def progress_callback(progress: object) -> None:
+    """Check a pull's progress callback before the pull starts."""
+    if progress is not None and not callable(progress):
+        raise ConfigurationError(
+            f"PullModel: progress must be a callable taking each ProgressResponse, "
+            f"got {type(progress).__name__}"
+        )
+
+
 # ---- remote plugins -------------------------------------------------------------------
 def set_auth(
-    auth_type: str, credentials: dict[str, str]
+    auth_type: str, credentials: Mapping[str, str]
 ) -> Unary[pb.SetAuthRequest, pb.SetAuthResponse, None]:
-    request = pb.SetAuthRequest(auth_type=auth_type, credentials=credentials)
+    kind = _text("SetAuth", "auth_type", auth_type)
+    request = _message(
+        "SetAuth", lambda: pb.SetAuthRequest(auth_type=kind, credentials=dict(credentials))
+    )
     return Unary(rpcs.SET_AUTH, request, _done)
 
 
@@ -185,7 +276,10 @@ def refresh_auth() -> Unary[pb.RefreshAuthRequest, pb.RefreshAuthResponse, None]
 
 # ---- local plugins: the engine --------------------------------------------------------
 def start_engine(mode: str) -> Unary[pb.StartEngineRequest, pb.StartEngineResponse, None]:
-    return Unary(rpcs.START_ENGINE, pb.StartEngineRequest(mode=mode), _done)
+    text = _text("StartEngine", "mode", mode)
+    return Unary(
+        rpcs.START_ENGINE, _message("StartEngine", lambda: pb.StartEngineRequest(mode=text)), _done
+    )
 
 
 def stop_engine() -> Unary[pb.StopEngineRequest, pb.StopEngineResponse, None]:
@@ -205,6 +299,8 @@ def check_engine() -> Unary[pb.CheckEngineRequest, pb.CheckEngineResponse, bool]
 
 
 def install_engine(cover: bool) -> Unary[pb.InstallEngineRequest, pb.InstallEngineResponse, None]:
+    if not isinstance(cover, bool):
+        raise ConfigurationError(f"InstallEngine: cover must be a bool, got {type(cover).__name__}")
     return Unary(rpcs.INSTALL_ENGINE, pb.InstallEngineRequest(cover=cover), _done)
 
 
@@ -220,7 +316,9 @@ def get_version(
     request: EngineVersionResponse | None,
 ) -> Unary[pb.GetVersionRequest, pb.GetVersionResponse, EngineVersionResponse]:
     # Go sends an EngineVersionResponse as the request, too.
-    body = (request or EngineVersionResponse()).to_json()
+    body = _body(
+        "GetVersion", EngineVersionResponse() if request is None else request, EngineVersionResponse
+    )
     return Unary(
         rpcs.GET_VERSION,
         pb.GetVersionRequest(request_json=body),
@@ -234,7 +332,7 @@ def pull_model(
 ) -> Unary[pb.PullModelRequest, pb.PullModelResponse, ProgressResponse]:
     return Unary(
         rpcs.PULL_MODEL,
-        pb.PullModelRequest(request_json=request.to_json()),
+        pb.PullModelRequest(request_json=_body("PullModel", request, PullModelRequest)),
         lambda r: decode(ProgressResponse, _checked(r).response_json, "pull response JSON"),
     )
 
@@ -253,14 +351,17 @@ def pull_model_stream(
             raise PluginError(MODEL_PULL_FAILED, error)
         return decode(ProgressResponse, data, "pull progress JSON"), False
 
-    message = pb.PullModelStreamRequest(request_json=request.to_json())
+    message = pb.PullModelStreamRequest(
+        request_json=_body("PullModelStream", request, PullModelRequest)
+    )
     return Streamed(rpcs.PULL_MODEL_STREAM, message, convert)
 
 
 def delete_model(
     request: DeleteRequest,
 ) -> Unary[pb.DeleteModelRequest, pb.DeleteModelResponse, None]:
-    return Unary(rpcs.DELETE_MODEL, pb.DeleteModelRequest(request_json=request.to_json()), _done)
+    body = _body("DeleteModel", request, DeleteRequest)
+    return Unary(rpcs.DELETE_MODEL, pb.DeleteModelRequest(request_json=body), _done)
 
 
 def list_models() -> Unary[pb.ListModelsRequest, pb.ListModelsResponse, ListResponse]:
@@ -272,13 +373,15 @@ def list_models() -> Unary[pb.ListModelsRequest, pb.ListModelsResponse, ListResp
 
 
 def load_model(request: LoadRequest) -> Unary[pb.LoadModelRequest, pb.LoadModelResponse, None]:
-    return Unary(rpcs.LOAD_MODEL, pb.LoadModelRequest(request_json=request.to_json()), _done)
+    body = _body("LoadModel", request, LoadRequest)
+    return Unary(rpcs.LOAD_MODEL, pb.LoadModelRequest(request_json=body), _done)
 
 
 def unload_model(
     request: UnloadModelRequest,
 ) -> Unary[pb.UnloadModelRequest, pb.UnloadModelResponse, None]:
-    return Unary(rpcs.UNLOAD_MODEL, pb.UnloadModelRequest(request_json=request.to_json()), _done)
+    body = _body("UnloadModel", request, UnloadModelRequest)
+    return Unary(rpcs.UNLOAD_MODEL, pb.UnloadModelRequest(request_json=body), _done)
 
 
 def get_running_models() -> Unary[

@@ -4,7 +4,9 @@ start raises the sync API's typed error; a cancelled launch leaves nothing runni
 from __future__ import annotations
 
 import asyncio
+import inspect
 import os
+import re
 import signal
 import threading
 import time
@@ -178,5 +180,24 @@ def test_bad_timeouts_are_a_typed_error(leak_check: LeakCheck) -> None:
                     await p.channel(bad)
                 with pytest.raises(ConfigurationError, match="timeout"):
                     await p.ping(bad)
+
+    run(main())
+
+
+async def _awaited(result: object, case: str) -> object:
+    assert inspect.isawaitable(result), case
+    return await result
+
+
+def test_bad_arguments_are_a_configuration_error(leak_check: LeakCheck) -> None:
+    # The sync client's cases: both build their requests in aog_plugins.client.methods.
+    from tests.client.test_client_echo import BAD_ARGUMENTS
+
+    async def main() -> None:
+        cmd = plugin_cmd("echo_plugin.py")
+        async with await launch(cmd, extra_env=leak_check.env) as p:
+            for case, (call, message) in BAD_ARGUMENTS.items():
+                with pytest.raises(ConfigurationError, match=re.escape(message)):
+                    await _awaited(call(p.client), case)
 
     run(main())

@@ -4,9 +4,11 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import signal
 import threading
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
+from typing import Any
 
 import pytest
 
@@ -19,6 +21,7 @@ from aog_plugins.client import (
     StreamablePlugin,
 )
 from aog_plugins.errors import AogPluginsError, PluginCallError
+from aog_plugins.types import PullModelRequest
 from tests.process.conftest import LeakCheck, plugin_cmd
 from tests.support.wait import wait_until
 
@@ -167,6 +170,53 @@ def test_an_unusable_timeout_is_a_configuration_error(echo: Plugin, bad: object)
 
     with pytest.raises(ConfigurationError, match="timeout must be"):
         echo.client.invoke_service("chat", b"{}", timeout=bad)  # type: ignore[arg-type]
+
+
+BAD_ARGUMENTS: dict[str, tuple[Callable[[Any], object], str]] = {
+    # Each was a bare TypeError/ValueError/AttributeError/UnicodeEncodeError, or worse, sent:
+    # bytes(5) is five zero bytes, None an empty service name.
+    "int request": (lambda c: c.invoke_service("chat", 5), "request must be bytes, got int"),
+    "str request": (
+        lambda c: c.invoke_service_stream("chat", "{}"),
+        "InvokeServiceStream: request must be bytes, got str",
+    ),
+    "None service": (
+        lambda c: c.invoke_service(None, b"{}"),
+        "InvokeService: service_name must be a str, got NoneType",
+    ),
+    "surrogate service": (
+        lambda c: c.invoke_service("\udcff", b"{}"),
+        "service_name is not UTF-8 text",
+    ),
+    "bytes auth_info": (lambda c: c.invoke_service("chat", b"{}", b"k"), "auth_info must be a str"),
+    "bidi int service": (lambda c: c.invoke_service_bidi(5), "service_name must be a str"),
+    "status out of int32": (
+        lambda c: c.set_operate_status(2**40),
+        "SetOperateStatus: the request cannot be sent",
+    ),
+    "int mode": (lambda c: c.start_engine(5), "StartEngine: mode must be a str"),
+    "str cover": (lambda c: c.install_engine("yes"), "cover must be a bool"),
+    "credentials not a mapping": (lambda c: c.set_auth("apikey", 5), "SetAuth: the request"),
+    "dict pull": (
+        lambda c: c.pull_model({"model": "m"}),
+        "the request must be an aog_plugins.types.PullModelRequest, got dict",
+    ),
+    "str version request": (lambda c: c.get_version("1.0"), "GetVersion: the request must be"),
+    "progress not callable": (
+        lambda c: c.pull_model(PullModelRequest(model="m"), 5),
+        "progress must be a callable",
+    ),
+}
+"""Bad arguments to client methods, and what the ConfigurationError says (tests/aio too)."""
+
+
+@pytest.mark.parametrize("case", sorted(BAD_ARGUMENTS))
+def test_a_bad_argument_is_a_configuration_error(echo: Plugin, case: str) -> None:
+    from aog_plugins.errors import ConfigurationError
+
+    call, message = BAD_ARGUMENTS[case]
+    with pytest.raises(ConfigurationError, match=re.escape(message)):
+        call(echo.client)
 
 
 @pytest.mark.parametrize("none", [float("inf"), 1e12, 10**400], ids=["inf", "1e12", "10**400"])
