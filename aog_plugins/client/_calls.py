@@ -132,14 +132,21 @@ class RpcCalls:
         requests: Iterator[_Q],
         timeout: float | None,
         convert: Callable[[_R], tuple[_T | None, bool]],
+        end_requests: Callable[[], None],
     ) -> ResponseStream[_T]:
+        """``end_requests`` makes ``requests`` stop: called when the call ends however it
+        ends (cancelled, failed, done), as grpcio's thread consuming them waits in it for
+        ever otherwise (a thread lost for each call its caller left unclosed)."""
         limit = limit_of(timeout)
         channel, stub = self._stub(limit, rpc.name)
         try:
             with signals_blocked():  # and a thread consuming the requests
                 call = rpc.method(stub)(requests, timeout=limit)
         except ValueError as exc:
+            end_requests()
             raise closed_channel_error(rpc.name, exc, self._source, channel) from None
+        if not call.add_callback(end_requests):  # it has ended already
+            end_requests()
         return self._track(rpc.name, call, convert, channel)
 
     def _track(

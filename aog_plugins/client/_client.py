@@ -158,7 +158,7 @@ class GRPCProviderClient(RpcCalls):
             timeout = self._service_timeout(service_name, streaming=True)
         sender = BidiSender(service_name, auth_info, ws_conn_id)
         stream = self._open_bidi(
-            rpcs.INVOKE_SERVICE_BIDI, sender.requests(), timeout, methods.bidi_reply
+            rpcs.INVOKE_SERVICE_BIDI, sender.requests(), timeout, methods.bidi_reply, sender.ended
         )
         sender.call = stream.call
         return sender, stream

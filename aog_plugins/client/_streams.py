@@ -153,6 +153,7 @@ class BidiSender:
         self._queue: queue.SimpleQueue[object] = queue.SimpleQueue()
         self._first = True
         self._closed = False
+        self._ended = False
         self._lock = threading.Lock()
         self.call: Cancellable | None = None
 
@@ -162,6 +163,8 @@ class BidiSender:
         with self._lock:
             if self._closed:
                 raise ConfigurationError("this bidi stream is closed for sending")
+            if self._ended:
+                return  # the call is over: dropped, reading the replies says why
             request = bidi_request(
                 message, self._first, self._service_name, self._auth_info, self._ws_conn_id
             )
@@ -173,7 +176,16 @@ class BidiSender:
         with self._lock:
             if not self._closed:
                 self._closed = True
+                if not self._ended:
+                    self._queue.put(_END)
+
+    def ended(self) -> None:
+        """The call is over (done, failed or cancelled): end the requests, in which
+        grpcio's thread consuming them would wait for ever; later messages are dropped."""
+        with self._lock:
+            if not self._ended and not self._closed:
                 self._queue.put(_END)
+            self._ended = True
 
     def cancel(self) -> None:
         """Abort the whole call, both directions."""

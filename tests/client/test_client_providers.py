@@ -2,14 +2,17 @@
 
 from __future__ import annotations
 
+import gc
 import json
 import logging
 import queue
+import weakref
 from collections.abc import Iterator
 
 import pytest
 
 from aog_plugins import Plugin, RestartPolicy, launch
+from aog_plugins.client import BidiSender, ResponseStream
 from aog_plugins.errors import PluginCrashedError, PluginError
 from aog_plugins.types import (
     BidiMessage,
@@ -210,6 +213,36 @@ def test_bidi_bridge_with_a_failing_inbound_logs_it(
         )
         assert [r.data for r in replies] == [b"echo: one"]
     assert "the caller's source broke" in caplog.text
+
+
+def test_a_bidi_call_left_unclosed_leaves_no_thread(remote: Plugin) -> None:
+    # grpcio reads a bidi call's requests on a thread of its own, which waited in the
+    # sender's queue for ever when the caller cancelled the replies (or dropped the call)
+    # without close(): a thread lost per call, holding the sender. The call's end now
+    # ends the requests.
+    def open_call() -> tuple[BidiSender, ResponseStream[BidiMessage]]:
+        sender, replies = remote.client.invoke_service_bidi("realtime", timeout=60)
+        sender.send("hello")
+        assert next(replies).data == b"echo: hello"
+        return sender, replies
+
+    senders: list[weakref.ref[BidiSender]] = []
+    for cancel in (True, False):
+        for _ in range(3):
+            sender, replies = open_call()
+            if cancel:
+                replies.cancel()
+            senders.append(weakref.ref(sender))
+            del sender, replies  # left unclosed: a dropped call is collected, so cancelled
+
+    def all_freed() -> bool:
+        gc.collect()
+        return not any(ref() for ref in senders)
+
+    wait_until(all_freed, 30, "the threads reading the requests to let go of the senders")
+    sender, replies = open_call()
+    replies.cancel()
+    sender.send("dropped: the call is over")  # as before: no error, nothing sent
 
 
 def test_bidi_failure_from_the_plugin(remote: Plugin) -> None:
