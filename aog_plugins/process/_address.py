@@ -11,20 +11,25 @@ to the network, or through a symlink somewhere else. For plugins this host start
   plugin's user.
 
 ``attach()`` (reattach) keeps its explicit trust: the caller named the address.
+With AutoMTLS the handshake also names the certificate to pin; :class:`PinCheck` tells a
+plugin serving another one from one that cannot be reached.
 """
 
 from __future__ import annotations
 
+import hashlib
 import ipaddress
 import os
 import stat
+from dataclasses import dataclass
 
 import psutil
 
-from aog_plugins.errors import PluginAddressError
+from aog_plugins.errors import AogPluginsError, PluginAddressError
 from aog_plugins.handshake import HandshakeLine
+from aog_plugins.transport import ClientTLS, presented_certificate
 
-__all__ = ["check_plugin_address"]
+__all__ = ["PinCheck", "check_plugin_address"]
 
 _FIX = (
     "plugins built with go-plugin >= 1.4.4 or aog_plugins.server do this by themselves; "
@@ -121,3 +126,35 @@ def _plugin_uid(pid: int) -> int:
         # Gone already: it ran as whoever started it (us), unless set-uid; the connect
         # that follows fails anyway.
         return os.geteuid()
+
+
+@dataclass(frozen=True)
+class PinCheck:
+    """Why a pinned TLS connection to a plugin fails, when it is the certificate: the one
+    the plugin presents is not the one in its handshake line (a diagnosis only: what this
+    learns is never trusted)."""
+
+    line: HandshakeLine
+    tls: ClientTLS
+    socket_dir: str
+
+    def __call__(self) -> str | None:
+        try:
+            der = presented_certificate(
+                self.line.network, self.line.address, self.tls.host, self.socket_dir, 2.0
+            )
+        except (OSError, AogPluginsError):
+            return None  # no TLS handshake to be had: not the certificate's fault
+        if der == self.tls.plugin_cert_der:
+            return None
+        return (
+            f"the plugin presented a TLS certificate (SHA-256 {_fingerprint(der)}) other "
+            f"than the one in its handshake line (SHA-256 "
+            f"{_fingerprint(self.tls.plugin_cert_der)}); AutoMTLS pins the handshake's "
+            "certificate, so this host refuses the connection. The plugin must serve TLS "
+            "with the certificate it announces in handshake field 6"
+        )
+
+
+def _fingerprint(der: bytes) -> str:
+    return hashlib.sha256(der).hexdigest()[:16]

@@ -20,7 +20,13 @@ from aog_plugins._proto import (
 )
 from aog_plugins.errors import PluginConnectError, PluginUnhealthyError
 from aog_plugins.handshake import HandshakeLine
-from aog_plugins.transport import HEALTH_SERVICE, is_connected, make_stub, start_thread
+from aog_plugins.transport import (
+    HEALTH_SERVICE,
+    is_connected,
+    is_failing,
+    make_stub,
+    start_thread,
+)
 
 __all__ = [
     "STDIO_MAX_MESSAGE",
@@ -37,6 +43,7 @@ def health_check(
     connecting: HandshakeLine | None = None,
     on_exit: Callable[[Callable[[object], None]], None] | None = None,
     on_lost: Callable[[Callable[[str], None]], None] | None = None,
+    diagnose: Callable[[], str | None] | None = None,
 ) -> None:
     """Check ``grpc.health.v1`` service ``plugin``; UNIMPLEMENTED counts as reachable.
 
@@ -47,7 +54,10 @@ def health_check(
     :class:`PluginConnectError` naming its address. ``on_exit`` (a process's
     ``add_exit_callback``) ends the wait as soon as the plugin exits; ``on_lost`` (a
     multiplexed connection's :meth:`~aog_plugins.transport.Mux.on_lost`) as soon as the
-    only connection to the plugin has ended, with its reason.
+    only connection to the plugin has ended, with its reason. ``diagnose`` is asked once,
+    when a connection attempt has failed while the call waits: a reason it returns (e.g.
+    a TLS certificate that is not the pinned one) ends the wait at once, with that reason,
+    instead of grpcio retrying until ``timeout``.
     """
     stub = make_stub(health_pb2_grpc.HealthStub, channel)
     request = health_pb2.HealthCheckRequest(service=HEALTH_SERVICE)
@@ -64,10 +74,11 @@ def health_check(
     if on_lost is not None:
         on_lost(lambda reason: give_up("lost", f"its multiplexed connection ended: {reason}"))
     try:
-        reply = call.result()
+        reply = _result(call, channel, diagnose, give_up)
     except grpc.FutureCancelledError as exc:
         where = f" at {connecting.network} {connecting.address}" if connecting else ""
-        why = ended.get("exit") or ended.get("lost") or exited  # an exit ends the connection too
+        # An exit ends the connection too.
+        why = ended.get("exit") or ended.get("lost") or ended.get("refused") or exited
         raise PluginConnectError(f"could not connect to the plugin{where}: {why}") from exc
     except grpc.RpcError as exc:
         code = exc.code() if isinstance(exc, grpc.Call) else None
@@ -82,6 +93,30 @@ def health_check(
     if reply.status != health_pb2.HealthCheckResponse.SERVING:
         status = health_pb2.HealthCheckResponse.ServingStatus.Name(reply.status)
         raise PluginUnhealthyError(f"the plugin's health service reports {status} for 'plugin'")
+
+
+_DIAGNOSE_EVERY = 0.05
+"""Seconds between looks at a connecting channel's state, while a ``diagnose`` waits."""
+
+
+def _result(
+    call: grpc.Future[health_pb2.HealthCheckResponse],
+    channel: grpc.Channel,
+    diagnose: Callable[[], str | None] | None,
+    give_up: Callable[[str, str], None],
+) -> health_pb2.HealthCheckResponse:
+    """``call.result()``; with ``diagnose``, asked once the channel's connecting fails
+    (grpcio only retries, and a wait_for_ready call waits out its deadline)."""
+    while diagnose is not None:
+        try:
+            return call.result(timeout=_DIAGNOSE_EVERY)
+        except grpc.FutureTimeoutError:
+            pass
+        if is_failing(channel):
+            why, diagnose = diagnose(), None
+            if why:
+                give_up("refused", why)
+    return call.result()
 
 
 def _raise_if_not_connected(channel: grpc.Channel, line: HandshakeLine, timeout: float) -> None:

@@ -36,7 +36,7 @@ from aog_plugins.handshake import (
     host_plugin_env,
     parse_handshake_line,
 )
-from aog_plugins.process._address import check_plugin_address
+from aog_plugins.process._address import PinCheck, check_plugin_address
 from aog_plugins.process._broker import Broker
 from aog_plugins.process._connect import STDIO_MAX_MESSAGE, StdioPump, health_check
 from aog_plugins.process._failures import default_diagnosis, typed_start_error
@@ -241,6 +241,7 @@ def _connect(
             connecting=line,
             on_exit=proc.add_exit_callback,
             on_lost=None if mux is None else mux.on_lost,
+            diagnose=None if tls is None or mux is not None else PinCheck(line, tls, socket_dir),
         )
         incarnation.stdio = StdioPump(
             dial(max_receive=STDIO_MAX_MESSAGE),

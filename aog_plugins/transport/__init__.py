@@ -23,6 +23,7 @@ from aog_plugins.transport._dial import (
     DialTarget,
     close_channel,
     is_connected,
+    is_failing,
     make_stub,
     open_aio_channel,
     open_channel,
@@ -45,6 +46,7 @@ from aog_plugins.transport._threads import (
     signals_unblocked,
     start_thread,
 )
+from aog_plugins.transport._tlsconn import presented_certificate
 from aog_plugins.transport._tlsrelay import (
     ClientRelayPlan,
     start_client_relay,
@@ -77,10 +79,12 @@ __all__ = [
     "dial_timeout",
     "grpc_target",
     "is_connected",
+    "is_failing",
     "listen",
     "make_stub",
     "open_aio_channel",
     "open_channel",
+    "presented_certificate",
     "resolve_group",
     "seconds",
     "set_group_writable",

@@ -23,6 +23,7 @@ __all__ = [
     "DialTarget",
     "close_channel",
     "is_connected",
+    "is_failing",
     "make_stub",
     "open_aio_channel",
     "open_channel",
@@ -161,3 +162,13 @@ def is_connected(channel: grpc.Channel) -> bool:
     except ValueError:  # closed
         return False
     return state is not None and state == int(grpc.ChannelConnectivity.READY.value[0])
+
+
+def is_failing(channel: grpc.Channel) -> bool:
+    """Whether ``channel``'s last connection attempt failed (TRANSIENT_FAILURE) and it has
+    not connected since, asked on the caller's thread like :func:`is_connected`."""
+    try:
+        state = _core_state(channel)
+    except ValueError:  # closed
+        return False
+    return state is not None and state == int(grpc.ChannelConnectivity.TRANSIENT_FAILURE.value[0])

@@ -4,6 +4,8 @@ relay's private directory. Used by :mod:`._tlsrelay`."""
 
 from __future__ import annotations
 
+import contextlib
+import os
 import select
 import socket
 import ssl
@@ -11,10 +13,10 @@ import tempfile
 import time
 
 from aog_plugins.errors import HostResourceError
-from aog_plugins.handshake import split_host_port
-from aog_plugins.transport._relay import _pin
+from aog_plugins.handshake import CertificateBundle, split_host_port
+from aog_plugins.transport._relay import _own_context, _pin
 
-__all__ = ["dial", "handshake", "listen_socket", "private_tmp"]
+__all__ = ["dial", "handshake", "listen_socket", "presented_certificate", "private_tmp"]
 
 
 def _socket(network: str, address: str) -> tuple[socket.socket, str | tuple[str, int]]:
@@ -68,6 +70,29 @@ def handshake(
         tls.close()
         raise
     return tls
+
+
+def presented_certificate(
+    network: str, address: str, ours: CertificateBundle, directory: str, timeout: float
+) -> bytes:
+    """The certificate the TLS server at ``address`` presents to a client showing ``ours``,
+    NOT verified: for telling why a pinned connection fails, never for trusting it.
+    ``directory`` holds the key file for the moment OpenSSL reads it where there is no
+    memfd. OSError (ssl.SSLError included) when there is no TLS handshake to be had."""
+    tmp = private_tmp(directory)
+    try:
+        ctx = _own_context(ssl.PROTOCOL_TLS_CLIENT, ours, tmp)
+    finally:
+        with contextlib.suppress(OSError):
+            os.rmdir(tmp)
+    ctx.check_hostname = False
+    ctx.verify_mode = ssl.CERT_NONE
+    raw = dial(network, address, timeout)
+    with ctx.wrap_socket(raw, server_hostname="localhost") as tls:
+        der = tls.getpeercert(binary_form=True)
+    if der is None:
+        raise ssl.SSLError("the TLS server presented no certificate")
+    return der
 
 
 def _handshake_or_wake(tls: ssl.SSLSocket, wake: int, timeout: float) -> None:

@@ -18,6 +18,7 @@ from aog_plugins.errors import (
     ConfigurationError,
     MalformedHandshakeError,
     PluginAddressError,
+    PluginConnectError,
 )
 from aog_plugins.handshake import parse_handshake_line
 from aog_plugins.process._address import check_plugin_address
@@ -63,6 +64,25 @@ def test_hostile_addresses_are_refused(
 def test_nul_in_unix_path_is_refused(leak_check: LeakCheck) -> None:
     with pytest.raises(MalformedHandshakeError, match="NUL"):
         launch(plugin_cmd("misbehave.py", "unix-nul"), extra_env=leak_check.env)
+
+
+@pytest.mark.parametrize("curve", ["p256", "p521"])  # grpcio's own TLS; our relay's
+def test_a_tls_certificate_other_than_the_handshakes_is_refused_and_named(
+    curve: str, leak_check: LeakCheck
+) -> None:
+    # The plugin serves one certificate and announces another: pinning refuses the
+    # connection, and the error says so (not "does not accept connections" after the
+    # whole start timeout, which is what grpcio's retries alone would give).
+    with pytest.raises(PluginConnectError) as info:
+        launch(
+            plugin_cmd("misbehave.py", f"other-cert-{curve}"),
+            auto_mtls=True,
+            start_timeout=30.0,
+            extra_env=leak_check.env,
+        )
+    message = str(info.value)
+    assert "other than the one in its handshake line" in message
+    assert "SHA-256" in message
 
 
 @pytest.mark.parametrize(
