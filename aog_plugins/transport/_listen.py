@@ -3,10 +3,12 @@ free loopback TCP port of the host's range."""
 
 from __future__ import annotations
 
+import contextlib
 import grp
 import os
 import secrets
 import socket
+import stat
 import tempfile
 from collections.abc import Callable
 
@@ -60,9 +62,41 @@ def listen(
             f"no free TCP port between {min_port} and {max_port} (PLUGIN_MIN_PORT/PLUGIN_MAX_PORT)"
         )
     path = unix_socket_path(socket_dir)
+    _check_socket_dir(os.path.dirname(path))
     if not bind("unix", path):
-        raise ConfigurationError(f"cannot listen on unix socket {path!r}")
+        raise ConfigurationError(f"cannot listen on unix socket {path!r}{_bind_failure(path)}")
     return path
+
+
+_DIR_FIX = "set PLUGIN_UNIX_SOCKET_DIR (or TMPDIR) to an existing directory the plugin can write to"
+
+
+def _check_socket_dir(directory: str) -> None:
+    """Say what is wrong with the socket dir before grpcio tries it (it would log its own
+    line on stderr, and say no more than that the port could not be added)."""
+    try:
+        mode = os.stat(directory).st_mode
+    except OSError as exc:
+        raise ConfigurationError(
+            f"cannot use {directory!r} as the unix socket directory: {exc.strerror}; {_DIR_FIX}"
+        ) from None
+    if not stat.S_ISDIR(mode):
+        raise ConfigurationError(
+            f"cannot use {directory!r} as the unix socket directory: it is not a directory; "
+            f"{_DIR_FIX}"
+        )
+
+
+def _bind_failure(path: str) -> str:
+    """Why binding ``path`` fails (": reason; what to do"), learnt by binding it ourselves."""
+    with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as probe:
+        try:
+            probe.bind(path)
+        except OSError as exc:
+            return f": {exc.strerror}; {_DIR_FIX}"
+    with contextlib.suppress(OSError):
+        os.unlink(path)
+    return ""
 
 
 def _port_free(port: int) -> bool:

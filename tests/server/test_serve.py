@@ -240,6 +240,34 @@ def test_a_host_setting_the_plugin_cannot_use_is_one_line_and_leaves_nothing(
     assert [p.name for p in tmp_path.iterdir()] == [], "the socket was left behind"
 
 
+@pytest.mark.parametrize(
+    ("name", "make", "says"),
+    [
+        ("missing", None, "No such file or directory"),
+        ("a-file", "file", "it is not a directory"),
+    ],
+)
+def test_a_socket_dir_the_plugin_cannot_use_is_named_with_its_reason(
+    tmp_path: Path, run_plugin: Start, name: str, make: str | None, says: str
+) -> None:
+    # go-plugin's plugin says why (the error of creating its socket); grpcio alone says
+    # only "cannot listen", after a log line of its own in another format on stderr.
+    socket_dir = tmp_path / name
+    if make == "file":
+        socket_dir.write_text("not a directory")
+    proc = run_plugin(
+        "echo_plugin.py", {**_env(tmp_path), "PLUGIN_UNIX_SOCKET_DIR": str(socket_dir)}
+    )
+    _out, err = proc.communicate(timeout=30)
+    assert proc.returncode == 1
+    lines = err.decode().splitlines()
+    assert len(lines) == 1, lines  # one hclog record, as go-plugin's "plugin init error"
+    assert "plugin init error" in lines[0]
+    assert says in lines[0]
+    assert repr(str(socket_dir)) in json.loads(lines[0])["@message"]
+    assert "PLUGIN_UNIX_SOCKET_DIR" in lines[0]
+
+
 def test_without_the_cookie_bad_settings_are_not_looked_at(
     tmp_path: Path, run_plugin: Start
 ) -> None:
