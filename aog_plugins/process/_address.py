@@ -27,7 +27,7 @@ import psutil
 
 from aog_plugins.errors import AogPluginsError, PluginAddressError
 from aog_plugins.handshake import HandshakeLine
-from aog_plugins.transport import ClientTLS, presented_certificate
+from aog_plugins.transport import ClientTLS, presented_certificate, verify_failure
 
 __all__ = ["PinCheck", "check_plugin_address"]
 
@@ -131,29 +131,46 @@ def _plugin_uid(pid: int) -> int:
 @dataclass(frozen=True)
 class PinCheck:
     """Why a pinned TLS connection to a plugin fails, when it is the certificate: the one
-    the plugin presents is not the one in its handshake line (a diagnosis only: what this
-    learns is never trusted)."""
+    the plugin presents is not the one in its handshake line, or that one is refused
+    (expired, not for "localhost"...). A diagnosis only: what it learns is never trusted."""
 
     line: HandshakeLine
     tls: ClientTLS
     socket_dir: str
 
     def __call__(self) -> str | None:
+        where = (self.line.network, self.line.address)
+        pinned = self.tls.plugin_cert_der
         try:
-            der = presented_certificate(
-                self.line.network, self.line.address, self.tls.host, self.socket_dir, 2.0
-            )
+            der = presented_certificate(*where, self.tls.host, self.socket_dir, _PROBE_TIMEOUT)
+            if der == pinned:
+                refused = verify_failure(
+                    *where,
+                    self.tls.host,
+                    pinned=pinned,
+                    directory=self.socket_dir,
+                    timeout=_PROBE_TIMEOUT,
+                )
+                return None if refused is None else _refused(refused)
         except (OSError, AogPluginsError):
             return None  # no TLS handshake to be had: not the certificate's fault
-        if der == self.tls.plugin_cert_der:
-            return None
         return (
             f"the plugin presented a TLS certificate (SHA-256 {_fingerprint(der)}) other "
-            f"than the one in its handshake line (SHA-256 "
-            f"{_fingerprint(self.tls.plugin_cert_der)}); AutoMTLS pins the handshake's "
-            "certificate, so this host refuses the connection. The plugin must serve TLS "
-            "with the certificate it announces in handshake field 6"
+            f"than the one in its handshake line (SHA-256 {_fingerprint(pinned)}); AutoMTLS "
+            "pins the handshake's certificate, so this host refuses the connection. The "
+            "plugin must serve TLS with the certificate it announces in handshake field 6"
         )
+
+
+_PROBE_TIMEOUT = 2.0
+
+
+def _refused(reason: str) -> str:
+    return (
+        f"the plugin's TLS certificate (the one in its handshake line) is refused: "
+        f"{reason.rstrip('.')}; "
+        "AutoMTLS certificates must be valid now and name 'localhost', as go-plugin's are"
+    )
 
 
 def _fingerprint(der: bytes) -> str:

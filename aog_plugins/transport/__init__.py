@@ -46,7 +46,7 @@ from aog_plugins.transport._threads import (
     signals_unblocked,
     start_thread,
 )
-from aog_plugins.transport._tlsconn import presented_certificate
+from aog_plugins.transport._tlsconn import presented_certificate, verify_failure
 from aog_plugins.transport._tlsrelay import (
     ClientRelayPlan,
     start_client_relay,
@@ -94,4 +94,5 @@ __all__ = [
     "start_server_relay",
     "start_thread",
     "unix_socket_path",
+    "verify_failure",
 ]

@@ -14,9 +14,16 @@ import time
 
 from aog_plugins.errors import HostResourceError
 from aog_plugins.handshake import CertificateBundle, split_host_port
-from aog_plugins.transport._relay import _own_context, _pin
+from aog_plugins.transport._relay import _own_context, _pin, _trust
 
-__all__ = ["dial", "handshake", "listen_socket", "presented_certificate", "private_tmp"]
+__all__ = [
+    "dial",
+    "handshake",
+    "listen_socket",
+    "presented_certificate",
+    "private_tmp",
+    "verify_failure",
+]
 
 
 def _socket(network: str, address: str) -> tuple[socket.socket, str | tuple[str, int]]:
@@ -79,20 +86,55 @@ def presented_certificate(
     NOT verified: for telling why a pinned connection fails, never for trusting it.
     ``directory`` holds the key file for the moment OpenSSL reads it where there is no
     memfd. OSError (ssl.SSLError included) when there is no TLS handshake to be had."""
+    ctx = _client_context(ours, directory, None)
+    with ctx.wrap_socket(dial(network, address, timeout), server_hostname="localhost") as tls:
+        der = tls.getpeercert(binary_form=True)
+    if der is None:
+        raise ssl.SSLError("the TLS server presented no certificate")
+    return der
+
+
+def verify_failure(
+    network: str,
+    address: str,
+    ours: CertificateBundle,
+    *,
+    pinned: bytes,
+    directory: str,
+    timeout: float,
+) -> str | None:
+    """Why OpenSSL refuses ``pinned`` (the whole trust store, as the relays have it) when
+    the server at ``address`` presents it: expired, not yet valid, not for "localhost"...;
+    None when the handshake succeeds or fails for another reason."""
+    ctx = _client_context(ours, directory, pinned)
+    try:
+        raw = dial(network, address, timeout)
+    except OSError:
+        return None
+    try:
+        with ctx.wrap_socket(raw, server_hostname="localhost"):
+            return None
+    except ssl.SSLCertVerificationError as exc:
+        return str(exc.verify_message or exc.reason or exc)
+    except OSError:
+        return None
+
+
+def _client_context(
+    ours: CertificateBundle, directory: str, pinned: bytes | None
+) -> ssl.SSLContext:
     tmp = private_tmp(directory)
     try:
         ctx = _own_context(ssl.PROTOCOL_TLS_CLIENT, ours, tmp)
     finally:
         with contextlib.suppress(OSError):
             os.rmdir(tmp)
-    ctx.check_hostname = False
-    ctx.verify_mode = ssl.CERT_NONE
-    raw = dial(network, address, timeout)
-    with ctx.wrap_socket(raw, server_hostname="localhost") as tls:
-        der = tls.getpeercert(binary_form=True)
-    if der is None:
-        raise ssl.SSLError("the TLS server presented no certificate")
-    return der
+    if pinned is None:
+        ctx.check_hostname = False
+        ctx.verify_mode = ssl.CERT_NONE
+    else:
+        _trust(ctx, pinned)
+    return ctx
 
 
 def _handshake_or_wake(tls: ssl.SSLSocket, wake: int, timeout: float) -> None:

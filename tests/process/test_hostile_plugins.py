@@ -85,6 +85,18 @@ def test_a_tls_certificate_other_than_the_handshakes_is_refused_and_named(
     assert "SHA-256" in message
 
 
+@pytest.mark.parametrize("curve", ["p256", "p521"])
+def test_an_expired_tls_certificate_is_refused_and_named(curve: str, leak_check: LeakCheck) -> None:
+    # As go-plugin's host (its x509 check): refused; and the error says why at once.
+    with pytest.raises(PluginConnectError, match="is refused: certificate has expired"):
+        launch(
+            plugin_cmd("misbehave.py", f"expired-cert-{curve}"),
+            auto_mtls=True,
+            start_timeout=30.0,
+            extra_env=leak_check.env,
+        )
+
+
 @pytest.mark.parametrize(
     ("address", "fragment"),
     [
