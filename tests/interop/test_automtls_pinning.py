@@ -139,11 +139,12 @@ def test_host_refuses_a_plugin_serving_another_certificate(
             assert plugin.client.get_manifest(timeout=30).provider.name == go.provider_name
         assert plugin.exit_code == 0
         return
-    with pytest.raises(PluginConnectError):
+    # Refused, and named: not a wait for the start timeout that ends in "cannot connect".
+    with pytest.raises(PluginConnectError, match="other than the one in its handshake line"):
         launch(
             argv,
             auto_mtls=True,
             extra_env=env,
-            start_timeout=2.5,
+            start_timeout=30.0,
             restart=RestartPolicy.never(),
         )
