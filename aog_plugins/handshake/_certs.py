@@ -16,7 +16,7 @@ from cryptography.exceptions import UnsupportedAlgorithm
 # package, instead.
 from cryptography.hazmat.backends import openssl as _openssl_backend  # noqa: F401
 from cryptography.hazmat.primitives import hashes, serialization
-from cryptography.hazmat.primitives.asymmetric import ec
+from cryptography.hazmat.primitives.asymmetric import ec, ed448, ed25519
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
 from aog_plugins.errors import CertificateError, ConfigurationError, ServerCertificateError
@@ -210,12 +210,14 @@ def certificate_curve(der: bytes) -> str:
 def grpcio_can_verify(der: bytes) -> bool:
     """Whether grpcio (BoringSSL, TLS 1.3) can verify a peer presenting this certificate.
 
-    False for P-521 keys, which is what Go plugins use (protocol.md section 2).
+    False for P-521 keys, which is what Go plugins use (protocol.md section 2), and for
+    Ed25519/Ed448 keys (Go peers can use them; grpcio's TLS refuses them): those take the
+    ssl relay.
     """
     key = _public_key(_load_der(der))
     if isinstance(key, ec.EllipticCurvePublicKey):
         return key.curve.name in _GRPCIO_CURVES
-    return True
+    return not isinstance(key, (ed25519.Ed25519PublicKey, ed448.Ed448PublicKey))
 
 
 def _load_der(der: bytes) -> x509.Certificate:

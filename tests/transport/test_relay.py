@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import datetime
 import json
 import os
 import socket
@@ -14,6 +15,10 @@ from pathlib import Path
 
 import grpc
 import pytest
+from cryptography import x509
+from cryptography.hazmat.primitives import serialization
+from cryptography.hazmat.primitives.asymmetric import ed25519
+from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
 from aog_plugins import launch
 from aog_plugins._proto import provider_pb2, provider_pb2_grpc
@@ -128,6 +133,67 @@ def test_python_plugin_accepts_a_go_style_p521_host(network: str, tmp_path: Path
         finally:
             relay.close()
         stranger = generate_certificate("P-521")
+        with pytest.raises((ssl.SSLError, ConnectionResetError, BrokenPipeError)):
+            _tls_connect(
+                line.address, line.network, stranger.cert_pem, stranger.key_pem, line.server_cert
+            )
+    finally:
+        proc.terminate()
+        proc.wait(timeout=10)
+    assert proc.returncode == 0
+    assert not list(tmp_path.iterdir()), "the plugin left files in its socket dir"
+
+
+def _ed25519_bundle() -> CertificateBundle:
+    """An AutoMTLS-shaped certificate with an Ed25519 key (Go's crypto/tls can use one)."""
+    key = ed25519.Ed25519PrivateKey.generate()
+    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "localhost")])
+    now = datetime.datetime.now(datetime.timezone.utc)
+    eku = [ExtendedKeyUsageOID.CLIENT_AUTH, ExtendedKeyUsageOID.SERVER_AUTH]
+    cert = (
+        x509.CertificateBuilder()
+        .subject_name(name)
+        .issuer_name(name)
+        .public_key(key.public_key())
+        .serial_number(x509.random_serial_number())
+        .not_valid_before(now - datetime.timedelta(seconds=30))
+        .not_valid_after(now + datetime.timedelta(days=1))
+        .add_extension(x509.BasicConstraints(ca=True, path_length=None), critical=True)
+        .add_extension(x509.ExtendedKeyUsage(eku), critical=False)
+        .add_extension(x509.SubjectAlternativeName([x509.DNSName("localhost")]), critical=False)
+        .sign(key, None)
+    )
+    return CertificateBundle(
+        cert_pem=cert.public_bytes(serialization.Encoding.PEM),
+        key_pem=key.private_bytes(
+            serialization.Encoding.PEM,
+            serialization.PrivateFormat.PKCS8,
+            serialization.NoEncryption(),
+        ),
+        cert_der=cert.public_bytes(serialization.Encoding.DER),
+        curve="Ed25519",
+    )
+
+
+def test_python_plugin_accepts_an_ed25519_host(tmp_path: Path) -> None:
+    """grpcio's TLS refuses an Ed25519 client certificate, which a Go host may present:
+    the plugin serves such a host through its relay too, and still refuses a stranger."""
+    host = _ed25519_bundle()
+    env = {
+        **os.environ,
+        **host_plugin_env(
+            AOG_HANDSHAKE, [1], client_cert_pem=host.cert_pem, socket_dir=str(tmp_path)
+        ),
+    }
+    proc = subprocess.Popen(
+        [sys.executable, str(FIXTURES / "echo_plugin.py")], env=env, stdout=subprocess.PIPE
+    )
+    try:
+        assert proc.stdout is not None
+        line = parse_handshake_line(proc.stdout.readline().decode())
+        assert line.server_cert is not None
+        _tls_connect(line.address, line.network, host.cert_pem, host.key_pem, line.server_cert)
+        stranger = _ed25519_bundle()
         with pytest.raises((ssl.SSLError, ConnectionResetError, BrokenPipeError)):
             _tls_connect(
                 line.address, line.network, stranger.cert_pem, stranger.key_pem, line.server_cert
