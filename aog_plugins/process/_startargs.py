@@ -84,10 +84,19 @@ def check_launch_types(**given: object) -> None:
 def offered_for(handshake: HandshakeConfig, versions: Collection[int] | None) -> tuple[int, ...]:
     if versions is None:
         return (handshake.protocol_version,)
-    offered = tuple(sorted({int(v) for v in versions}, reverse=True))
-    if not offered or offered[-1] < 1:
-        raise ConfigurationError(f"versions must be positive integers, got {sorted(versions)}")
-    return offered
+    if isinstance(versions, (str, bytes)) or not isinstance(versions, Collection):
+        raise ConfigurationError(
+            f"versions must be a collection of app protocol versions, got {versions!r}"
+        )
+    for version in versions:
+        # Go plugins read each as a 64-bit int; int() would take "2", 1.5 or True.
+        if isinstance(version, bool) or not isinstance(version, int) or not 1 <= version < 2**63:
+            raise ConfigurationError(
+                f"versions must be integers from 1 to 2**63-1, got {version!r} in {versions!r}"
+            )
+    if not versions:
+        raise ConfigurationError("versions must offer at least one app protocol version")
+    return tuple(sorted(set(versions), reverse=True))
 
 
 def verify_checksum(path: str, checksum: str) -> None:

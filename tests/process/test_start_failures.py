@@ -389,6 +389,14 @@ def test_empty_command() -> None:
         ("PLUGIN", {"on_event": "print"}, "on_event must be a callable"),
         ("PLUGIN", {"extra_env": {"A": 1}}, "extra_env must map str to str"),
         ("PLUGIN", {"checksum": 5}, "checksum must be a str"),
+        # App protocol versions: int() took "2", 1.5 and True; a bare ValueError for "x".
+        ("PLUGIN", {"versions": ["x"]}, "versions must be integers"),
+        ("PLUGIN", {"versions": [None]}, "versions must be integers"),
+        ("PLUGIN", {"versions": [1.5]}, "versions must be integers"),
+        ("PLUGIN", {"versions": [True]}, "versions must be integers"),
+        ("PLUGIN", {"versions": [2**63]}, "versions must be integers"),  # not a Go int
+        ("PLUGIN", {"versions": "12"}, "versions must be a collection"),
+        ("PLUGIN", {"versions": []}, "at least one"),
     ],
 )
 def test_arguments_of_the_wrong_type_are_configuration_errors(
