@@ -8,12 +8,14 @@ mutable history (:class:`RestartHistory`), the policy only answers questions.
 from __future__ import annotations
 
 import dataclasses
+import math
 import random
 from collections import deque
 from dataclasses import dataclass
 from typing import Literal
 
 from aog_plugins.errors import ConfigurationError
+from aog_plugins.transport import seconds
 
 __all__ = ["RestartHistory", "RestartPolicy"]
 
@@ -46,15 +48,26 @@ class RestartPolicy:
             raise ConfigurationError(
                 f"mode must be 'never', 'on-failure' or 'always', got {self.mode!r}"
             )
-        if self.max_restarts < 0:
-            raise ConfigurationError(f"max_restarts must be >= 0, got {self.max_restarts}")
+        # Each field's type too: a str or None failed a comparison with a bare TypeError,
+        # and NaN passed every check (a NaN backoff then restarted at once, a NaN
+        # min_uptime never counted a run as good).
+        count = self.max_restarts
+        if (
+            isinstance(count, bool)
+            or not isinstance(count, (int, float))
+            or not (count == math.inf or (count >= 0 and float(count).is_integer()))
+        ):
+            raise ConfigurationError(
+                f"max_restarts must be a whole number >= 0 (math.inf: no limit), got {count!r}"
+            )
         for name in ("window", "backoff_base", "backoff_max", "min_uptime"):
-            if getattr(self, name) < 0:
-                raise ConfigurationError(f"{name} must be >= 0, got {getattr(self, name)}")
-        if self.backoff_factor < 1:
-            raise ConfigurationError(f"backoff_factor must be >= 1, got {self.backoff_factor}")
-        if not 0 <= self.jitter <= 1:
-            raise ConfigurationError(f"jitter must be within 0..1, got {self.jitter}")
+            seconds(name, getattr(self, name), finite=False, zero=True)
+        factor = self.backoff_factor
+        if isinstance(factor, bool) or not isinstance(factor, (int, float)) or not factor >= 1:
+            raise ConfigurationError(f"backoff_factor must be a number >= 1, got {factor!r}")
+        jitter = self.jitter
+        if isinstance(jitter, bool) or not isinstance(jitter, (int, float)) or not 0 <= jitter <= 1:
+            raise ConfigurationError(f"jitter must be a fraction within 0..1, got {jitter!r}")
 
     @classmethod
     def never(cls) -> RestartPolicy:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 import random
 
 import pytest
@@ -44,11 +45,39 @@ def test_policy_is_immutable_and_new_copies() -> None:
         {"backoff_factor": 0.5},
         {"jitter": 1.5},
         {"window": -1.0},
+        # Not numbers, or numbers that no rule can be made of: a typed error naming the
+        # field, not a TypeError from a comparison, nor a policy that misbehaves later
+        # (a NaN backoff restarted at once, a NaN min_uptime never reset the history).
+        {"max_restarts": "3"},
+        {"max_restarts": None},
+        {"max_restarts": True},
+        {"max_restarts": 1.5},
+        {"max_restarts": math.nan},
+        {"window": math.nan},
+        {"window": "60"},
+        {"backoff_base": math.nan},
+        {"backoff_base": None},
+        {"backoff_max": math.nan},
+        {"backoff_max": False},
+        {"backoff_factor": math.nan},
+        {"backoff_factor": "2"},
+        {"jitter": True},
+        {"jitter": "0.1"},
+        {"min_uptime": math.nan},
+        {"min_uptime": [10]},
     ],
 )
 def test_bad_values_are_refused(changes: dict[str, object]) -> None:
-    with pytest.raises(ConfigurationError):
+    with pytest.raises(ConfigurationError, match=next(iter(changes))):
         RestartPolicy().new(**changes)
+
+
+@pytest.mark.parametrize(
+    "changes",
+    [{"max_restarts": math.inf}, {"window": math.inf}, {"min_uptime": math.inf}, {"jitter": 0}],
+)
+def test_unbounded_values_are_accepted(changes: dict[str, object]) -> None:
+    RestartPolicy().new(**changes)  # no limit, a lifetime budget, never a good run, exact
 
 
 def test_backoff_grows_exponentially_up_to_the_cap() -> None:
