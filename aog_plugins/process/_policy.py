@@ -15,7 +15,7 @@ from dataclasses import dataclass
 from typing import Literal
 
 from aog_plugins.errors import ConfigurationError
-from aog_plugins.transport import seconds
+from aog_plugins.transport import NO_LIMIT_BEYOND, seconds
 
 __all__ = ["RestartHistory", "RestartPolicy"]
 
@@ -96,7 +96,15 @@ class RestartPolicy:
 
     def backoff(self, attempt: int, rng: random.Random | None = None) -> float:
         """Seconds to wait before restart number ``attempt`` (0-based), with jitter."""
-        delay = min(self.backoff_max, self.backoff_base * self.backoff_factor**attempt)
+        if self.backoff_base == 0:
+            delay = 0.0
+        else:
+            try:
+                grown = self.backoff_base * self.backoff_factor**attempt
+            except OverflowError:  # 2.0**1024: a crash loop of hours under a large budget
+                grown = math.inf
+            # Bounded even with no cap (backoff_max=inf): a longer wait overflows a timeout.
+            delay = min(self.backoff_max, grown, NO_LIMIT_BEYOND)
         if self.jitter:
             spread = delay * self.jitter
             delay += (rng or random).uniform(-spread, spread)

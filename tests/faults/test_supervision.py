@@ -203,3 +203,34 @@ def test_kill_during_a_restart_that_hangs_does_not_wait_out_the_start_timeout(
     killer.join(60)
     assert not killer.is_alive(), "kill() waited for the hanging restart"
     assert plugin.state is PluginState.EXITED
+
+
+def test_a_crash_loop_past_the_backoffs_float_range_still_backs_off_then_ends_fatal(
+    leak_check: LeakCheck,
+) -> None:
+    # backoff_base * backoff_factor**n overflowed a float (attempt 1024 for the factor 2,
+    # reached by a budget that lets a crash loop run for hours; attempt 2 for this factor):
+    # the exit handler raised OverflowError and the plugin stayed RUNNING with a dead
+    # process, calls waiting for a restart that never came.
+    events: list[PluginEvent] = []
+    policy = RestartPolicy(
+        backoff_base=0.01, backoff_factor=1e300, backoff_max=0.01, max_restarts=3
+    )
+    with launch(
+        plugin_cmd("misbehave.py", "crash-soon"),
+        restart=policy,
+        on_event=events.append,
+        extra_env={**leak_check.env, "AOG_FIXTURE_DELAY": "0.05"},
+    ) as plugin:
+        wait_until(
+            lambda: plugin.state is PluginState.FATAL,
+            30,
+            lambda: f"FATAL; stuck in {plugin.state}: {_states(events)}",
+        )
+    assert _states(events) == [
+        PluginState.RUNNING,
+        *[PluginState.BACKOFF, PluginState.STARTING, PluginState.RUNNING] * 3,
+        PluginState.FATAL,
+        PluginState.STOPPING,
+        PluginState.EXITED,
+    ]

@@ -10,6 +10,7 @@ import pytest
 from aog_plugins import RestartPolicy
 from aog_plugins.errors import ConfigurationError
 from aog_plugins.process._policy import RestartHistory
+from aog_plugins.transport import NO_LIMIT_BEYOND
 
 
 def test_default_is_on_failure_with_a_small_budget() -> None:
@@ -78,6 +79,17 @@ def test_bad_values_are_refused(changes: dict[str, object]) -> None:
 )
 def test_unbounded_values_are_accepted(changes: dict[str, object]) -> None:
     RestartPolicy().new(**changes)  # no limit, a lifetime budget, never a good run, exact
+
+
+def test_backoff_of_a_long_crash_loop_stays_at_the_cap() -> None:
+    # A policy with a large budget restarts a crash loop for hours: attempt 1024 made
+    # 2.0**1024 overflow, and the exit handler died with the plugin stuck RUNNING.
+    policy = RestartPolicy(max_restarts=10**6, jitter=0)
+    assert policy.backoff(5000) == policy.backoff_max
+    assert RestartPolicy(backoff_base=0, jitter=0).backoff(5000) == 0.0
+    # No cap: the delay is bounded all the same (a wait of 10**30 s raised OverflowError).
+    unbounded = RestartPolicy(backoff_max=math.inf, jitter=0.5)
+    assert all(0 < unbounded.backoff(n) <= 2 * NO_LIMIT_BEYOND for n in (200, 5000))
 
 
 def test_backoff_grows_exponentially_up_to_the_cap() -> None:
