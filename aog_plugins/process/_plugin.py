@@ -53,6 +53,10 @@ __all__ = ["Plugin", "PluginEvent", "PluginState"]
 _EXITED_KEPT = 8
 """Exited processes whose calls can still be told apart from the current process's."""
 
+_EVENTS_AT_EXIT = 1.0
+"""Seconds the host's own stop (at exit, on a signal) waits for ``on_event`` to take the
+plugin's last events (STOPPING, EXITED) once the plugin is stopped."""
+
 _FOR_GOOD = (PluginState.FATAL, PluginState.EXITED, PluginState.STOPPING)
 """States a plugin does not come back from: calls and pings fail at once."""
 
@@ -340,11 +344,13 @@ class Plugin:
         the caller (KeyboardInterrupt) never leaves a stop half done.
         """
         grace = self._kill_grace if grace is None else seconds("grace", grace, zero=True)
-        self._kill_for("kill() called", grace)
+        self._stopper.kill_for("kill() called", grace)
 
     def _kill_for(self, reason: str, grace: float) -> None:
-        """:meth:`kill`, saying why (``kill_all()`` gives its own reason)."""
-        self._stopper.kill_for(reason, grace)
+        """:meth:`kill` for the host's own stop (``kill_all()``: at exit, on a signal),
+        saying why. It waits for the last events only :data:`_EVENTS_AT_EXIT` s: an
+        ``on_event`` that blocks must not keep the host from ending."""
+        self._stopper.kill_for(reason, grace, events_wait=_EVENTS_AT_EXIT)
 
     def detach(self) -> None:
         """Disconnect from a plugin that :func:`attach` connected to, leaving it running

@@ -35,8 +35,10 @@ class Stopper:
         self._stopped = threading.Event()
         self.kill_reason: str | None = None  # why this host stopped it for good
 
-    def kill_for(self, reason: str, grace: float) -> None:
-        """What :meth:`Plugin.kill` does, with the reason the exit info reports."""
+    def kill_for(self, reason: str, grace: float, *, events_wait: float | None = None) -> None:
+        """What :meth:`Plugin.kill` does, with the reason the exit info reports; once the
+        plugin is stopped, waits up to ``events_wait`` s (None: no limit) for its events
+        to be delivered."""
         plugin = self._plugin
         with plugin._cond:
             stopper = self._stopper
@@ -61,7 +63,7 @@ class Stopper:
             if not first and not wait_event(self._stopped, grace):
                 plugin._current.process.signal_group(signal.SIGKILL)  # hurry the first kill()
             wait_event(self._stopped, None)
-        plugin._events.drain()
+        plugin._events.drain(events_wait)
         _registry.unregister(plugin)
 
     def _stop_for_good(self, reason: str, grace: float) -> None:

@@ -3,9 +3,11 @@ slow callback of one plugin must not delay noticing that another plugin died."""
 
 from __future__ import annotations
 
+import json
 import logging
 import os
 import signal
+import subprocess
 import threading
 import uuid
 from collections.abc import Callable, Iterator
@@ -13,6 +15,7 @@ from collections.abc import Callable, Iterator
 import pytest
 
 from aog_plugins import Plugin, PluginEvent, PluginState, RestartPolicy, launch
+from tests.faults.conftest import HostFactory, gone
 from tests.process.conftest import LeakCheck, leak_check, plugin_cmd
 
 __all__ = ["leak_check"]
@@ -94,3 +97,37 @@ def test_a_blocked_logging_handler_does_not_hide_another_plugins_death(
         os.kill(b.pid, signal.SIGKILL)
         assert b_exited.wait(30), "B's death went unnoticed while A's log handler was blocked"
         release.set()
+
+
+STUCK_HOST = """
+import json, sys, threading
+import aog_plugins
+
+def on_event(event):  # never returns once the plugin is being stopped
+    if event.new.value == "STOPPING":
+        threading.Event().wait()
+
+plugin = aog_plugins.launch(json.loads(sys.argv[1]), on_event=on_event)
+print(json.dumps({"pid": plugin.pid}), flush=True)
+if sys.argv[2] == "sigterm":
+    threading.Event().wait()
+"""
+
+
+@pytest.mark.parametrize("ending", ["exit", "sigterm"])
+def test_a_blocked_event_callback_does_not_keep_the_host_from_ending(
+    make_host: HostFactory, leak_check: LeakCheck, ending: str
+) -> None:
+    # The stop at interpreter exit (or on SIGTERM) waited for every event to be delivered,
+    # like kill(): an on_event stuck at STOPPING kept the host alive for good, with its
+    # plugin stopped, deaf to SIGTERM and to Ctrl-C (swallowed by the exit hook).
+    host = make_host(STUCK_HOST, json.dumps(plugin_cmd("echo_plugin.py")), ending)
+    pid = host.read()["pid"]
+    if ending == "sigterm":
+        host.proc.send_signal(signal.SIGTERM)
+    try:
+        code = host.proc.wait(30)
+    except subprocess.TimeoutExpired:
+        pytest.fail(f"the host did not end; its stderr:\n{host.stderr_text()}")
+    assert code == (0 if ending == "exit" else -signal.SIGTERM), host.stderr_text()
+    assert gone(pid)
