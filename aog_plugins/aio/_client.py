@@ -78,16 +78,26 @@ class AsyncGRPCProviderClient(AsyncRpcCalls):
             self._owned = None
         super().__init__(source)
         self._manifest: PluginManifest | None = None
+        # Why this process's manifest cannot be had (rpcs.lasting): not asked again.
+        self._no_manifest: AogPluginsError | None = None
         self._pumps: set[asyncio.Task[None]] = set()
 
     def _link_changed(self) -> None:
         self._manifest = None  # a restarted plugin may have another manifest
+        self._no_manifest = None
 
     async def _service_timeout(self, service_name: str, streaming: bool) -> float | None:
         default = DEFAULT_STREAM_TIMEOUT if streaming else DEFAULT_UNARY_TIMEOUT
         try:
             await self._link(DEFAULT_UNARY_TIMEOUT)  # drops the cache after a restart
-            manifest = self._manifest or await self.get_manifest(timeout=DEFAULT_UNARY_TIMEOUT)
+            if self._no_manifest is not None:
+                return default
+            try:
+                manifest = self._manifest or await self.get_manifest(timeout=DEFAULT_UNARY_TIMEOUT)
+            except AogPluginsError as exc:
+                if rpcs.lasting(exc):
+                    self._no_manifest = exc
+                raise
             service = manifest.service(service_name)
         except (AogPluginsError, KeyError, LookupError):
             return default

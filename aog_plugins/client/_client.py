@@ -66,10 +66,13 @@ class GRPCProviderClient(RpcCalls):
             self._owned = None
         super().__init__(source)
         self._manifest: PluginManifest | None = None
+        # Why this process's manifest cannot be had (rpcs.lasting): not asked again.
+        self._no_manifest: AogPluginsError | None = None
         self._pumps: set[threading.Thread] = set()
 
     def _channel_changed(self) -> None:
         self._manifest = None  # a restarted plugin may have another manifest
+        self._no_manifest = None
 
     def _service_timeout(self, service_name: str, streaming: bool) -> float | None:
         default = DEFAULT_STREAM_TIMEOUT if streaming else DEFAULT_UNARY_TIMEOUT
@@ -83,9 +86,17 @@ class GRPCProviderClient(RpcCalls):
     def _cached_manifest(self) -> PluginManifest:
         self._stub(DEFAULT_UNARY_TIMEOUT, "GetManifest")  # refreshes the cache on a new channel
         with self._lock:
-            manifest = self._manifest
+            manifest, failure = self._manifest, self._no_manifest
+        if failure is not None:
+            raise failure
         if manifest is None:
-            manifest = self.get_manifest(timeout=DEFAULT_UNARY_TIMEOUT)
+            try:
+                manifest = self.get_manifest(timeout=DEFAULT_UNARY_TIMEOUT)
+            except AogPluginsError as exc:
+                if rpcs.lasting(exc):
+                    with self._lock:
+                        self._no_manifest = exc
+                raise
         return manifest
 
     # ---- PluginProvider ---------------------------------------------------------------

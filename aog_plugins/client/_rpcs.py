@@ -16,6 +16,7 @@ import grpc
 import grpc.aio
 
 from aog_plugins._proto import provider_pb2_grpc
+from aog_plugins.errors import PayloadError, PluginCallError, PluginError
 
 if TYPE_CHECKING:
     # Only the stub's .pyi has it: at run time ProviderServiceStub(aio_channel) is one.
@@ -30,9 +31,19 @@ __all__ = [
     "Stub",
     "UnaryRpc",
     "aio_stub",
+    "lasting",
 ]
 
 Stub = provider_pb2_grpc.ProviderServiceStub
+
+
+def lasting(error: Exception) -> bool:
+    """Whether the same call to the same process would fail the same way: a reply that
+    cannot be decoded, an AOG failure code, a method the plugin does not implement (for
+    what is fetched once per process, such as the manifest ``invoke_service*`` reads)."""
+    if isinstance(error, (PayloadError, PluginError)):
+        return True
+    return isinstance(error, PluginCallError) and error.code == "UNIMPLEMENTED"
 
 
 def aio_stub(channel: grpc.aio.Channel) -> AsyncStub:

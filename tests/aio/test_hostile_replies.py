@@ -4,6 +4,7 @@ hostile_replies.py, a real process): the same typed errors as the sync client.""
 from __future__ import annotations
 
 from collections.abc import Awaitable, Callable
+from pathlib import Path
 
 import pytest
 
@@ -116,5 +117,23 @@ def test_a_failure_message_cannot_drive_the_terminal(leak_check: LeakCheck) -> N
                 assert shown.startswith("plugin error 4000: \\x1b[2J\\rforged\\n\\x1b[2J")
                 assert shown.endswith("... (3600 characters in all)")
                 assert shown.isprintable()
+
+    run(main())
+
+
+def test_a_manifest_that_cannot_be_had_is_asked_for_once_per_process(
+    leak_check: LeakCheck, tmp_path: Path
+) -> None:
+    # As in the sync client: a manifest that failed was fetched again before every call.
+    calls = tmp_path / "calls"
+
+    async def main() -> None:
+        extra = {"AOG_FIXTURE_JSON": "[]", "AOG_FIXTURE_CALLS": str(calls)}
+        async with await hostile(leak_check, **extra) as plugin:
+            for _ in range(3):
+                await plugin.client.invoke_service("chat", b"{}")
+                stream = await plugin.client.invoke_service_stream("chat", b"{}")
+                [_ async for _ in stream]
+        assert calls.read_text().splitlines() == ["GetManifest"]
 
     run(main())

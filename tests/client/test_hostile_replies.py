@@ -4,7 +4,9 @@ error that says what was wrong, never a bare ValueError or RecursionError."""
 
 from __future__ import annotations
 
+import contextlib
 from collections.abc import Callable
+from pathlib import Path
 
 import pytest
 
@@ -147,3 +149,26 @@ def test_a_lone_surrogate_escape_decodes_to_u_fffd_as_in_go(leak_check: LeakChec
     assert manifest.provider.name == "a\ufffdb"
     assert manifest.services[0].support_models == ["\U0001f600", "\ufffdA"]
     assert manifest.extra == {"note": {"\ufffd": ["\ufffd"]}}
+
+
+@pytest.mark.parametrize(
+    "env",
+    [{"AOG_FIXTURE_JSON": "[]"}, {"AOG_FIXTURE_CODE": "4001", "AOG_FIXTURE_MESSAGE": "no"}],
+    ids=["undecodable", "aog-failure"],
+)
+def test_a_manifest_that_cannot_be_had_is_asked_for_once_per_process(
+    leak_check: LeakCheck, tmp_path: Path, env: dict[str, str]
+) -> None:
+    # invoke_service* without a timeout read the manifest's per-service rule; one that
+    # failed was fetched again before every call (a round trip each, up to 60 s each).
+    calls = tmp_path / "calls"
+    plugin = hostile(leak_check, AOG_FIXTURE_CALLS=str(calls), **env)
+    try:
+        for _ in range(3):
+            with contextlib.suppress(PluginError):  # the fixture's code fails these too
+                plugin.client.invoke_service("chat", b"{}")
+            with contextlib.suppress(PluginError):
+                list(plugin.client.invoke_service_stream("chat", b"{}"))
+        assert calls.read_text().splitlines() == ["GetManifest"]
+    finally:
+        plugin.kill()
