@@ -13,6 +13,7 @@ import asyncio
 import contextlib
 import logging
 import os
+import weakref
 from collections.abc import AsyncIterator, Callable, Collection, Mapping, Sequence
 from types import TracebackType
 
@@ -107,7 +108,8 @@ class AsyncPlugin:
         self._loop = bridge.loop
         self._links: dict[int, Link] = {}
         self._changed = asyncio.Event()
-        self._subscribers: set[_Events] = set()
+        # Weak: an iterator left (a ``break``) and dropped must not keep getting events.
+        self._subscribers: weakref.WeakSet[_Events] = weakref.WeakSet()
         self._client: AsyncGRPCProviderClient | None = None
         self._closing: set[asyncio.Task[None]] = set()
         self._broker: AsyncBroker | None = None

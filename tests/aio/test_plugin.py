@@ -4,12 +4,14 @@ start raises the sync API's typed error; a cancelled launch leaves nothing runni
 from __future__ import annotations
 
 import asyncio
+import gc
 import inspect
 import os
 import re
 import signal
 import threading
 import time
+import weakref
 
 import pytest
 
@@ -75,6 +77,24 @@ def test_events_follow_a_crash_and_the_restart(leak_check: LeakCheck) -> None:
             assert seen == [PluginState.BACKOFF, PluginState.STARTING, PluginState.RUNNING]
             assert plugin.pid != first
             await plugin.ping()
+
+    run(main())
+
+
+def test_an_events_iterator_left_and_dropped_is_let_go(leak_check: LeakCheck) -> None:
+    # The plugin held every iterator events() returned until the plugin ended: one left
+    # with a break kept queuing every later transition, for good.
+    async def main() -> None:
+        cmd = plugin_cmd("local_provider.py")
+        async with await launch(cmd, restart=QUICK, extra_env=leak_check.env) as plugin:
+            events = plugin.events()
+            os.kill(plugin.pid, signal.SIGKILL)
+            async for _ in events:
+                break
+            left = weakref.ref(events)
+            del events
+            gc.collect()
+            assert left() is None
 
     run(main())
 
