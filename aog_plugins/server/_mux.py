@@ -2,14 +2,19 @@
 
 from __future__ import annotations
 
-import os
-import tempfile
+import shutil
 from collections.abc import Callable
 
 import grpc
 
 from aog_plugins.errors import ConfigurationError
-from aog_plugins.transport import Bind, MuxListener, StreamTLS
+from aog_plugins.transport import (
+    Bind,
+    MuxListener,
+    StreamTLS,
+    add_unix_port,
+    private_socket_dir,
+)
 
 __all__ = ["serve_multiplexed"]
 
@@ -28,15 +33,19 @@ def serve_multiplexed(
     directory (the caller removes it)."""
     # In the host's socket dir when it gave one (it removes that); otherwise named like a
     # host's socket dir, with our pid, so stale cleanup removes it after a SIGKILL.
-    private_dir = tempfile.mkdtemp(prefix=f"aogp-{os.getpid()}-mux-", dir=socket_dir)
-    private = os.path.join(private_dir, "s")
-    target = f"unix:{private}"
-    if credentials is None:
-        bound = server.add_insecure_port(target)
-    else:
-        bound = server.add_secure_port(target, credentials)
-    if not bound:
-        raise ConfigurationError(f"cannot listen on unix socket {private!r}")
+    private_dir, private = private_socket_dir("mux", socket_dir)
+    try:
+        if not add_unix_port(server, private, credentials):
+            raise ConfigurationError(f"cannot listen on unix socket {private!r}")
+        return _listen_multiplexed(private, private_dir, stream_tls, listen)
+    except BaseException:
+        shutil.rmtree(private_dir, ignore_errors=True)
+        raise
+
+
+def _listen_multiplexed(
+    private: str, private_dir: str, stream_tls: StreamTLS | None, listen: Callable[[Bind], str]
+) -> tuple[str, MuxListener, str]:
     listeners: list[MuxListener] = []
 
     def bind(network: str, address: str) -> bool:

@@ -12,7 +12,6 @@ import os
 import shutil
 import signal
 import sys
-import tempfile
 import threading
 from collections.abc import Callable, Mapping
 from typing import IO, TYPE_CHECKING, Literal, TypedDict
@@ -51,8 +50,10 @@ from aog_plugins.transport import (
     BrokerTLS,
     MuxListener,
     Relay,
+    add_unix_port,
     grpc_target,
     listen,
+    private_socket_dir,
     set_group_writable,
     signals_blocked,
     start_server_relay,
@@ -288,11 +289,8 @@ class PluginServer:
     ) -> str:
         # In the host's socket dir when it gave one (it removes that); otherwise named like
         # a host's socket dir, with our pid, so stale cleanup removes it after a SIGKILL.
-        self._private_dir = tempfile.mkdtemp(
-            prefix=f"aogp-{os.getpid()}-relay-", dir=env.socket_dir
-        )
-        private = os.path.join(self._private_dir, "s")
-        if not server.add_insecure_port(f"unix:{private}"):
+        self._private_dir, private = private_socket_dir("relay", env.socket_dir)
+        if not add_unix_port(server, private):
             raise ConfigurationError(f"cannot listen on unix socket {private!r}")
 
         def listen(network: str, address: str) -> bool:

@@ -6,7 +6,6 @@ from __future__ import annotations
 import contextlib
 import os
 import shutil
-import tempfile
 import threading
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -16,7 +15,13 @@ import grpc
 from aog_plugins._proto import grpc_broker_pb2
 from aog_plugins.errors import BrokerError
 from aog_plugins.handshake import CertificateBundle, der_to_pem, grpcio_can_verify
-from aog_plugins.transport._listen import grpc_target, listen, set_group_writable
+from aog_plugins.transport._listen import (
+    add_unix_port,
+    grpc_target,
+    listen,
+    private_socket_dir,
+    set_group_writable,
+)
 from aog_plugins.transport._mux import Mux, StreamTLS
 from aog_plugins.transport._relay import Relay
 from aog_plugins.transport._tlsrelay import start_server_relay
@@ -153,9 +158,9 @@ def bind_served(
 
     if tls is not None and not tls.grpcio_native:
         # grpcio serves h2c on a private socket; the relay does the TLS.
-        private_dir.append(tempfile.mkdtemp(prefix="aogp-relay-", dir=directory))
-        private = os.path.join(private_dir[0], "s")
-        if not server.add_insecure_port(f"unix:{private}"):
+        made, private = private_socket_dir("relay", directory)
+        private_dir.append(made)
+        if not add_unix_port(server, private):
             cleanup()
             raise BrokerError(f"cannot listen on the private socket {private!r}")
 
@@ -209,18 +214,15 @@ def bind_multiplexed(
 ) -> tuple[str, Callable[[], None]]:
     """Serve ``server`` on a private socket for the streams the peer knocks ``service_id``
     for; returns the socket path and the cleanup."""
-    private_dir = tempfile.mkdtemp(prefix="aogp-brk-", dir=directory)
-    private = os.path.join(private_dir, "s")
+    private_dir, private = private_socket_dir("brk", directory)
+    creds = None
     if tls is not None and tls.grpcio_native:
         creds = grpc.ssl_server_credentials(
             [(tls.ours.key_pem, tls.ours.cert_pem)],
             root_certificates=der_to_pem(tls.peer_cert_der),
             require_client_auth=True,
         )
-        bound = server.add_secure_port(f"unix:{private}", creds)
-    else:
-        bound = server.add_insecure_port(f"unix:{private}")
-    if not bound:
+    if not add_unix_port(server, private, creds):
         shutil.rmtree(private_dir, ignore_errors=True)
         raise BrokerError(f"cannot listen on the private socket {private!r}")
     mux.route(service_id, private, stream_tls(tls))

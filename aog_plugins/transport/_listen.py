@@ -12,13 +12,17 @@ import stat
 import tempfile
 from collections.abc import Callable
 
+import grpc
+
 from aog_plugins.errors import ConfigurationError
 
 __all__ = [
     "MAX_UNIX_PATH",
     "Bind",
+    "add_unix_port",
     "grpc_target",
     "listen",
+    "private_socket_dir",
     "resolve_group",
     "set_group_writable",
     "unix_socket_path",
@@ -46,6 +50,39 @@ def unix_socket_path(socket_dir: str | None) -> str:
             "set PLUGIN_UNIX_SOCKET_DIR or TMPDIR to a shorter directory"
         )
     return path
+
+
+def private_socket_dir(kind: str, directory: str | None) -> tuple[str, str]:
+    """A fresh 0700 directory for a private unix socket and that socket's path in it.
+
+    It goes in ``directory`` (default: the temp dir), named like a host's socket dir with
+    our pid (so a stale-dir sweep removes it after a SIGKILL); when the socket's path
+    would not fit in sun_path there, in /tmp instead: a directory that leaves room for
+    the announced socket (as go-plugin's Go plugins need) must not fail on the private
+    one, which sits a level deeper under a longer name.
+    """
+    prefix = f"aogp-{os.getpid()}-{kind}-"
+    path = tempfile.mkdtemp(prefix=prefix, dir=directory)
+    socket_path = os.path.join(path, "s")
+    if len(socket_path.encode()) > MAX_UNIX_PATH and os.path.dirname(path) != "/tmp":
+        os.rmdir(path)
+        path = tempfile.mkdtemp(prefix=prefix, dir="/tmp")
+        socket_path = os.path.join(path, "s")
+    return path, socket_path
+
+
+def add_unix_port(
+    server: grpc.Server, path: str, credentials: grpc.ServerCredentials | None = None
+) -> bool:
+    """Serve ``server`` on the unix socket ``path``; False if grpcio cannot (it raises
+    RuntimeError for that, where older versions returned 0)."""
+    target = grpc_target("unix", path)
+    try:
+        if credentials is None:
+            return bool(server.add_insecure_port(target))
+        return bool(server.add_secure_port(target, credentials))
+    except RuntimeError:
+        return False
 
 
 def listen(

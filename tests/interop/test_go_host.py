@@ -7,8 +7,12 @@ through our plugin-side TLS relay; the test checks the certificate the plugin wa
 
 from __future__ import annotations
 
+import glob
 import json
 import re
+import shutil
+import tempfile
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -17,6 +21,7 @@ import pytest
 from aog_plugins.handshake import certificate_curve, grpcio_can_verify, pem_to_der
 from tests.gofixtures.conftest import HostRun, RunHost
 from tests.process.conftest import plugin_cmd
+from tests.support.gobuild import GoBinaries
 
 OK = [0, "success"]
 NOT_LOCAL = [11, "not a local plugin"]
@@ -252,3 +257,45 @@ def test_go_host_version_negotiation_with_a_python_plugin(
         (error,) = run.of("error")
         assert error["stage"] == "start"
         assert "incompatible API version with plugin. Plugin version: 1" in error["error"]
+
+
+@pytest.fixture
+def long_tmpdir() -> Iterator[Path]:
+    """A 70-byte TMPDIR: go-host's socket dir in it ("go-host-" and up to 10 digits)
+    leaves room for the plugin's socket name (up to 16 bytes), not for much more."""
+    base = Path(tempfile.mkdtemp(prefix="aogp-long-", dir="/tmp"))
+    directory = base / ("d" * (70 - len(str(base)) - 1))
+    directory.mkdir()
+    try:
+        yield directory
+    finally:
+        left = list(directory.iterdir())
+        shutil.rmtree(base)
+        assert not left, f"left in TMPDIR: {left}"
+
+
+@pytest.mark.parametrize(
+    ("lang", "flags"),
+    [
+        ("go", ["-automtls"]),  # the control: a Go plugin serves there
+        ("py", ["-automtls"]),
+        ("py", ["-mux"]),
+        ("py", ["-mux", "-automtls"]),
+    ],
+    ids=lambda v: "-".join(v).replace("-", "") if isinstance(v, list) else v,
+)
+def test_a_tmpdir_a_go_plugin_can_serve_in_does_for_a_python_plugin_too(
+    lang: str, flags: list[str], long_tmpdir: Path, run_host: RunHost, go_bins: GoBinaries
+) -> None:
+    # Our plugin's private sockets (behind the relay for the Go host's P-521 certificate,
+    # behind multiplexing, and those of the broker) sit a level deeper under longer names
+    # than the announced socket; they did not fit in sun_path here and grpcio's
+    # RuntimeError ended the plugin (or the broker call) with a traceback.
+    plugin = [str(go_bins.aog_provider)] if lang == "go" else plugin_cmd("broker_plugin.py")
+    run = run_host(*flags, "-broker", "hello", plugin=plugin, env={"TMPDIR": str(long_tmpdir)})
+    assert run.returncode == 0, run.stderr
+    assert run.start["address"].startswith(str(long_tmpdir))
+    (broker,) = run.of("broker")
+    assert broker.get("served") == "plugin answered hello", broker
+    assert not broker.get("error"), broker
+    assert glob.glob(f"/tmp/aogp-{run.start['pid']}-*") == [], "private dirs left behind"

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import glob
 import json
 import logging
 import os
@@ -11,6 +12,7 @@ import socket
 import stat
 import subprocess
 import sys
+import tempfile
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
@@ -22,12 +24,14 @@ from aog_plugins._proto import grpc_controller_pb2, grpc_controller_pb2_grpc, gr
 from aog_plugins.handshake import (
     AOG_HANDSHAKE,
     COOKIE_REJECTED_MESSAGE,
+    generate_certificate,
     host_plugin_env,
     parse_handshake_line,
 )
 from aog_plugins.process._logs import parse_line
 from aog_plugins.server import HclogFormatter
 from aog_plugins.server._stdio import StdioBuffer
+from aog_plugins.transport import MAX_UNIX_PATH
 
 FIXTURES = Path(__file__).resolve().parents[2] / "fixtures" / "plugins"
 
@@ -319,3 +323,61 @@ def test_output_after_shutdown_reaches_the_real_stdout_and_stderr(
     assert out.decode() == "after serve\n"
     assert "RuntimeError: crash after serve" in err.decode(), err.decode()
     assert "atexit note" in err.decode(), err.decode()
+
+
+# The private sockets behind the relay (a Go host's P-521 certificate) and behind
+# multiplexing sit one directory deeper than the announced socket, with a longer name.
+PRIVATE_SOCKET_MODES = [
+    pytest.param(
+        {"PLUGIN_CLIENT_CERT": generate_certificate("P-521").cert_pem.decode()}, id="relay"
+    ),
+    pytest.param({"PLUGIN_MULTIPLEX_GRPC": "true"}, id="mux"),
+]
+
+
+def _dir_of_length(tmp_path: Path, length: int) -> Path:
+    pad = length - len(str(tmp_path)) - 1
+    assert pad > 0, f"tmp_path {tmp_path} is too long for this test"
+    directory = tmp_path / ("d" * pad)
+    directory.mkdir()
+    assert len(str(directory).encode()) == length
+    return directory
+
+
+def _private_dirs(pid: int) -> list[str]:
+    return glob.glob(f"/tmp/aogp-{pid}-*") + glob.glob(f"{tempfile.gettempdir()}/aogp-{pid}-*")
+
+
+@pytest.mark.parametrize("mode", PRIVATE_SOCKET_MODES)
+def test_a_socket_dir_that_fits_the_socket_fits_the_private_socket_too(
+    tmp_path: Path, run_plugin: Start, mode: dict[str, str]
+) -> None:
+    # Room for "/plugin" and 9 digits, as go-plugin's own socket name needs: a Go plugin
+    # serves here. The private socket used to go to "<dir>/aogp-<pid>-relay-XXXXXXXX/s",
+    # too long for sun_path: grpcio's RuntimeError ended the plugin with a traceback.
+    directory = _dir_of_length(tmp_path, MAX_UNIX_PATH - len("/plugin123456789"))
+    env = {**_env(directory), **mode}
+    proc = run_plugin("echo_plugin.py", env)
+    line = parse_handshake_line(_handshake(proc))
+    assert Path(line.address).parent == directory
+    proc.send_signal(signal.SIGTERM)
+    _out, err = proc.communicate(timeout=30)
+    assert proc.returncode == 0, err.decode()
+    assert list(directory.iterdir()) == [], "the socket was left behind"
+    assert _private_dirs(proc.pid) == [], "the private socket dir was left behind"
+
+
+@pytest.mark.parametrize("mode", PRIVATE_SOCKET_MODES)
+def test_a_socket_dir_too_long_for_any_socket_is_one_line_and_leaves_nothing(
+    tmp_path: Path, run_plugin: Start, mode: dict[str, str]
+) -> None:
+    directory = _dir_of_length(tmp_path, MAX_UNIX_PATH - 4)
+    proc = run_plugin("echo_plugin.py", {**_env(directory), **mode})
+    _out, err = proc.communicate(timeout=30)
+    text = err.decode()
+    assert proc.returncode == 1, text
+    assert "Traceback" not in text, text
+    assert "plugin init error" in text, text
+    assert f"longer than {MAX_UNIX_PATH} bytes" in text, text
+    assert list(directory.iterdir()) == [], "a socket or private dir was left behind"
+    assert _private_dirs(proc.pid) == [], "the private socket dir was left behind"
