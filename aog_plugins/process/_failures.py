@@ -35,7 +35,9 @@ _DIAGNOSES: tuple[tuple[type[PluginStartError], str], ...] = (
     ),
     (
         UnsupportedProtocolError,
-        "only gRPC plugins without broker multiplexing can be hosted from Python",
+        "only gRPC plugins can be hosted from Python, with gRPC broker multiplexing exactly "
+        "when launch(multiplex=True) asks for it and the plugin announces it (handshake "
+        "field 7): the message says which side differs",
     ),
     (
         UnknownNetworkError,

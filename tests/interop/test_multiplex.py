@@ -67,6 +67,10 @@ def test_plugin_without_multiplexing_is_refused(leak_check: LeakCheck) -> None:
             restart=RestartPolicy.never(),
         )
     assert failed.value.exit_code is None  # it was running: we stopped it
+    # The diagnosis said "only gRPC plugins without broker multiplexing can be hosted",
+    # the opposite of what the message (and the feature) says.
+    assert "launch(multiplex=True)" in failed.value.diagnosis, failed.value.diagnosis
+    assert "without broker multiplexing" not in str(failed.value)
 
 
 def test_a_multiplexed_plugin_cannot_be_reattached(leak_check: LeakCheck) -> None:
