@@ -7,6 +7,7 @@ import datetime
 import json
 import logging
 import os
+import re
 import sys
 from typing import IO
 
@@ -14,6 +15,9 @@ __all__ = ["HclogFormatter", "configure_logging"]
 
 TRACE = 5
 _LEVELS = ((logging.ERROR, "error"), (logging.WARNING, "warn"), (logging.INFO, "info"))
+# A str holds a lone surrogate only when it came from bytes that were not UTF-8 (os.fsdecode,
+# os.listdir, sys.argv): no UTF-8 stream can write it.
+_LONE_SURROGATE = re.compile("[\ud800-\udfff]")
 _RESERVED = frozenset(vars(logging.LogRecord("", 0, "", 0, "", None, None))) | {
     "message",
     "asctime",
@@ -55,7 +59,9 @@ class HclogFormatter(logging.Formatter):
                 doc[key] = _jsonable(value)
         if record.exc_info:
             doc["error"] = self.formatException(record.exc_info)
-        return json.dumps(doc, ensure_ascii=False)
+        line = json.dumps(doc, ensure_ascii=False)
+        # As Go's encoder does with bytes that are not UTF-8: U+FFFD, not a lost record.
+        return line if line.isascii() else _LONE_SURROGATE.sub("\ufffd", line)
 
 
 def configure_logging(level: int = logging.DEBUG, stream: IO[str] | None = None) -> logging.Handler:
@@ -66,7 +72,10 @@ def configure_logging(level: int = logging.DEBUG, stream: IO[str] | None = None)
     """
     if stream is None:
         # A private dup of fd 2: later changes to sys.stderr do not affect logging.
-        stream = os.fdopen(os.dup(sys.__stderr__.fileno() if sys.__stderr__ else 2), "w", 1)
+        # hclog lines are UTF-8 whatever the locale says (an ASCII one would lose every
+        # record with a character beyond it).
+        fd = os.dup(sys.__stderr__.fileno() if sys.__stderr__ else 2)
+        stream = os.fdopen(fd, "w", 1, encoding="utf-8", errors="backslashreplace")
     handler = logging.StreamHandler(stream)
     handler.setFormatter(HclogFormatter())
     root = logging.getLogger()

@@ -11,6 +11,7 @@ import glob
 import json
 import re
 import shutil
+import sys
 import tempfile
 from collections.abc import Iterator
 from pathlib import Path
@@ -299,3 +300,28 @@ def test_a_tmpdir_a_go_plugin_can_serve_in_does_for_a_python_plugin_too(
     assert broker.get("served") == "plugin answered hello", broker
     assert not broker.get("error"), broker
     assert glob.glob(f"/tmp/aogp-{run.start['pid']}-*") == [], "private dirs left behind"
+
+
+ODD_LOG_PLUGIN = """
+import logging, os, sys
+sys.path.insert(0, {root!r})
+from aog_plugins.server import serve
+def ready():
+    logging.getLogger("odd").warning("file %s", os.fsdecode(b"bad\\xff.gguf"))
+    logging.getLogger("odd").error("\\u6a21\\u578b failed")
+serve(lambda s: None, on_ready=ready)
+"""
+
+
+def test_go_host_logs_records_with_text_no_locale_can_encode(
+    run_host: RunHost, tmp_path: Path
+) -> None:
+    # A name that is not UTF-8 and, under an ASCII locale, any non-ASCII text: the record
+    # was lost, its "--- Logging error ---" went to GRPCStdio, which go-plugin discards.
+    script = tmp_path / "odd_log_plugin.py"
+    script.write_text(ODD_LOG_PLUGIN.format(root=str(Path(__file__).resolve().parents[2])))
+    env = {"LC_ALL": "C", "PYTHONUTF8": "0", "PYTHONCOERCECLOCALE": "0"}
+    run = run_host("-calls", "HealthCheck", plugin=[sys.executable, str(script)], env=env)
+    assert run.returncode == 0, run.stderr
+    assert re.search(GO_LOG.format(level="WARN", message="file bad\ufffd\\.gguf"), run.stderr)
+    assert re.search(GO_LOG.format(level="ERROR", message="\u6a21\u578b failed"), run.stderr)

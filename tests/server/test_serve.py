@@ -381,3 +381,35 @@ def test_a_socket_dir_too_long_for_any_socket_is_one_line_and_leaves_nothing(
     assert f"longer than {MAX_UNIX_PATH} bytes" in text, text
     assert list(directory.iterdir()) == [], "a socket or private dir was left behind"
     assert _private_dirs(proc.pid) == [], "the private socket dir was left behind"
+
+
+LOGS_ODD_TEXT = """
+import _fixture_path, logging, os
+from aog_plugins.server import serve
+def ready():
+    log = logging.getLogger("odd")
+    log.warning("file %s", os.fsdecode(b"bad\\xff.gguf"), extra={"path": os.fsdecode(b"/m/\\xfe")})
+    log.warning("\\u6a21\\u578b ready")
+serve(lambda s: None, on_ready=ready)
+"""
+ASCII_LOCALE = {"LC_ALL": "C", "PYTHONUTF8": "0", "PYTHONCOERCECLOCALE": "0"}
+
+
+def test_log_records_with_text_no_locale_can_encode_still_reach_the_host(
+    tmp_path: Path, run_plugin: Start
+) -> None:
+    # A file name that is not UTF-8 (os.fsdecode gives lone surrogates) and, under an
+    # ASCII locale, any non-ASCII text: the record was lost, and logging's "--- Logging
+    # error ---" traceback went to GRPCStdio, which go-plugin's host discards by default.
+    proc = run_plugin(LOGS_ODD_TEXT, {**_env(tmp_path), **ASCII_LOCALE})
+    _handshake(proc)
+    proc.send_signal(signal.SIGTERM)  # on_ready runs (and logs) all the same
+    _out, err = proc.communicate(timeout=30)
+    assert proc.returncode == 0, err.decode()
+    parsed = [parse_line(line) for line in err.decode("utf-8").splitlines()]
+    lines = [p for p in parsed if p.module == "odd"]
+    assert [(p.level, p.message) for p in lines] == [
+        (logging.WARNING, "file bad\ufffd.gguf"),  # as Go writes bytes that are not UTF-8
+        (logging.WARNING, "\u6a21\u578b ready"),
+    ]
+    assert lines[0].fields["path"] == "/m/\ufffd"
