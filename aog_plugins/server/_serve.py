@@ -385,8 +385,9 @@ def serve(
     for them).
     Logs go to stderr as hclog JSON; SIGINT is ignored and SIGTERM stops cleanly.
     Host settings the plugin cannot serve with (ports, socket dir, certificate, group),
-    and an ``on_ready`` that raises, end it with one "plugin init error" record and exit
-    1, nothing left behind. ``on_ready`` must return: the plugin serves after it.
+    and a ``register`` or ``on_ready`` that raises, end it with one "plugin init error"
+    record and exit 1, nothing left behind. ``on_ready`` must return: the plugin serves
+    after it.
     """
     configure_logging(log_level)
     server = PluginServer(register, handshake=handshake, **options)
@@ -399,6 +400,11 @@ def serve(
         # certificate, a group): one line for the host to show, as go-plugin's "plugin init
         # error", nothing left behind (start() cleaned up).
         _log.error("plugin init error: %s", exc)
+        sys.exit(1)
+    except Exception as exc:
+        # Its own code (the register function) failed: one error record, which go-plugin's
+        # host shows at ERROR as it does a Go panic (a bare traceback is DEBUG there).
+        _log.exception("plugin init error: the plugin failed to start: %r", exc)
         sys.exit(1)
     # Like Go plugins: a Ctrl-C meant for the host's terminal is not ours to act on.
     signal.signal(signal.SIGINT, signal.SIG_IGN)

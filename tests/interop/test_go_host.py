@@ -325,3 +325,29 @@ def test_go_host_logs_records_with_text_no_locale_can_encode(
     assert run.returncode == 0, run.stderr
     assert re.search(GO_LOG.format(level="WARN", message="file bad\ufffd\\.gguf"), run.stderr)
     assert re.search(GO_LOG.format(level="ERROR", message="\u6a21\u578b failed"), run.stderr)
+
+
+BAD_REGISTER_PLUGIN = """
+import sys
+sys.path.insert(0, {root!r})
+from aog_plugins.server import serve
+def register(server):
+    raise RuntimeError("cannot load model index")
+serve(register)
+"""
+
+
+def test_go_host_shows_why_a_python_plugin_failed_to_start_at_error_level(
+    run_host: RunHost, tmp_path: Path
+) -> None:
+    # The traceback was bare text on stderr, which go-plugin logs at DEBUG: at its default
+    # level the Go host showed only "exit status 1" (a Go plugin's panic shows at ERROR).
+    script = tmp_path / "bad_register_plugin.py"
+    script.write_text(BAD_REGISTER_PLUGIN.format(root=str(Path(__file__).resolve().parents[2])))
+    run = run_host("-calls", "HealthCheck", plugin=[sys.executable, str(script)])
+    assert run.returncode == 1
+    assert run.of("error")[0]["stage"] == "start"
+    message = r"plugin init error: the plugin failed to start: " + re.escape(
+        "RuntimeError('cannot load model index')"
+    )
+    assert re.search(GO_LOG.format(level="ERROR", message=message), run.stderr), run.stderr
