@@ -100,9 +100,10 @@ __all__ = [
 ]
 
 
-# C0 controls but tab, DEL, C1 controls (CSI is U+009B) and the Unicode line separators.
-_CONTROL = re.compile("[\x00-\x08\x0a-\x1f\x7f-\x9f\u2028\u2029]")
-_CONTROL_BUT_NEWLINE = re.compile("[\x00-\x08\x0b-\x1f\x7f-\x9f\u2028\u2029]")
+# C0 controls but tab, DEL, C1 controls (CSI is U+009B), the Unicode line separators and
+# lone surrogates (a JSON escape can make one; no UTF-8 log file or terminal can take it).
+_CONTROL = re.compile("[\x00-\x08\x0a-\x1f\x7f-\x9f\u2028\u2029\ud800-\udfff]")
+_CONTROL_BUT_NEWLINE = re.compile("[\x00-\x08\x0b-\x1f\x7f-\x9f\u2028\u2029\ud800-\udfff]")
 _NAMED = {"\n": "\\n", "\r": "\\r"}
 _SHOWN_MAX = 2048
 """Characters of a plugin's own text (an AOG message) an error's ``str`` shows at most."""
@@ -117,9 +118,10 @@ def _escape(match: re.Match[str]) -> str:
 
 def printable(text: str, *, newlines: bool = False, limit: int | None = None) -> str:
     """``text`` from a plugin with its control characters (ESC, CR, BEL, C1 ...; newlines
-    too unless ``newlines``) written as escapes (``\\x1b``, ``\\r``), cut to ``limit``
-    characters when given: a plugin's output or message, logged or shown in an error,
-    cannot drive the reader's terminal or forge a line of the log."""
+    too unless ``newlines``; lone surrogates) written as escapes (``\\x1b``, ``\\r``,
+    ``\\udcff``), cut to ``limit`` characters when given: a plugin's output or message,
+    logged or shown in an error, cannot drive the reader's terminal, forge a line of the
+    log or make a UTF-8 log handler drop the record."""
     if limit is not None and len(text) > limit:
         text = f"{text[:limit]}... ({len(text)} characters in all)"
     return (_CONTROL_BUT_NEWLINE if newlines else _CONTROL).sub(_escape, text)

@@ -140,6 +140,8 @@ def test_terminal_escapes_and_crs_in_stderr_are_shown_escaped(
     assert len(records) == 2
     for text in [str(error), error.stderr_tail, describe_error(error), *records]:
         assert not _CONTROL_BUT_NEWLINE.search(text), text
+        # A lone surrogate from a JSON escape made a UTF-8 log handler drop the record.
+        text.encode("utf-8")
     for text in [describe_error(error), records[0]]:  # the JSON line decoded
         assert "\\x1b]0;PWNED\\x07\\x1b[2K\\rplugin other ERROR" in text
     cli_tail = describe_error(error).split("the plugin's last stderr lines:\n", 1)[1]
