@@ -162,7 +162,10 @@ class StdioRedirect:
 
 
 class StdioServicer(grpc_stdio_pb2_grpc.GRPCStdioServicer):
-    """Streams the buffer to the host; only one reader at a time, as in go-plugin.
+    """Streams the buffer to the host, one reader at a time: a second reader (a second
+    host attached to the plugin) waits until the first is gone, then gets the output.
+    go-plugin's Go plugins serve every reader at once (each gets part of the output) and
+    a Go host logs an ERROR for a stream that fails, so a waiting reader is never failed.
 
     The reader's slot is freed as soon as gRPC ends its call (an RPC termination
     callback), not when this generator gets to notice: gRPC stops resuming a streaming
@@ -174,12 +177,16 @@ class StdioServicer(grpc_stdio_pb2_grpc.GRPCStdioServicer):
     def __init__(self, buffer: StdioBuffer) -> None:
         self._buffer = buffer
         self._lock = threading.Lock()
+        self._freed = threading.Condition(self._lock)
         self._reader: object | None = None
 
-    def _claim(self) -> object | None:
+    def _claim(self, context: grpc.ServicerContext) -> object | None:
+        """The reader's slot, once free; None if the call or the buffer ends first."""
         with self._lock:
-            if self._reader is not None:
-                return None
+            while self._reader is not None:
+                if self._buffer.closed or not context.is_active():
+                    return None
+                self._freed.wait(0.2)
             self._reader = token = object()
             return token
 
@@ -187,13 +194,14 @@ class StdioServicer(grpc_stdio_pb2_grpc.GRPCStdioServicer):
         with self._lock:
             if self._reader is token:
                 self._reader = None
+                self._freed.notify_all()
 
     def StreamStdio(
         self, request: empty_pb2.Empty, context: grpc.ServicerContext
     ) -> Iterator[grpc_stdio_pb2.StdioData]:
-        token = self._claim()
+        token = self._claim(context)
         if token is None:
-            context.abort(grpc.StatusCode.ALREADY_EXISTS, "stdio is already being streamed")
+            return
         try:
             if not context.add_callback(lambda: self._release(token)):
                 return  # the call has already ended

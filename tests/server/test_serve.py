@@ -13,14 +13,22 @@ import stat
 import subprocess
 import sys
 import tempfile
-from collections.abc import Callable, Iterator
+import threading
+from collections.abc import Callable, Iterable, Iterator
 from pathlib import Path
 
 import grpc
 import pytest
 from google.protobuf import empty_pb2
 
-from aog_plugins._proto import grpc_controller_pb2, grpc_controller_pb2_grpc, grpc_stdio_pb2_grpc
+from aog_plugins._proto import (
+    grpc_controller_pb2,
+    grpc_controller_pb2_grpc,
+    grpc_stdio_pb2,
+    grpc_stdio_pb2_grpc,
+    provider_pb2,
+    provider_pb2_grpc,
+)
 from aog_plugins.handshake import (
     AOG_HANDSHAKE,
     COOKIE_REJECTED_MESSAGE,
@@ -413,3 +421,52 @@ def test_log_records_with_text_no_locale_can_encode_still_reach_the_host(
         (logging.WARNING, "\u6a21\u578b ready"),
     ]
     assert lines[0].fields["path"] == "/m/\ufffd"
+
+
+PRINTS_ON_CALL = """
+import _fixture_path
+from aog_plugins._proto import provider_pb2, provider_pb2_grpc
+from aog_plugins.server import serve
+class Printer(provider_pb2_grpc.ProviderServiceServicer):
+    def InvokeService(self, request, context):
+        print(request.service_name, flush=True)
+        return provider_pb2.InvokeServiceResponse(code=0)
+serve(lambda s: provider_pb2_grpc.add_ProviderServiceServicer_to_server(Printer(), s))
+"""
+
+
+def test_a_second_stdio_reader_waits_for_the_first_and_then_gets_the_output(
+    tmp_path: Path, run_plugin: Start
+) -> None:
+    # It was answered ALREADY_EXISTS at once: a Go host attaching to a plugin another host
+    # runs logged "[ERROR] ... error receiving data" (a Go plugin serves both readers).
+    proc = run_plugin(PRINTS_ON_CALL, _env(tmp_path))
+    line = parse_handshake_line(_handshake(proc))
+    with grpc.insecure_channel(line.grpc_target) as channel:
+        stdio = grpc_stdio_pb2_grpc.GRPCStdioStub(channel)
+        provider = provider_pb2_grpc.ProviderServiceStub(channel)
+        first = stdio.StreamStdio(empty_pb2.Empty(), timeout=30)
+        provider.InvokeService(provider_pb2.InvokeServiceRequest(service_name="one"), timeout=10)
+        assert _first_item(first) == b"one\n"
+        second = stdio.StreamStdio(empty_pb2.Empty(), timeout=30)
+        got: list[object] = []
+        reader = threading.Thread(target=lambda: got.append(_first_item(second)), daemon=True)
+        reader.start()
+        reader.join(0.5)
+        assert got == [], f"the second reader did not wait: {got}"
+        first.cancel()  # type: ignore[no-untyped-call]
+        provider.InvokeService(provider_pb2.InvokeServiceRequest(service_name="two"), timeout=10)
+        reader.join(10)
+        second.cancel()  # type: ignore[no-untyped-call]
+    assert got == [b"two\n"]
+    _shutdown(line.grpc_target)
+    assert proc.wait(timeout=10) == 0
+
+
+def _first_item(stream: Iterable[grpc_stdio_pb2.StdioData]) -> object:
+    try:
+        for item in stream:
+            return item.data
+    except grpc.RpcError as exc:
+        return exc
+    return None
