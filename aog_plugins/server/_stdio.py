@@ -8,6 +8,8 @@ output here: past ``limit`` buffered bytes the oldest output is dropped and coun
 from __future__ import annotations
 
 import collections
+import contextlib
+import faulthandler
 import io
 import sys
 import threading
@@ -125,6 +127,19 @@ def text_stream(buffer: StdioBuffer, channel: int, encoding: str = "utf-8") -> i
     )
 
 
+def _report_fatal_errors() -> None:
+    """Have a fatal error (a segfault in a C extension, an abort) print the Python
+    traceback to the real stderr, where the host reads it and shows it with the exit, as
+    it shows a Go plugin's panic; without it the process just died of SIGSEGV. Only the
+    thread that failed, as Go prints only the goroutine that panicked (and a dump of
+    every thread would push it out of the host's stderr tail). Left as it is when the
+    plugin (or pytest) has turned faulthandler on itself."""
+    if faulthandler.is_enabled() or sys.stderr is None:
+        return
+    with contextlib.suppress(OSError, ValueError, AttributeError):  # no usable fd
+        faulthandler.enable(file=sys.stderr, all_threads=False)
+
+
 class StdioRedirect:
     """sys.stdout/sys.stderr sent to a :class:`StdioBuffer` from :meth:`install` until
     :meth:`restore`, which puts the process's own streams back.
@@ -141,6 +156,7 @@ class StdioRedirect:
         self._ours: tuple[IO[str], IO[str]] | None = None
 
     def install(self) -> None:
+        _report_fatal_errors()
         self._real = (sys.stdout, sys.stderr)
         self._ours = (text_stream(self._buffer, STDOUT), text_stream(self._buffer, STDERR))
         sys.stdout, sys.stderr = self._ours

@@ -6,6 +6,7 @@ import gc
 import json
 import logging
 import queue
+import signal
 import weakref
 from collections.abc import Iterator
 
@@ -257,6 +258,16 @@ def test_crash_mid_call_is_typed(remote: Plugin) -> None:
     with pytest.raises(PluginCrashedError) as info:
         remote.client.invoke_service("crash", b"{}")
     assert info.value.exit_code == 7
+
+
+def test_a_segfault_mid_call_shows_its_python_traceback(remote: Plugin) -> None:
+    # A plugin killed by SIGSEGV (a broken C extension) used to leave no trace on stderr:
+    # the host could only say "killed by SIGSEGV". Our plugin side turns faulthandler on.
+    with pytest.raises(PluginCrashedError) as info:
+        remote.client.invoke_service("crash", b'{"segfault": true}')
+    assert info.value.exit_code == -signal.SIGSEGV
+    assert "Fatal Python error: Segmentation fault" in info.value.stderr_tail
+    assert "failure_response" in info.value.stderr_tail  # the frame it died in
 
 
 def test_big_response(local: Plugin) -> None:
