@@ -78,7 +78,9 @@ def resolve_target(text: str, *, plugins_dir: bool) -> Target:
     refuse_manifest_file(text, plugins_dir_wanted=False)
     path = Path(text)
     if not path.is_dir():
-        return Target("executable", path, path)
+        # Path("./my-plugin") is "my-plugin", which launch() would look up on PATH: a
+        # text with a "/" is a path (relative to the current directory), as the docs say.
+        return Target("executable", path, Path(os.path.abspath(text)) if "/" in text else path)
     path = Path(os.path.abspath(path))  # the plugin runs in its directory
     if not any((path / name).is_file() for name in MANIFEST_FILENAMES):
         if plugins_dir:

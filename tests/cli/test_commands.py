@@ -390,3 +390,17 @@ def test_a_plugins_failure_message_cannot_drive_the_terminal() -> None:
     assert f"provider health  n/a (code 4000: {shown})" in result.out
     assert "\x1b" not in result.output
     assert "\r" not in result.output
+
+
+def test_a_relative_executable_path_is_never_looked_up_on_path(tmp_path: Path) -> None:
+    # "./my-plugin" once lost its "./" (pathlib drops it) and was looked up on PATH: not
+    # found, or another program of that name (here /bin/true) run instead of this file.
+    for name in ("my-plugin", "true"):
+        (tmp_path / name).symlink_to(ECHO)
+        result = cli("inspect", f"./{name}", "--json", cwd=tmp_path)
+        assert result.code == 0, result.output
+        assert json.loads(result.out)["executable"] == str(tmp_path / name)
+    missing = cli("inspect", "./no-such-plugin", cwd=tmp_path)
+    assert missing.code == 1
+    assert str(tmp_path / "no-such-plugin") in missing.err
+    assert "not on PATH" not in missing.err
