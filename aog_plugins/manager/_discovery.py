@@ -281,6 +281,13 @@ def check_checksum(found: Found, checksum: str | None) -> PluginEntryError | Non
             directory=str(found.directory),
             hint="install the expected build, or update the checksum you configured",
         )
+    except ConfigurationError as exc:  # the configured checksum itself is malformed
+        return PluginChecksumError(
+            str(exc),
+            plugin=found.name,
+            directory=str(found.directory),
+            hint="fix the checksum you configured for it",
+        )
     return None
 
 

@@ -107,6 +107,12 @@ def verify_checksum(path: str, checksum: str) -> None:
         digest = hashlib.new(algo)
     except ValueError as exc:
         raise ConfigurationError(f"unknown checksum algorithm {algo!r}") from exc
+    size = digest.digest_size * 2
+    if len(expected) != size or not all(c in "0123456789abcdefABCDEF" for c in expected):
+        raise ConfigurationError(
+            f"checksum {checksum!r} is malformed: {algo} needs {size} hex digits after "
+            f"'{algo}:', e.g. the output of sha256sum"
+        )
     try:
         with open(path, "rb") as f:
             for block in iter(lambda: f.read(1 << 20), b""):

@@ -143,6 +143,18 @@ def test_checksum_mismatch_is_listed_and_a_match_starts(layout: Layout, leaks: L
         manager.get("ok").ping()
 
 
+def test_a_malformed_checksum_is_that_plugins_error(layout: Layout, leaks: LeakCheck) -> None:
+    # Now refused by the process layer as a ConfigurationError: it must not fail the scan.
+    layout.add("ok")
+    layout.add("typo")
+    sums = {"typo": "sha256:" + "1" * 63}
+    with PluginManager(layout.root, watch=False, checksums=sums, env=leaks.env) as manager:
+        error = manager.entry("typo").error
+        assert isinstance(error, PluginChecksumError)
+        assert "hex digits" in str(error)
+        manager.get("ok").ping()
+
+
 def test_manifest_variants_json_and_yml(layout: Layout, leaks: LeakCheck) -> None:
     layout.add("as-json", manifest_name="plugin.json")
     layout.add("as-yml", manifest_name="plugin.yml")

@@ -325,6 +325,11 @@ def test_checksum(tmp_path: Path, leak_check: LeakCheck) -> None:
         launch(path, checksum="sha256:" + "0" * 64, extra_env=leak_check.env)
     with launch(path, checksum=f"sha256:{good}", extra_env=leak_check.env) as plugin:
         plugin.ping()
+    # A malformed checksum was compared as it was: "the executable is not the one
+    # configured", which sent its author looking at the file instead of the setting.
+    for bad in ("sha256:zz", "sha256:" + good[:-1], good + "0", "sha256:" + good.upper() + "0"):
+        with pytest.raises(ConfigurationError, match="hex digits"):
+            launch(path, checksum=bad, extra_env=leak_check.env)
 
 
 @pytest.mark.parametrize(
