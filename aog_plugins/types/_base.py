@@ -4,8 +4,8 @@ Each dataclass declares each Go field once, in Go struct order, as
 ``attr: T = go_field("json name", CODEC, omitempty=...)``: the ``Codec[T]`` must match the
 annotation (mypy checks it) and gives the default, Go's zero value. The JSON table is
 derived from ``dataclasses.fields()``. Decoding follows encoding/json: keys match exactly
-or case-insensitively, ``null`` leaves the default, wrong JSON types fail; unknown keys land
-in ``extra``.
+or case-insensitively (Go's folding, see ``go_fold``), ``null`` leaves the default, wrong
+JSON types fail; unknown keys land in ``extra``.
 """
 
 from __future__ import annotations
@@ -24,6 +24,7 @@ from aog_plugins.types._gojson import (
     encode_go_bytes,
     format_go_time,
     go_dumps,
+    go_fold,
     go_loads,
     parse_go_time,
     round_float32,
@@ -283,7 +284,7 @@ class Field(NamedTuple):
 class _Layout(NamedTuple):
     fields: tuple[Field, ...]  # in Go struct order
     exact: dict[str, Field]  # by JSON key
-    folded: dict[str, Field]  # by casefolded JSON key, as encoding/json matches keys
+    folded: dict[str, Field]  # by go_fold(JSON key), as encoding/json matches keys
 
 
 _LAYOUTS: dict[type[GoStruct], _Layout] = {}
@@ -307,7 +308,7 @@ def _build_layout(cls: type[GoStruct]) -> _Layout:
             raise TypeError(f"{cls.__name__}.{f.name} is neither a go_field nor NOT_JSON")
     folded: dict[str, Field] = {}
     for field in found:
-        clash = folded.setdefault(field.name.casefold(), field)
+        clash = folded.setdefault(go_fold(field.name), field)
         if clash is not field:
             raise TypeError(f"{cls.__name__}: {clash.attr} and {field.attr} share a JSON key")
     return _Layout(tuple(found), {f.name: f for f in found}, folded)
@@ -365,7 +366,7 @@ class GoStruct:
             for key, value in self.extra.items():
                 if not isinstance(key, str):
                     raise PayloadError(f"{type(self).__name__}.extra key {key!r} is not a string")
-                if key.casefold() in layout.folded:  # Go would read it back as the field
+                if go_fold(key) in layout.folded:  # Go would read it back as the field
                     raise PayloadError(f"{type(self).__name__}.extra key {key!r} shadows a field")
                 out[key] = plain(value)  # a copy: editing to_dict() output leaves self alone
         return out
@@ -377,7 +378,7 @@ class GoStruct:
         extra: dict[str, Any] = {}
         for raw_key, value in data.items():
             key = _key(raw_key)
-            f = layout.exact.get(key) or layout.folded.get(key.casefold())
+            f = layout.exact.get(key) or layout.folded.get(go_fold(key))
             if f is None:
                 extra[key] = plain(value)
             elif value is not None:  # Go leaves the field alone on null

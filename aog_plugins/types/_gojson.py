@@ -81,6 +81,31 @@ def go_loads(data: bytes | bytearray | memoryview | str) -> Any:
     return value
 
 
+def go_fold(text: str) -> str:
+    """The key encoding/json compares to fold ``text`` case-insensitively: each character
+    on its own to the smallest one of its simple case folding (ASCII: the upper case).
+
+    Not ``str.casefold()``: that folds ``"ß"`` to ``"ss"`` and ``"ﬆ"`` to ``"st"``, so
+    ``"claß"`` would fill ``class``; Go leaves it an unknown key. Go does fold U+017F
+    (long s) with ``s`` and U+212A (Kelvin sign) with ``k``.
+    """
+    if text.isascii():
+        return text.upper()
+    return "".join(_fold_char(c) if c > "\x7f" else c.upper() for c in text)
+
+
+def _fold_char(char: str) -> str:
+    orbit = {char}
+    todo = [char]
+    while todo:  # close over the one-character case mappings (Unicode's simple ones)
+        c = todo.pop()
+        for other in (c.lower(), c.upper(), c.title(), c.casefold()):
+            if len(other) == 1 and other not in orbit:
+                orbit.add(other)
+                todo.append(other)
+    return min(orbit)
+
+
 def _replace_lone_surrogates(root: Any) -> Any:
     """Go decodes a ``\\u`` escape of a lone UTF-16 surrogate as U+FFFD; json.loads keeps
     the surrogate, a str that no encoding can write. Replace them (pairs were already

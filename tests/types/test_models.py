@@ -148,6 +148,21 @@ def test_keys_match_case_insensitively_like_go() -> None:
     assert DeleteRequest.from_json(b'{"model":"a","Model":"b"}').model == "b"
 
 
+def test_keys_fold_like_go_not_like_casefold() -> None:
+    # Checked against Go 1.26's json.Unmarshal: it folds one character to one (simple case
+    # folding), so "ß" is not "ss" and "ﬆ" is not "st": these keys fill no field in Go.
+    recommend = RecommendModelData.from_json('{"claß":["x"],"ﬆatus":"y"}'.encode())
+    assert (recommend.class_, recommend.status) == (None, "")
+    assert recommend.extra == {"claß": ["x"], "ﬆatus": "y"}
+    # ... and so an extra key like these does not shadow the field: Go would not read it back.
+    assert ProgressResponse(extra={"ﬆatus": "y"}).to_json() == '{"status":"","ﬆatus":"y"}'.encode()
+    # Go does fold the long s with s and the Kelvin sign with k.
+    assert EngineVersionResponse.from_json('{"VER\u017fION":"1"}'.encode()).version == "1"
+    assert RecommendModelData.from_json('{"thin\u212a":true}'.encode()).think is True
+    with pytest.raises(PayloadError, match="shadows"):
+        EngineVersionResponse(extra={"ver\u017fion": "1"}).to_json()
+
+
 def test_null_keeps_the_default() -> None:
     info = ModelInfo.from_json(b'{"name":null,"modified_at":null,"details":null,"size":null}')
     assert info == ModelInfo()
