@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import base64
 import binascii
+import codecs
 import json
 import math
 import re
@@ -60,8 +61,8 @@ def go_dumps(value: Any) -> bytes:
 def go_loads(data: bytes | bytearray | memoryview | str) -> Any:
     """Parse JSON text like Go would accept it, raising :class:`PayloadError` otherwise."""
     if isinstance(data, (bytes, bytearray, memoryview)):
-        # Go replaces invalid UTF-8 with U+FFFD instead of failing.
-        text = bytes(data).decode("utf-8", errors="replace")
+        # Go replaces invalid UTF-8 with U+FFFD instead of failing, one per bad byte.
+        text = bytes(data).decode("utf-8", errors=_GO_REPLACE)
     elif isinstance(data, str):
         text = data
     else:
@@ -104,6 +105,19 @@ def _fold_char(char: str) -> str:
                 orbit.add(other)
                 todo.append(other)
     return min(orbit)
+
+
+def _go_replace(exc: UnicodeError) -> tuple[str, int]:
+    """Go's U+FFFD for each byte that does not start valid UTF-8 (utf8.DecodeRune moves on
+    one byte): a truncated 3-byte sequence is two U+FFFD in Go, where Python's "replace"
+    gives one for the whole sequence."""
+    if not isinstance(exc, UnicodeDecodeError):
+        raise exc
+    return "\ufffd", exc.start + 1
+
+
+_GO_REPLACE = "aog_plugins.go_replace"
+codecs.register_error(_GO_REPLACE, _go_replace)
 
 
 def _replace_lone_surrogates(root: Any) -> Any:

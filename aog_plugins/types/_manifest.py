@@ -232,12 +232,11 @@ class PluginManifest(GoStruct):
                 f"plugin manifest {target} is larger than {MAX_MANIFEST_BYTES // 1024} KiB: "
                 "a manifest describes a plugin in a few KiB; is this the right file?"
             )
-        text = raw.decode("utf-8", errors="replace")
         try:
             if target.suffix.lower() == ".json":
-                manifest = cls.from_json(text)
+                manifest = cls.from_json(raw)  # bad UTF-8 is replaced as Go replaces it
             else:
-                manifest = cls.from_yaml(text)
+                manifest = cls.from_yaml(raw.decode("utf-8", errors="replace"))
         except PayloadError as exc:
             raise PayloadError(f"{target}: {exc}") from exc
         manifest.plugin_dir = Path(os.path.abspath(target.parent))

@@ -113,6 +113,23 @@ def test_loads_accepts_bytes_and_str_and_replaces_bad_utf8() -> None:
     assert go_loads(b'"\xff"') == "\ufffd"  # Go: invalid UTF-8 decodes to U+FFFD
 
 
+@pytest.mark.parametrize(
+    ("raw", "text"),
+    [
+        # Checked against Go 1.26's json.Unmarshal: one U+FFFD per byte that does not start
+        # valid UTF-8, so a truncated sequence gives as many as it has bytes.
+        (b'"a\xe2\x82b"', "a\ufffd\ufffdb"),
+        (b'"a\xf0\x9f\x98b"', "a\ufffd\ufffd\ufffdb"),
+        (b'"a\xed\xa0\x80b"', "a\ufffd\ufffd\ufffdb"),  # an encoded surrogate
+        (b'"\xc0\xaf"', "\ufffd\ufffd"),  # overlong
+        (b'"\xf4\x90\x80\x80"', "\ufffd" * 4),  # past U+10FFFF
+        (b'{"k\xe2\x82":"\xe2\x82\xac\xe2"}', {"k\ufffd\ufffd": "\u20ac\ufffd"}),
+    ],
+)
+def test_loads_replaces_bad_utf8_byte_by_byte_like_go(raw: bytes, text: object) -> None:
+    assert go_loads(raw) == text
+
+
 @pytest.mark.parametrize("text", ["{", "NaN", '{"a":Infinity}', "\ufeff{}", "", "[1,]"])
 def test_loads_rejects_what_go_rejects(text: str) -> None:
     with pytest.raises(PayloadError):

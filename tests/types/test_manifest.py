@@ -107,6 +107,14 @@ def _plugin_dir(tmp_path: Path, filename: str = "plugin.yaml", text: str = REALI
     return directory
 
 
+def test_json_manifest_bad_utf8_is_replaced_like_go(tmp_path: Path) -> None:
+    # Go's json.Unmarshal of the file's bytes (checked with Go 1.26): one U+FFFD per bad byte.
+    directory = tmp_path / "p"
+    directory.mkdir()
+    (directory / "plugin.json").write_bytes(b'{"version":"1\xe2\x82","services":[]}')
+    assert PluginManifest.load(directory).version == "1\ufffd\ufffd"
+
+
 def test_realistic_yaml_manifest(tmp_path: Path) -> None:
     manifest = PluginManifest.load(_plugin_dir(tmp_path))
     # yaml.v3 gives a string field the scalar's text: 1.10 stays "1.10", not 1.1.
