@@ -281,7 +281,7 @@ GO_ZERO_TIME = datetime(1, 1, 1, tzinfo=timezone.utc)
 """Go's zero ``time.Time`` (``0001-01-01T00:00:00Z``): the default for non-optional times."""
 
 _RFC3339 = re.compile(
-    r"(\d{4})-(\d{2})-(\d{2})T(\d{2}):(\d{2}):(\d{2})(?:\.(\d+))?(Z|[+-]\d{2}:\d{2})\Z"
+    r"(\d{4})-(\d{2})-(\d{2})T(\d{2}):(\d{2}):(\d{2})(?:[.,](\d+))?(Z|[+-]\d{2}:\d{2})\Z"
 )
 
 
@@ -373,9 +373,11 @@ def format_go_time(value: datetime) -> str:
     seconds = math.trunc(offset.total_seconds())
     if seconds == 0:
         return text + "Z"
-    sign = "-" if seconds < 0 else "+"
-    # Go drops the offset's seconds; Python keeps offsets under 24 h, as Go requires.
-    hours, minutes = divmod(abs(seconds) // 60, 60)
+    # Go drops the offset's seconds (truncating toward zero, so -30 s is "+00:00") and
+    # Python keeps offsets under 24 h, as Go requires.
+    minutes = abs(seconds) // 60
+    sign = "-" if seconds < 0 and minutes else "+"
+    hours, minutes = divmod(minutes, 60)
     return f"{text}{sign}{hours:02d}:{minutes:02d}"
 
 

@@ -171,6 +171,15 @@ def test_loads_rejects_non_text() -> None:
             datetime(2024, 1, 1, tzinfo=timezone(timedelta(hours=1, seconds=30))),
             "2024-01-01T00:00:00+01:00",
         ),
+        # Checked against Go 1.26: an offset of -30 s is 0 minutes, written with "+".
+        (
+            datetime(2024, 1, 1, tzinfo=timezone(timedelta(seconds=-30))),
+            "2024-01-01T00:00:00+00:00",
+        ),
+        (
+            datetime(2024, 1, 1, tzinfo=timezone(timedelta(seconds=-90))),
+            "2024-01-01T00:00:00-00:01",
+        ),
     ],
 )
 def test_time_formatting(value: datetime, golden: str) -> None:
@@ -195,6 +204,10 @@ def test_time_parsing_details() -> None:
     assert parsed.utcoffset() == timedelta(hours=8)
     assert (parsed.microsecond, getattr(parsed, "nanosecond", 0)) == (926476, 538)
     assert format_go_time(parse_go_time("2024-01-01T00:00:00.000-00:00")) == "2024-01-01T00:00:00Z"
+    # Go's time.Time.UnmarshalJSON takes a comma for the decimal point too (Go 1.26).
+    assert format_go_time(parse_go_time("2024-01-01T00:00:00,5Z")) == "2024-01-01T00:00:00.5Z"
+    comma = parse_go_time("2024-01-01T00:00:00,123456789123+01:00")
+    assert format_go_time(comma) == "2024-01-01T00:00:00.123456789+01:00"
 
 
 @pytest.mark.parametrize(
