@@ -280,8 +280,9 @@ def _shortest_f32(value: float) -> Decimal:
 GO_ZERO_TIME = datetime(1, 1, 1, tzinfo=timezone.utc)
 """Go's zero ``time.Time`` (``0001-01-01T00:00:00Z``): the default for non-optional times."""
 
-_RFC3339 = re.compile(
-    r"(\d{4})-(\d{2})-(\d{2})T(\d{2}):(\d{2}):(\d{2})(?:[.,](\d+))?(Z|[+-]\d{2}:\d{2})\Z"
+_RFC3339 = re.compile(  # ASCII: Go reads no other digits ("\\d" alone matches "٢")
+    r"(\d{4})-(\d{2})-(\d{2})T(\d{2}):(\d{2}):(\d{2})(?:[.,](\d+))?(Z|[+-]\d{2}:\d{2})\Z",
+    re.ASCII,
 )
 
 
@@ -345,9 +346,13 @@ def parse_go_time(text: str) -> datetime:
         tz = timezone.utc
     else:
         hours, minutes = int(zone[1:3]), int(zone[4:6])
-        if hours > 23 or minutes > 59:
+        if hours > 24 or minutes > 60:  # Go's bounds: "+00:60" is read as "+01:00"
             raise PayloadError(f"cannot parse {text!r} as an RFC 3339 time: bad offset")
         delta = timedelta(hours=hours, minutes=minutes)
+        if delta >= timedelta(hours=24):  # Go reads it, but cannot write it back either
+            raise PayloadError(
+                f"cannot parse {text!r} as an RFC 3339 time: offset of 24 hours or more"
+            )
         tz = timezone(-delta if zone[0] == "-" else delta)
     try:
         return NanoDatetime(

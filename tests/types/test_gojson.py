@@ -216,13 +216,24 @@ def test_time_parsing_details() -> None:
         "2024-01-02 03:04:05Z",  # no T
         "2024-01-02T03:04:05",  # no zone
         "2024-02-30T00:00:00Z",  # no such day
-        "2024-01-02T03:04:05+24:00",  # offset hour out of range
+        "2024-01-02T03:04:05+24:00",  # Go reads it but cannot write it; Python cannot hold it
         "2024-01-02T03:04:05.Z",  # dot without digits
+        # Checked against Go 1.26's json.Unmarshal: only ASCII digits, offsets up to 24:60.
+        "\u0662024-01-02T03:04:05Z",  # ARABIC-INDIC DIGIT TWO
+        "2024-01-02T03:04:05.\u0665Z",
+        "2024-01-02T03:04:05+0\u0661:00",
+        "2024-01-02T03:04:05+25:00",
+        "2024-01-02T03:04:05+00:61",
     ],
 )
 def test_time_parsing_rejects(text: str) -> None:
     with pytest.raises(PayloadError):
         parse_go_time(text)
+
+
+def test_time_offset_minutes_up_to_60_like_go() -> None:
+    # Go 1.26 reads "-00:60" as -01:00 (it checks the minutes against 60, not 59).
+    assert format_go_time(parse_go_time("2024-01-01T00:00:00-00:60")) == "2024-01-01T00:00:00-01:00"
 
 
 def test_time_largest_offset() -> None:
