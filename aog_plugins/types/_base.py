@@ -5,7 +5,9 @@ Each dataclass declares each Go field once, in Go struct order, as
 annotation (mypy checks it) and gives the default, Go's zero value. The JSON table is
 derived from ``dataclasses.fields()``. Decoding follows encoding/json: keys match exactly
 or case-insensitively (Go's folding, see ``go_fold``), ``null`` leaves the default, wrong
-JSON types fail; unknown keys land in ``extra``.
+JSON types fail; unknown keys land in ``extra``. One known difference: a key given twice
+keeps only its last value, where Go decodes each into the same field (two objects for a
+struct or map field merge). Go's encoder never writes a key twice.
 """
 
 from __future__ import annotations
