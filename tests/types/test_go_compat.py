@@ -228,6 +228,10 @@ _DECODE_CASES: list[tuple[str, str]] = [
     ("recommend", '{"created_at":"2024-01-01T00:00:00Z"}'),
     ("recommend", '{"auth_fields":null,"class":[],"is_default":"true"}'),
     ("unload", '{"models":["a",null]}'),
+    ("recommend", '{"thin\u212a":true}'),  # Go folds the Kelvin sign with k
+    ("pull", '{"\u017ftream":true}'),  # ... and the long s with s
+    ("model", '{"modified_at":"2024-01-01T00:00:00,5-00:60"}'),
+    ("model", '{"modified_at":"\u0662024-01-01T00:00:00Z"}'),
 ]
 
 
