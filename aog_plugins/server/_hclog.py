@@ -9,6 +9,7 @@ import logging
 import os
 import re
 import sys
+import threading
 from typing import IO
 
 __all__ = ["HclogFormatter", "configure_logging"]
@@ -82,3 +83,23 @@ def configure_logging(level: int = logging.DEBUG, stream: IO[str] | None = None)
     root.addHandler(handler)
     root.setLevel(level)
     return handler
+
+
+def log_thread_failures() -> None:
+    """Log an exception that ends one of the plugin's threads as an ERROR record (hclog,
+    on the real stderr), as a Go host shows a goroutine's panic. Python only prints it to
+    sys.stderr, which goes to GRPCStdio, and go-plugin's host discards that unless told
+    otherwise: the failure was invisible there. Left alone when the plugin has set a
+    hook of its own."""
+    if threading.excepthook is not threading.__excepthook__:
+        return
+    log = logging.getLogger("aog_plugins.server")
+
+    def hook(args: threading.ExceptHookArgs) -> None:
+        if args.exc_type is SystemExit:
+            return
+        name = args.thread.name if args.thread is not None else "?"
+        exc_info = (args.exc_type, args.exc_value, args.exc_traceback)
+        log.error("uncaught exception in thread %s", name, exc_info=exc_info)  # type: ignore[arg-type]
+
+    threading.excepthook = hook

@@ -41,7 +41,7 @@ from aog_plugins.handshake import (
     read_plugin_env,
 )
 from aog_plugins.server._broker import Broker, BrokerServicer, set_current
-from aog_plugins.server._hclog import configure_logging
+from aog_plugins.server._hclog import configure_logging, log_thread_failures
 from aog_plugins.server._mux import serve_multiplexed
 from aog_plugins.server._pools import ServerThreads
 from aog_plugins.server._stdio import StdioBuffer, StdioRedirect, StdioServicer
@@ -390,6 +390,7 @@ def serve(
     after it.
     """
     configure_logging(log_level)
+    log_thread_failures()
     server = PluginServer(register, handshake=handshake, **options)
     try:
         server.start()

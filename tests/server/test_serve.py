@@ -40,6 +40,7 @@ from aog_plugins.process._logs import parse_line
 from aog_plugins.server import HclogFormatter
 from aog_plugins.server._stdio import StdioBuffer
 from aog_plugins.transport import MAX_UNIX_PATH
+from tests.support.wait import wait_until
 
 FIXTURES = Path(__file__).resolve().parents[2] / "fixtures" / "plugins"
 
@@ -470,3 +471,35 @@ def _first_item(stream: Iterable[grpc_stdio_pb2.StdioData]) -> object:
     except grpc.RpcError as exc:
         return exc
     return None
+
+
+class _Records(logging.Handler):
+    def __init__(self) -> None:
+        super().__init__(logging.DEBUG)
+        self.records: list[logging.LogRecord] = []
+
+    def emit(self, record: logging.LogRecord) -> None:
+        self.records.append(record)
+
+
+def test_an_exception_ending_a_plugin_thread_is_an_error_record() -> None:
+    # Python printed it to sys.stderr, which goes to GRPCStdio: go-plugin's host discards
+    # that by default, so a Go host saw nothing. Now an ERROR record on the real stderr.
+    from aog_plugins import RestartPolicy, launch
+    from tests.process.conftest import plugin_cmd
+
+    logger = logging.getLogger(f"test.thread-failure.{os.getpid()}")
+    logger.propagate = False
+    records = _Records()
+    logger.addHandler(records)
+    cmd = plugin_cmd("remote_provider.py")
+    with launch(cmd, restart=RestartPolicy.never(), logger=logger) as plugin:
+        assert plugin.client.invoke_service("thread-raises", b"{}") == b"started"
+        plugin.ping()  # the plugin serves on
+
+        def errors() -> list[str]:
+            return [r.getMessage() for r in records.records if r.levelno == logging.ERROR]
+
+        wait_until(lambda: bool(errors()), 10, "the ERROR record")
+        assert "uncaught exception in thread fixture-worker" in errors()[0]
+        assert "boom in a thread" in errors()[0]
