@@ -458,9 +458,14 @@ class PluginManager:
                 thread.join()
 
     def _idle_loop(self, idle_timeout: float) -> None:
+        # Each stop on a thread of its own: a plugin slow to stop (up to kill_grace) holds
+        # up neither the others' idle stops nor close(), which joins these workers.
         interval = min(max(idle_timeout / 4, 0.05), 1.0)
         while not self._closed.wait(interval):
             with self._lock:
                 slots = list(self._slots.values())
             for slot in slots:
-                slot.idle_stop(idle_timeout)
+                if self._closed.is_set():
+                    return
+                if slot.idle_due(idle_timeout):
+                    self._spawn(slot.idle_stop, idle_timeout)

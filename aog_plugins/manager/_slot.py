@@ -357,15 +357,26 @@ class Slot:
             self._cond.notify_all()
         self.stop(reason, drain=drain)
 
+    def idle_due(self, idle_timeout: float) -> bool:
+        """Whether :meth:`idle_stop` would stop a process now (never blocks)."""
+        if self._ops.locked():
+            return False  # busy replacing or stopping
+        with self._cond:
+            return self._idle(idle_timeout)
+
+    def _idle(self, idle_timeout: float) -> bool:
+        plugin = self._plugin
+        if plugin is None or self._starting is not None or self._calls.get(id(plugin)):
+            return False
+        return time.monotonic() - self._last_used >= idle_timeout
+
     def idle_stop(self, idle_timeout: float) -> None:
         if not self._ops.acquire(blocking=False):
             return  # busy replacing or stopping
         try:
             with self._cond:
                 plugin = self._plugin
-                if plugin is None or self._starting is not None or self._calls.get(id(plugin)):
-                    return
-                if time.monotonic() - self._last_used < idle_timeout:
+                if plugin is None or not self._idle(idle_timeout):
                     return
                 self._plugin = None
                 self._ours.discard(id(plugin))

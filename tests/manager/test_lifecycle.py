@@ -3,6 +3,7 @@ start and restart, events, eager start and close()."""
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import os
@@ -147,6 +148,40 @@ def test_idle_plugin_is_stopped_and_restarted_on_next_use(layout: Layout, leaks:
         second = json.loads(client.invoke_service("chat", b"{}"))["pid"]  # the same client
         assert second != first
         assert len(events.of("started", "p")) == 2
+
+
+def test_a_plugin_slow_to_stop_holds_up_no_other_idle_stop(
+    layout: Layout, leaks: LeakCheck
+) -> None:
+    # "a" is busy with a call the manager does not count (over get()'s Plugin), so its
+    # idle stop waits out kill_grace; the idle stops of "b" and "c" must not queue
+    # behind it (they did: one janitor thread stopped plugins one after another).
+    for name in ("a", "b", "c"):
+        layout.add(name)
+    events = EventLog()
+    with PluginManager(
+        layout.root,
+        watch=False,
+        env=leaks.env,
+        on_event=events,
+        idle_timeout=0.3,
+        kill_grace=1.0,
+        install_signal_handlers=False,
+    ) as manager:
+        busy = manager.get("a")
+
+        def uncounted() -> None:
+            with contextlib.suppress(AogPluginsError):  # cut off by the idle stop
+                busy.client.invoke_service("chat", b'{"ms": 20000}')
+
+        caller = threading.Thread(target=uncounted)
+        caller.start()
+        for name in ("b", "c"):
+            whoami(manager, name)
+        events.wait("stopped", "a")
+        caller.join()
+        stopped = [e.name for e in events.of("stopped")]
+        assert set(stopped[: stopped.index("a")]) == {"b", "c"}, stopped
 
 
 def test_environment_cwd_and_aog_version(layout: Layout, leaks: LeakCheck) -> None:
