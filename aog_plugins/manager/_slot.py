@@ -59,6 +59,7 @@ class Slot:
         self._error: AogPluginsError | None = None
         self._gone: str | None = None
         self._hurry = False  # closing: stop draining
+        self._stopping = 0  # stop() calls waiting for _ops: a drain under way ends now
         self._target: Found | None = None  # the newest files handed to replace()
         self._calls: dict[int, int] = {}
         self._ours: set[int] = set()  # launched by us and not being stopped by us
@@ -332,8 +333,19 @@ class Slot:
         return None
 
     def stop(self, reason: str, *, drain: bool = False) -> bool:
-        """Stop the running process (the next use starts it again); False if none ran."""
-        with self._ops:
+        """Stop the running process (the next use starts it again); False if none ran.
+        Without ``drain``, a replacement draining its old process meanwhile stops
+        draining: "stop now" does not wait up to drain_timeout for that old process."""
+        hurry = 0 if drain else 1
+        with self._cond:
+            self._stopping += hurry
+            self._cond.notify_all()
+        try:
+            self._ops.acquire()
+        finally:
+            with self._cond:
+                self._stopping -= hurry
+        try:
             self._wait_start()
             with self._cond:
                 plugin, self._plugin = self._plugin, None
@@ -343,6 +355,8 @@ class Slot:
                 return False
             self._retire(plugin, reason, drain=drain)
             return True
+        finally:
+            self._ops.release()
 
     def remove(self, reason: str, *, drain: bool) -> None:
         """Stop for good: no new start (one under way is given up at once), calls fail
@@ -398,16 +412,17 @@ class Slot:
         if drain:
             deadline = time.monotonic() + self._settings.drain_timeout
             with self._cond:
-                while self._calls.get(id(plugin)) and not self._hurry:
+                while self._calls.get(id(plugin)) and not (self._hurry or self._stopping):
                     left = deadline - time.monotonic()
                     if left <= 0:
                         break
                     self._cond.wait(left)
                 pending = self._calls.get(id(plugin), 0)
             if pending:
-                reason += (
-                    f" ({pending} calls still in flight after {self._settings.drain_timeout:g}s)"
-                )
+                cut = f"after {self._settings.drain_timeout:g}s"
+                if time.monotonic() < deadline:
+                    cut = "when the drain was cut short (stop or close)"
+                reason += f" ({pending} calls still in flight {cut})"
         pid = plugin.pid
         was_alive = alive(plugin)
         self._discard(plugin)

@@ -26,6 +26,7 @@ from aog_plugins.errors import (
     PluginExitedError,
     PluginRemovedError,
 )
+from aog_plugins.manager import EntryState
 from aog_plugins.manager._watch import Watcher
 from tests.manager.conftest import (
     BIN_DIR,
@@ -524,6 +525,39 @@ def test_close_does_not_wait_for_a_drain(layout: Layout, leaks: LeakCheck) -> No
     caller.join()
     reloader.join()
     assert len(outcome) == 1
+
+
+def test_stop_does_not_wait_for_a_drain(layout: Layout, leaks: LeakCheck) -> None:
+    layout.add("p")
+    with managed(layout, leaks, False, drain_timeout=600) as (manager, events):
+        client = manager.client("p")
+        client.invoke_service("chat", b"{}")
+        outcome: list[BaseException] = []
+
+        def endless() -> None:
+            try:
+                client.invoke_service("chat", b'{"ms": 600000}', timeout=700)
+            except AogPluginsError as exc:
+                outcome.append(exc)
+
+        caller = threading.Thread(target=endless)
+        caller.start()
+        time.sleep(0.3)
+        reloader = threading.Thread(target=manager.reload, args=("p",))
+        reloader.start()
+        new = events.wait("replaced", "p").pid  # the old process drains its endless call
+        stopper = threading.Thread(target=manager.stop, args=("p",), daemon=True)
+        stopper.start()
+        stopper.join(30.0)  # it waited for the drain: up to 600 s
+        assert not stopper.is_alive(), "stop() waited for the old process's drain"
+        reloader.join()
+        caller.join()
+        assert len(outcome) == 1
+        assert manager.entry("p").state is EntryState.NOT_STARTED
+        stops = events.of("stopped", "p")
+        assert [e.pid for e in stops][-1] == new
+        assert "cut short" in stops[0].reason
+        assert pid_of(client.invoke_service("chat", b"{}")) not in {new, stops[0].pid}
 
 
 def test_without_file_events_it_falls_back_to_polling(
