@@ -12,6 +12,7 @@ import subprocess
 import sys
 import textwrap
 import threading
+import time
 from pathlib import Path
 
 import psutil
@@ -154,8 +155,8 @@ def test_a_plugin_slow_to_stop_holds_up_no_other_idle_stop(
     layout: Layout, leaks: LeakCheck
 ) -> None:
     # "a" is busy with a call the manager does not count (over get()'s Plugin), so its
-    # idle stop waits out kill_grace; the idle stops of "b" and "c" must not queue
-    # behind it (they did: one janitor thread stopped plugins one after another).
+    # idle stop waits out kill_grace; the idle stops of "b" and "c", due just after, must
+    # not queue behind it (they did: one janitor thread stopped plugins one by one).
     for name in ("a", "b", "c"):
         layout.add(name)
     events = EventLog()
@@ -164,11 +165,12 @@ def test_a_plugin_slow_to_stop_holds_up_no_other_idle_stop(
         watch=False,
         env=leaks.env,
         on_event=events,
-        idle_timeout=0.3,
-        kill_grace=1.0,
+        eager=True,
+        idle_timeout=0.6,
+        kill_grace=1.5,
         install_signal_handlers=False,
     ) as manager:
-        busy = manager.get("a")
+        busy = manager.get("a")  # a use: "a" is due first, "b" and "c" right after
 
         def uncounted() -> None:
             with contextlib.suppress(AogPluginsError):  # cut off by the idle stop
@@ -176,6 +178,7 @@ def test_a_plugin_slow_to_stop_holds_up_no_other_idle_stop(
 
         caller = threading.Thread(target=uncounted)
         caller.start()
+        time.sleep(0.2)  # under way when the idle stop of "a" begins
         for name in ("b", "c"):
             whoami(manager, name)
         events.wait("stopped", "a")
