@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import os
 import stat
-from collections.abc import Mapping
+from collections.abc import Hashable, Iterable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -31,7 +31,16 @@ from aog_plugins.errors import (
 from aog_plugins.process import verify_checksum
 from aog_plugins.types import MANIFEST_FILENAMES, PluginManifest, go_arch, go_os
 
-__all__ = ["PROVIDER_TYPES", "Found", "check_checksum", "inspect_dir", "plugin_dirs", "scan"]
+__all__ = [
+    "PROVIDER_TYPES",
+    "Found",
+    "check_checksum",
+    "disk_state",
+    "executable_dirs",
+    "inspect_dir",
+    "plugin_dirs",
+    "scan",
+]
 
 PROVIDER_TYPES = ("local", "remote")
 
@@ -334,3 +343,33 @@ def scan(
             )
         result.append(item)
     return result
+
+
+def disk_state(root: Path, cache: Mapping[Path, Found]) -> Hashable:
+    """A cheap summary of what matters under ``root`` (each plugin directory's manifest
+    and executable stamps; ``cache``: the last reads, reused where nothing changed), for
+    the watcher to compare; an unreadable root is its error text (a change, applied and
+    reported once)."""
+    try:
+        dirs = plugin_dirs(root)
+    except ConfigurationError as exc:
+        return str(exc)
+    return tuple((d, inspect_dir(d, cache.get(d)).fingerprint) for d in dirs)
+
+
+def executable_dirs(found: Iterable[Found]) -> list[Path]:
+    """Where the executables are, for the watcher: each directory from a plugin's folder
+    down to its executable's (where a replacement lands)."""
+    dirs: list[Path] = []
+    for target in found:
+        if target.executable is None:
+            continue
+        folder = Path(os.path.normpath(target.directory))
+        parent = Path(os.path.normpath(target.executable.parent))
+        if not parent.is_relative_to(folder):
+            dirs.append(parent)  # outside its folder: that one only
+            continue
+        for part in parent.relative_to(folder).parts:
+            folder = folder / part
+            dirs.append(folder)
+    return dirs

@@ -6,11 +6,13 @@ from __future__ import annotations
 import logging
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
+from functools import partial
 
-from aog_plugins.errors import PluginConnectError, PluginStartError
+from aog_plugins.errors import ConfigurationError, PluginConnectError, PluginStartError
 from aog_plugins.handshake import AOG_HANDSHAKE, HandshakeConfig
 from aog_plugins.manager._discovery import Found, check_checksum
 from aog_plugins.process import Plugin, PluginEvent, RestartPolicy, launch
+from aog_plugins.transport import seconds
 
 __all__ = ["LaunchSettings", "launch_found"]
 
@@ -30,6 +32,23 @@ class LaunchSettings:
     kill_grace: float = 2.0
     drain_timeout: float = 30.0
     install_signal_handlers: bool = True
+
+    def __post_init__(self) -> None:
+        """Check the values (a typed error naming the bad one) and keep copies."""
+        fix = partial(object.__setattr__, self)
+        fix("start_timeout", seconds("start_timeout", self.start_timeout))
+        fix("drain_timeout", seconds("drain_timeout", self.drain_timeout, zero=True))
+        fix("kill_grace", seconds("kill_grace", self.kill_grace, zero=True))
+        if not isinstance(self.restart, RestartPolicy):
+            raise ConfigurationError(f"restart must be a RestartPolicy, got {self.restart!r}")
+        sums = dict(self.checksums)
+        for key, value in sums.items():
+            if not isinstance(key, str) or not isinstance(value, str) or not value:
+                raise ConfigurationError(
+                    f"checksums maps plugin names to 'sha256:<hex>', got {key!r}: {value!r}"
+                )
+        fix("checksums", sums)
+        fix("env", dict(self.env) if self.env is not None else None)
 
     def environment(self) -> tuple[dict[str, str] | None, dict[str, str]]:
         """(``env`` for launch: replaces the host's, or None), (``extra_env``: added)."""

@@ -20,13 +20,21 @@ from aog_plugins.errors import (
     UnknownPluginError,
 )
 from aog_plugins.handshake import AOG_HANDSHAKE, HandshakeConfig
-from aog_plugins.manager._discovery import Found, check_checksum, inspect_dir, plugin_dirs, scan
+from aog_plugins.manager._discovery import (
+    Found,
+    check_checksum,
+    disk_state,
+    executable_dirs,
+    inspect_dir,
+    scan,
+)
 from aog_plugins.manager._entry import ManagerEvent, PluginEntry
 from aog_plugins.manager._events import EventBus
 from aog_plugins.manager._launching import LaunchSettings
 from aog_plugins.manager._routing import ManagedSource
 from aog_plugins.manager._slot import Slot
 from aog_plugins.manager._watch import Watcher
+from aog_plugins.manager._workers import Workers
 from aog_plugins.process import Plugin, RestartPolicy, wait_event
 from aog_plugins.process import install_signal_handlers as install_handlers
 from aog_plugins.transport import seconds, start_thread
@@ -93,31 +101,20 @@ class PluginManager:
                 f"plugins directory {root} does not exist or is not a directory: "
                 "create it, or pass the directory that holds one folder per plugin"
             )
-        start_timeout = seconds("start_timeout", start_timeout)
         if idle_timeout is not None:
             idle_timeout = seconds("idle_timeout (None: never)", idle_timeout)
-        drain_timeout = seconds("drain_timeout", drain_timeout, zero=True)
-        kill_grace = seconds("kill_grace", kill_grace, zero=True)
         if watch not in (True, False, "poll"):
             raise ConfigurationError(f"watch must be True, False or 'poll', got {watch!r}")
-        if not isinstance(restart, RestartPolicy):
-            raise ConfigurationError(f"restart must be a RestartPolicy, got {restart!r}")
-        sums = dict(checksums or {})
-        for key, value in sums.items():
-            if not isinstance(key, str) or not isinstance(value, str) or not value:
-                raise ConfigurationError(
-                    f"checksums maps plugin names to 'sha256:<hex>', got {key!r}: {value!r}"
-                )
         self.directory = root
         self._settings = LaunchSettings(
             handshake=handshake,
             auto_mtls=auto_mtls,
             restart=restart,
             start_timeout=start_timeout,
-            env=dict(env) if env is not None else None,
+            env=env,
             replace_env=replace_env,
             aog_version=aog_version,
-            checksums=sums,
+            checksums=checksums or {},
             kill_grace=kill_grace,
             drain_timeout=drain_timeout,
             install_signal_handlers=install_signal_handlers,
@@ -133,7 +130,7 @@ class PluginManager:
         self._names: dict[str, Slot] = {}
         self._removed: dict[str, str] = {}
         self._clients: dict[str, GRPCProviderClient] = {}
-        self._workers: set[threading.Thread] = set()
+        self._workers = Workers()
         self._closed = threading.Event()
         self._close_done = threading.Event()
         self._watcher: Watcher | None = None
@@ -253,7 +250,7 @@ class PluginManager:
         if self._closed.is_set():
             raise PluginRemovedError("the plugin manager is closed", code="CLOSED")
         self._sync(wait=True)
-        self._join_workers()
+        self._workers.join()
         return self.entries()
 
     # ---- lifecycle ----------------------------------------------------------------------
@@ -290,7 +287,7 @@ class PluginManager:
             start_thread(thread)
         for thread in stoppers:
             thread.join()
-        self._join_workers()
+        self._workers.join()
         with self._lock:
             clients = list(self._clients.values())
         for client in clients:
@@ -340,30 +337,12 @@ class PluginManager:
     def _disk_state(self) -> Hashable:
         with self._lock:
             cache = {d: s.target for d, s in self._slots.items()}
-        try:
-            dirs = plugin_dirs(self.directory)
-        except ConfigurationError as exc:
-            return str(exc)  # unreadable: a change, applied (and reported) once
-        return tuple((d, inspect_dir(d, cache.get(d)).fingerprint) for d in dirs)
+        return disk_state(self.directory, cache)
 
     def _executable_dirs(self) -> list[Path]:
-        """Where the executables are, for the watcher: each directory from a plugin's
-        folder down to its executable's (where a replacement lands)."""
         with self._lock:
             found = [slot.target for slot in self._slots.values()]
-        dirs: list[Path] = []
-        for target in found:
-            if target.executable is None:
-                continue
-            folder = Path(os.path.normpath(target.directory))
-            parent = Path(os.path.normpath(target.executable.parent))
-            if not parent.is_relative_to(folder):
-                dirs.append(parent)  # outside its folder: that one only
-                continue
-            for part in parent.relative_to(folder).parts:
-                folder = folder / part
-                dirs.append(folder)
-        return dirs
+        return executable_dirs(found)
 
     def _watched_change(self) -> None:
         if self._closed.is_set():
@@ -405,15 +384,15 @@ class PluginManager:
                         changed.append((existing, item))
                 self._reindex()
             for slot in (*gone, *renamed):
-                started.append(self._spawn(self._drop, slot))
+                started.append(self._workers.spawn(self._drop, slot))
             for slot in added:
                 why = "found at start" if initial else "appeared in the plugins directory"
                 err = slot.found.error
                 slot.event("added", f"{why} (unusable: {err})" if err else why, error=err)
                 if self._eager and err is None:
-                    started.append(self._spawn(self._eager_start, slot))
+                    started.append(self._workers.spawn(self._eager_start, slot))
             for slot, item in changed:
-                started.append(self._spawn(slot.replace, item))
+                started.append(self._workers.spawn(slot.replace, item))
         if wait:
             for thread in started:
                 thread.join()
@@ -434,29 +413,6 @@ class PluginManager:
         with contextlib.suppress(Exception):  # reported as an event and in the entry
             slot.acquire()
 
-    def _spawn(self, target: Callable[..., object], *args: object) -> threading.Thread:
-        def run() -> None:
-            try:
-                target(*args)
-            finally:
-                with self._lock:
-                    self._workers.discard(thread)
-
-        thread = threading.Thread(target=run, name="aog-plugins-manager", daemon=True)
-        with self._lock:
-            self._workers.add(thread)
-        start_thread(thread)
-        return thread
-
-    def _join_workers(self) -> None:
-        while True:
-            with self._lock:
-                workers = [t for t in self._workers if t is not threading.current_thread()]
-            if not workers:
-                return
-            for thread in workers:
-                thread.join()
-
     def _idle_loop(self, idle_timeout: float) -> None:
         # Each stop on a thread of its own: a plugin slow to stop (up to kill_grace) holds
         # up neither the others' idle stops nor close(), which joins these workers.
@@ -468,4 +424,4 @@ class PluginManager:
                 if self._closed.is_set():
                     return
                 if slot.idle_due(idle_timeout):
-                    self._spawn(slot.idle_stop, idle_timeout)
+                    self._workers.spawn(slot.idle_stop, idle_timeout)
