@@ -499,12 +499,12 @@ def test_reload_swaps_in_a_fresh_process_or_raises_keeping_the_old(
     assert events.kinds("p").count("replaced") == 1
 
 
-def test_close_does_not_wait_for_a_drain(layout: Layout, leaks: LeakCheck) -> None:
-    layout.add("p")
-    events = EventLog()
-    manager = PluginManager(
-        layout.root, watch=False, env=leaks.env, on_event=events, drain_timeout=600
-    )
+def _reload_during_an_endless_call(
+    manager: PluginManager, events: EventLog
+) -> tuple[list[BaseException], threading.Thread, threading.Thread, int | None]:
+    """Reload "p" while a call that never ends runs on it: returns once the swap is done
+    and the old process drains that call (what the call raised, the caller and reloader
+    threads, the new process's pid)."""
     client = manager.client("p")
     client.invoke_service("chat", b"{}")
     outcome: list[BaseException] = []
@@ -520,7 +520,17 @@ def test_close_does_not_wait_for_a_drain(layout: Layout, leaks: LeakCheck) -> No
     time.sleep(0.3)
     reloader = threading.Thread(target=manager.reload, args=("p",))
     reloader.start()
-    events.wait("replaced", "p")  # the old process is now draining its endless call
+    new = events.wait("replaced", "p").pid  # the old process drains its endless call
+    return outcome, caller, reloader, new
+
+
+def test_close_does_not_wait_for_a_drain(layout: Layout, leaks: LeakCheck) -> None:
+    layout.add("p")
+    events = EventLog()
+    manager = PluginManager(
+        layout.root, watch=False, env=leaks.env, on_event=events, drain_timeout=600
+    )
+    outcome, caller, reloader, _ = _reload_during_an_endless_call(manager, events)
     manager.close()  # returns (within pytest's timeout) although the drain allows 600 s
     caller.join()
     reloader.join()
@@ -530,22 +540,7 @@ def test_close_does_not_wait_for_a_drain(layout: Layout, leaks: LeakCheck) -> No
 def test_stop_does_not_wait_for_a_drain(layout: Layout, leaks: LeakCheck) -> None:
     layout.add("p")
     with managed(layout, leaks, False, drain_timeout=600) as (manager, events):
-        client = manager.client("p")
-        client.invoke_service("chat", b"{}")
-        outcome: list[BaseException] = []
-
-        def endless() -> None:
-            try:
-                client.invoke_service("chat", b'{"ms": 600000}', timeout=700)
-            except AogPluginsError as exc:
-                outcome.append(exc)
-
-        caller = threading.Thread(target=endless)
-        caller.start()
-        time.sleep(0.3)
-        reloader = threading.Thread(target=manager.reload, args=("p",))
-        reloader.start()
-        new = events.wait("replaced", "p").pid  # the old process drains its endless call
+        outcome, caller, reloader, new = _reload_during_an_endless_call(manager, events)
         stopper = threading.Thread(target=manager.stop, args=("p",), daemon=True)
         stopper.start()
         stopper.join(30.0)  # it waited for the drain: up to 600 s
@@ -557,7 +552,8 @@ def test_stop_does_not_wait_for_a_drain(layout: Layout, leaks: LeakCheck) -> Non
         stops = events.of("stopped", "p")
         assert [e.pid for e in stops][-1] == new
         assert "cut short" in stops[0].reason
-        assert pid_of(client.invoke_service("chat", b"{}")) not in {new, stops[0].pid}
+        reply = manager.client("p").invoke_service("chat", b"{}")
+        assert pid_of(reply) not in {new, stops[0].pid}
 
 
 def test_without_file_events_it_falls_back_to_polling(
