@@ -197,34 +197,23 @@ def inspect_dir(directory: Path, previous: Found | None = None) -> Found:
             ),
         )
     key = f"{go_os()}_{go_arch()}"
+
+    def no_platform(message: str, hint: str) -> Found:
+        error = NoPlatformError(message, plugin=name, directory=where, hint=hint)
+        return _broken(directory, name, path, manifest, error)
+
     try:
         executable = manifest.executable_path(directory)
     except (ManifestKeyError, ConfigurationError):
         have = ", ".join(sorted(manifest.platforms)) or "none"
-        return _broken(
-            directory,
-            name,
-            path,
-            manifest,
-            NoPlatformError(
-                f"no executable for this machine ({key}); platforms: {have}",
-                plugin=name,
-                directory=where,
-                hint=f"add platforms.{key}.executable to {path.name} and build for {key}",
-            ),
+        return no_platform(
+            f"no executable for this machine ({key}); platforms: {have}",
+            f"add platforms.{key}.executable to {path.name} and build for {key}",
         )
     if "\0" in str(executable):  # os.stat() would raise ValueError, not OSError
-        return _broken(
-            directory,
-            name,
-            path,
-            manifest,
-            NoPlatformError(
-                f"platforms.{key}.executable contains a NUL byte: no file can have that name",
-                plugin=name,
-                directory=where,
-                hint=f"set platforms.{key}.executable in {path.name} to the binary's path",
-            ),
+        return no_platform(
+            f"platforms.{key}.executable contains a NUL byte: no file can have that name",
+            f"set platforms.{key}.executable in {path.name} to the binary's path",
         )
     error = _check_executable(executable, name, where, key)
     found = Found(

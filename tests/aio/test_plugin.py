@@ -12,6 +12,8 @@ import signal
 import threading
 import time
 import weakref
+from collections.abc import Callable, Coroutine
+from typing import Any
 
 import pytest
 
@@ -113,6 +115,20 @@ def test_a_failed_start_raises_the_typed_error(leak_check: LeakCheck) -> None:
     run(main())
 
 
+def _run_leaving_nothing(
+    main: Callable[[], Coroutine[Any, Any, None]], leak_check: LeakCheck
+) -> None:
+    """Run ``main()``, then wait until no plugin of the test runs and no socket dir it
+    made is left (a plugin nobody received is killed on a thread of its own)."""
+    dirs = socket_dirs()
+    run(main())
+    wait_until(
+        lambda: not leak_check.tagged() and not socket_dirs() - dirs,
+        30,
+        "the plugin nobody received to be killed and its socket dir removed",
+    )
+
+
 def test_a_cancelled_launch_leaves_nothing_running(leak_check: LeakCheck) -> None:
     async def main() -> None:
         cmd = plugin_cmd("local_provider.py")
@@ -123,15 +139,9 @@ def test_a_cancelled_launch_leaves_nothing_running(leak_check: LeakCheck) -> Non
         with pytest.raises(asyncio.CancelledError):
             await task
 
-    dirs = socket_dirs()
-    run(main())
     # The start completes on its thread, then the plugin nobody received is killed (and
     # its socket dir removed) on another thread.
-    wait_until(
-        lambda: not leak_check.tagged() and not socket_dirs() - dirs,
-        30,
-        "the orphaned plugin to be killed and its socket dir removed",
-    )
+    _run_leaving_nothing(main, leak_check)
 
 
 def test_a_launch_cancelled_as_its_result_arrives_leaves_nothing_running(
@@ -158,13 +168,7 @@ def test_a_launch_cancelled_as_its_result_arrives_leaves_nothing_running(
         with pytest.raises(asyncio.CancelledError):
             await task
 
-    dirs = socket_dirs()
-    run(main())
-    wait_until(
-        lambda: not leak_check.tagged() and not socket_dirs() - dirs,
-        30,
-        "the plugin nobody received to be killed and its socket dir removed",
-    )
+    _run_leaving_nothing(main, leak_check)
 
 
 def test_on_another_event_loop_calls_raise_a_typed_error(leak_check: LeakCheck) -> None:
