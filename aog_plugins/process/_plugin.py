@@ -188,7 +188,13 @@ class Plugin:
     def _stopped_error(self) -> PluginFatalError:
         """What a call gets from a plugin stopped for good (:data:`_FOR_GOOD`)."""
         state = self._state
-        return PluginFatalError(f"the plugin is {state.value}: {self._reason}", code=state.value)
+        message = f"the plugin is {state.value}: {self._reason}"
+        if self._stopper.kill_reason is None and "last stderr lines" not in message:
+            # It ended on its own (between calls, so no call saw the crash): say how.
+            tail = self._current.process.stderr_tail().strip()
+            if tail:
+                message += f"; last stderr lines:\n{tail}"
+        return PluginFatalError(message, code=state.value)
 
     def ping(self, timeout: float = 5.0) -> None:
         """Health-check the plugin now, without waiting for a restart: raises

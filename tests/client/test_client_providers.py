@@ -14,7 +14,7 @@ import pytest
 
 from aog_plugins import Plugin, RestartPolicy, launch
 from aog_plugins.client import BidiSender, ResponseStream
-from aog_plugins.errors import PluginCrashedError, PluginError
+from aog_plugins.errors import PluginCrashedError, PluginError, PluginFatalError
 from aog_plugins.types import (
     BidiMessage,
     DeleteRequest,
@@ -268,6 +268,11 @@ def test_a_segfault_mid_call_shows_its_python_traceback(remote: Plugin) -> None:
     assert info.value.exit_code == -signal.SIGSEGV
     assert "Fatal Python error: Segmentation fault" in info.value.stderr_tail
     assert "failure_response" in info.value.stderr_tail  # the frame it died in
+    # The next call (no restart) says how the plugin ended, not only that it did.
+    with pytest.raises(PluginFatalError) as fatal:
+        remote.client.invoke_service("chat", b"{}")
+    assert "killed by SIGSEGV" in str(fatal.value)
+    assert "Fatal Python error: Segmentation fault" in str(fatal.value)
 
 
 def test_big_response(local: Plugin) -> None:
