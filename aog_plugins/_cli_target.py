@@ -60,6 +60,14 @@ def refuse_manifest_file(text: str, *, plugins_dir_wanted: bool) -> None:
     with ``plugins_dir_wanted``, the plugins directory above it) belongs: a usage error
     that names the directory to pass, instead of "cannot execute" or "not a directory"."""
     path = Path(text)
+    if plugins_dir_wanted and any((path / name).is_file() for name in MANIFEST_FILENAMES):
+        # One plugin's directory where the plugins directory belongs: it holds no plugin
+        # folders, so "list" said "no plugins" and "run" watched an empty directory.
+        raise ConfigurationError(
+            f"{text} is one plugin's directory (it has a manifest), not a plugins "
+            f"directory: pass the directory that holds it, {Path(os.path.abspath(path)).parent}"
+            f" (or 'aog-plugins inspect {text}' for this plugin alone)"
+        )
     if path.name not in MANIFEST_FILENAMES or not path.is_file():
         return
     manifest = Path(os.path.abspath(path))

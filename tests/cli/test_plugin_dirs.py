@@ -168,6 +168,20 @@ def test_a_manifest_file_instead_of_a_directory_says_which_directory(
         assert result.out == ""
 
 
+def test_one_plugins_directory_for_list_or_run_says_which_directory(plugins: Layout) -> None:
+    # list printed "no plugins in ..." and exited 0; run watched a directory with none.
+    directory = plugins.add("alpha")
+    for command in ("list", "run"):
+        result = cli(command, str(directory))
+        assert result.code == 2, result.output
+        assert result.err == (
+            f"aog-plugins: error: {directory} is one plugin's directory (it has a manifest), "
+            f"not a plugins directory: pass the directory that holds it, {plugins.root} (or "
+            f"'aog-plugins inspect {directory}' for this plugin alone)\n"
+        )
+        assert result.out == ""
+
+
 def test_a_manifests_control_characters_reach_no_terminal(plugins: Layout) -> None:
     # The error that lists the directory's services and inspect's table once wrote a
     # manifest's escapes out as they were.
