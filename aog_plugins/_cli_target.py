@@ -60,7 +60,8 @@ def refuse_manifest_file(text: str, *, plugins_dir_wanted: bool) -> None:
     with ``plugins_dir_wanted``, the plugins directory above it) belongs: a usage error
     that names the directory to pass, instead of "cannot execute" or "not a directory"."""
     path = Path(text)
-    if plugins_dir_wanted and any((path / name).is_file() for name in MANIFEST_FILENAMES):
+    # os.path.isfile: a directory we may not search is not a plugin's (no PermissionError).
+    if plugins_dir_wanted and any(os.path.isfile(path / name) for name in MANIFEST_FILENAMES):
         # One plugin's directory where the plugins directory belongs: it holds no plugin
         # folders, so "list" said "no plugins" and "run" watched an empty directory.
         raise ConfigurationError(
