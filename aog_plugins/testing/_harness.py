@@ -12,7 +12,6 @@ import logging
 import os
 import re
 import shutil
-import tempfile
 import threading
 import uuid
 from collections.abc import Callable, Iterable, Mapping, Sequence
@@ -25,6 +24,7 @@ from aog_plugins.testing._faults import FailableStart, register_failable_start
 from aog_plugins.testing._leaks import MARKER_ENV, find_leaks, kill_leaks
 from aog_plugins.testing._provider import write_provider_program
 from aog_plugins.testing._watch import PluginWatch, RecordBuffer
+from aog_plugins.transport import pid_named_dir
 from aog_plugins.types import PluginManifest
 
 __all__ = ["Command", "PluginHarness"]
@@ -73,9 +73,7 @@ class PluginHarness:
     def _private_dir(self) -> Path:
         with self._lock:
             if self._tmp is None:
-                # Named like a host's socket dir, with our pid: should this test run die
-                # of SIGKILL, the next host's stale-dir sweep removes it.
-                self._tmp = tempfile.mkdtemp(prefix=f"aogp-{os.getpid()}-testing-")
+                self._tmp = pid_named_dir("testing")  # swept after a SIGKILLed run
             return Path(self._tmp)
 
     # ---- starting ---------------------------------------------------------------------

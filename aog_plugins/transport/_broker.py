@@ -18,9 +18,7 @@ import collections
 import contextlib
 import itertools
 import logging
-import os
 import shutil
-import tempfile
 import threading
 import time
 from collections.abc import Callable
@@ -39,7 +37,7 @@ from aog_plugins.transport._brokerbind import (
     stream_tls,
 )
 from aog_plugins.transport._dial import ClientTLS, DialTarget, open_channel
-from aog_plugins.transport._listen import grpc_target
+from aog_plugins.transport._listen import grpc_target, pid_named_dir
 from aog_plugins.transport._mux import Mux
 from aog_plugins.transport._relay import Relay
 from aog_plugins.transport._threads import signals_blocked
@@ -226,9 +224,7 @@ class BrokerCore:
             return self._socket_dir
         with self._cond:
             if self._own_dir is None:
-                # Named like a host's socket dir, with our pid: should this process die
-                # of SIGKILL, the next host's stale-dir sweep removes it.
-                self._own_dir = tempfile.mkdtemp(prefix=f"aogp-{os.getpid()}-broker-")
+                self._own_dir = pid_named_dir("broker")
             return self._own_dir
 
     # ---- dialing ----------------------------------------------------------------------

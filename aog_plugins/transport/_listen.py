@@ -22,6 +22,7 @@ __all__ = [
     "add_unix_port",
     "grpc_target",
     "listen",
+    "pid_named_dir",
     "private_socket_dir",
     "resolve_group",
     "set_group_writable",
@@ -52,6 +53,13 @@ def unix_socket_path(socket_dir: str | None) -> str:
     return path
 
 
+def pid_named_dir(kind: str, directory: str | None = None) -> str:
+    """A fresh 0700 directory ``aogp-<our pid>-<kind>-<random>`` in ``directory`` (default:
+    the temp dir): named like a host's socket dir, so that once this process is gone
+    (SIGKILL included) the next host's stale-dir sweep removes it."""
+    return tempfile.mkdtemp(prefix=f"aogp-{os.getpid()}-{kind}-", dir=directory)
+
+
 def private_socket_dir(kind: str, directory: str | None) -> tuple[str, str]:
     """A fresh 0700 directory for a private unix socket and that socket's path in it.
 
@@ -61,12 +69,11 @@ def private_socket_dir(kind: str, directory: str | None) -> tuple[str, str]:
     the announced socket (as go-plugin's Go plugins need) must not fail on the private
     one, which sits a level deeper under a longer name.
     """
-    prefix = f"aogp-{os.getpid()}-{kind}-"
-    path = tempfile.mkdtemp(prefix=prefix, dir=directory)
+    path = pid_named_dir(kind, directory)
     socket_path = os.path.join(path, "s")
     if len(socket_path.encode()) > MAX_UNIX_PATH and os.path.dirname(path) != "/tmp":
         os.rmdir(path)
-        path = tempfile.mkdtemp(prefix=prefix, dir="/tmp")
+        path = pid_named_dir(kind, "/tmp")
         socket_path = os.path.join(path, "s")
     return path, socket_path
 
